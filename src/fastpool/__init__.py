@@ -1,0 +1,44 @@
+"""fastpool: a database connection pool whose hot path is compiled.
+
+>>> import fastpool
+>>> with fastpool.create_pool("sqlite:///app.db", max_size=8) as pool:
+...     with pool.connection() as conn:
+...         conn.execute("CREATE TABLE IF NOT EXISTS t (x)")
+"""
+
+from fastpool._loader import load_core as _load_core
+
+_core = _load_core()
+
+from fastpool.drivers import CallableDriver, Driver, SQLiteDriver  # noqa: E402
+from fastpool.errors import (  # noqa: E402
+    ConfigError,
+    ConnectError,
+    ConnectionAlreadyReleased,
+    FastpoolError,
+    ForeignConnection,
+    PoolClosed,
+    PoolTimeout,
+    TooManyWaiting,
+)
+from fastpool.pool import Pool, create_pool  # noqa: E402
+from fastpool.stats import PoolStats  # noqa: E402
+
+__version__ = "0.1.0"
+__all__ = [
+    "CallableDriver",
+    "ConfigError",
+    "ConnectError",
+    "ConnectionAlreadyReleased",
+    "Driver",
+    "FastpoolError",
+    "ForeignConnection",
+    "Pool",
+    "PoolClosed",
+    "PoolStats",
+    "PoolTimeout",
+    "SQLiteDriver",
+    "TooManyWaiting",
+    "__version__",
+    "create_pool",
+]

@@ -1,0 +1,3 @@
+from fastpool.cli import main
+
+raise SystemExit(main())

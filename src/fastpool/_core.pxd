@@ -1,0 +1,99 @@
+# cython: language_level=3
+# The C surface of fastpool's compiled core. Mechanism only: the idle ring,
+# slot bookkeeping, FIFO waiters with hand-off, counters and histograms.
+
+from libc.stdint cimport int64_t, uint64_t
+
+cdef enum:
+    N_BUCKETS = 64
+    N_REASONS = 9
+    N_COUNTERS = 10
+
+
+ctypedef struct Histogram:
+    uint64_t buckets[N_BUCKETS]
+    uint64_t count
+    uint64_t total
+    uint64_t max
+
+
+ctypedef struct Slot:
+    int state
+    int leak_reported
+    long pid
+    uint64_t generation
+    int64_t created_ns
+    int64_t last_used_ns
+    int64_t acquired_ns
+    int64_t deadline_ns
+
+
+cdef class Waiter:
+    cdef:
+        readonly int state
+        readonly int idx
+        readonly int64_t enqueued_ns
+        public object error
+        object wakeup
+        Waiter prev
+        Waiter next
+
+
+cdef class ConnectionContext:
+    cdef:
+        PoolCore pool
+        object timeout
+        object conn
+
+
+cdef class PoolCore:
+    cdef:
+        Slot* slots
+        int* ring
+        int cap
+        int ring_head
+        int ring_count
+        bint lifo
+        bint closed
+        bint always_slow_release
+        bint track_holders
+        int n_open
+        int n_in_use
+        int n_waiting
+        int max_open
+        long pid
+        uint64_t generation
+        int64_t bypass_ns
+        list conns
+        list status_srcs
+        list holders
+        dict index
+        object status_attr
+        object idle_status
+        Waiter wait_head
+        Waiter wait_tail
+        uint64_t counters[N_COUNTERS]
+        uint64_t closed_by[N_REASONS]
+        Histogram wait_hist
+        Histogram hold_hist
+        int64_t busy_ns
+        int64_t open_ns
+        int64_t open_mark_ns
+        int64_t window_start_ns
+
+    cdef object _acquire(self, object timeout)
+    cdef int _release(self, object conn, bint commit) except -1
+    cdef object _lend(self, int idx, int64_t now, int64_t wait_ns, bint capture)
+    cdef void _end_hold(self, int idx, int64_t now) noexcept
+    cdef void _put(self, int idx, int64_t now) noexcept
+    cdef bint _clean(self, int idx, int64_t now) noexcept
+    cdef bint _status_idle(self, int idx) noexcept
+    cdef int _wake_all(self, int state, object error) except -1
+    cdef void _ring_push(self, int idx) noexcept
+    cdef int _ring_pop(self) noexcept
+    cdef void _mark_open(self, int64_t now, int delta) noexcept
+    cdef Waiter _pop_waiter(self)
+    cdef void _unlink(self, Waiter w) noexcept
+    cdef int _slot_index(self, object conn) except -2
+    cdef int _reserve(self, int capacity) except -1
+    cdef int _free_slot(self, int idx) except -1

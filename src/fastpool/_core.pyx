@@ -1,0 +1,772 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""fastpool's compiled core: the mechanism under the pool's Python policy.
+
+It holds the ring of idle connection slots, the FIFO queue of waiters with the
+hand-off handshake, the per-slot numbers the policy checks (generation, pid,
+lifetime deadline, last use) and the uint64 counters and log2 histograms.
+It imports no driver and does no logging, I/O, sleeping or timeout policy:
+whenever a decision needs more than comparing numbers, it calls a method of
+the Python subclass (``_acquire_slow``, ``_release_slow``, ``_capture_holder``).
+
+Every method runs under the GIL without calling back into Python in the middle
+of a state change, so each one is atomic with respect to other threads.
+``fastpool._core_py`` is a pure-Python twin with the same API.
+"""
+
+cimport cython
+from cpython.dict cimport PyDict_GetItem
+from cpython.object cimport PyObject
+from libc.stdint cimport int64_t, uint64_t
+from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy, memset
+from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
+
+import os
+
+from fastpool.errors import ConfigError, ConnectionAlreadyReleased, ForeignConnection
+
+__impl__ = "compiled"
+
+cdef extern from *:
+    """
+    static inline int fp_bit_length(unsigned long long v) {
+        return v ? 64 - __builtin_clzll(v) : 0;
+    }
+    """
+    int fp_bit_length(unsigned long long v) nogil
+
+# Slot states.
+cdef enum:
+    FREE = 0
+    IDLE = 1
+    IN_USE = 2
+    CHECKING = 3
+    RELEASING = 4
+
+# Waiter states.
+cdef enum:
+    W_NEW = 0
+    W_WAITING = 1
+    W_GIVEN = 2
+    W_CANCELLED = 3
+    W_CLOSED = 4
+    W_FAILED = 5
+
+# What `_pop_or_wait` returns when it did not pop a slot.
+ENQUEUED = -1
+REJECTED = -2
+
+# Verdicts on a slot, from `_verdict`. The policy acts on anything but OK.
+OK = 0
+PROBE = 1
+EXPIRED = 2
+STALE = 3
+FORKED = 4
+CLOSED = 5
+OVERSIZE = 6
+DIRTY = 7
+SLOW = 8
+IDLE_TOO_LONG = 9
+
+# Why a connection was closed: index into the per-reason counters.
+CLOSE_REASONS = ("lifetime", "idle", "broken", "reset", "fork", "drained",
+                 "closed", "resize", "configure")
+REASON_LIFETIME = 0
+REASON_IDLE = 1
+REASON_BROKEN = 2
+REASON_RESET = 3
+REASON_FORK = 4
+REASON_DRAINED = 5
+REASON_CLOSED = 6
+REASON_RESIZE = 7
+REASON_CONFIGURE = 8
+
+# Counters, in order; `_count` takes these indices.
+COUNTER_NAMES = ("acquisitions", "releases", "waits", "timeouts", "rejected",
+                 "opened", "probes", "probe_ns", "leaks", "handoffs")
+C_ACQUIRED = 0
+C_RELEASED = 1
+C_WAITS = 2
+C_TIMEOUTS = 3
+C_REJECTED = 4
+C_OPENED = 5
+C_PROBES = 6
+C_PROBE_NS = 7
+C_LEAKS = 8
+C_HANDOFFS = 9
+
+WAITER_STATES = ("new", "waiting", "given", "cancelled", "closed", "failed")
+
+
+cdef inline int64_t _now() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
+
+
+def monotonic_ns():
+    """The clock every timestamp of the core uses (CLOCK_MONOTONIC, ns)."""
+    return _now()
+
+
+cdef inline void _hist_add(Histogram* h, int64_t value) noexcept:
+    cdef uint64_t v = <uint64_t>value if value > 0 else 0
+    h.buckets[fp_bit_length(v) & 63] += 1
+    h.count += 1
+    h.total += v
+    if v > h.max:
+        h.max = v
+
+
+cdef object _hist_export(Histogram* h):
+    return {
+        "buckets": [h.buckets[i] for i in range(N_BUCKETS)],
+        "count": h.count,
+        "total": h.total,
+        "max": h.max,
+    }
+
+
+@cython.final
+cdef class Waiter:
+    """One caller queued for a connection.
+
+    ``wakeup`` is called (once, without arguments) when the waiter's fate is
+    decided: it was given a slot, or the pool closed or failed. It is opaque to
+    the core: a thread passes a lock's ``release``; an event loop can pass a
+    function that resolves a future thread-safely.
+    """
+
+    def __cinit__(self, wakeup):
+        self.wakeup = wakeup
+        self.state = W_NEW
+        self.idx = -1
+
+    @property
+    def state_name(self):
+        return WAITER_STATES[self.state]
+
+
+@cython.final
+@cython.freelist(16)
+cdef class ConnectionContext:
+    """``with pool.connection() as conn``: commit on success, roll back on error."""
+
+    def __enter__(self):
+        if self.conn is not None:
+            raise RuntimeError("this pool.connection() context is already entered")
+        self.conn = self.pool._acquire(self.timeout)
+        return self.conn
+
+    def __exit__(self, et, ev, tb):
+        conn = self.conn
+        if conn is not None:
+            self.conn = None
+            self.pool._release(conn, et is None)
+        return False
+
+
+cdef class PoolCore:
+    """The compiled mechanism of a pool. Subclassed by ``fastpool.Pool``."""
+
+    def __cinit__(self, *args, **kwargs):
+        self.slots = NULL
+        self.ring = NULL
+        self.cap = 0
+        self.lifo = True
+        self.conns = []
+        self.status_srcs = []
+        self.holders = []
+        self.index = {}
+        self.max_open = 0
+        self.bypass_ns = 0
+        self.pid = os.getpid()
+        self.generation = 1
+        self.status_attr = None
+        self.idle_status = None
+        now = _now()
+        self.open_mark_ns = now
+        self.window_start_ns = now
+
+    def __dealloc__(self):
+        free(self.slots)
+        free(self.ring)
+
+    # ---- hot path -------------------------------------------------------
+
+    def acquire(self, timeout=None):
+        """Borrow a connection; wait up to ``timeout`` seconds (default: the pool's)."""
+        return self._acquire(timeout)
+
+    def release(self, conn):
+        """Give back a connection obtained from ``acquire()``."""
+        self._release(conn, False)
+
+    def connection(self, timeout=None):
+        """A context manager lending a connection: commit on success, roll back on error."""
+        cdef ConnectionContext ctx = ConnectionContext.__new__(ConnectionContext)
+        ctx.pool = self
+        ctx.timeout = timeout
+        return ctx
+
+    cdef object _acquire(self, object timeout):
+        cdef int idx
+        cdef int64_t now
+        cdef Slot* s
+        if timeout is not None and not (
+                (type(timeout) is float or type(timeout) is int) and timeout >= 0):
+            # Anything unusual (a bool, a negative or non-number): let the
+            # policy raise its clear error.
+            return self._acquire_slow(timeout, -1)
+        if self.ring_count > 0 and not self.closed:
+            idx = self._ring_pop()
+            s = &self.slots[idx]
+            now = _now()
+            if (s.generation == self.generation and s.pid == self.pid
+                    and now < s.deadline_ns and now - s.last_used_ns <= self.bypass_ns
+                    and self.n_open <= self.max_open):
+                return self._lend(idx, now, 0, True)
+            s.state = CHECKING
+            return self._acquire_slow(timeout, idx)
+        return self._acquire_slow(timeout, -1)
+
+    cdef object _lend(self, int idx, int64_t now, int64_t wait_ns, bint capture):
+        cdef Slot* s = &self.slots[idx]
+        s.state = IN_USE
+        s.acquired_ns = now
+        s.leak_reported = 0
+        self.n_in_use += 1
+        self.counters[C_ACQUIRED] += 1
+        _hist_add(&self.wait_hist, wait_ns)
+        conn = self.conns[idx]
+        if capture and self.track_holders:
+            try:
+                self.holders[idx] = self._capture_holder()
+            except Exception:
+                # Leak diagnostics must never cost the caller its connection.
+                self.holders[idx] = None
+        return conn
+
+    cdef int _release(self, object conn, bint commit) except -1:
+        cdef int idx = self._slot_index(conn)
+        cdef Slot* s
+        cdef int64_t now
+        if idx < 0:
+            self._release_unknown(conn)
+            return 0
+        s = &self.slots[idx]
+        if s.state != IN_USE:
+            raise ConnectionAlreadyReleased(
+                "connection %r was already released to this pool" % (conn,))
+        # Mark it first: reading the status may run Python code (and switch
+        # threads), and a concurrent double release must see it gone.
+        s.state = RELEASING
+        now = _now()
+        if self._clean(idx, now):
+            self._end_hold(idx, now)
+            self._put(idx, now)
+        else:
+            self._release_slow(idx, commit)
+        return 0
+
+    cdef int _slot_index(self, object conn) except -2:
+        cdef PyObject* found = PyDict_GetItem(self.index, conn)
+        if found == NULL:
+            return -1
+        return <int>(<object>found)
+
+    cdef bint _clean(self, int idx, int64_t now) noexcept:
+        """Can this returning connection go straight back to the ring?"""
+        cdef Slot* s = &self.slots[idx]
+        if (self.closed or self.always_slow_release or s.generation != self.generation
+                or s.pid != self.pid or now >= s.deadline_ns or self.n_open > self.max_open):
+            return False
+        src = self.status_srcs[idx]
+        if src is None:
+            return False
+        return self._status_idle(idx)
+
+    cdef bint _status_idle(self, int idx) noexcept:
+        """Does the driver's own attribute say no transaction is open?"""
+        src = self.status_srcs[idx]
+        if src is None:
+            return False
+        try:
+            status = getattr(src, self.status_attr)
+            return status is self.idle_status or status == self.idle_status
+        except Exception:
+            # A closed or broken connection: let the policy decide.
+            return False
+
+    cdef void _end_hold(self, int idx, int64_t now) noexcept:
+        cdef Slot* s = &self.slots[idx]
+        cdef int64_t start = s.acquired_ns
+        _hist_add(&self.hold_hist, now - start)
+        if start < self.window_start_ns:
+            start = self.window_start_ns
+        self.busy_ns += now - start
+        self.n_in_use -= 1
+        self.counters[C_RELEASED] += 1
+        s.last_used_ns = now
+
+    cdef void _put(self, int idx, int64_t now) noexcept:
+        """A usable connection: hand it to the oldest waiter, else to the ring."""
+        cdef Waiter w = self._pop_waiter()
+        cdef Slot* s = &self.slots[idx]
+        if w is None:
+            s.state = IDLE
+            self._ring_push(idx)
+            return
+        self.holders[idx] = None
+        self.n_waiting -= 1
+        self.counters[C_HANDOFFS] += 1
+        self._lend(idx, now, now - w.enqueued_ns, False)
+        w.idx = idx
+        w.state = W_GIVEN
+        try:
+            w.wakeup()
+        except BaseException:
+            # A wakeup must not fail (it is a lock release or a thread-safe
+            # call); if it does, the waiter still owns the slot and will see
+            # it at its deadline through `_cancel_wait`.
+            pass
+
+    cdef void _ring_push(self, int idx) noexcept:
+        cdef int pos = self.ring_head + self.ring_count
+        if pos >= self.cap:
+            pos -= self.cap
+        self.ring[pos] = idx
+        self.ring_count += 1
+
+    cdef int _ring_pop(self) noexcept:
+        cdef int pos
+        self.ring_count -= 1
+        if self.lifo:
+            pos = self.ring_head + self.ring_count
+            if pos >= self.cap:
+                pos -= self.cap
+            return self.ring[pos]
+        pos = self.ring_head
+        self.ring_head += 1
+        if self.ring_head >= self.cap:
+            self.ring_head = 0
+        return self.ring[pos]
+
+    cdef void _mark_open(self, int64_t now, int delta) noexcept:
+        self.open_ns += self.n_open * (now - self.open_mark_ns)
+        self.open_mark_ns = now
+        self.n_open += delta
+
+    # ---- waiters --------------------------------------------------------
+
+    cdef Waiter _pop_waiter(self):
+        cdef Waiter w = self.wait_head
+        if w is not None:
+            self._unlink(w)
+        return w
+
+    cdef void _unlink(self, Waiter w) noexcept:
+        if w.prev is None:
+            self.wait_head = w.next
+        else:
+            w.prev.next = w.next
+        if w.next is None:
+            self.wait_tail = w.prev
+        else:
+            w.next.prev = w.prev
+        w.prev = None
+        w.next = None
+
+    def _new_waiter(self, wakeup):
+        """A Waiter of this core's kind, for ``_pop_or_wait``."""
+        return Waiter(wakeup)
+
+    def _pop_or_wait(self, Waiter waiter, int max_waiting):
+        """Pop an idle slot (now CHECKING) or queue ``waiter``, atomically.
+
+        Returns the slot index, ENQUEUED, or REJECTED when ``max_waiting``
+        callers already wait (0 = unbounded).
+        """
+        cdef int idx
+        if self.ring_count > 0:
+            idx = self._ring_pop()
+            self.slots[idx].state = CHECKING
+            return idx
+        if max_waiting > 0 and self.n_waiting >= max_waiting:
+            self.counters[C_REJECTED] += 1
+            return REJECTED
+        if waiter.state != W_NEW:
+            raise ValueError("a Waiter can be queued only once")
+        waiter.state = W_WAITING
+        waiter.enqueued_ns = _now()
+        waiter.prev = self.wait_tail
+        if self.wait_tail is None:
+            self.wait_head = waiter
+        else:
+            self.wait_tail.next = waiter
+        self.wait_tail = waiter
+        self.n_waiting += 1
+        self.counters[C_WAITS] += 1
+        return ENQUEUED
+
+    def _cancel_wait(self, Waiter waiter):
+        """The waiter gives up. Returns its slot if one was handed over meanwhile."""
+        if waiter.state == W_WAITING:
+            self._unlink(waiter)
+            waiter.state = W_CANCELLED
+            self.n_waiting -= 1
+            return ENQUEUED
+        if waiter.state == W_GIVEN:
+            return waiter.idx
+        return REJECTED
+
+    def _fail_waiters(self, error):
+        """Wake every waiter with FAILED and ``error``; returns how many."""
+        return self._wake_all(W_FAILED, error)
+
+    cdef int _wake_all(self, int state, object error) except -1:
+        cdef Waiter w
+        cdef int n = 0
+        while True:
+            w = self._pop_waiter()
+            if w is None:
+                return n
+            self.n_waiting -= 1
+            w.state = state
+            w.error = error
+            n += 1
+            try:
+                w.wakeup()
+            except BaseException:
+                pass
+
+    # ---- slots, for the policy ------------------------------------------
+
+    def _set_policy(self, *, bint lifo, int64_t bypass_ns, int max_open, status_attr,
+                    idle_status, bint always_slow_release, bint track_holders):
+        if max_open < 1:
+            raise ConfigError("max_open must be at least 1")
+        if self.ring_count and lifo != self.lifo:
+            raise ValueError("cannot change the reuse order of a non-empty ring")
+        self._reserve(max_open)
+        self.lifo = lifo
+        self.bypass_ns = bypass_ns
+        self.max_open = max_open
+        self.status_attr = status_attr
+        self.idle_status = idle_status
+        self.always_slow_release = always_slow_release or status_attr is None
+        self.track_holders = track_holders
+
+    cdef int _reserve(self, int capacity) except -1:
+        """Grow slot and ring storage to ``capacity`` (never shrinks)."""
+        cdef Slot* slots
+        cdef int* ring
+        cdef int i, pos
+        if capacity <= self.cap:
+            return 0
+        slots = <Slot*>malloc(capacity * sizeof(Slot))
+        ring = <int*>malloc(capacity * sizeof(int))
+        if slots == NULL or ring == NULL:
+            free(slots)
+            free(ring)
+            raise MemoryError()
+        memset(slots, 0, capacity * sizeof(Slot))
+        if self.cap:
+            memcpy(slots, self.slots, self.cap * sizeof(Slot))
+        for i in range(self.ring_count):
+            pos = self.ring_head + i
+            if pos >= self.cap:
+                pos -= self.cap
+            ring[i] = self.ring[pos]
+        free(self.slots)
+        free(self.ring)
+        self.slots = slots
+        self.ring = ring
+        self.ring_head = 0
+        self.conns.extend([None] * (capacity - self.cap))
+        self.status_srcs.extend([None] * (capacity - self.cap))
+        self.holders.extend([None] * (capacity - self.cap))
+        self.cap = capacity
+        return 0
+
+    def _add(self, conn, status_src, int64_t created_ns, int64_t deadline_ns, bint lend=False):
+        """Register a new connection. Hands it to the oldest waiter (or
+        returns it lent when ``lend``), else puts it in the ring. Returns its slot."""
+        cdef int idx = -1, i
+        cdef int64_t now = _now()
+        cdef Slot* s
+        if self.closed:
+            return -1
+        if conn in self.index:
+            raise ValueError("connection %r is already in this pool" % (conn,))
+        for i in range(self.cap):
+            if self.slots[i].state == FREE:
+                idx = i
+                break
+        if idx < 0:
+            idx = self.cap
+            self._reserve(self.cap * 2 if self.cap else 1)
+        s = &self.slots[idx]
+        s.state = CHECKING
+        s.pid = self.pid
+        s.generation = self.generation
+        s.created_ns = created_ns
+        s.last_used_ns = now
+        s.deadline_ns = deadline_ns
+        s.leak_reported = 0
+        self.conns[idx] = conn
+        self.status_srcs[idx] = status_src
+        self.holders[idx] = None
+        self.index[conn] = idx
+        self._mark_open(now, 1)
+        self.counters[C_OPENED] += 1
+        if lend:
+            self._lend(idx, now, 0, False)
+        else:
+            self._put(idx, now)
+        return idx
+
+    def _verdict(self, int idx):
+        """Why a CHECKING or RELEASING slot cannot simply be lent or put back."""
+        cdef Slot* s = &self.slots[idx]
+        cdef int64_t now = _now()
+        if self.closed:
+            return CLOSED
+        if s.pid != self.pid:
+            return FORKED
+        if s.generation != self.generation:
+            return STALE
+        if now >= s.deadline_ns:
+            return EXPIRED
+        if self.n_open > self.max_open:
+            return OVERSIZE
+        if s.state == RELEASING:
+            if not self._status_idle(idx):
+                return DIRTY
+            if self.always_slow_release:
+                return SLOW
+            return OK
+        if now - s.last_used_ns > self.bypass_ns:
+            return PROBE
+        return OK
+
+    def _lend_checked(self, int idx, int64_t wait_ns):
+        """Lend a CHECKING slot that the policy has verified."""
+        if self.slots[idx].state != CHECKING:
+            raise ValueError("slot %d is not being checked" % idx)
+        return self._lend(idx, _now(), wait_ns, False)
+
+    def _putback(self, int idx):
+        """Return a CHECKING or RELEASING slot to service (waiter or ring)."""
+        cdef int64_t now = _now()
+        cdef int state = self.slots[idx].state
+        if state == RELEASING:
+            self._end_hold(idx, now)
+        elif state == CHECKING:
+            self.slots[idx].last_used_ns = now
+        else:
+            raise ValueError("slot %d is neither being checked nor released" % idx)
+        self._put(idx, now)
+
+    def _discard(self, int idx, int reason):
+        """Remove a CHECKING, RELEASING or IN_USE slot; returns its connection to close."""
+        cdef Slot* s = &self.slots[idx]
+        cdef int64_t now = _now()
+        if s.state == IN_USE or s.state == RELEASING:
+            self._end_hold(idx, now)
+        elif s.state != CHECKING:
+            raise ValueError("slot %d cannot be discarded in its state" % idx)
+        conn = self.conns[idx]
+        self._free_slot(idx)
+        self.closed_by[reason] += 1
+        self._mark_open(now, -1)
+        return conn
+
+    cdef int _free_slot(self, int idx) except -1:
+        conn = self.conns[idx]
+        self.index.pop(conn, None)
+        self.conns[idx] = None
+        self.status_srcs[idx] = None
+        self.holders[idx] = None
+        self.slots[idx].state = FREE
+        return 0
+
+    def _slot_info(self, int idx):
+        """The numbers kept for one slot (for tests and monitoring)."""
+        if idx < 0 or idx >= self.cap:
+            raise IndexError("no slot %d" % idx)
+        cdef Slot* s = &self.slots[idx]
+        return {"state": s.state, "pid": s.pid, "generation": s.generation,
+                "created_ns": s.created_ns, "last_used_ns": s.last_used_ns,
+                "acquired_ns": s.acquired_ns, "deadline_ns": s.deadline_ns}
+
+    def _conn_at(self, int idx):
+        return self.conns[idx]
+
+    def _set_holder(self, int idx, holder):
+        self.holders[idx] = holder
+
+    def _slot_of(self, conn):
+        """The slot index of a connection of this pool, or -1."""
+        return self._slot_index(conn)
+
+    def _take_idle(self, int64_t max_idle_ns=-1, int min_keep=0, bint everything=False):
+        """Remove idle slots that must go; return ``[(idx, verdict_or_reason)]``.
+
+        With ``everything`` every idle slot is taken (state CHECKING) with
+        verdict OK. Otherwise a slot is taken when it is stale, forked, past
+        its lifetime, beyond ``max_open``, or idle longer than ``max_idle_ns``
+        while more than ``min_keep`` connections are open. Taken slots are
+        CHECKING; the caller discards or puts them back.
+        """
+        cdef int64_t now = _now()
+        cdef int i, idx, pos, kept = 0, n = self.ring_count
+        cdef int open_after = self.n_open
+        cdef Slot* s
+        cdef int verdict
+        taken = []
+        # Walk from the least recently used end so idle shrinking drops the oldest.
+        for i in range(n):
+            pos = self.ring_head + i
+            if pos >= self.cap:
+                pos -= self.cap
+            idx = self.ring[pos]
+            s = &self.slots[idx]
+            verdict = OK
+            if s.pid != self.pid:
+                verdict = FORKED
+            elif s.generation != self.generation:
+                verdict = STALE
+            elif now >= s.deadline_ns:
+                verdict = EXPIRED
+            elif open_after > self.max_open:
+                verdict = OVERSIZE
+            elif max_idle_ns >= 0 and now - s.last_used_ns > max_idle_ns and open_after > min_keep:
+                verdict = IDLE_TOO_LONG
+            if everything or verdict != OK:
+                s.state = CHECKING
+                taken.append((idx, verdict))
+                if verdict != OK:
+                    open_after -= 1
+            else:
+                # Compact the ring in place, keeping order.
+                pos = self.ring_head + kept
+                if pos >= self.cap:
+                    pos -= self.cap
+                self.ring[pos] = idx
+                kept += 1
+        self.ring_count = kept
+        return taken
+
+    def _close_core(self):
+        """Refuse further acquisitions and wake every waiter with CLOSED."""
+        self.closed = True
+        return self._wake_all(W_CLOSED, None)
+
+    def _bump_generation(self):
+        self.generation += 1
+        return self.generation
+
+    def _after_fork(self, long pid):
+        """In a forked child: forget every slot without closing it.
+
+        Returns the parent's connections; the caller must keep them alive so
+        that no finalizer closes a socket the parent still uses.
+        """
+        cdef int idx
+        cdef int64_t now = _now()
+        orphans = [c for c in self.conns if c is not None]
+        self.closed_by[REASON_FORK] += self.n_open
+        self.counters[C_RELEASED] += self.n_in_use
+        for idx in range(self.cap):
+            self.slots[idx].state = FREE
+            self.conns[idx] = None
+            self.status_srcs[idx] = None
+            self.holders[idx] = None
+        self.index.clear()
+        self.ring_count = 0
+        self.ring_head = 0
+        self.n_in_use = 0
+        self._mark_open(now, -self.n_open)
+        # The threads that waited live only in the parent.
+        self.wait_head = None
+        self.wait_tail = None
+        self.n_waiting = 0
+        self.pid = pid
+        return orphans
+
+    def _leaks(self, int64_t threshold_ns):
+        """In-use slots held longer than the threshold and not reported yet."""
+        cdef int64_t now = _now()
+        cdef int idx
+        cdef Slot* s
+        found = []
+        for idx in range(self.cap):
+            s = &self.slots[idx]
+            if s.state == IN_USE and not s.leak_reported and now - s.acquired_ns > threshold_ns:
+                s.leak_reported = 1
+                self.counters[C_LEAKS] += 1
+                found.append((self.conns[idx], now - s.acquired_ns, self.holders[idx]))
+        return found
+
+    def _holders(self):
+        """``[(conn, held_ns, holder)]`` for every connection in use."""
+        cdef int64_t now = _now()
+        cdef int idx
+        return [(self.conns[idx], now - self.slots[idx].acquired_ns, self.holders[idx])
+                for idx in range(self.cap) if self.slots[idx].state == IN_USE]
+
+    def _count(self, int counter, uint64_t amount=1):
+        self.counters[counter] += amount
+
+    def _sizes(self):
+        """``(open, idle, in_use, waiting)`` right now."""
+        return (self.n_open, self.ring_count, self.n_in_use, self.n_waiting)
+
+    @property
+    def _generation(self):
+        return self.generation
+
+    @property
+    def _is_closed(self):
+        return self.closed
+
+    @property
+    def _pid(self):
+        return self.pid
+
+    def _snapshot(self, bint reset=False):
+        """Counters, histograms and gauges as plain Python values."""
+        cdef int64_t now = _now()
+        cdef int64_t busy = self.busy_ns, start
+        cdef int idx
+        for idx in range(self.cap):
+            if self.slots[idx].state == IN_USE or self.slots[idx].state == RELEASING:
+                start = self.slots[idx].acquired_ns
+                if start < self.window_start_ns:
+                    start = self.window_start_ns
+                busy += now - start
+        self._mark_open(now, 0)
+        snap = {
+            "counters": {COUNTER_NAMES[i]: self.counters[i] for i in range(N_COUNTERS)},
+            "closed": {CLOSE_REASONS[i]: self.closed_by[i] for i in range(N_REASONS)},
+            "wait": _hist_export(&self.wait_hist),
+            "hold": _hist_export(&self.hold_hist),
+            "busy_ns": busy,
+            "open_ns": self.open_ns,
+            "window_ns": now - self.window_start_ns,
+            "open": self.n_open,
+            "idle": self.ring_count,
+            "in_use": self.n_in_use,
+            "waiting": self.n_waiting,
+            "generation": self.generation,
+        }
+        if reset:
+            memset(self.counters, 0, sizeof(self.counters))
+            memset(self.closed_by, 0, sizeof(self.closed_by))
+            memset(&self.wait_hist, 0, sizeof(Histogram))
+            memset(&self.hold_hist, 0, sizeof(Histogram))
+            self.busy_ns = 0
+            self.open_ns = 0
+            self.window_start_ns = now
+        return snap

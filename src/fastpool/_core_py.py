@@ -1,0 +1,642 @@
+"""Pure-Python twin of ``fastpool._core`` with the same API and semantics.
+
+Loaded with ``FASTPOOL_IMPL=python`` (or when the compiled core cannot be
+imported). The compiled core is atomic because it never lets go of the GIL in
+the middle of a state change; Python code can be interrupted anywhere, so every
+state change here happens under ``self._mutex``. Nothing that may call back
+into the pool's policy runs while the mutex is held.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from time import monotonic_ns
+from typing import Any
+
+from fastpool.errors import ConfigError, ConnectionAlreadyReleased
+
+__impl__ = "python"
+
+FREE, IDLE, IN_USE, CHECKING, RELEASING = range(5)
+W_NEW, W_WAITING, W_GIVEN, W_CANCELLED, W_CLOSED, W_FAILED = range(6)
+WAITER_STATES = ("new", "waiting", "given", "cancelled", "closed", "failed")
+
+ENQUEUED = -1
+REJECTED = -2
+
+OK = 0
+PROBE = 1
+EXPIRED = 2
+STALE = 3
+FORKED = 4
+CLOSED = 5
+OVERSIZE = 6
+DIRTY = 7
+SLOW = 8
+IDLE_TOO_LONG = 9
+
+CLOSE_REASONS = ("lifetime", "idle", "broken", "reset", "fork", "drained",
+                 "closed", "resize", "configure")
+REASON_LIFETIME = 0
+REASON_IDLE = 1
+REASON_BROKEN = 2
+REASON_RESET = 3
+REASON_FORK = 4
+REASON_DRAINED = 5
+REASON_CLOSED = 6
+REASON_RESIZE = 7
+REASON_CONFIGURE = 8
+
+COUNTER_NAMES = ("acquisitions", "releases", "waits", "timeouts", "rejected",
+                 "opened", "probes", "probe_ns", "leaks", "handoffs")
+C_ACQUIRED = 0
+C_RELEASED = 1
+C_WAITS = 2
+C_TIMEOUTS = 3
+C_REJECTED = 4
+C_OPENED = 5
+C_PROBES = 6
+C_PROBE_NS = 7
+C_LEAKS = 8
+C_HANDOFFS = 9
+
+N_BUCKETS = 64
+
+
+def _blank_hist() -> dict[str, Any]:
+    return {"buckets": [0] * N_BUCKETS, "count": 0, "total": 0, "max": 0}
+
+
+def _hist_add(h: dict[str, Any], value: int) -> None:
+    v = value if value > 0 else 0
+    h["buckets"][v.bit_length() & 63] += 1
+    h["count"] += 1
+    h["total"] += v
+    if v > h["max"]:
+        h["max"] = v
+
+
+class _Slot:
+    __slots__ = ("acquired_ns", "created_ns", "deadline_ns", "generation", "last_used_ns",
+                 "leak_reported", "pid", "state")
+
+    def __init__(self) -> None:
+        self.state = FREE
+        self.leak_reported = False
+        self.pid = 0
+        self.generation = 0
+        self.created_ns = 0
+        self.last_used_ns = 0
+        self.acquired_ns = 0
+        self.deadline_ns = 0
+
+
+class Waiter:
+    """One caller queued for a connection (see the compiled core's docstring)."""
+
+    def __init__(self, wakeup: Callable[[], object]) -> None:
+        self.wakeup = wakeup
+        self.state = W_NEW
+        self.idx = -1
+        self.enqueued_ns = 0
+        self.error: BaseException | None = None
+        self.prev: Waiter | None = None
+        self.next: Waiter | None = None
+
+    @property
+    def state_name(self) -> str:
+        return WAITER_STATES[self.state]
+
+
+class ConnectionContext:
+    """``with pool.connection() as conn``: commit on success, roll back on error."""
+
+    __slots__ = ("conn", "pool", "timeout")
+
+    def __init__(self, pool: PoolCore, timeout: float | None) -> None:
+        self.pool = pool
+        self.timeout = timeout
+        self.conn: Any = None
+
+    def __enter__(self) -> Any:
+        if self.conn is not None:
+            raise RuntimeError("this pool.connection() context is already entered")
+        self.conn = self.pool.acquire(self.timeout)
+        return self.conn
+
+    def __exit__(self, et: object, ev: object, tb: object) -> bool:
+        conn = self.conn
+        if conn is not None:
+            self.conn = None
+            self.pool._release(conn, et is None)
+        return False
+
+
+class PoolCore:
+    """The pure-Python mechanism of a pool. Subclassed by the pool's policy."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._mutex = threading.Lock()
+        self._slots: list[_Slot] = []
+        self._ring: list[int] = []  # idle slot indices, oldest first
+        self._lifo = True
+        self._closed = False
+        self._always_slow_release = False
+        self._track_holders = False
+        self._n_open = 0
+        self._n_in_use = 0
+        self._n_waiting = 0
+        self._max_open = 0
+        self._pid_ = os.getpid()
+        self._gen = 1
+        self._bypass_ns = 0
+        self._conns: list[Any] = []
+        self._status_srcs: list[Any] = []
+        self._holders_: list[Any] = []
+        self._index: dict[Any, int] = {}
+        self._status_attr: str | None = None
+        self._idle_status: Any = None
+        self._wait_head: Waiter | None = None
+        self._wait_tail: Waiter | None = None
+        self._counters = [0] * len(COUNTER_NAMES)
+        self._closed_by = [0] * len(CLOSE_REASONS)
+        self._wait_hist = _blank_hist()
+        self._hold_hist = _blank_hist()
+        self._busy_ns = 0
+        self._open_ns = 0
+        now = monotonic_ns()
+        self._open_mark_ns = now
+        self._window_start_ns = now
+
+    # ---- hot path -------------------------------------------------------
+
+    def acquire(self, timeout: float | None = None) -> Any:
+        """Borrow a connection; wait up to ``timeout`` seconds (default: the pool's)."""
+        idx = -1
+        if timeout is not None and not (type(timeout) in (float, int) and timeout >= 0):
+            return self._acquire_slow(timeout, -1)  # type: ignore[attr-defined]
+        with self._mutex:
+            if self._ring and not self._closed:
+                idx = self._ring_pop()
+                s = self._slots[idx]
+                now = monotonic_ns()
+                if (s.generation == self._gen and s.pid == self._pid_
+                        and now < s.deadline_ns and now - s.last_used_ns <= self._bypass_ns
+                        and self._n_open <= self._max_open):
+                    conn = self._lend(idx, now, 0)
+                    lent = True
+                else:
+                    s.state = CHECKING
+                    lent = False
+            else:
+                lent = False
+        if lent:
+            if self._track_holders:
+                self._capture_into(idx)
+            return conn
+        return self._acquire_slow(timeout, idx)  # type: ignore[attr-defined]
+
+    def _capture_into(self, idx: int) -> None:
+        try:
+            holder = self._capture_holder()  # type: ignore[attr-defined]
+        except Exception:
+            holder = None
+        self._holders_[idx] = holder
+
+    def release(self, conn: Any) -> None:
+        """Give back a connection obtained from ``acquire()``."""
+        self._release(conn, False)
+
+    def connection(self, timeout: float | None = None) -> ConnectionContext:
+        """A context manager lending a connection: commit on success, roll back on error."""
+        return ConnectionContext(self, timeout)
+
+    def _release(self, conn: Any, commit: bool) -> None:
+        with self._mutex:
+            idx = self._slot_index(conn)
+            if idx >= 0:
+                s = self._slots[idx]
+                if s.state != IN_USE:
+                    raise ConnectionAlreadyReleased(
+                        f"connection {conn!r} was already released to this pool")
+                s.state = RELEASING
+                now = monotonic_ns()
+                clean = self._clean(idx, now)
+                if clean:
+                    self._end_hold(idx, now)
+                    self._put(idx, now)
+        if idx < 0:
+            self._release_unknown(conn)  # type: ignore[attr-defined]
+        elif not clean:
+            self._release_slow(idx, commit)  # type: ignore[attr-defined]
+
+    def _slot_index(self, conn: Any) -> int:
+        try:
+            return self._index.get(conn, -1)
+        except TypeError:  # unhashable: certainly not ours
+            return -1
+
+    def _lend(self, idx: int, now: int, wait_ns: int) -> Any:
+        s = self._slots[idx]
+        s.state = IN_USE
+        s.acquired_ns = now
+        s.leak_reported = False
+        self._n_in_use += 1
+        self._counters[C_ACQUIRED] += 1
+        _hist_add(self._wait_hist, wait_ns)
+        return self._conns[idx]
+
+    def _clean(self, idx: int, now: int) -> bool:
+        s = self._slots[idx]
+        if (self._closed or self._always_slow_release or s.generation != self._gen
+                or s.pid != self._pid_ or now >= s.deadline_ns
+                or self._n_open > self._max_open):
+            return False
+        return self._status_idle(idx)
+
+    def _status_idle(self, idx: int) -> bool:
+        src = self._status_srcs[idx]
+        if src is None or self._status_attr is None:
+            return False
+        try:
+            status = getattr(src, self._status_attr)
+            return bool(status is self._idle_status or status == self._idle_status)
+        except Exception:
+            return False
+
+    def _end_hold(self, idx: int, now: int) -> None:
+        s = self._slots[idx]
+        start = s.acquired_ns
+        _hist_add(self._hold_hist, now - start)
+        start = max(start, self._window_start_ns)
+        self._busy_ns += now - start
+        self._n_in_use -= 1
+        self._counters[C_RELEASED] += 1
+        s.last_used_ns = now
+
+    def _put(self, idx: int, now: int) -> None:
+        w = self._pop_waiter()
+        s = self._slots[idx]
+        if w is None:
+            s.state = IDLE
+            self._ring.append(idx)
+            return
+        self._holders_[idx] = None
+        self._n_waiting -= 1
+        self._counters[C_HANDOFFS] += 1
+        self._lend(idx, now, now - w.enqueued_ns)
+        w.idx = idx
+        w.state = W_GIVEN
+        try:
+            w.wakeup()
+        except BaseException:
+            pass
+
+    def _ring_pop(self) -> int:
+        return self._ring.pop() if self._lifo else self._ring.pop(0)
+
+    def _mark_open(self, now: int, delta: int) -> None:
+        self._open_ns += self._n_open * (now - self._open_mark_ns)
+        self._open_mark_ns = now
+        self._n_open += delta
+
+    # ---- waiters --------------------------------------------------------
+
+    def _pop_waiter(self) -> Waiter | None:
+        w = self._wait_head
+        if w is not None:
+            self._unlink(w)
+        return w
+
+    def _unlink(self, w: Waiter) -> None:
+        if w.prev is None:
+            self._wait_head = w.next
+        else:
+            w.prev.next = w.next
+        if w.next is None:
+            self._wait_tail = w.prev
+        else:
+            w.next.prev = w.prev
+        w.prev = None
+        w.next = None
+
+    def _new_waiter(self, wakeup: Callable[[], object]) -> Waiter:
+        return Waiter(wakeup)
+
+    def _pop_or_wait(self, waiter: Waiter, max_waiting: int) -> int:
+        with self._mutex:
+            if self._ring:
+                idx = self._ring_pop()
+                self._slots[idx].state = CHECKING
+                return idx
+            if max_waiting > 0 and self._n_waiting >= max_waiting:
+                self._counters[C_REJECTED] += 1
+                return REJECTED
+            if waiter.state != W_NEW:
+                raise ValueError("a Waiter can be queued only once")
+            waiter.state = W_WAITING
+            waiter.enqueued_ns = monotonic_ns()
+            waiter.prev = self._wait_tail
+            if self._wait_tail is None:
+                self._wait_head = waiter
+            else:
+                self._wait_tail.next = waiter
+            self._wait_tail = waiter
+            self._n_waiting += 1
+            self._counters[C_WAITS] += 1
+            return ENQUEUED
+
+    def _cancel_wait(self, waiter: Waiter) -> int:
+        with self._mutex:
+            if waiter.state == W_WAITING:
+                self._unlink(waiter)
+                waiter.state = W_CANCELLED
+                self._n_waiting -= 1
+                return ENQUEUED
+            if waiter.state == W_GIVEN:
+                return waiter.idx
+            return REJECTED
+
+    def _fail_waiters(self, error: BaseException) -> int:
+        return self._wake_all(W_FAILED, error)
+
+    def _wake_all(self, state: int, error: BaseException | None) -> int:
+        n = 0
+        with self._mutex:
+            while True:
+                w = self._pop_waiter()
+                if w is None:
+                    return n
+                self._n_waiting -= 1
+                w.state = state
+                w.error = error
+                n += 1
+                try:
+                    w.wakeup()
+                except BaseException:
+                    pass
+
+    # ---- slots, for the policy ------------------------------------------
+
+    def _set_policy(self, *, lifo: bool, bypass_ns: int, max_open: int, status_attr: str | None,
+                    idle_status: Any, always_slow_release: bool, track_holders: bool) -> None:
+        if max_open < 1:
+            raise ConfigError("max_open must be at least 1")
+        with self._mutex:
+            if self._ring and lifo != self._lifo:
+                raise ValueError("cannot change the reuse order of a non-empty ring")
+            self._lifo = lifo
+            self._bypass_ns = bypass_ns
+            self._max_open = max_open
+            self._status_attr = status_attr
+            self._idle_status = idle_status
+            self._always_slow_release = always_slow_release or status_attr is None
+            self._track_holders = track_holders
+
+    def _add(self, conn: Any, status_src: Any, created_ns: int, deadline_ns: int,
+             lend: bool = False) -> int:
+        with self._mutex:
+            if self._closed:
+                return -1
+            if conn in self._index:
+                raise ValueError(f"connection {conn!r} is already in this pool")
+            now = monotonic_ns()
+            for idx, slot in enumerate(self._slots):
+                if slot.state == FREE:
+                    break
+            else:
+                idx = len(self._slots)
+                self._slots.append(_Slot())
+                self._conns.append(None)
+                self._status_srcs.append(None)
+                self._holders_.append(None)
+            s = self._slots[idx]
+            s.state = CHECKING
+            s.pid = self._pid_
+            s.generation = self._gen
+            s.created_ns = created_ns
+            s.last_used_ns = now
+            s.deadline_ns = deadline_ns
+            s.leak_reported = False
+            self._conns[idx] = conn
+            self._status_srcs[idx] = status_src
+            self._holders_[idx] = None
+            self._index[conn] = idx
+            self._mark_open(now, 1)
+            self._counters[C_OPENED] += 1
+            if lend:
+                self._lend(idx, now, 0)
+            else:
+                self._put(idx, now)
+            return idx
+
+    def _verdict(self, idx: int) -> int:
+        with self._mutex:
+            s = self._slots[idx]
+            now = monotonic_ns()
+            if self._closed:
+                return CLOSED
+            if s.pid != self._pid_:
+                return FORKED
+            if s.generation != self._gen:
+                return STALE
+            if now >= s.deadline_ns:
+                return EXPIRED
+            if self._n_open > self._max_open:
+                return OVERSIZE
+            if s.state == RELEASING:
+                if not self._status_idle(idx):
+                    return DIRTY
+                if self._always_slow_release:
+                    return SLOW
+                return OK
+            if now - s.last_used_ns > self._bypass_ns:
+                return PROBE
+            return OK
+
+    def _lend_checked(self, idx: int, wait_ns: int) -> Any:
+        with self._mutex:
+            if self._slots[idx].state != CHECKING:
+                raise ValueError(f"slot {idx} is not being checked")
+            return self._lend(idx, monotonic_ns(), wait_ns)
+
+    def _putback(self, idx: int) -> None:
+        with self._mutex:
+            now = monotonic_ns()
+            state = self._slots[idx].state
+            if state == RELEASING:
+                self._end_hold(idx, now)
+            elif state == CHECKING:
+                self._slots[idx].last_used_ns = now
+            else:
+                raise ValueError(f"slot {idx} is neither being checked nor released")
+            self._put(idx, now)
+
+    def _discard(self, idx: int, reason: int) -> Any:
+        with self._mutex:
+            s = self._slots[idx]
+            now = monotonic_ns()
+            if s.state in (IN_USE, RELEASING):
+                self._end_hold(idx, now)
+            elif s.state != CHECKING:
+                raise ValueError(f"slot {idx} cannot be discarded in its state")
+            conn = self._conns[idx]
+            self._index.pop(conn, None)
+            self._conns[idx] = None
+            self._status_srcs[idx] = None
+            self._holders_[idx] = None
+            s.state = FREE
+            self._closed_by[reason] += 1
+            self._mark_open(now, -1)
+            return conn
+
+    def _slot_info(self, idx: int) -> dict[str, int]:
+        if idx < 0 or idx >= len(self._slots):
+            raise IndexError(f"no slot {idx}")
+        s = self._slots[idx]
+        return {"state": s.state, "pid": s.pid, "generation": s.generation,
+                "created_ns": s.created_ns, "last_used_ns": s.last_used_ns,
+                "acquired_ns": s.acquired_ns, "deadline_ns": s.deadline_ns}
+
+    def _conn_at(self, idx: int) -> Any:
+        return self._conns[idx]
+
+    def _set_holder(self, idx: int, holder: Any) -> None:
+        self._holders_[idx] = holder
+
+    def _slot_of(self, conn: Any) -> int:
+        return self._slot_index(conn)
+
+    def _take_idle(self, max_idle_ns: int = -1, min_keep: int = 0,
+                   everything: bool = False) -> list[tuple[int, int]]:
+        with self._mutex:
+            now = monotonic_ns()
+            open_after = self._n_open
+            taken: list[tuple[int, int]] = []
+            kept: list[int] = []
+            for idx in self._ring:
+                s = self._slots[idx]
+                verdict = OK
+                if s.pid != self._pid_:
+                    verdict = FORKED
+                elif s.generation != self._gen:
+                    verdict = STALE
+                elif now >= s.deadline_ns:
+                    verdict = EXPIRED
+                elif open_after > self._max_open:
+                    verdict = OVERSIZE
+                elif (max_idle_ns >= 0 and now - s.last_used_ns > max_idle_ns
+                      and open_after > min_keep):
+                    verdict = IDLE_TOO_LONG
+                if everything or verdict != OK:
+                    s.state = CHECKING
+                    taken.append((idx, verdict))
+                    if verdict != OK:
+                        open_after -= 1
+                else:
+                    kept.append(idx)
+            self._ring = kept
+            return taken
+
+    def _close_core(self) -> int:
+        with self._mutex:
+            self._closed = True
+        return self._wake_all(W_CLOSED, None)
+
+    def _bump_generation(self) -> int:
+        with self._mutex:
+            self._gen += 1
+            return self._gen
+
+    def _after_fork(self, pid: int) -> list[Any]:
+        # The mutex may have been held by a thread that does not exist in the child.
+        self._mutex = threading.Lock()
+        now = monotonic_ns()
+        orphans = [c for c in self._conns if c is not None]
+        self._closed_by[REASON_FORK] += self._n_open
+        self._counters[C_RELEASED] += self._n_in_use
+        for i, s in enumerate(self._slots):
+            s.state = FREE
+            self._conns[i] = None
+            self._status_srcs[i] = None
+            self._holders_[i] = None
+        self._index.clear()
+        self._ring = []
+        self._n_in_use = 0
+        self._mark_open(now, -self._n_open)
+        self._wait_head = None
+        self._wait_tail = None
+        self._n_waiting = 0
+        self._pid_ = pid
+        return orphans
+
+    def _leaks(self, threshold_ns: int) -> list[tuple[Any, int, Any]]:
+        with self._mutex:
+            now = monotonic_ns()
+            found = []
+            for idx, s in enumerate(self._slots):
+                if s.state == IN_USE and not s.leak_reported and now - s.acquired_ns > threshold_ns:
+                    s.leak_reported = True
+                    self._counters[C_LEAKS] += 1
+                    found.append((self._conns[idx], now - s.acquired_ns, self._holders_[idx]))
+            return found
+
+    def _holders(self) -> list[tuple[Any, int, Any]]:
+        with self._mutex:
+            now = monotonic_ns()
+            return [(self._conns[i], now - s.acquired_ns, self._holders_[i])
+                    for i, s in enumerate(self._slots) if s.state == IN_USE]
+
+    def _count(self, counter: int, amount: int = 1) -> None:
+        with self._mutex:
+            self._counters[counter] += amount
+
+    def _sizes(self) -> tuple[int, int, int, int]:
+        return (self._n_open, len(self._ring), self._n_in_use, self._n_waiting)
+
+    @property
+    def _generation(self) -> int:
+        return self._gen
+
+    @property
+    def _is_closed(self) -> bool:
+        return self._closed
+
+    @property
+    def _pid(self) -> int:
+        return self._pid_
+
+    def _snapshot(self, reset: bool = False) -> dict[str, Any]:
+        with self._mutex:
+            now = monotonic_ns()
+            busy = self._busy_ns
+            for s in self._slots:
+                if s.state in (IN_USE, RELEASING):
+                    busy += now - max(s.acquired_ns, self._window_start_ns)
+            self._mark_open(now, 0)
+            snap = {
+                "counters": dict(zip(COUNTER_NAMES, self._counters, strict=True)),
+                "closed": dict(zip(CLOSE_REASONS, self._closed_by, strict=True)),
+                "wait": {**self._wait_hist, "buckets": list(self._wait_hist["buckets"])},
+                "hold": {**self._hold_hist, "buckets": list(self._hold_hist["buckets"])},
+                "busy_ns": busy,
+                "open_ns": self._open_ns,
+                "window_ns": now - self._window_start_ns,
+                "open": self._n_open,
+                "idle": len(self._ring),
+                "in_use": self._n_in_use,
+                "waiting": self._n_waiting,
+                "generation": self._gen,
+            }
+            if reset:
+                self._counters = [0] * len(COUNTER_NAMES)
+                self._closed_by = [0] * len(CLOSE_REASONS)
+                self._wait_hist = _blank_hist()
+                self._hold_hist = _blank_hist()
+                self._busy_ns = 0
+                self._open_ns = 0
+                self._window_start_ns = now
+            return snap
+

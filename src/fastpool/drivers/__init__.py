@@ -1,0 +1,52 @@
+"""Database drivers, chosen by URL scheme."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qsl
+
+from fastpool.drivers.base import CallableDriver, Driver
+from fastpool.drivers.sqlite import SQLiteDriver
+from fastpool.errors import ConfigError
+
+__all__ = ["CallableDriver", "Driver", "SQLiteDriver", "from_url"]
+
+_SCHEMES: dict[str, type[Any]] = {
+    "sqlite": SQLiteDriver,
+    "sqlite3": SQLiteDriver,
+}
+
+
+def from_url(url: str) -> Driver:
+    """The driver for ``url`` (``sqlite:///path``, ``sqlite:///:memory:``)."""
+    if not isinstance(url, str):
+        raise ConfigError(f"url must be a string, got {type(url).__name__}")
+    scheme, sep, rest = url.partition(":")
+    if not sep or not scheme:
+        raise ConfigError(f"not a database URL (no scheme): {_redact(url)!r}; "
+                          f"expected e.g. sqlite:///app.db")
+    scheme = scheme.lower()
+    driver_cls = _SCHEMES.get(scheme)
+    if driver_cls is None:
+        known = ", ".join(sorted(_SCHEMES))
+        raise ConfigError(f"unknown URL scheme {scheme!r} in {_redact(url)!r}; known: {known}")
+    rest, _, query_string = rest.partition("?")
+    try:
+        query = dict(parse_qsl(query_string, keep_blank_values=True, strict_parsing=False))
+    except ValueError as exc:
+        raise ConfigError(f"bad query string in {_redact(url)!r}: {exc}") from None
+    driver: Driver = driver_cls.from_url(url, rest, query)
+    return driver
+
+
+def _redact(url: str) -> str:
+    """``url`` with any password replaced by ``***``."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    netloc, slash, tail = rest.partition("/")
+    userinfo, at, hostpart = netloc.rpartition("@")
+    if at and ":" in userinfo:
+        user = userinfo.split(":", 1)[0]
+        netloc = f"{user}:***@{hostpart}"
+    return f"{scheme}://{netloc}{slash}{tail}"

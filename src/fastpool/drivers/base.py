@@ -1,0 +1,107 @@
+"""The driver interface: what the pool needs to know about a database client.
+
+A driver opens connections and answers the few questions the pool's policy
+asks: is this connection idle (from the client's own local state, without a
+round trip), is it alive, how to reset it, and whether a connect error is worth
+retrying. The compiled core reads the transaction status itself on the hot
+path: ``getattr(status_source(conn), status_attr) == idle_status``.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+
+class Driver(abc.ABC):
+    """Base class of the database drivers."""
+
+    #: Short name used in messages and stats (``"sqlite"``, ``"postgresql"``).
+    name: ClassVar[str] = "generic"
+
+    #: Attribute of ``status_source(conn)`` holding the transaction status, or
+    #: None when the client has none (every return then takes the reset path).
+    status_attr: str | None = None
+
+    #: The value of that attribute when no transaction is open.
+    idle_status: Any = None
+
+    @abc.abstractmethod
+    def connect(self) -> Any:
+        """Open and return a new native connection (may raise)."""
+
+    def status_source(self, conn: Any) -> Any:
+        """The object whose ``status_attr`` the core reads for ``conn``."""
+        return conn
+
+    def probe(self, conn: Any) -> None:
+        """Raise if ``conn`` is not usable. Called only after the bypass window."""
+        cur = conn.cursor()
+        try:
+            cur.execute("SELECT 1")
+            cur.fetchall()
+        finally:
+            cur.close()
+
+    def reset(self, conn: Any) -> bool:
+        """Roll back whatever the borrower left open; False if ``conn`` is unusable."""
+        try:
+            conn.rollback()
+        except Exception:
+            return False
+        return True
+
+    def commit(self, conn: Any) -> None:
+        conn.commit()
+
+    def close(self, conn: Any) -> None:
+        """Close ``conn``; errors are the pool's to swallow."""
+        conn.close()
+
+    def is_fatal(self, exc: BaseException) -> bool:
+        """True when a connect error cannot be fixed by retrying (bad path, password...)."""
+        return False
+
+    def describe(self) -> str:
+        """Where this driver connects, safe for logs (no password)."""
+        return self.name
+
+    def close_pool(self) -> None:
+        """Release driver-level resources when the pool closes."""
+
+
+class CallableDriver(Driver):
+    """A driver around a user's connection factory: ``Pool(connect=fn)``.
+
+    The transaction status is taken from the first connection's type: SQLite
+    connections expose ``in_transaction``; for others every return rolls back
+    (use a specific driver to avoid that round trip).
+    """
+
+    name = "custom"
+
+    def __init__(self, connect: Callable[[], Any]) -> None:
+        if not callable(connect):
+            from fastpool.errors import ConfigError
+
+            raise ConfigError(f"connect must be callable, got {connect!r}")
+        self._connect = connect
+        self._detected = False
+
+    def connect(self) -> Any:
+        conn = self._connect()
+        if not self._detected:
+            self._detected = True
+            self._detect(conn)
+        return conn
+
+    def _detect(self, conn: Any) -> None:
+        import sqlite3
+
+        if isinstance(conn, sqlite3.Connection):
+            self.status_attr = "in_transaction"
+            self.idle_status = False
+
+    def describe(self) -> str:
+        return f"custom connect={getattr(self._connect, '__qualname__', repr(self._connect))}"

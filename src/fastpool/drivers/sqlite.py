@@ -1,0 +1,142 @@
+"""SQLite through the standard library's sqlite3: the zero-setup default.
+
+``sqlite:///relative.db``, ``sqlite:////absolute/path.db`` or
+``sqlite:///:memory:``, with options in the query string::
+
+    sqlite:///app.db?timeout=5&journal_mode=wal&synchronous=normal&foreign_keys=on
+
+Every pooled connection is opened with ``check_same_thread=False`` (the pool
+guarantees a single user at a time), a busy timeout, and WAL journaling for
+files. ``:memory:`` becomes one in-memory database shared by all of the pool's
+connections (SQLite's ``memdb`` VFS), kept alive while the pool is open.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import sqlite3
+from typing import Any
+
+from fastpool.drivers.base import Driver
+from fastpool.errors import ConfigError
+
+_JOURNAL_MODES = {"wal", "delete", "truncate", "persist", "memory", "off"}
+_SYNC_MODES = {"off", "normal", "full", "extra"}
+_BOOLS = {"on": True, "1": True, "true": True, "yes": True,
+          "off": False, "0": False, "false": False, "no": False}
+_memdb_names = itertools.count(1)
+# memdb with a shared "/name" needs SQLite 3.36; before that, a shared cache.
+_HAS_MEMDB = sqlite3.sqlite_version_info >= (3, 36, 0)
+
+
+class SQLiteDriver(Driver):
+    """Connections to one SQLite database file (or one shared in-memory database)."""
+
+    name = "sqlite"
+    status_attr = "in_transaction"
+    idle_status = False
+
+    def __init__(self, database: str, *, timeout: float = 5.0, journal_mode: str | None = "wal",
+                 synchronous: str | None = None, foreign_keys: bool | None = None,
+                 isolation_level: str | None = "") -> None:
+        if not isinstance(database, str) or not database:
+            raise ConfigError(f"sqlite: database must be a non-empty path, got {database!r}")
+        if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout < 0:
+            raise ConfigError(f"sqlite: timeout must be a number of seconds >= 0, got {timeout!r}")
+        if journal_mode is not None and journal_mode.lower() not in _JOURNAL_MODES:
+            raise ConfigError(f"sqlite: journal_mode must be one of {sorted(_JOURNAL_MODES)}, "
+                              f"got {journal_mode!r}")
+        if synchronous is not None and synchronous.lower() not in _SYNC_MODES:
+            raise ConfigError(f"sqlite: synchronous must be one of {sorted(_SYNC_MODES)}, "
+                              f"got {synchronous!r}")
+        self.memory = database == ":memory:"
+        self.database = database
+        self.timeout = float(timeout)
+        self.journal_mode = journal_mode
+        self.synchronous = synchronous
+        self.foreign_keys = foreign_keys
+        self.isolation_level = isolation_level
+        self._keeper: sqlite3.Connection | None = None
+        if self.memory:
+            if _HAS_MEMDB:
+                self._target = f"file:/fastpool-{os.getpid()}-{next(_memdb_names)}?vfs=memdb"
+            else:
+                self._target = f"file:fastpool-{os.getpid()}-{next(_memdb_names)}" \
+                               "?mode=memory&cache=shared"
+            # The shared in-memory database lives as long as one connection to
+            # it is open: keep one outside the pool so that shrinking or
+            # draining the pool to zero connections does not wipe the data.
+            self._keeper = self._open()
+        else:
+            self._target = database
+
+    @classmethod
+    def from_url(cls, url: str, rest: str, query: dict[str, str]) -> SQLiteDriver:
+        # sqlite:///x.db -> rest "/x.db" -> "x.db"; sqlite:////abs -> "/abs".
+        if rest.startswith("//"):
+            rest = rest[2:]
+            host, _, path = rest.partition("/")
+            if host not in ("", "localhost"):
+                raise ConfigError(f"sqlite URL must have no host: {url!r} "
+                                  "(use sqlite:///relative.db or sqlite:////absolute.db)")
+            database = path
+        else:
+            database = rest
+        if not database:
+            raise ConfigError(f"sqlite URL names no database: {url!r} "
+                              "(use sqlite:///file.db or sqlite:///:memory:)")
+        kwargs: dict[str, Any] = {}
+        for key, value in query.items():
+            if key == "timeout":
+                try:
+                    kwargs["timeout"] = float(value)
+                except ValueError:
+                    raise ConfigError(f"sqlite: timeout must be a number, got {value!r}") from None
+            elif key in ("journal_mode", "synchronous"):
+                kwargs[key] = None if value.lower() == "default" else value
+            elif key == "foreign_keys":
+                if value.lower() not in _BOOLS:
+                    raise ConfigError(f"sqlite: foreign_keys must be on/off, got {value!r}")
+                kwargs[key] = _BOOLS[value.lower()]
+            elif key == "isolation_level":
+                kwargs[key] = None if value.lower() == "autocommit" else value.upper()
+            else:
+                raise ConfigError(f"sqlite: unknown URL option {key!r}; known: timeout, "
+                                  "journal_mode, synchronous, foreign_keys, isolation_level")
+        return cls(database, **kwargs)
+
+    def _open(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self._target, timeout=self.timeout, check_same_thread=False,
+                               isolation_level=self.isolation_level, uri=self.memory)
+        try:
+            if self.journal_mode and not self.memory:
+                conn.execute(f"PRAGMA journal_mode={self.journal_mode}")
+            if self.synchronous:
+                conn.execute(f"PRAGMA synchronous={self.synchronous}")
+            if self.foreign_keys is not None:
+                conn.execute(f"PRAGMA foreign_keys={'ON' if self.foreign_keys else 'OFF'}")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def connect(self) -> sqlite3.Connection:
+        return self._open()
+
+    def probe(self, conn: Any) -> None:
+        conn.execute("SELECT 1").fetchone()
+
+    def is_fatal(self, exc: BaseException) -> bool:
+        # A missing directory or a file that is not a database will not fix itself.
+        msg = str(exc).lower()
+        return isinstance(exc, sqlite3.DatabaseError) and (
+            "unable to open database file" in msg or "file is not a database" in msg)
+
+    def describe(self) -> str:
+        return "sqlite :memory: (shared)" if self.memory else f"sqlite {self.database}"
+
+    def close_pool(self) -> None:
+        if self._keeper is not None:
+            self._keeper.close()
+            self._keeper = None

@@ -1,0 +1,104 @@
+"""Pool fixtures: both core implementations, and slot accounting after each test.
+
+``pool_cls`` runs a test body once over the compiled core and once over the
+pure-Python twin. Every pool made through ``make_pool`` is checked when the
+test ends: connections opened == closed + open, acquisitions == releases +
+in use; a leak fails the test. Under CI=true the compiled core must be the
+one that is loaded.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import fastpool
+from fastpool import _core_py
+from fastpool.pool import Pool, PoolPolicy
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+class PurePool(PoolPolicy, _core_py.PoolCore):
+    """The same policy over the pure-Python core."""
+
+
+def compiled_loaded() -> bool:
+    return fastpool._core.__impl__ == "compiled"
+
+
+@pytest.fixture(params=["compiled", "python"])
+def pool_cls(request: pytest.FixtureRequest) -> type[Any]:
+    if request.param == "compiled":
+        if not compiled_loaded():
+            if IN_CI:
+                pytest.fail("CI=true but the compiled core is not loaded")
+            pytest.skip("compiled core not built")
+        return Pool
+    return PurePool
+
+
+def check_accounting(pool: Any) -> None:
+    s = pool.stats()
+    assert s.opened == s.closed_total + s.open, f"connections leaked or double-counted: {s}"
+    assert s.acquisitions == s.releases + s.in_use, f"acquire/release mismatch: {s}"
+    assert s.open == s.idle + s.in_use + (s.open - s.idle - s.in_use), s
+    assert s.idle + s.in_use <= s.open, s
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> str:
+    return str(tmp_path / "test.db")
+
+
+@pytest.fixture
+def make_pool(pool_cls: type[Any], db_path: str) -> Iterator[Callable[..., Any]]:
+    """Make pools over an SQLite file (or a given connect/driver), checked at teardown."""
+    pools: list[Any] = []
+
+    def make(**options: Any) -> Any:
+        if "connect" not in options and "driver" not in options:
+            url = options.pop("url", f"sqlite:///{db_path}")
+            options["driver"] = fastpool.drivers.from_url(url)
+        options.setdefault("timeout", 5.0)
+        pool = pool_cls(**options)
+        pools.append(pool)
+        return pool
+
+    yield make
+    for pool in pools:
+        try:
+            check_accounting(pool)
+        finally:
+            pool.close(timeout=1.0)
+        s = pool.stats()
+        if s.in_use == 0:
+            assert s.open == 0, f"pool closed with connections still open: {s}"
+
+
+@pytest.fixture
+def counting_connect(db_path: str) -> Any:
+    """A connection factory over real SQLite that counts and can be made to fail."""
+
+    class Factory:
+        def __init__(self) -> None:
+            self.attempts = 0
+            self.fail_next = 0
+            self.error: Exception = sqlite3.OperationalError("database is locked (injected)")
+            self.opened: list[sqlite3.Connection] = []
+
+        def __call__(self) -> sqlite3.Connection:
+            self.attempts += 1
+            if self.fail_next:
+                self.fail_next -= 1
+                raise self.error
+            conn = sqlite3.connect(db_path, check_same_thread=False)
+            self.opened.append(conn)
+            return conn
+
+    return Factory()

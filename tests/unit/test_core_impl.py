@@ -1,0 +1,58 @@
+"""The compiled core and its pure-Python twin: selection and API parity."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import fastpool
+from fastpool import _core_py
+from tests.fix_pool import IN_CI
+
+
+def impl_in_subprocess(value):
+    env = {**os.environ}
+    if value is None:
+        env.pop("FASTPOOL_IMPL", None)
+    else:
+        env["FASTPOOL_IMPL"] = value
+    return subprocess.run(
+        [sys.executable, "-c", "import fastpool; print(fastpool._core.__impl__)"],
+        env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_default_loads_the_compiled_core_in_ci():
+    proc = impl_in_subprocess(None)
+    assert proc.returncode == 0, proc.stderr
+    if IN_CI:
+        assert proc.stdout.strip() == "compiled"
+    else:
+        assert proc.stdout.strip() in ("compiled", "python")
+
+
+def test_python_twin_is_chosen_by_environment_variable():
+    proc = impl_in_subprocess("python")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "python"
+
+
+def test_invalid_choice_is_a_clear_import_error():
+    proc = impl_in_subprocess("rust")
+    assert proc.returncode != 0
+    assert "FASTPOOL_IMPL='rust' is not valid" in proc.stderr
+
+
+def test_both_cores_have_the_same_api():
+    def api(module):
+        names = {n for n in dir(module.PoolCore) if not n.startswith("__")}
+        consts = {n for n in dir(module) if n.isupper()}
+        return names, consts
+
+    if fastpool._core.__impl__ == "compiled":
+        compiled_names, compiled_consts = api(fastpool._core)
+        py_names, py_consts = api(_core_py)
+        assert compiled_names <= py_names, compiled_names - py_names
+        assert compiled_consts <= py_consts, compiled_consts - py_consts
+        assert fastpool._core.CLOSE_REASONS == _core_py.CLOSE_REASONS
+        assert fastpool._core.COUNTER_NAMES == _core_py.COUNTER_NAMES

@@ -1,0 +1,73 @@
+"""Fork safety with a real os.fork()."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+
+
+def run_in_child(fn):
+    """Run fn() in a forked child; return what it wrote as JSON."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        os.close(r)
+        code = 0
+        try:
+            out = fn()
+        except BaseException as exc:
+            out = {"error": f"{type(exc).__name__}: {exc}"}
+            code = 1
+        os.write(w, json.dumps(out).encode())
+        os.close(w)
+        sys.stdout.flush()
+        os._exit(code)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        data = f.read()
+    _, status = os.waitpid(pid, 0)
+    result = json.loads(data)
+    assert os.waitstatus_to_exitcode(status) == 0, result
+    return result
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_child_never_uses_the_parents_connections(make_pool):
+    pool = make_pool(min_size=2, max_size=2)
+    pool.wait(5)
+    with pool.connection() as conn:
+        conn.execute("CREATE TABLE t (who TEXT)")
+    held = pool.acquire()
+    parent_ids = {id(held)}
+    idle = pool.acquire()
+    parent_ids.add(id(idle))
+    pool.release(idle)
+
+    def child():
+        # The parent's 2 connections were written off at the fork (the new
+        # worker may already have opened fresh ones for min_size).
+        inherited = {"fork_closed": pool.stats().closed["fork"]}
+        with pool.connection(timeout=5) as conn:
+            fresh = id(conn) not in parent_ids
+            conn.execute("INSERT INTO t VALUES ('child')")
+        # Releasing a connection the parent lent before the fork is tolerated
+        # and leaves it alone: it is the parent's to use and close.
+        pool.release(held)
+        pool.close()
+        return {**inherited, "fresh": fresh}
+
+    out = run_in_child(child)
+    assert out == {"fork_closed": 2, "fresh": True}
+    # The parent's connections still work: the child closed none of them.
+    held.execute("INSERT INTO t VALUES ('parent')")
+    held.commit()
+    pool.release(held)
+    with pool.connection() as conn:
+        rows = sorted(r[0] for r in conn.execute("SELECT who FROM t"))
+    assert rows == ["child", "parent"]
+    assert pool.stats().closed["fork"] == 0

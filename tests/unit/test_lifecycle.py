@@ -1,0 +1,235 @@
+"""Sizing, lifetime, idle, health, drain, resize, reconnect and leaks."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+
+import pytest
+
+from fastpool import ConnectError, PoolTimeout
+
+
+def wait_until(predicate, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.002)
+
+
+def test_wait_opens_min_size_in_the_background(make_pool):
+    pool = make_pool(min_size=3, max_size=5)
+    pool.wait(timeout=5)
+    s = pool.stats()
+    assert (s.open, s.idle, s.opened) == (3, 3, 3)
+
+
+def test_grows_on_demand_up_to_max_size_only(make_pool):
+    pool = make_pool(min_size=0, max_size=3)
+    conns = [pool.acquire() for _ in range(3)]
+    assert len({id(c) for c in conns}) == 3
+    with pytest.raises(PoolTimeout):
+        pool.acquire(timeout=0.05)
+    assert pool.stats().open == 3
+    for c in conns:
+        pool.release(c)
+
+
+def test_max_lifetime_replaces_connections_on_return_and_on_a_timer(make_pool):
+    pool = make_pool(min_size=1, max_size=1, max_lifetime=0.1)
+    pool.LIFETIME_JITTER = 0.0
+    first = pool.acquire()
+    time.sleep(0.15)
+    pool.release(first)  # expired while in use: closed on return
+    assert pool.stats().closed["lifetime"] == 1
+    pool.wait(5)
+    second = pool.acquire()
+    assert second is not first
+    pool.release(second)
+    # Idle past its lifetime: the maintenance timer retires and replaces it.
+    wait_until(lambda: pool.stats().closed["lifetime"] >= 2)
+    pool.wait(5)
+    assert pool.stats().open == 1
+
+
+def test_max_lifetime_is_jittered_so_connections_do_not_expire_together(make_pool):
+    pool = make_pool(min_size=0, max_size=20, max_lifetime=100.0)
+    conns = [pool.acquire() for _ in range(20)]
+    try:
+        infos = [pool._slot_info(pool._slot_of(c)) for c in conns]
+        lives = [(i["deadline_ns"] - i["created_ns"]) / 1e9 for i in infos]
+        assert all(100.0 * (1 - pool.LIFETIME_JITTER) <= life <= 100.0 for life in lives)
+        assert len({round(life, 3) for life in lives}) > 10
+    finally:
+        for c in conns:
+            pool.release(c)
+
+
+def test_idle_connections_above_min_size_are_closed_after_max_idle(make_pool):
+    pool = make_pool(min_size=1, max_size=4, max_idle=0.05)
+    conns = [pool.acquire() for _ in range(4)]
+    for c in conns:
+        pool.release(c)
+    assert pool.stats().open == 4
+    wait_until(lambda: pool.stats().open == 1)
+    s = pool.stats()
+    assert s.closed["idle"] == 3
+    assert s.open == 1
+
+
+def test_probe_after_idle_discards_a_broken_connection_transparently(make_pool):
+    pool = make_pool(min_size=1, max_size=1, alive_bypass=0)
+    conn = pool.acquire()
+    pool.release(conn)
+    conn.close()  # broken behind the pool's back
+    with pool.connection(timeout=5) as fresh:
+        assert fresh is not conn
+        assert fresh.execute("SELECT 1").fetchone() == (1,)
+    s = pool.stats()
+    assert s.closed["broken"] == 1
+    assert s.probes == 1  # the replacement came straight from connect: no probe
+    assert s.probe_time > 0
+    for _ in range(3):  # alive_bypass=0: every borrow from the idle ring probes
+        with pool.connection():
+            pass
+    assert pool.stats().probes == 4
+
+
+def test_no_probe_within_the_bypass_window(make_pool):
+    pool = make_pool(min_size=1, max_size=1, alive_bypass=60)
+    for _ in range(10):
+        with pool.connection():
+            pass
+    assert pool.stats().probes == 0
+
+
+def test_drain_replaces_every_connection(make_pool):
+    pool = make_pool(min_size=2, max_size=3)
+    pool.wait(5)
+    in_use = pool.acquire()
+    idle = pool.acquire()
+    pool.release(idle)
+    pool.drain()
+    assert pool.stats().closed["drained"] == 1  # the idle one, at once
+    pool.release(in_use)  # the busy one, on return
+    assert pool.stats().closed["drained"] == 2
+    pool.wait(5)
+    a, b = pool.acquire(), pool.acquire()
+    assert not {id(a), id(b)} & {id(in_use), id(idle)}
+    pool.release(a)
+    pool.release(b)
+
+
+def test_resize_shrinks_idle_now_and_busy_on_return(make_pool):
+    pool = make_pool(min_size=0, max_size=4)
+    conns = [pool.acquire() for _ in range(4)]
+    pool.release(conns[0])
+    pool.release(conns[1])
+    pool.resize(0, 2)
+    s = pool.stats()
+    assert s.open == 2 and s.in_use == 2 and s.closed["resize"] == 2
+    pool.release(conns[2])
+    pool.release(conns[3])
+    assert pool.stats().open == 2
+
+
+def test_resize_grows_to_the_new_min_size(make_pool):
+    pool = make_pool(min_size=0, max_size=2)
+    pool.resize(4, 6)
+    pool.wait(5)
+    assert pool.stats().open == 4
+    assert pool.max_size == 6
+
+
+def test_check_discards_broken_idle_connections(make_pool):
+    pool = make_pool(min_size=2, max_size=2)
+    pool.wait(5)
+    a, b = pool.acquire(), pool.acquire()
+    pool.release(a)
+    pool.release(b)
+    a.close()
+    assert pool.check() == 1
+    assert pool.stats().closed["broken"] == 1
+    pool.wait(5)
+    assert pool.stats().open == 2
+
+
+def test_reconnect_with_backoff_then_recover(pool_cls, counting_connect):
+    class QuickRetry(pool_cls):
+        BACKOFF_INITIAL = 0.01
+
+    counting_connect.fail_next = 3
+    pool = QuickRetry(connect=counting_connect, min_size=1, max_size=1, timeout=5)
+    try:
+        pool.wait(5)
+        assert counting_connect.attempts == 4
+        s = pool.stats()
+        assert s.connect_errors == 3
+        assert s.open == 1
+    finally:
+        pool.close()
+
+
+def test_failing_connects_back_off_instead_of_storming(pool_cls, counting_connect):
+    counting_connect.fail_next = 10**6
+    failed = []
+    pool = pool_cls(connect=counting_connect, min_size=1, max_size=4, timeout=0.5,
+                    reconnect_timeout=0.2, reconnect_failed=failed.append)
+    try:
+        with pytest.raises(PoolTimeout) as info:
+            pool.acquire()
+        assert "connecting fails: OperationalError" in str(info.value)
+        assert isinstance(info.value.__cause__, sqlite3.OperationalError)
+        # 0.1, 0.2, 0.4 s ... backoff: a handful of attempts in half a second.
+        assert 2 <= counting_connect.attempts <= 6
+        wait_until(lambda: failed, timeout=5)
+        assert failed[0] is pool
+    finally:
+        pool.close()
+
+
+def test_unfixable_connect_error_fails_fast(pool_cls, tmp_path):
+    import fastpool
+
+    driver = fastpool.drivers.from_url(f"sqlite:///{tmp_path}/missing-dir/x.db")
+    pool = pool_cls(driver=driver, min_size=1, max_size=2, timeout=30)
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(ConnectError, match="unable to open database file") as info:
+            pool.acquire()
+        assert time.monotonic() - t0 < 5
+        assert isinstance(info.value.__cause__, sqlite3.OperationalError)
+        with pytest.raises(ConnectError):
+            pool.wait(timeout=5)
+        assert pool.stats().open == 0
+    finally:
+        pool.close()
+
+
+def test_leak_warning_names_the_acquiring_code_once(make_pool, caplog):
+    pool = make_pool(min_size=1, max_size=1, leak_threshold=0.05)
+    caplog.set_level(logging.WARNING, logger="fastpool")
+    conn = pool.acquire()  # this line must appear in the warning
+    wait_until(lambda: pool.stats().leaks == 1)
+    time.sleep(0.1)
+    pool.release(conn)
+    warnings = [r for r in caplog.records if "possible leak" in r.getMessage()]
+    assert len(warnings) == 1
+    text = warnings[0].getMessage()
+    assert "test_leak_warning_names_the_acquiring_code_once" in text
+    assert "conn = pool.acquire()  # this line must appear" in text
+    assert pool.stats().leaks == 1
+
+
+def test_holders_report_where_connections_were_acquired(make_pool):
+    pool = make_pool(min_size=1, max_size=1, leak_threshold=60)
+    conn = pool.acquire()
+    try:
+        (holder,) = pool.holders()
+        assert "test_holders_report_where_connections_were_acquired" in holder["acquired_at"]
+        assert holder["held"] >= 0
+    finally:
+        pool.release(conn)
+    assert pool.holders() == []

@@ -1,0 +1,181 @@
+"""Waiting for a connection: FIFO hand-off, timeouts, interruption, limits."""
+
+from __future__ import annotations
+
+import _thread
+import threading
+import time
+
+import pytest
+
+from fastpool import PoolClosed, PoolTimeout, TooManyWaiting
+
+
+def wait_until(predicate, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.001)
+
+
+def start_waiter(pool, results, name, timeout=5.0):
+    def run():
+        try:
+            conn = pool.acquire(timeout=timeout)
+        except Exception as exc:
+            results.append((name, exc))
+            return
+        results.append((name, conn))
+        pool.release(conn)
+
+    t = threading.Thread(target=run)
+    t.start()
+    return t
+
+
+def test_released_connection_goes_to_the_oldest_waiter(make_pool):
+    pool = make_pool(min_size=1, max_size=1)
+    held = pool.acquire()
+    handoffs = pool.stats().handoffs
+    order = []
+    threads = []
+    for i in range(5):
+        threads.append(start_waiter(pool, order, i))
+        wait_until(lambda i=i: pool.stats().waiting == i + 1)
+    pool.release(held)
+    for t in threads:
+        t.join()
+    assert [name for name, _ in order] == [0, 1, 2, 3, 4]
+    assert all(conn is held for _, conn in order)
+    assert pool.stats().handoffs == handoffs + 5
+
+
+def test_timed_out_waiter_is_skipped_and_no_connection_is_lost(make_pool):
+    pool = make_pool(min_size=1, max_size=1)
+    held = pool.acquire()
+    results = []
+    quick = start_waiter(pool, results, "quick", timeout=0.05)
+    wait_until(lambda: pool.stats().waiting == 1)
+    patient = start_waiter(pool, results, "patient", timeout=10)
+    wait_until(lambda: pool.stats().waiting == 2 or results)
+    quick.join()
+    assert results[0][0] == "quick"
+    assert isinstance(results[0][1], PoolTimeout)
+    assert pool.stats().waiting == 1
+    pool.release(held)
+    patient.join()
+    assert results[1] == ("patient", held)
+    s = pool.stats()
+    assert (s.timeouts, s.open, s.idle, s.waiting) == (1, 1, 1, 0)
+
+
+def test_timeout_message_states_the_pools_state(make_pool):
+    pool = make_pool(min_size=1, max_size=1, name="orders")
+    held = pool.acquire()
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(PoolTimeout) as info:
+            pool.acquire(timeout=0.05)
+        assert time.monotonic() - t0 >= 0.05
+        msg = str(info.value)
+        assert "'orders'" in msg
+        assert "within 0.05 s" in msg
+        assert "open 1, in use 1, idle 0, waiting 1, max_size 1" in msg
+        assert isinstance(info.value, TimeoutError)
+    finally:
+        pool.release(held)
+
+
+def test_zero_timeout_does_not_wait(make_pool):
+    pool = make_pool(min_size=1, max_size=1)
+    held = pool.acquire()
+    try:
+        with pytest.raises(PoolTimeout):
+            pool.acquire(timeout=0)
+    finally:
+        pool.release(held)
+
+
+def test_max_waiting_rejects_at_once(make_pool):
+    pool = make_pool(min_size=1, max_size=1, max_waiting=1)
+    held = pool.acquire()
+    results = []
+    waiter = start_waiter(pool, results, "first")
+    wait_until(lambda: pool.stats().waiting == 1)
+    with pytest.raises(TooManyWaiting, match="max_waiting=1"):
+        pool.acquire(timeout=10)
+    pool.release(held)
+    waiter.join()
+    assert results == [("first", held)]
+    assert pool.stats().rejected == 1
+
+
+def test_close_wakes_every_waiter_with_pool_closed(make_pool):
+    pool = make_pool(min_size=1, max_size=1)
+    held = pool.acquire()
+    results = []
+    threads = [start_waiter(pool, results, i, timeout=30) for i in range(3)]
+    wait_until(lambda: pool.stats().waiting == 3)
+    t0 = time.monotonic()
+    closer = threading.Thread(target=pool.close, kwargs={"timeout": 5})
+    closer.start()
+    for t in threads:
+        t.join()
+    assert time.monotonic() - t0 < 5  # they did not sit out their 30 s timeouts
+    assert len(results) == 3
+    assert all(isinstance(r, PoolClosed) for _, r in results)
+    pool.release(held)
+    closer.join()
+
+
+def test_interrupted_waiter_leaves_no_trace(make_pool):
+    """A KeyboardInterrupt while waiting cancels the wait; the slot is not lost."""
+    pool = make_pool(min_size=1, max_size=1)
+    held = pool.acquire()
+    timer = threading.Timer(0.1, _thread.interrupt_main)
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        pool.acquire(timeout=10)
+    timer.join()
+    assert pool.stats().waiting == 0
+    pool.release(held)
+    s = pool.stats()
+    assert (s.idle, s.in_use) == (1, 0)
+    assert pool.acquire(timeout=0) is held
+    pool.release(held)
+
+
+def test_waiter_gets_a_new_connection_when_the_pool_can_grow(make_pool):
+    pool = make_pool(min_size=0, max_size=2)
+    first = pool.acquire()
+    second = pool.acquire(timeout=5)
+    assert second is not first
+    pool.release(first)
+    pool.release(second)
+    assert pool.stats().opened == 2
+
+
+def test_many_threads_share_few_connections_fairly(make_pool):
+    pool = make_pool(min_size=2, max_size=2)
+    counts = [0] * 12
+    stop = threading.Event()
+
+    def work(i):
+        while not stop.is_set():
+            with pool.connection(timeout=10) as conn:
+                conn.execute("SELECT 1").fetchone()
+            counts[i] += 1
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(counts))]
+    for t in threads:
+        t.start()
+    wait_until(lambda: min(counts) >= 50, timeout=30)
+    stop.set()
+    for t in threads:
+        t.join()
+    # Strict FIFO hand-off: no thread can lap another many times over.
+    assert max(counts) <= 2 * min(counts) + 10, counts
+    s = pool.stats()
+    assert s.opened == 2
+    assert s.timeouts == 0
