@@ -8,8 +8,9 @@
 
 from fastpool._loader import load_core as _load_core
 
-_core = _load_core()
+_load_core()  # binds fastpool._core to the compiled core or to its Python twin
 
+from fastpool import _core as _core  # noqa: E402
 from fastpool.drivers import CallableDriver, Driver, SQLiteDriver  # noqa: E402
 from fastpool.errors import (  # noqa: E402
     ConfigError,

@@ -23,7 +23,7 @@ from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
 import os
 
-from fastpool.errors import ConfigError, ConnectionAlreadyReleased, ForeignConnection
+from fastpool.errors import ConfigError, ConnectionAlreadyReleased
 
 __impl__ = "compiled"
 

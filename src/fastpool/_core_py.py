@@ -9,11 +9,12 @@ into the pool's policy runs while the mutex is held.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Callable
 from time import monotonic_ns
-from typing import Any
+from typing import Any, Literal
 
 from fastpool.errors import ConfigError, ConnectionAlreadyReleased
 
@@ -126,7 +127,7 @@ class ConnectionContext:
         self.conn = self.pool.acquire(self.timeout)
         return self.conn
 
-    def __exit__(self, et: object, ev: object, tb: object) -> bool:
+    def __exit__(self, et: object, ev: object, tb: object) -> Literal[False]:
         conn = self.conn
         if conn is not None:
             self.conn = None
@@ -289,10 +290,8 @@ class PoolCore:
         self._lend(idx, now, now - w.enqueued_ns)
         w.idx = idx
         w.state = W_GIVEN
-        try:
+        with contextlib.suppress(BaseException):  # see the compiled core
             w.wakeup()
-        except BaseException:
-            pass
 
     def _ring_pop(self) -> int:
         return self._ring.pop() if self._lifo else self._ring.pop(0)
@@ -373,10 +372,8 @@ class PoolCore:
                 w.state = state
                 w.error = error
                 n += 1
-                try:
+                with contextlib.suppress(BaseException):
                     w.wakeup()
-                except BaseException:
-                    pass
 
     # ---- slots, for the policy ------------------------------------------
 
@@ -403,9 +400,9 @@ class PoolCore:
             if conn in self._index:
                 raise ValueError(f"connection {conn!r} is already in this pool")
             now = monotonic_ns()
-            for idx, slot in enumerate(self._slots):
-                if slot.state == FREE:
-                    break
+            free = [i for i, slot in enumerate(self._slots) if slot.state == FREE]
+            if free:
+                idx = free[0]
             else:
                 idx = len(self._slots)
                 self._slots.append(_Slot())

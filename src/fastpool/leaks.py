@@ -11,7 +11,7 @@ from __future__ import annotations
 import linecache
 import os
 import sys
-from types import CodeType
+from types import CodeType, FrameType
 
 Holder = tuple[tuple[CodeType, int], ...]
 
@@ -21,7 +21,7 @@ MAX_FRAMES = 32
 
 def capture_stack() -> Holder:
     """The caller's stack outside fastpool, innermost first."""
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     frames: list[tuple[CodeType, int]] = []
     while frame is not None and len(frames) < MAX_FRAMES:
         code = frame.f_code

@@ -43,7 +43,7 @@ __all__ = ["Pool", "PoolPolicy", "create_pool"]
 logger = logging.getLogger("fastpool")
 
 if TYPE_CHECKING:
-    _Mechanism = _core.PoolCore
+    from fastpool._core import PoolCore as _Mechanism
 else:
     _Mechanism = object
 
@@ -51,19 +51,24 @@ _NEVER_NS = 1 << 62
 _pool_numbers = iter(range(1, 1 << 62))
 
 
-def _seconds(name: str, value: object, *, allow_none: bool = False, allow_zero: bool = True,
-             ) -> float | None:
-    """Validate a duration option: a finite number of seconds (or None)."""
-    if value is None and allow_none:
-        return None
+def _seconds(name: str, value: object, *, allow_zero: bool = True, or_none: bool = False,
+             ) -> float:
+    """Validate a duration option: a finite number of seconds."""
     if (isinstance(value, bool) or not isinstance(value, (int, float))
-            or math.isnan(value) or value < 0 or (value == 0 and not allow_zero)
-            or math.isinf(value)):
+            or math.isnan(value) or math.isinf(value) or value < 0
+            or (value == 0 and not allow_zero)):
         need = "a finite number of seconds" + (" > 0" if not allow_zero else " >= 0")
-        if allow_none:
+        if or_none:
             need += " or None"
         raise ConfigError(f"{name} must be {need}, got {value!r}")
     return float(value)
+
+
+def _optional_seconds(name: str, value: object) -> float | None:
+    """A duration > 0, or None for "no limit"."""
+    if value is None:
+        return None
+    return _seconds(name, value, allow_zero=False, or_none=True)
 
 
 def _size(name: str, value: object, minimum: int) -> int:
@@ -157,9 +162,8 @@ class PoolPolicy(_Mechanism):
             raise ConfigError(f"min_size ({min_size}) must not exceed max_size ({max_size})")
         self.timeout = _seconds("timeout", timeout)
         self.max_waiting = _size("max_waiting", max_waiting, 0)
-        self.max_lifetime = _seconds("max_lifetime", max_lifetime, allow_none=True,
-                                     allow_zero=False)
-        self.max_idle = _seconds("max_idle", max_idle, allow_none=True, allow_zero=False)
+        self.max_lifetime = _optional_seconds("max_lifetime", max_lifetime)
+        self.max_idle = _optional_seconds("max_idle", max_idle)
         self.alive_bypass = _seconds("alive_bypass", alive_bypass)
         if reuse not in ("lifo", "fifo"):
             raise ConfigError(f"reuse must be 'lifo' or 'fifo', got {reuse!r}")
@@ -168,8 +172,7 @@ class PoolPolicy(_Mechanism):
         self._reset = _callable_or_none("reset", reset)
         self.reconnect_timeout = _seconds("reconnect_timeout", reconnect_timeout)
         self._reconnect_failed = _callable_or_none("reconnect_failed", reconnect_failed)
-        self.leak_threshold = _seconds("leak_threshold", leak_threshold, allow_none=True,
-                                       allow_zero=False)
+        self.leak_threshold = _optional_seconds("leak_threshold", leak_threshold)
         if name is not None and not isinstance(name, str):
             raise ConfigError(f"name must be a string, got {name!r}")
         self.name = name or f"pool-{next(_pool_numbers)}"
@@ -239,7 +242,6 @@ class PoolPolicy(_Mechanism):
                 self._retire(idx, _core.REASON_CLOSED)
             raise PoolClosed(f"pool {self.name!r} is closed")
         t = self.timeout if timeout is None else _seconds("timeout", timeout)
-        assert t is not None
         start = time.monotonic_ns()
         deadline = start + int(t * 1e9)
         if idx >= 0:
@@ -487,7 +489,7 @@ class PoolPolicy(_Mechanism):
                     logger.exception("fastpool: reconnect_failed callback failed")
 
     def _backoff_delay(self) -> float:
-        base = min(self.BACKOFF_MAX, self.BACKOFF_INITIAL * 2 ** max(self._failures - 1, 0))
+        base = min(self.BACKOFF_MAX, self.BACKOFF_INITIAL * 2.0 ** max(self._failures - 1, 0))
         return base * (1 + self.BACKOFF_JITTER * (2 * random.random() - 1))
 
     def _backoff(self) -> float:
@@ -527,7 +529,6 @@ class PoolPolicy(_Mechanism):
         ConnectError at once if connecting fails in a way retrying cannot fix.
         """
         t = _seconds("timeout", timeout)
-        assert t is not None
         deadline = time.monotonic() + t
         self._kick()
         with self._signal.cond:
@@ -592,19 +593,21 @@ class PoolPolicy(_Mechanism):
         """Close the pool.
 
         Waiters get PoolClosed, idle connections close now, and connections in
-        use close when returned; this waits up to ``timeout`` seconds for them.
-        Closing twice is harmless.
+        use close when returned; this waits up to ``timeout`` seconds for them
+        and for the background worker. Closing again is harmless (and waits
+        again).
         """
         t = _seconds("timeout", timeout)
-        assert t is not None
         with self._lock:
-            if self._closing:
-                return
+            first = not self._closing
             self._closing = True
-        self._close_core()
-        with self._signal.cond:
-            self._signal.stopping = True
-            self._signal.cond.notify_all()
+        if first:
+            self._close_core()
+            with self._signal.cond:
+                self._signal.stopping = True
+                self._signal.cond.notify_all()
+        # Every call (not only the first) waits up to `timeout` for the worker
+        # and for connections in use, so a later close() can finish the job.
         if self._worker is not threading.current_thread():
             self._worker.join(t)
         for idx, _verdict in self._take_idle(everything=True):
@@ -614,7 +617,7 @@ class PoolPolicy(_Mechanism):
             while self._sizes()[2] and time.monotonic() < deadline:
                 self._signal.cond.wait(deadline - time.monotonic())
         in_use = self._sizes()[2]
-        if in_use:
+        if in_use and first:
             logger.warning("fastpool: pool %r closed with %d connection(s) still in use; "
                            "they will be closed when returned", self.name, in_use)
         self._driver.close_pool()

@@ -201,9 +201,9 @@ def test_connection_returned_after_close_is_closed(make_pool):
 
 
 def test_pool_is_a_context_manager(pool_cls, db_path):
-    with pool_cls(driver=fastpool.drivers.from_url(f"sqlite:///{db_path}")) as pool:
-        with pool.connection() as conn:
-            conn.execute("SELECT 1")
+    driver = fastpool.drivers.from_url(f"sqlite:///{db_path}")
+    with pool_cls(driver=driver) as pool, pool.connection() as conn:
+        conn.execute("SELECT 1")
     assert pool.closed
 
 

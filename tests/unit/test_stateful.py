@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import tempfile
 
@@ -111,10 +112,8 @@ def make_machine(pool_cls):
 
         def teardown(self):
             for conn in self.held:
-                try:
+                with contextlib.suppress(sqlite3.Error):
                     self.pool.release(conn)
-                except sqlite3.Error:
-                    pass
             self.pool.close(timeout=1)
             s = self.pool.stats()
             assert s.open == 0, s

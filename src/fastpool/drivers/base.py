@@ -67,7 +67,7 @@ class Driver(abc.ABC):
         """Where this driver connects, safe for logs (no password)."""
         return self.name
 
-    def close_pool(self) -> None:
+    def close_pool(self) -> None:  # noqa: B027  (optional hook, no-op by default)
         """Release driver-level resources when the pool closes."""
 
 

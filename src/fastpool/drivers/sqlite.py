@@ -108,7 +108,8 @@ class SQLiteDriver(Driver):
 
     def _open(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self._target, timeout=self.timeout, check_same_thread=False,
-                               isolation_level=self.isolation_level, uri=self.memory)
+                               isolation_level=self.isolation_level,  # type: ignore[arg-type]
+                               uri=self.memory)
         try:
             if self.journal_mode and not self.memory:
                 conn.execute(f"PRAGMA journal_mode={self.journal_mode}")
