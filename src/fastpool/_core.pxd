@@ -2,6 +2,7 @@
 # The C surface of fastpool's compiled core. Mechanism only: the idle ring,
 # slot bookkeeping, FIFO waiters with hand-off, counters and histograms.
 
+cimport cython
 from libc.stdint cimport int64_t, uint64_t
 
 cdef enum:
@@ -28,6 +29,7 @@ ctypedef struct Slot:
     int64_t deadline_ns
 
 
+@cython.final
 cdef class Waiter:
     cdef:
         readonly int state
@@ -39,11 +41,15 @@ cdef class Waiter:
         Waiter next
 
 
+@cython.final
 cdef class ConnectionContext:
     cdef:
         PoolCore pool
         object timeout
         object conn
+
+    cdef object _enter(self)
+    cdef object _exit(self, object et)
 
 
 cdef class PoolCore:
@@ -69,6 +75,8 @@ cdef class PoolCore:
         list holders
         dict index
         object status_attr
+        object status_type
+        object status_descr
         object idle_status
         Waiter wait_head
         Waiter wait_tail
@@ -81,19 +89,37 @@ cdef class PoolCore:
         int64_t open_mark_ns
         int64_t window_start_ns
 
+    @cython.final
     cdef object _acquire(self, object timeout)
+    @cython.final
     cdef int _release(self, object conn, bint commit) except -1
-    cdef object _lend(self, int idx, int64_t now, int64_t wait_ns, bint capture)
-    cdef void _end_hold(self, int idx, int64_t now) noexcept
-    cdef void _put(self, int idx, int64_t now) noexcept
-    cdef bint _clean(self, int idx, int64_t now) noexcept
-    cdef bint _status_idle(self, int idx) noexcept
+    @cython.final
+    cdef inline object _lend(self, int idx, int64_t now, int64_t wait_ns, bint capture)
+    @cython.final
+    cdef inline void _end_hold(self, int idx, int64_t now) noexcept
+    @cython.final
+    cdef inline void _put(self, int idx, int64_t now) noexcept
+    @cython.final
+    cdef inline bint _clean(self, int idx, int64_t now) noexcept
+    @cython.final
+    cdef inline bint _status_idle(self, int idx) noexcept
+    @cython.final
+    cdef int _learn_status_type(self, object src) except -1
+    @cython.final
     cdef int _wake_all(self, int state, object error) except -1
-    cdef void _ring_push(self, int idx) noexcept
-    cdef int _ring_pop(self) noexcept
-    cdef void _mark_open(self, int64_t now, int delta) noexcept
-    cdef Waiter _pop_waiter(self)
+    @cython.final
+    cdef inline void _ring_push(self, int idx) noexcept
+    @cython.final
+    cdef inline int _ring_pop(self) noexcept
+    @cython.final
+    cdef inline void _mark_open(self, int64_t now, int delta) noexcept
+    @cython.final
+    cdef inline Waiter _pop_waiter(self)
+    @cython.final
     cdef void _unlink(self, Waiter w) noexcept
-    cdef int _slot_index(self, object conn) except -2
+    @cython.final
+    cdef inline int _slot_index(self, object conn) except -2
+    @cython.final
     cdef int _reserve(self, int capacity) except -1
+    @cython.final
     cdef int _free_slot(self, int idx) except -1

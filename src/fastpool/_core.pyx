@@ -1,4 +1,5 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: binding=False
 """fastpool's compiled core: the mechanism under the pool's Python policy.
 
 It holds the ring of idle connection slots, the FIFO queue of waiters with the
@@ -14,7 +15,8 @@ of a state change, so each one is atomic with respect to other threads.
 """
 
 cimport cython
-from cpython.dict cimport PyDict_GetItem
+from cpython.dict cimport PyDict_GetItemWithError
+from cpython.exc cimport PyErr_Clear
 from cpython.object cimport PyObject
 from libc.stdint cimport int64_t, uint64_t
 from libc.stdlib cimport free, malloc
@@ -27,13 +29,29 @@ from fastpool.errors import ConfigError, ConnectionAlreadyReleased
 
 __impl__ = "compiled"
 
+cdef extern from "Python.h":
+    # Declared without exception handling: NULL / -1 are checked by hand on
+    # the hot path instead of paying for a try/except block.
+    PyObject* PyObject_GetAttr_raw "PyObject_GetAttr" (object o, object name)
+    int PyObject_RichCompareBool_raw "PyObject_RichCompareBool" (
+        PyObject* a, PyObject* b, int op)
+    void Py_DECREF_raw "Py_DECREF" (PyObject* o)
+    int Py_EQ
+
 cdef extern from *:
     """
     static inline int fp_bit_length(unsigned long long v) {
         return v ? 64 - __builtin_clzll(v) : 0;
     }
+    /* Call a data descriptor's __get__ directly: what getattr() ends up
+       doing, minus the type and MRO lookups. NULL with an exception set on
+       failure. */
+    static inline PyObject* fp_descr_get(PyObject* descr, PyObject* obj) {
+        return Py_TYPE(descr)->tp_descr_get(descr, obj, (PyObject*)Py_TYPE(obj));
+    }
     """
     int fp_bit_length(unsigned long long v) nogil
+    PyObject* fp_descr_get(PyObject* descr, PyObject* obj)
 
 # Slot states.
 cdef enum:
@@ -127,7 +145,6 @@ cdef object _hist_export(Histogram* h):
     }
 
 
-@cython.final
 cdef class Waiter:
     """One caller queued for a connection.
 
@@ -148,17 +165,58 @@ cdef class Waiter:
 
 
 @cython.final
+cdef class _SpecialMethod:
+    """``__enter__``/``__exit__`` of ConnectionContext without a bound method.
+
+    A ``with`` statement looks both methods up on the type and binds them to
+    the instance: two bound-method objects allocated and freed per block,
+    which is most of the cost of ``with pool.connection()``. This descriptor
+    binds to the context object itself instead: the context is callable, with
+    no arguments it enters, with three it exits. On the class (``type(cm).
+    __enter__``, as contextlib.ExitStack does) it is a plain function.
+    """
+
+    cdef object unbound
+
+    def __cinit__(self, unbound):
+        self.unbound = unbound
+
+    def __get__(self, instance, owner):
+        return self.unbound if instance is None else instance
+
+
+def _context_enter(ConnectionContext cm):
+    return cm._enter()
+
+
+def _context_exit(ConnectionContext cm, et, ev, tb):
+    return cm._exit(et)
+
+
+@cython.final
 @cython.freelist(16)
+@cython.no_gc
 cdef class ConnectionContext:
     """``with pool.connection() as conn``: commit on success, roll back on error."""
 
-    def __enter__(self):
+    __enter__ = _SpecialMethod(_context_enter)
+    __exit__ = _SpecialMethod(_context_exit)
+
+    def __call__(self, *args):
+        # Reached through _SpecialMethod: () is __enter__, (et, ev, tb) __exit__.
+        if len(args) == 0:
+            return self._enter()
+        if len(args) == 3:
+            return self._exit(args[0])
+        raise TypeError("ConnectionContext is entered with `with`, not called")
+
+    cdef object _enter(self):
         if self.conn is not None:
             raise RuntimeError("this pool.connection() context is already entered")
         self.conn = self.pool._acquire(self.timeout)
         return self.conn
 
-    def __exit__(self, et, ev, tb):
+    cdef object _exit(self, object et):
         conn = self.conn
         if conn is not None:
             self.conn = None
@@ -230,7 +288,7 @@ cdef class PoolCore:
             return self._acquire_slow(timeout, idx)
         return self._acquire_slow(timeout, -1)
 
-    cdef object _lend(self, int idx, int64_t now, int64_t wait_ns, bint capture):
+    cdef inline object _lend(self, int idx, int64_t now, int64_t wait_ns, bint capture):
         cdef Slot* s = &self.slots[idx]
         s.state = IN_USE
         s.acquired_ns = now
@@ -269,13 +327,15 @@ cdef class PoolCore:
             self._release_slow(idx, commit)
         return 0
 
-    cdef int _slot_index(self, object conn) except -2:
-        cdef PyObject* found = PyDict_GetItem(self.index, conn)
+    cdef inline int _slot_index(self, object conn) except -2:
+        cdef PyObject* found = PyDict_GetItemWithError(self.index, conn)
         if found == NULL:
+            # Not ours, or unhashable (then certainly not ours either).
+            PyErr_Clear()
             return -1
         return <int>(<object>found)
 
-    cdef bint _clean(self, int idx, int64_t now) noexcept:
+    cdef inline bint _clean(self, int idx, int64_t now) noexcept:
         """Can this returning connection go straight back to the ring?"""
         cdef Slot* s = &self.slots[idx]
         if (self.closed or self.always_slow_release or s.generation != self.generation
@@ -286,19 +346,54 @@ cdef class PoolCore:
             return False
         return self._status_idle(idx)
 
-    cdef bint _status_idle(self, int idx) noexcept:
+    cdef inline bint _status_idle(self, int idx) noexcept:
         """Does the driver's own attribute say no transaction is open?"""
+        cdef PyObject* status
+        cdef int same
         src = self.status_srcs[idx]
         if src is None:
             return False
-        try:
-            status = getattr(src, self.status_attr)
-            return status is self.idle_status or status == self.idle_status
-        except Exception:
+        if type(src) is self.status_type:
+            status = fp_descr_get(<PyObject*>self.status_descr, <PyObject*>src)
+        else:
+            self._learn_status_type(src)
+            status = PyObject_GetAttr_raw(src, self.status_attr)
+        if status == NULL:
             # A closed or broken connection: let the policy decide.
+            PyErr_Clear()
             return False
+        if status == <PyObject*>self.idle_status:
+            same = 1
+        else:
+            same = PyObject_RichCompareBool_raw(status, <PyObject*>self.idle_status, Py_EQ)
+            if same < 0:
+                PyErr_Clear()
+                same = 0
+        Py_DECREF_raw(status)
+        return same == 1
 
-    cdef void _end_hold(self, int idx, int64_t now) noexcept:
+    cdef int _learn_status_type(self, object src) except -1:
+        """Remember the data descriptor behind ``status_attr`` on ``type(src)``.
+
+        Calling it directly skips getattr's type and MRO lookups; a data
+        descriptor wins over any instance attribute, so this is exactly what
+        getattr would return. Anything else keeps the plain getattr.
+        """
+        descr = None
+        try:
+            for klass in type(src).__mro__:
+                found = klass.__dict__.get(self.status_attr)
+                if found is not None:
+                    if hasattr(type(found), "__get__") and hasattr(type(found), "__set__"):
+                        descr = found
+                    break
+        except Exception:
+            descr = None
+        self.status_type = type(src) if descr is not None else None
+        self.status_descr = descr
+        return 0
+
+    cdef inline void _end_hold(self, int idx, int64_t now) noexcept:
         cdef Slot* s = &self.slots[idx]
         cdef int64_t start = s.acquired_ns
         _hist_add(&self.hold_hist, now - start)
@@ -309,7 +404,7 @@ cdef class PoolCore:
         self.counters[C_RELEASED] += 1
         s.last_used_ns = now
 
-    cdef void _put(self, int idx, int64_t now) noexcept:
+    cdef inline void _put(self, int idx, int64_t now) noexcept:
         """A usable connection: hand it to the oldest waiter, else to the ring."""
         cdef Waiter w = self._pop_waiter()
         cdef Slot* s = &self.slots[idx]
@@ -331,14 +426,14 @@ cdef class PoolCore:
             # it at its deadline through `_cancel_wait`.
             pass
 
-    cdef void _ring_push(self, int idx) noexcept:
+    cdef inline void _ring_push(self, int idx) noexcept:
         cdef int pos = self.ring_head + self.ring_count
         if pos >= self.cap:
             pos -= self.cap
         self.ring[pos] = idx
         self.ring_count += 1
 
-    cdef int _ring_pop(self) noexcept:
+    cdef inline int _ring_pop(self) noexcept:
         cdef int pos
         self.ring_count -= 1
         if self.lifo:
@@ -352,14 +447,14 @@ cdef class PoolCore:
             self.ring_head = 0
         return self.ring[pos]
 
-    cdef void _mark_open(self, int64_t now, int delta) noexcept:
+    cdef inline void _mark_open(self, int64_t now, int delta) noexcept:
         self.open_ns += self.n_open * (now - self.open_mark_ns)
         self.open_mark_ns = now
         self.n_open += delta
 
     # ---- waiters --------------------------------------------------------
 
-    cdef Waiter _pop_waiter(self):
+    cdef inline Waiter _pop_waiter(self):
         cdef Waiter w = self.wait_head
         if w is not None:
             self._unlink(w)
@@ -454,6 +549,8 @@ cdef class PoolCore:
         self.max_open = max_open
         self.status_attr = status_attr
         self.idle_status = idle_status
+        self.status_type = None  # learnt again from the next connection
+        self.status_descr = None
         self.always_slow_release = always_slow_release or status_attr is None
         self.track_holders = track_holders
 

@@ -214,3 +214,31 @@ def test_create_pool_from_url(db_path):
         assert "orders" in repr(pool)
         with pool.connection() as conn:
             assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+def test_connection_context_works_with_exit_stack_and_explicit_calls(make_pool):
+    import contextlib
+
+    pool = make_pool(max_size=1)
+    with contextlib.ExitStack() as stack:
+        conn = stack.enter_context(pool.connection())
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+        assert pool.stats().in_use == 1
+    assert pool.stats().in_use == 0
+    cm = pool.connection()
+    conn = cm.__enter__()
+    assert pool.stats().in_use == 1
+    with pytest.raises(RuntimeError, match="already entered"):
+        cm.__enter__()
+    assert cm.__exit__(None, None, None) is False
+    assert pool.stats().in_use == 0
+    # A context object can be used again once it has exited.
+    with cm as again:
+        assert again is conn
+
+
+def test_connection_context_does_not_swallow_exceptions(make_pool):
+    pool = make_pool(max_size=1)
+    with pytest.raises(KeyError), pool.connection():
+        raise KeyError("boom")
+    assert pool.stats().in_use == 0

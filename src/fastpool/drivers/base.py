@@ -75,8 +75,9 @@ class CallableDriver(Driver):
     """A driver around a user's connection factory: ``Pool(connect=fn)``.
 
     The transaction status is taken from the first connection's type: SQLite
-    connections expose ``in_transaction``; for others every return rolls back
-    (use a specific driver to avoid that round trip).
+    connections expose ``in_transaction`` and psycopg 3 connections libpq's
+    ``pgconn.transaction_status``; for others every return rolls back (use a
+    specific driver to avoid that round trip).
     """
 
     name = "custom"
@@ -102,6 +103,17 @@ class CallableDriver(Driver):
         if isinstance(conn, sqlite3.Connection):
             self.status_attr = "in_transaction"
             self.idle_status = False
+        elif type(conn).__module__.split(".")[0] == "psycopg" and hasattr(conn, "pgconn"):
+            # libpq's own status, read locally: 0 is PQTRANS_IDLE. The
+            # `info.transaction_status` property costs ~60x more per read.
+            self._psycopg = True
+            self.status_attr = "transaction_status"
+            self.idle_status = 0
+
+    _psycopg = False
+
+    def status_source(self, conn: Any) -> Any:
+        return conn.pgconn if self._psycopg else conn
 
     def describe(self) -> str:
         return f"custom connect={getattr(self._connect, '__qualname__', repr(self._connect))}"
