@@ -11,7 +11,8 @@ import sys
 
 
 def main(path: str) -> None:
-    data = json.load(open(path))
+    with open(path) as f:
+        data = json.load(f)
     m = data["machine_info"]
     print(f"Machine: {m.get('cpu', {}).get('brand_raw', '?')}, {m.get('cpu', {}).get('count')} "
           f"CPUs, Python {m['python_version']} ({m['python_implementation']}); "

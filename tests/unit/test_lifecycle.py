@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import threading
 import time
 
 import pytest
@@ -233,3 +234,41 @@ def test_holders_report_where_connections_were_acquired(make_pool):
     finally:
         pool.release(conn)
     assert pool.holders() == []
+
+
+def test_waiter_takes_a_returned_connection_instead_of_waiting_for_a_slow_connect(
+        pool_cls, db_path):
+    opening = threading.Event()
+    proceed = threading.Event()
+    concurrent = []
+    active = [0]
+
+    def slow_connect():
+        active[0] += 1
+        concurrent.append(active[0])
+        try:
+            if opening.is_set():  # every connection after the first is slow
+                proceed.wait(10)
+            opening.set()
+            return sqlite3.connect(db_path, check_same_thread=False)
+        finally:
+            active[0] -= 1
+
+    pool = pool_cls(connect=slow_connect, min_size=1, max_size=3, timeout=10)
+    try:
+        pool.wait(5)
+        held = pool.acquire()
+        got = []
+        waiter = threading.Thread(target=lambda: got.append(pool.acquire(timeout=10)))
+        waiter.start()
+        wait_until(lambda: pool.stats().waiting == 1)
+        time.sleep(0.05)  # the worker is now stuck in the slow connect
+        pool.release(held)
+        waiter.join(timeout=5)
+        assert got == [held]  # served by the release, not by the connect
+        pool.release(got[0])
+    finally:
+        proceed.set()
+        pool.close()
+    # One background worker: never two connects at the same time.
+    assert max(concurrent) == 1

@@ -176,8 +176,8 @@ def test_many_threads_share_few_connections_fairly(make_pool):
     # cycle alone: fairness is measured from there on.
     wait_until(lambda: min(counts) >= 3, timeout=30)
     base = list(counts)
-    wait_until(lambda: min(c - b for c, b in zip(counts, base)) >= 50, timeout=30)
-    done = [c - b for c, b in zip(counts, base)]
+    wait_until(lambda: min(c - b for c, b in zip(counts, base, strict=True)) >= 50, timeout=30)
+    done = [c - b for c, b in zip(counts, base, strict=True)]
     stop.set()
     for t in threads:
         t.join()
