@@ -91,35 +91,51 @@ cdef class PoolCore:
 
     @cython.final
     cdef object _acquire(self, object timeout)
+
     @cython.final
     cdef int _release(self, object conn, bint commit) except -1
+
     @cython.final
     cdef inline object _lend(self, int idx, int64_t now, int64_t wait_ns, bint capture)
+
     @cython.final
     cdef inline void _end_hold(self, int idx, int64_t now) noexcept
+
     @cython.final
     cdef inline void _put(self, int idx, int64_t now) noexcept
+
     @cython.final
     cdef inline bint _clean(self, int idx, int64_t now) noexcept
+
     @cython.final
     cdef inline bint _status_idle(self, int idx) noexcept
+
     @cython.final
     cdef int _learn_status_type(self, object src) except -1
+
     @cython.final
     cdef int _wake_all(self, int state, object error) except -1
+
     @cython.final
     cdef inline void _ring_push(self, int idx) noexcept
+
     @cython.final
     cdef inline int _ring_pop(self) noexcept
+
     @cython.final
     cdef inline void _mark_open(self, int64_t now, int delta) noexcept
+
     @cython.final
     cdef inline Waiter _pop_waiter(self)
+
     @cython.final
     cdef void _unlink(self, Waiter w) noexcept
+
     @cython.final
     cdef inline int _slot_index(self, object conn) except -2
+
     @cython.final
     cdef int _reserve(self, int capacity) except -1
+
     @cython.final
     cdef int _free_slot(self, int idx) except -1

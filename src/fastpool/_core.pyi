@@ -43,6 +43,7 @@ C_LEAKS: Final[int]
 C_HANDOFFS: Final[int]
 
 WAITER_STATES: Final[tuple[str, ...]]
+SLOT_STATES: Final[tuple[str, ...]]
 
 def monotonic_ns() -> int:
     """The clock of every core timestamp (CLOCK_MONOTONIC, nanoseconds)."""

@@ -114,6 +114,7 @@ C_LEAKS = 8
 C_HANDOFFS = 9
 
 WAITER_STATES = ("new", "waiting", "given", "cancelled", "closed", "failed")
+SLOT_STATES = ("free", "idle", "in_use", "checking", "releasing")
 
 
 cdef inline int64_t _now() noexcept nogil:

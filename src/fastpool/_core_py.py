@@ -23,6 +23,7 @@ __impl__ = "python"
 FREE, IDLE, IN_USE, CHECKING, RELEASING = range(5)
 W_NEW, W_WAITING, W_GIVEN, W_CANCELLED, W_CLOSED, W_FAILED = range(6)
 WAITER_STATES = ("new", "waiting", "given", "cancelled", "closed", "failed")
+SLOT_STATES = ("free", "idle", "in_use", "checking", "releasing")
 
 ENQUEUED = -1
 REJECTED = -2

@@ -241,14 +241,18 @@ class PoolPolicy(_Mechanism):
             if idx >= 0:
                 self._retire(idx, _core.REASON_CLOSED)
             raise PoolClosed(f"pool {self.name!r} is closed")
-        t = self.timeout if timeout is None else _seconds("timeout", timeout)
         start = time.monotonic_ns()
-        deadline = start + int(t * 1e9)
-        if idx >= 0:
+        if idx >= 0:  # the core only passes a slot when the timeout was valid
             conn = self._check_out(idx, start)
             if conn is not None:
                 return conn
+        t = self.timeout if timeout is None else _seconds("timeout", timeout)
+        deadline = start + int(t * 1e9)
         while True:
+            if time.monotonic_ns() > deadline and self._sizes()[1] == 0:
+                # Probing broken connections used up the caller's time.
+                self._count(_core.C_TIMEOUTS)
+                raise self._timeout_error(t)
             lock = threading.Lock()
             lock.acquire()
             waiter = self._new_waiter(lock.release)
@@ -306,6 +310,10 @@ class PoolPolicy(_Mechanism):
             except Exception as exc:
                 logger.info("fastpool: pool %r discards a broken connection: %s", self.name, exc)
                 alive = False
+            except BaseException:
+                # Interrupted mid-probe: the connection's state is unknown.
+                self._retire(idx, _core.REASON_BROKEN)
+                raise
             self._count(_core.C_PROBES)
             self._count(_core.C_PROBE_NS, time.monotonic_ns() - t0)
             if not alive:
@@ -347,6 +355,16 @@ class PoolPolicy(_Mechanism):
 
     def _release_slow(self, idx: int, commit: bool) -> None:
         """Called by the core for a returning connection it cannot simply shelve."""
+        try:
+            self._settle_release(idx, commit)
+        except BaseException:
+            # Whatever escaped (a failed commit, an interrupt in a rollback or
+            # a reset callback), the slot must not stay half-released.
+            if self._slot_info(idx)["state"] == _RELEASING:
+                self._retire(idx, _core.REASON_RESET)
+            raise
+
+    def _settle_release(self, idx: int, commit: bool) -> None:
         conn = self._conn_at(idx)
         verdict = self._verdict(idx)
         if verdict not in (_core.OK, _core.DIRTY, _core.SLOW):
@@ -355,8 +373,8 @@ class PoolPolicy(_Mechanism):
         if verdict == _core.DIRTY and commit:
             try:
                 self._driver.commit(conn)
-            except BaseException:
-                self._reset_and_put(idx, conn)
+            except Exception:
+                self._reset_and_put(idx, conn)  # roll back what failed to commit
                 raise
         self._reset_and_put(idx, conn)
 
@@ -662,6 +680,8 @@ class PoolPolicy(_Mechanism):
                 f"open={open_} idle={idle} in_use={in_use} waiting={waiting} "
                 f"max_size={self.max_size}>")
 
+
+_RELEASING = _core.SLOT_STATES.index("releasing")
 
 _REASONS = {
     _core.EXPIRED: _core.REASON_LIFETIME,

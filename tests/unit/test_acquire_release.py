@@ -242,3 +242,21 @@ def test_connection_context_does_not_swallow_exceptions(make_pool):
     with pytest.raises(KeyError), pool.connection():
         raise KeyError("boom")
     assert pool.stats().in_use == 0
+
+
+def test_failed_commit_on_exit_raises_and_rolls_back(make_pool, db_path):
+    """A commit that fails on leaving the block raises, and the slot is settled."""
+    import sqlite3 as sq
+
+    pool = make_pool(url=f"sqlite:///{db_path}?foreign_keys=on", max_size=1)
+    with pool.connection() as conn:
+        conn.execute("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
+        conn.execute("CREATE TABLE child (pid INTEGER REFERENCES parent(id) "
+                     "DEFERRABLE INITIALLY DEFERRED)")
+    with pytest.raises(sq.IntegrityError), pool.connection() as conn:
+        conn.execute("INSERT INTO child VALUES (42)")  # checked only at COMMIT
+    s = pool.stats()
+    assert s.in_use == 0
+    with pool.connection() as conn:
+        assert not conn.in_transaction
+        assert conn.execute("SELECT count(*) FROM child").fetchone() == (0,)
