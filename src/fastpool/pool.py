@@ -272,7 +272,8 @@ class PoolPolicy(_Mechanism):
                 # nothing is open: fail now rather than wait for the deadline.
                 self._cancel_and_return(waiter)
                 raise self._fatal_copy()
-            self._kick()
+            if self._sizes()[0] < self.max_size:
+                self._kick()  # the pool may grow; at max size only a release helps
             try:
                 signalled = lock.acquire(timeout=max(deadline - time.monotonic_ns(), 0) / 1e9)
             except BaseException:
