@@ -44,6 +44,7 @@ cdef class Waiter:
 @cython.final
 cdef class ConnectionContext:
     cdef:
+        void* vectorcall  # set per instance; see fp_ctx_vectorcall
         PoolCore pool
         object timeout
         object conn

@@ -40,6 +40,22 @@ cdef extern from "Python.h":
 
 cdef extern from *:
     """
+    /* Vectorcall for ConnectionContext (see its docstring): the `with`
+       statement calls __exit__ with three arguments, which without
+       vectorcall costs a tuple per block. */
+    static PyObject* (*fp_ctx_impl)(PyObject*, Py_ssize_t, PyObject**);
+    static PyObject* fp_ctx_vectorcall(PyObject* self, PyObject* const* args,
+                                       size_t nargsf, PyObject* kwnames) {
+        if (kwnames != NULL && PyTuple_GET_SIZE(kwnames) != 0) {
+            PyErr_SetString(PyExc_TypeError, "ConnectionContext takes no keyword arguments");
+            return NULL;
+        }
+        return fp_ctx_impl(self, PyVectorcall_NARGS(nargsf), (PyObject**)args);
+    }
+    static void fp_enable_vectorcall(PyObject* type, Py_ssize_t offset) {
+        ((PyTypeObject*)type)->tp_vectorcall_offset = offset;
+        ((PyTypeObject*)type)->tp_flags |= Py_TPFLAGS_HAVE_VECTORCALL;
+    }
     static inline int fp_bit_length(unsigned long long v) {
         return v ? 64 - __builtin_clzll(v) : 0;
     }
@@ -51,6 +67,10 @@ cdef extern from *:
     }
     """
     int fp_bit_length(unsigned long long v) nogil
+    ctypedef object (*ctx_impl_t)(object, Py_ssize_t, PyObject**)
+    ctx_impl_t fp_ctx_impl
+    void* fp_ctx_vectorcall
+    void fp_enable_vectorcall(object type, Py_ssize_t offset)
     PyObject* fp_descr_get(PyObject* descr, PyObject* obj)
 
 # Slot states.
@@ -194,6 +214,15 @@ def _context_exit(ConnectionContext cm, et, ev, tb):
     return cm._exit(et)
 
 
+cdef object _context_call(object cm, Py_ssize_t nargs, PyObject** args):
+    """The vectorcall body of ConnectionContext: no argument tuple is built."""
+    if nargs == 0:
+        return (<ConnectionContext>cm)._enter()
+    if nargs == 3:
+        return (<ConnectionContext>cm)._exit(<object>args[0])
+    raise TypeError("ConnectionContext is entered with `with`, not called")
+
+
 @cython.final
 @cython.freelist(16)
 @cython.no_gc
@@ -205,6 +234,7 @@ cdef class ConnectionContext:
 
     def __call__(self, *args):
         # Reached through _SpecialMethod: () is __enter__, (et, ev, tb) __exit__.
+        # (Vectorcall normally takes this path: see _context_call.)
         if len(args) == 0:
             return self._enter()
         if len(args) == 3:
@@ -264,6 +294,7 @@ cdef class PoolCore:
     def connection(self, timeout=None):
         """A context manager lending a connection: commit on success, roll back on error."""
         cdef ConnectionContext ctx = ConnectionContext.__new__(ConnectionContext)
+        ctx.vectorcall = fp_ctx_vectorcall
         ctx.pool = self
         ctx.timeout = timeout
         return ctx
@@ -868,3 +899,14 @@ cdef class PoolCore:
             self.open_ns = 0
             self.window_start_ns = now
         return snap
+
+
+cdef _enable_context_vectorcall():
+    global fp_ctx_impl
+    cdef ConnectionContext probe = ConnectionContext.__new__(ConnectionContext)
+    fp_ctx_impl = _context_call
+    fp_enable_vectorcall(
+        ConnectionContext, <char*>&probe.vectorcall - <char*><PyObject*>probe)
+
+
+_enable_context_vectorcall()
