@@ -1,0 +1,89 @@
+"""Instructions per pool cycle, counted by valgrind's callgrind.
+
+Wall-clock times on a shared 2-vCPU machine swing by 2x between runs;
+instruction counts do not. This runs the same loop three times under
+callgrind (an empty loop, acquire+release, ``with pool.connection()``) and
+prints the instructions each cycle adds over the empty loop:
+
+    python3 benchmarks/instructions.py            # SQLite connections
+    python3 benchmarks/instructions.py --pg DSN   # psycopg connections, and
+                                                  # psycopg_pool for comparison
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+N = 100_000
+
+CHILD = """
+import sys, sqlite3, fastpool
+mode, dsn, path = sys.argv[1], sys.argv[2], sys.argv[3]
+if dsn:
+    import psycopg
+    connect = lambda: psycopg.connect(dsn)
+else:
+    connect = lambda: sqlite3.connect(path, check_same_thread=False)
+if mode.startswith("psycopg_pool"):
+    import psycopg_pool
+    pool = psycopg_pool.ConnectionPool(dsn, min_size=1, max_size=1, open=True)
+    pool.wait()
+    pool.acquire, pool.release = pool.getconn, pool.putconn
+    mode = mode.split(":")[1]
+else:
+    pool = fastpool.Pool(connect=connect, min_size=1, max_size=1)
+    pool.wait(10)
+def main(n):
+    acquire, release, connection = pool.acquire, pool.release, pool.connection
+    if mode == "cycle":
+        for _ in range(n):
+            release(acquire())
+    elif mode == "with":
+        for _ in range(n):
+            with connection():
+                pass
+    else:
+        for _ in range(n):
+            pass
+main(%d)
+pool.close()
+""" % N
+
+
+def count(mode: str, dsn: str, path: str) -> int:
+    exe = os.path.realpath(sys.executable)
+    proc = subprocess.run(
+        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", exe, "-c", CHILD,
+         mode, dsn, path], capture_output=True, text=True, check=True)
+    match = re.search(r"Collected : (\d+)", proc.stderr)
+    if not match:
+        raise SystemExit(f"no callgrind total in:\n{proc.stderr[-2000:]}")
+    return int(match.group(1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pg", default="", help="PostgreSQL DSN (default: SQLite)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "i.db")
+        base = count("empty", args.pg, path)
+        modes = ["cycle", "with"]
+        if args.pg:
+            modes += ["psycopg_pool:cycle", "psycopg_pool:with"]
+        for mode in modes:
+            extra = (count(mode, args.pg, path) - base) / N
+            who, _, what = mode.rpartition(":")
+            label = (who or "fastpool") + (
+                " getconn+putconn" if what == "cycle" and who else
+                " acquire+release" if what == "cycle" else " with connection()")
+            print(f"{label:34s} {extra:7.0f} instructions per cycle")
+
+
+if __name__ == "__main__":
+    main()
