@@ -90,48 +90,55 @@ cdef enum:
     W_CLOSED = 4
     W_FAILED = 5
 
+# Constants shared with the policy: C values on the hot path (`cpdef enum`
+# also exports each one as a module-level int).
+
 # What `_pop_or_wait` returns when it did not pop a slot.
-ENQUEUED = -1
-REJECTED = -2
+cpdef enum:
+    ENQUEUED = -1
+    REJECTED = -2
 
 # Verdicts on a slot, from `_verdict`. The policy acts on anything but OK.
-OK = 0
-PROBE = 1
-EXPIRED = 2
-STALE = 3
-FORKED = 4
-CLOSED = 5
-OVERSIZE = 6
-DIRTY = 7
-SLOW = 8
-IDLE_TOO_LONG = 9
+cpdef enum:
+    OK = 0
+    PROBE = 1
+    EXPIRED = 2
+    STALE = 3
+    FORKED = 4
+    CLOSED = 5
+    OVERSIZE = 6
+    DIRTY = 7
+    SLOW = 8
+    IDLE_TOO_LONG = 9
 
 # Why a connection was closed: index into the per-reason counters.
 CLOSE_REASONS = ("lifetime", "idle", "broken", "reset", "fork", "drained",
                  "closed", "resize", "configure")
-REASON_LIFETIME = 0
-REASON_IDLE = 1
-REASON_BROKEN = 2
-REASON_RESET = 3
-REASON_FORK = 4
-REASON_DRAINED = 5
-REASON_CLOSED = 6
-REASON_RESIZE = 7
-REASON_CONFIGURE = 8
+cpdef enum:
+    REASON_LIFETIME = 0
+    REASON_IDLE = 1
+    REASON_BROKEN = 2
+    REASON_RESET = 3
+    REASON_FORK = 4
+    REASON_DRAINED = 5
+    REASON_CLOSED = 6
+    REASON_RESIZE = 7
+    REASON_CONFIGURE = 8
 
 # Counters, in order; `_count` takes these indices.
 COUNTER_NAMES = ("acquisitions", "releases", "waits", "timeouts", "rejected",
                  "opened", "probes", "probe_ns", "leaks", "handoffs")
-C_ACQUIRED = 0
-C_RELEASED = 1
-C_WAITS = 2
-C_TIMEOUTS = 3
-C_REJECTED = 4
-C_OPENED = 5
-C_PROBES = 6
-C_PROBE_NS = 7
-C_LEAKS = 8
-C_HANDOFFS = 9
+cpdef enum:
+    C_ACQUIRED = 0
+    C_RELEASED = 1
+    C_WAITS = 2
+    C_TIMEOUTS = 3
+    C_REJECTED = 4
+    C_OPENED = 5
+    C_PROBES = 6
+    C_PROBE_NS = 7
+    C_LEAKS = 8
+    C_HANDOFFS = 9
 
 WAITER_STATES = ("new", "waiting", "given", "cancelled", "closed", "failed")
 SLOT_STATES = ("free", "idle", "in_use", "checking", "releasing")
