@@ -7,7 +7,7 @@ from libc.stdint cimport int64_t, uint64_t
 
 cdef enum:
     N_BUCKETS = 64
-    N_REASONS = 9
+    N_REASONS = 8
     N_COUNTERS = 10
 
 

@@ -28,7 +28,6 @@ REASON_FORK: Final[int]
 REASON_DRAINED: Final[int]
 REASON_CLOSED: Final[int]
 REASON_RESIZE: Final[int]
-REASON_CONFIGURE: Final[int]
 
 COUNTER_NAMES: Final[tuple[str, ...]]
 C_ACQUIRED: Final[int]

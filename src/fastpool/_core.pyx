@@ -113,7 +113,7 @@ cpdef enum:
 
 # Why a connection was closed: index into the per-reason counters.
 CLOSE_REASONS = ("lifetime", "idle", "broken", "reset", "fork", "drained",
-                 "closed", "resize", "configure")
+                 "closed", "resize")
 cpdef enum:
     REASON_LIFETIME = 0
     REASON_IDLE = 1
@@ -123,7 +123,6 @@ cpdef enum:
     REASON_DRAINED = 5
     REASON_CLOSED = 6
     REASON_RESIZE = 7
-    REASON_CONFIGURE = 8
 
 # Counters, in order; `_count` takes these indices.
 COUNTER_NAMES = ("acquisitions", "releases", "waits", "timeouts", "rejected",

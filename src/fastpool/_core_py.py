@@ -40,7 +40,7 @@ SLOW = 8
 IDLE_TOO_LONG = 9
 
 CLOSE_REASONS = ("lifetime", "idle", "broken", "reset", "fork", "drained",
-                 "closed", "resize", "configure")
+                 "closed", "resize")
 REASON_LIFETIME = 0
 REASON_IDLE = 1
 REASON_BROKEN = 2
@@ -49,7 +49,6 @@ REASON_FORK = 4
 REASON_DRAINED = 5
 REASON_CLOSED = 6
 REASON_RESIZE = 7
-REASON_CONFIGURE = 8
 
 COUNTER_NAMES = ("acquisitions", "releases", "waits", "timeouts", "rejected",
                  "opened", "probes", "probe_ns", "leaks", "handoffs")

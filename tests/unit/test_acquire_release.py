@@ -260,3 +260,38 @@ def test_failed_commit_on_exit_raises_and_rolls_back(make_pool, db_path):
     with pool.connection() as conn:
         assert not conn.in_transaction
         assert conn.execute("SELECT count(*) FROM child").fetchone() == (0,)
+
+
+def test_interrupted_reset_callback_settles_the_slot(make_pool):
+    def reset(conn):
+        raise KeyboardInterrupt
+
+    pool = make_pool(min_size=0, max_size=1, reset=reset)
+    conn = pool.acquire()
+    with pytest.raises(KeyboardInterrupt):
+        pool.release(conn)
+    s = pool.stats()
+    assert (s.in_use, s.open, s.closed["reset"]) == (0, 0, 1)
+
+
+def test_failing_configure_counts_as_a_connect_error_and_is_retried(pool_cls, db_path):
+    calls = []
+
+    def configure(conn):
+        calls.append(conn)
+        if len(calls) == 1:
+            raise sqlite3.OperationalError("setup failed (injected)")
+
+    class QuickRetry(pool_cls):
+        BACKOFF_INITIAL = 0.01
+
+    pool = QuickRetry(driver=fastpool.drivers.from_url(f"sqlite:///{db_path}"),
+                      configure=configure, min_size=1, max_size=1)
+    try:
+        pool.wait(5)
+        s = pool.stats()
+        assert s.connect_errors == 1 and s.opened == 1 and s.open == 1
+        with pytest.raises(sqlite3.ProgrammingError):
+            calls[0].execute("SELECT 1")  # the failed one was closed
+    finally:
+        pool.close()

@@ -272,3 +272,32 @@ def test_waiter_takes_a_returned_connection_instead_of_waiting_for_a_slow_connec
         pool.close()
     # One background worker: never two connects at the same time.
     assert max(concurrent) == 1
+
+
+def test_interrupted_probe_retires_the_connection(pool_cls, db_path):
+    import fastpool
+
+    class InterruptingProbe(fastpool.SQLiteDriver):
+        interrupt = False
+
+        def probe(self, conn):
+            if self.interrupt:
+                raise KeyboardInterrupt
+            super().probe(conn)
+
+    driver = InterruptingProbe(db_path)
+    pool = pool_cls(driver=driver, min_size=1, max_size=1, alive_bypass=0, timeout=5)
+    try:
+        pool.wait(5)
+        driver.interrupt = True
+        with pytest.raises(KeyboardInterrupt):
+            pool.acquire()
+        s = pool.stats()
+        assert (s.in_use, s.closed["broken"]) == (0, 1)
+        assert s.opened == s.closed_total + s.open  # nothing left half-checked
+        driver.interrupt = False
+        pool.wait(5)  # replaced
+        with pool.connection() as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        pool.close()
