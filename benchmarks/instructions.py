@@ -50,9 +50,9 @@ def main(n):
     else:
         for _ in range(n):
             pass
-main(%d)
+main(N)
 pool.close()
-""" % N
+""".replace("N)", f"{N})")
 
 
 def count(mode: str, dsn: str, path: str) -> int:
