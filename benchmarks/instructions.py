@@ -50,16 +50,16 @@ def main(n):
     else:
         for _ in range(n):
             pass
-main(N)
+main(int(sys.argv[4]))
 pool.close()
-""".replace("N)", f"{N})")
+"""
 
 
 def count(mode: str, dsn: str, path: str) -> int:
     exe = os.path.realpath(sys.executable)
     proc = subprocess.run(
         ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", exe, "-c", CHILD,
-         mode, dsn, path], capture_output=True, text=True, check=True)
+         mode, dsn, path, str(N)], capture_output=True, text=True, check=True)
     match = re.search(r"Collected : (\d+)", proc.stderr)
     if not match:
         raise SystemExit(f"no callgrind total in:\n{proc.stderr[-2000:]}")
