@@ -97,7 +97,13 @@ cdef class PoolCore:
     cdef int _release(self, object conn, bint commit) except -1
 
     @cython.final
-    cdef inline object _lend(self, int idx, int64_t now, int64_t wait_ns, bint capture)
+    cdef inline object _lend(self, int idx, int64_t now, int64_t wait_ns)
+
+    @cython.final
+    cdef object _lend_with_holder(self, int idx, int64_t now)
+
+    @cython.final
+    cdef int _check_idx(self, int idx) except -1
 
     @cython.final
     cdef inline void _end_hold(self, int idx, int64_t now) noexcept

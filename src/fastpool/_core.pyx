@@ -97,6 +97,11 @@ cdef enum:
 cpdef enum:
     ENQUEUED = -1
     REJECTED = -2
+    POOL_CLOSED = -3
+
+# The longest wait a caller may ask for, in seconds (about 31 years).
+cdef double _MAX_TIMEOUT = 1e9
+MAX_TIMEOUT = _MAX_TIMEOUT
 
 # Verdicts on a slot, from `_verdict`. The policy acts on anything but OK.
 cpdef enum:
@@ -212,6 +217,9 @@ cdef class _SpecialMethod:
         return self.unbound if instance is None else instance
 
 
+cdef object _ENTERING = object()
+
+
 def _context_enter(ConnectionContext cm):
     return cm._enter()
 
@@ -248,14 +256,23 @@ cdef class ConnectionContext:
         raise TypeError("ConnectionContext is entered with `with`, not called")
 
     cdef object _enter(self):
+        if self.pool is None:
+            raise TypeError("ConnectionContext objects come from pool.connection()")
         if self.conn is not None:
             raise RuntimeError("this pool.connection() context is already entered")
-        self.conn = self.pool._acquire(self.timeout)
+        # Claimed before acquiring: acquire may block, and a second thread
+        # entering the same object meanwhile must be refused too.
+        self.conn = _ENTERING
+        try:
+            self.conn = self.pool._acquire(self.timeout)
+        except BaseException:
+            self.conn = None
+            raise
         return self.conn
 
     cdef object _exit(self, object et):
         conn = self.conn
-        if conn is not None:
+        if conn is not None and conn is not _ENTERING:
             self.conn = None
             self.pool._release(conn, et is None)
         return False
@@ -310,7 +327,8 @@ cdef class PoolCore:
         cdef int64_t now
         cdef Slot* s
         if timeout is not None and not (
-                (type(timeout) is float or type(timeout) is int) and timeout >= 0):
+                (type(timeout) is float or type(timeout) is int)
+                and 0 <= timeout <= _MAX_TIMEOUT):
             # Anything unusual (a bool, a negative or non-number): let the
             # policy raise its clear error.
             return self._acquire_slow(timeout, -1)
@@ -318,15 +336,32 @@ cdef class PoolCore:
             idx = self._ring_pop()
             s = &self.slots[idx]
             now = _now()
+            s.state = CHECKING
             if (s.generation == self.generation and s.pid == self.pid
                     and now < s.deadline_ns and now - s.last_used_ns <= self.bypass_ns
                     and self.n_open <= self.max_open):
-                return self._lend(idx, now, 0, True)
-            s.state = CHECKING
+                if not self.track_holders:
+                    return self._lend(idx, now, 0)
+                return self._lend_with_holder(idx, now)
             return self._acquire_slow(timeout, idx)
         return self._acquire_slow(timeout, -1)
 
-    cdef inline object _lend(self, int idx, int64_t now, int64_t wait_ns, bint capture):
+    cdef object _lend_with_holder(self, int idx, int64_t now):
+        """Lend after recording where it was acquired (leak detection on).
+
+        The stack is captured before lending: if that is interrupted, the
+        slot goes back into service instead of being lent to nobody.
+        """
+        try:
+            holder = self._capture_holder()
+        except BaseException:
+            self._put(idx, _now())
+            raise
+        conn = self._lend(idx, now, 0)
+        self.holders[idx] = holder
+        return conn
+
+    cdef inline object _lend(self, int idx, int64_t now, int64_t wait_ns):
         cdef Slot* s = &self.slots[idx]
         s.state = IN_USE
         s.acquired_ns = now
@@ -334,14 +369,7 @@ cdef class PoolCore:
         self.n_in_use += 1
         self.counters[C_ACQUIRED] += 1
         _hist_add(&self.wait_hist, wait_ns)
-        conn = self.conns[idx]
-        if capture and self.track_holders:
-            try:
-                self.holders[idx] = self._capture_holder()
-            except Exception:
-                # Leak diagnostics must never cost the caller its connection.
-                self.holders[idx] = None
-        return conn
+        return self.conns[idx]
 
     cdef int _release(self, object conn, bint commit) except -1:
         cdef int idx = self._slot_index(conn)
@@ -351,6 +379,10 @@ cdef class PoolCore:
             self._release_unknown(conn)
             return 0
         s = &self.slots[idx]
+        if self.conns[idx] is not conn:
+            # Equal to one of ours but not the same object.
+            self._release_unknown(conn)
+            return 0
         if s.state != IN_USE:
             raise ConnectionAlreadyReleased(
                 "connection %r was already released to this pool" % (conn,))
@@ -376,13 +408,12 @@ cdef class PoolCore:
     cdef inline bint _clean(self, int idx, int64_t now) noexcept:
         """Can this returning connection go straight back to the ring?"""
         cdef Slot* s = &self.slots[idx]
-        if (self.closed or self.always_slow_release or s.generation != self.generation
-                or s.pid != self.pid or now >= s.deadline_ns or self.n_open > self.max_open):
+        # The status first: reading it may run Python code and let another
+        # thread close or drain the pool, so the numbers are checked after it.
+        if self.always_slow_release or not self._status_idle(idx):
             return False
-        src = self.status_srcs[idx]
-        if src is None:
-            return False
-        return self._status_idle(idx)
+        return not (self.closed or s.generation != self.generation or s.pid != self.pid
+                    or now >= s.deadline_ns or self.n_open > self.max_open)
 
     cdef inline bint _status_idle(self, int idx) noexcept:
         """Does the driver's own attribute say no transaction is open?"""
@@ -453,7 +484,7 @@ cdef class PoolCore:
         self.holders[idx] = None
         self.n_waiting -= 1
         self.counters[C_HANDOFFS] += 1
-        self._lend(idx, now, now - w.enqueued_ns, False)
+        self._lend(idx, now, now - w.enqueued_ns)
         w.idx = idx
         w.state = W_GIVEN
         try:
@@ -514,13 +545,15 @@ cdef class PoolCore:
         """A Waiter of this core's kind, for ``_pop_or_wait``."""
         return Waiter(wakeup)
 
-    def _pop_or_wait(self, Waiter waiter, int max_waiting):
+    def _pop_or_wait(self, Waiter waiter not None, int max_waiting):
         """Pop an idle slot (now CHECKING) or queue ``waiter``, atomically.
 
-        Returns the slot index, ENQUEUED, or REJECTED when ``max_waiting``
-        callers already wait (0 = unbounded).
+        Returns the slot index, ENQUEUED, REJECTED when ``max_waiting``
+        callers already wait (0 = unbounded), or POOL_CLOSED.
         """
         cdef int idx
+        if self.closed:
+            return POOL_CLOSED
         if self.ring_count > 0:
             idx = self._ring_pop()
             self.slots[idx].state = CHECKING
@@ -542,7 +575,7 @@ cdef class PoolCore:
         self.counters[C_WAITS] += 1
         return ENQUEUED
 
-    def _cancel_wait(self, Waiter waiter):
+    def _cancel_wait(self, Waiter waiter not None):
         """The waiter gives up. Returns its slot if one was handed over meanwhile."""
         if waiter.state == W_WAITING:
             self._unlink(waiter)
@@ -656,13 +689,19 @@ cdef class PoolCore:
         self._mark_open(now, 1)
         self.counters[C_OPENED] += 1
         if lend:
-            self._lend(idx, now, 0, False)
+            self._lend(idx, now, 0)
         else:
             self._put(idx, now)
         return idx
 
+    cdef int _check_idx(self, int idx) except -1:
+        if idx < 0 or idx >= self.cap:
+            raise IndexError("no slot %d in this pool" % idx)
+        return 0
+
     def _verdict(self, int idx):
         """Why a CHECKING or RELEASING slot cannot simply be lent or put back."""
+        self._check_idx(idx)
         cdef Slot* s = &self.slots[idx]
         cdef int64_t now = _now()
         if self.closed:
@@ -687,24 +726,36 @@ cdef class PoolCore:
 
     def _lend_checked(self, int idx, int64_t wait_ns):
         """Lend a CHECKING slot that the policy has verified."""
+        self._check_idx(idx)
         if self.slots[idx].state != CHECKING:
             raise ValueError("slot %d is not being checked" % idx)
-        return self._lend(idx, _now(), wait_ns, False)
+        return self._lend(idx, _now(), wait_ns)
 
     def _putback(self, int idx):
-        """Return a CHECKING or RELEASING slot to service (waiter or ring)."""
+        """Return a CHECKING or RELEASING slot to service (waiter or ring).
+
+        Once the pool is closed nothing goes back into service: the slot is
+        discarded instead and its connection returned, for the caller to close.
+        """
+        self._check_idx(idx)
         cdef int64_t now = _now()
         cdef int state = self.slots[idx].state
+        if state != RELEASING and state != CHECKING:
+            raise ValueError("slot %d is neither being checked nor released" % idx)
+        if self.closed:
+            return self._discard(idx, REASON_CLOSED)
         if state == RELEASING:
             self._end_hold(idx, now)
-        elif state == CHECKING:
-            self.slots[idx].last_used_ns = now
         else:
-            raise ValueError("slot %d is neither being checked nor released" % idx)
+            self.slots[idx].last_used_ns = now
         self._put(idx, now)
+        return None
 
     def _discard(self, int idx, int reason):
         """Remove a CHECKING, RELEASING or IN_USE slot; returns its connection to close."""
+        self._check_idx(idx)
+        if reason < 0 or reason >= N_REASONS:
+            raise ValueError("no close reason %d" % reason)
         cdef Slot* s = &self.slots[idx]
         cdef int64_t now = _now()
         if s.state == IN_USE or s.state == RELEASING:
@@ -728,17 +779,18 @@ cdef class PoolCore:
 
     def _slot_info(self, int idx):
         """The numbers kept for one slot (for tests and monitoring)."""
-        if idx < 0 or idx >= self.cap:
-            raise IndexError("no slot %d" % idx)
+        self._check_idx(idx)
         cdef Slot* s = &self.slots[idx]
         return {"state": s.state, "pid": s.pid, "generation": s.generation,
                 "created_ns": s.created_ns, "last_used_ns": s.last_used_ns,
                 "acquired_ns": s.acquired_ns, "deadline_ns": s.deadline_ns}
 
     def _conn_at(self, int idx):
+        self._check_idx(idx)
         return self.conns[idx]
 
     def _set_holder(self, int idx, holder):
+        self._check_idx(idx)
         self.holders[idx] = holder
 
     def _slot_of(self, conn):
@@ -852,6 +904,8 @@ cdef class PoolCore:
                 for idx in range(self.cap) if self.slots[idx].state == IN_USE]
 
     def _count(self, int counter, uint64_t amount=1):
+        if counter < 0 or counter >= N_COUNTERS:
+            raise ValueError("no counter %d" % counter)
         self.counters[counter] += amount
 
     def _sizes(self):

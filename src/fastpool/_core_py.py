@@ -27,6 +27,8 @@ SLOT_STATES = ("free", "idle", "in_use", "checking", "releasing")
 
 ENQUEUED = -1
 REJECTED = -2
+POOL_CLOSED = -3
+MAX_TIMEOUT = 1e9
 
 OK = 0
 PROBE = 1
@@ -111,6 +113,9 @@ class Waiter:
         return WAITER_STATES[self.state]
 
 
+_ENTERING = object()
+
+
 class ConnectionContext:
     """``with pool.connection() as conn``: commit on success, roll back on error."""
 
@@ -124,12 +129,17 @@ class ConnectionContext:
     def __enter__(self) -> Any:
         if self.conn is not None:
             raise RuntimeError("this pool.connection() context is already entered")
-        self.conn = self.pool.acquire(self.timeout)
+        self.conn = _ENTERING
+        try:
+            self.conn = self.pool.acquire(self.timeout)
+        except BaseException:
+            self.conn = None
+            raise
         return self.conn
 
     def __exit__(self, et: object, ev: object, tb: object) -> Literal[False]:
         conn = self.conn
-        if conn is not None:
+        if conn is not None and conn is not _ENTERING:
             self.conn = None
             self.pool._release(conn, et is None)
         return False
@@ -176,35 +186,38 @@ class PoolCore:
     def acquire(self, timeout: float | None = None) -> Any:
         """Borrow a connection; wait up to ``timeout`` seconds (default: the pool's)."""
         idx = -1
-        if timeout is not None and not (type(timeout) in (float, int) and timeout >= 0):
+        if timeout is not None and not (
+                type(timeout) in (float, int) and 0 <= timeout <= MAX_TIMEOUT):
             return self._acquire_slow(timeout, -1)  # type: ignore[attr-defined]
+        usable = False
         with self._mutex:
             if self._ring and not self._closed:
                 idx = self._ring_pop()
                 s = self._slots[idx]
+                s.state = CHECKING
                 now = monotonic_ns()
-                if (s.generation == self._gen and s.pid == self._pid_
-                        and now < s.deadline_ns and now - s.last_used_ns <= self._bypass_ns
-                        and self._n_open <= self._max_open):
-                    conn = self._lend(idx, now, 0)
-                    lent = True
-                else:
-                    s.state = CHECKING
-                    lent = False
-            else:
-                lent = False
-        if lent:
-            if self._track_holders:
-                self._capture_into(idx)
-            return conn
+                usable = (s.generation == self._gen and s.pid == self._pid_
+                          and now < s.deadline_ns and now - s.last_used_ns <= self._bypass_ns
+                          and self._n_open <= self._max_open)
+                if usable and not self._track_holders:
+                    return self._lend(idx, now, 0)
+        if usable:
+            return self._lend_with_holder(idx, now)
         return self._acquire_slow(timeout, idx)  # type: ignore[attr-defined]
 
-    def _capture_into(self, idx: int) -> None:
+    def _lend_with_holder(self, idx: int, now: int) -> Any:
+        # As in the compiled core: capture first, so an interrupted capture
+        # puts the slot back instead of lending it to nobody.
         try:
             holder = self._capture_holder()  # type: ignore[attr-defined]
-        except Exception:
-            holder = None
-        self._holders_[idx] = holder
+        except BaseException:
+            with self._mutex:
+                self._put(idx, monotonic_ns())
+            raise
+        with self._mutex:
+            conn = self._lend(idx, now, 0)
+            self._holders_[idx] = holder
+            return conn
 
     def release(self, conn: Any) -> None:
         """Give back a connection obtained from ``acquire()``."""
@@ -217,6 +230,8 @@ class PoolCore:
     def _release(self, conn: Any, commit: bool) -> None:
         with self._mutex:
             idx = self._slot_index(conn)
+            if idx >= 0 and self._conns[idx] is not conn:
+                idx = -1  # equal to one of ours but not the same object
             if idx >= 0:
                 s = self._slots[idx]
                 if s.state != IN_USE:
@@ -251,11 +266,10 @@ class PoolCore:
 
     def _clean(self, idx: int, now: int) -> bool:
         s = self._slots[idx]
-        if (self._closed or self._always_slow_release or s.generation != self._gen
-                or s.pid != self._pid_ or now >= s.deadline_ns
-                or self._n_open > self._max_open):
+        if self._always_slow_release or not self._status_idle(idx):
             return False
-        return self._status_idle(idx)
+        return not (self._closed or s.generation != self._gen or s.pid != self._pid_
+                    or now >= s.deadline_ns or self._n_open > self._max_open)
 
     def _status_idle(self, idx: int) -> bool:
         src = self._status_srcs[idx]
@@ -325,7 +339,11 @@ class PoolCore:
         return Waiter(wakeup)
 
     def _pop_or_wait(self, waiter: Waiter, max_waiting: int) -> int:
+        if not isinstance(waiter, Waiter):
+            raise TypeError(f"waiter must be a Waiter, not {type(waiter).__name__}")
         with self._mutex:
+            if self._closed:
+                return POOL_CLOSED
             if self._ring:
                 idx = self._ring_pop()
                 self._slots[idx].state = CHECKING
@@ -348,6 +366,8 @@ class PoolCore:
             return ENQUEUED
 
     def _cancel_wait(self, waiter: Waiter) -> int:
+        if not isinstance(waiter, Waiter):
+            raise TypeError(f"waiter must be a Waiter, not {type(waiter).__name__}")
         with self._mutex:
             if waiter.state == W_WAITING:
                 self._unlink(waiter)
@@ -429,7 +449,12 @@ class PoolCore:
                 self._put(idx, now)
             return idx
 
+    def _check_idx(self, idx: int) -> None:
+        if idx < 0 or idx >= len(self._slots):
+            raise IndexError(f"no slot {idx} in this pool")
+
     def _verdict(self, idx: int) -> int:
+        self._check_idx(idx)
         with self._mutex:
             s = self._slots[idx]
             now = monotonic_ns()
@@ -454,53 +479,65 @@ class PoolCore:
             return OK
 
     def _lend_checked(self, idx: int, wait_ns: int) -> Any:
+        self._check_idx(idx)
         with self._mutex:
             if self._slots[idx].state != CHECKING:
                 raise ValueError(f"slot {idx} is not being checked")
             return self._lend(idx, monotonic_ns(), wait_ns)
 
-    def _putback(self, idx: int) -> None:
+    def _putback(self, idx: int) -> Any:
+        self._check_idx(idx)
         with self._mutex:
             now = monotonic_ns()
             state = self._slots[idx].state
+            if state not in (RELEASING, CHECKING):
+                raise ValueError(f"slot {idx} is neither being checked nor released")
+            if self._closed:
+                return self._discard_locked(idx, REASON_CLOSED)
             if state == RELEASING:
                 self._end_hold(idx, now)
-            elif state == CHECKING:
-                self._slots[idx].last_used_ns = now
             else:
-                raise ValueError(f"slot {idx} is neither being checked nor released")
+                self._slots[idx].last_used_ns = now
             self._put(idx, now)
+            return None
 
     def _discard(self, idx: int, reason: int) -> Any:
+        self._check_idx(idx)
+        if not 0 <= reason < len(CLOSE_REASONS):
+            raise ValueError(f"no close reason {reason}")
         with self._mutex:
-            s = self._slots[idx]
-            now = monotonic_ns()
-            if s.state in (IN_USE, RELEASING):
-                self._end_hold(idx, now)
-            elif s.state != CHECKING:
-                raise ValueError(f"slot {idx} cannot be discarded in its state")
-            conn = self._conns[idx]
-            self._index.pop(conn, None)
-            self._conns[idx] = None
-            self._status_srcs[idx] = None
-            self._holders_[idx] = None
-            s.state = FREE
-            self._closed_by[reason] += 1
-            self._mark_open(now, -1)
-            return conn
+            return self._discard_locked(idx, reason)
+
+    def _discard_locked(self, idx: int, reason: int) -> Any:
+        s = self._slots[idx]
+        now = monotonic_ns()
+        if s.state in (IN_USE, RELEASING):
+            self._end_hold(idx, now)
+        elif s.state != CHECKING:
+            raise ValueError(f"slot {idx} cannot be discarded in its state")
+        conn = self._conns[idx]
+        self._index.pop(conn, None)
+        self._conns[idx] = None
+        self._status_srcs[idx] = None
+        self._holders_[idx] = None
+        s.state = FREE
+        self._closed_by[reason] += 1
+        self._mark_open(now, -1)
+        return conn
 
     def _slot_info(self, idx: int) -> dict[str, int]:
-        if idx < 0 or idx >= len(self._slots):
-            raise IndexError(f"no slot {idx}")
+        self._check_idx(idx)
         s = self._slots[idx]
         return {"state": s.state, "pid": s.pid, "generation": s.generation,
                 "created_ns": s.created_ns, "last_used_ns": s.last_used_ns,
                 "acquired_ns": s.acquired_ns, "deadline_ns": s.deadline_ns}
 
     def _conn_at(self, idx: int) -> Any:
+        self._check_idx(idx)
         return self._conns[idx]
 
     def _set_holder(self, idx: int, holder: Any) -> None:
+        self._check_idx(idx)
         self._holders_[idx] = holder
 
     def _slot_of(self, conn: Any) -> int:
@@ -587,6 +624,8 @@ class PoolCore:
                     for i, s in enumerate(self._slots) if s.state == IN_USE]
 
     def _count(self, counter: int, amount: int = 1) -> None:
+        if not 0 <= counter < len(COUNTER_NAMES):
+            raise ValueError(f"no counter {counter}")
         with self._mutex:
             self._counters[counter] += amount
 

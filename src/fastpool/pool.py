@@ -55,11 +55,12 @@ def _seconds(name: str, value: object, *, allow_zero: bool = True, or_none: bool
              ) -> float:
     """Validate a duration option: a finite number of seconds."""
     if (isinstance(value, bool) or not isinstance(value, (int, float))
-            or math.isnan(value) or math.isinf(value) or value < 0
+            or math.isnan(value) or value > _core.MAX_TIMEOUT or value < 0
             or (value == 0 and not allow_zero)):
         need = "a finite number of seconds" + (" > 0" if not allow_zero else " >= 0")
         if or_none:
             need += " or None"
+        need += f" (at most {_core.MAX_TIMEOUT:g})"
         raise ConfigError(f"{name} must be {need}, got {value!r}")
     return float(value)
 
@@ -237,15 +238,13 @@ class PoolPolicy(_Mechanism):
         if self._pid != os.getpid():
             _fork._orphans.extend(self._reinit_after_fork(os.getpid()))
             idx = -1
-        if self._is_closed:
-            if idx >= 0:
-                self._retire(idx, _core.REASON_CLOSED)
-            raise PoolClosed(f"pool {self.name!r} is closed")
         start = time.monotonic_ns()
         if idx >= 0:  # the core only passes a slot when the timeout was valid
             conn = self._check_out(idx, start)
             if conn is not None:
                 return conn
+        if self._is_closed:
+            raise PoolClosed(f"pool {self.name!r} is closed")
         t = self.timeout if timeout is None else _seconds("timeout", timeout)
         deadline = start + int(t * 1e9)
         while True:
@@ -262,37 +261,45 @@ class PoolPolicy(_Mechanism):
                 if conn is not None:
                     return conn
                 continue
+            if idx == _core.POOL_CLOSED:
+                raise PoolClosed(f"pool {self.name!r} is closed")
             if idx == _core.REJECTED:
                 raise TooManyWaiting(
                     f"pool {self.name!r}: {self.max_waiting} callers are already waiting "
                     f"(max_waiting={self.max_waiting}); {self._state_text()}")
+            return self._wait_for_handoff(waiter, lock, deadline, t)
+
+    def _wait_for_handoff(self, waiter: Any, lock: Any, deadline: int, t: float) -> Any:
+        """Wait, queued, until a connection is handed over, the deadline, or close."""
+        try:
             if self._fatal_error is not None and self._sizes()[0] == 0 \
                     and time.monotonic() < self._retry_at:
-                # Connecting is failing in a way retrying will not fix, and
-                # nothing is open: fail now rather than wait for the deadline.
-                self._cancel_and_return(waiter)
+                # Connecting fails in a way retrying will not fix, and nothing
+                # is open to be returned: fail now rather than at the deadline.
                 raise self._fatal_copy()
             if self._sizes()[0] < self.max_size:
                 self._kick()  # the pool may grow; at max size only a release helps
-            try:
-                signalled = lock.acquire(timeout=max(deadline - time.monotonic_ns(), 0) / 1e9)
-            except BaseException:
-                self._cancel_and_return(waiter)
-                raise
-            if not signalled:
+            if not lock.acquire(timeout=max(deadline - time.monotonic_ns(), 0) / 1e9):
                 state = self._state_text()  # as at the deadline, this caller included
                 if self._cancel_wait(waiter) == _core.ENQUEUED:
                     self._count(_core.C_TIMEOUTS)
                     raise self._timeout_error(t, state)
-            state = waiter.state_name
-            if state == "given":
-                if self.leak_threshold is not None:
-                    self._set_holder(waiter.idx, self._capture_holder())
-                return self._conn_at(waiter.idx)
-            if state == "closed":
-                raise PoolClosed(f"pool {self.name!r} was closed while waiting")
-            error = waiter.error
-            raise ConnectError(str(error)) from (error.__cause__ if error else None)
+            outcome = waiter.state_name
+            if outcome == "given":
+                holder = None if self.leak_threshold is None else self._capture_holder()
+        except BaseException:
+            # Interrupted, timed out or failing fast: leave the queue, and give
+            # back a connection handed over in the meantime.
+            self._cancel_and_return(waiter)
+            raise
+        if outcome == "given":
+            if holder is not None:
+                self._set_holder(waiter.idx, holder)
+            return self._conn_at(waiter.idx)
+        if outcome == "closed":
+            raise PoolClosed(f"pool {self.name!r} was closed while waiting")
+        error = waiter.error
+        raise ConnectError(str(error)) from (error.__cause__ if error else None)
 
     def _cancel_and_return(self, waiter: Any) -> None:
         got = self._cancel_wait(waiter)
@@ -300,33 +307,42 @@ class PoolPolicy(_Mechanism):
             self._release(self._conn_at(got), False)
 
     def _check_out(self, idx: int, start_ns: int) -> Any:
-        """Lend a popped slot if it is usable, else retire it and return None."""
-        verdict = self._verdict(idx)
-        if verdict == _core.PROBE:
-            conn = self._conn_at(idx)
-            t0 = time.monotonic_ns()
-            try:
-                self._driver.probe(conn)
-                alive = True
-            except Exception as exc:
-                logger.info("fastpool: pool %r discards a broken connection: %s", self.name, exc)
-                alive = False
-            except BaseException:
-                # Interrupted mid-probe: the connection's state is unknown.
+        """Lend a popped (CHECKING) slot if it is usable, else retire it; None then."""
+        owned = True
+        try:
+            verdict = self._verdict(idx)
+            if verdict == _core.PROBE:
+                if not self._probe(idx):
+                    owned = False
+                    self._retire(idx, _core.REASON_BROKEN)
+                    return None
+            elif verdict != _core.OK:
+                owned = False
+                self._retire(idx, _REASONS[verdict])
+                return None
+            holder = None if self.leak_threshold is None else self._capture_holder()
+            owned = False
+            conn = self._lend_checked(idx, time.monotonic_ns() - start_ns)
+        except BaseException:
+            if owned:  # interrupted while checking: its state is unknown
                 self._retire(idx, _core.REASON_BROKEN)
-                raise
+            raise
+        if holder is not None:
+            self._set_holder(idx, holder)
+        return conn
+
+    def _probe(self, idx: int) -> bool:
+        """Probe a CHECKING slot's connection; counted and timed."""
+        t0 = time.monotonic_ns()
+        try:
+            self._driver.probe(self._conn_at(idx))
+            return True
+        except Exception as exc:
+            logger.info("fastpool: pool %r discards a broken connection: %s", self.name, exc)
+            return False
+        finally:
             self._count(_core.C_PROBES)
             self._count(_core.C_PROBE_NS, time.monotonic_ns() - t0)
-            if not alive:
-                self._retire(idx, _core.REASON_BROKEN)
-                return None
-        elif verdict != _core.OK:
-            self._retire(idx, _REASONS[verdict])
-            return None
-        conn = self._lend_checked(idx, time.monotonic_ns() - start_ns)
-        if self.leak_threshold is not None:
-            self._set_holder(idx, self._capture_holder())
-        return conn
 
     def _capture_holder(self) -> object:
         return leaks.capture_stack()
@@ -355,33 +371,38 @@ class PoolPolicy(_Mechanism):
     # ---- release, slow path ---------------------------------------------
 
     def _release_slow(self, idx: int, commit: bool) -> None:
-        """Called by the core for a returning connection it cannot simply shelve."""
+        """Called by the core for a returning connection it cannot simply shelve.
+
+        The slot is RELEASING and this thread owns it until it is shelved or
+        retired; whatever escapes before then (a failed commit, an interrupt
+        in a rollback or a reset callback), the slot is retired, never left
+        half-released.
+        """
+        conn = self._conn_at(idx)
+        owned = [True]
         try:
-            self._settle_release(idx, commit)
+            verdict = self._verdict(idx)
+            if verdict not in (_core.OK, _core.DIRTY, _core.SLOW):
+                owned[0] = False
+                self._retire(idx, _REASONS[verdict])
+                return
+            if verdict == _core.DIRTY and commit:
+                try:
+                    self._driver.commit(conn)
+                except Exception:
+                    self._reset_and_shelve(idx, conn, owned)  # roll back what failed
+                    raise
+            self._reset_and_shelve(idx, conn, owned)
         except BaseException:
-            # Whatever escaped (a failed commit, an interrupt in a rollback or
-            # a reset callback), the slot must not stay half-released.
-            if self._slot_info(idx)["state"] == _RELEASING:
+            if owned[0]:
+                owned[0] = False
                 self._retire(idx, _core.REASON_RESET)
             raise
 
-    def _settle_release(self, idx: int, commit: bool) -> None:
-        conn = self._conn_at(idx)
-        verdict = self._verdict(idx)
-        if verdict not in (_core.OK, _core.DIRTY, _core.SLOW):
-            self._retire(idx, _REASONS[verdict])
-            return
-        if verdict == _core.DIRTY and commit:
-            try:
-                self._driver.commit(conn)
-            except Exception:
-                self._reset_and_put(idx, conn)  # roll back what failed to commit
-                raise
-        self._reset_and_put(idx, conn)
-
-    def _reset_and_put(self, idx: int, conn: Any) -> None:
+    def _reset_and_shelve(self, idx: int, conn: Any, owned: list[bool]) -> None:
         """Roll back what is open, run the user's reset, and shelve or retire."""
         if self._verdict(idx) == _core.DIRTY and not self._driver.reset(conn):
+            owned[0] = False
             self._retire(idx, _core.REASON_RESET)
             return
         if self._reset is not None:
@@ -390,17 +411,27 @@ class PoolPolicy(_Mechanism):
             except Exception:
                 logger.warning("fastpool: pool %r: reset callback failed; discarding the "
                                "connection", self.name, exc_info=True)
+                owned[0] = False
                 self._retire(idx, _core.REASON_RESET)
                 return
         verdict = self._verdict(idx)
+        owned[0] = False
         if verdict == _core.DIRTY:
             logger.warning("fastpool: pool %r: connection still in a transaction after reset; "
                            "discarding it", self.name)
             self._retire(idx, _core.REASON_RESET)
         elif verdict in (_core.OK, _core.SLOW):
-            self._putback(idx)
+            self._shelve(idx)
         else:
             self._retire(idx, _REASONS[verdict])
+
+    def _shelve(self, idx: int) -> None:
+        """Put a checked or released slot back in service (the core refuses once closed)."""
+        refused = self._putback(idx)
+        if refused is not None:
+            self._close_connection(refused)
+            with self._signal.cond:
+                self._signal.cond.notify_all()
 
     def _release_unknown(self, conn: Any) -> None:
         if _fork.is_orphan(conn):
@@ -412,15 +443,33 @@ class PoolPolicy(_Mechanism):
     def _retire(self, idx: int, reason: int) -> None:
         """Take a slot out of service for good and close its connection."""
         conn = self._discard(idx, reason)
-        if reason == _core.REASON_FORK:
-            _fork._orphans.append(conn)
-        else:
-            self._close_connection(conn)
-        if self._is_closed:
-            with self._signal.cond:
-                self._signal.cond.notify_all()
-        else:
-            self._kick()
+        try:
+            if reason == _core.REASON_FORK:
+                _fork._orphans.append(conn)
+            else:
+                self._close_connection(conn)
+        finally:
+            if self._is_closed:
+                with self._signal.cond:
+                    self._signal.cond.notify_all()
+            else:
+                self._kick()
+
+    def _settle(self, taken: list[tuple[int, int]], handle: Callable[[int, int], object],
+                abandon_reason: int) -> None:
+        """Handle slots taken out of the ring one by one; if that is interrupted,
+        retire the one being handled (if still ours) and those not reached yet,
+        instead of leaving them CHECKING forever."""
+        for i, (idx, verdict) in enumerate(taken):
+            try:
+                handle(idx, verdict)
+            except BaseException:
+                rest = [j for j, _ in taken[i + 1:]]
+                if self._slot_info(idx)["state"] == _CHECKING:  # a CHECKING slot is ours
+                    rest.insert(0, idx)
+                for j in rest:
+                    self._retire(j, abandon_reason)
+                raise
 
     def _close_connection(self, conn: Any) -> None:
         try:
@@ -437,6 +486,9 @@ class PoolPolicy(_Mechanism):
         self._reap()
         if self.leak_threshold is not None:
             self._report_leaks()
+        if self._failures and time.monotonic() < self._retry_at:
+            # Backing off: callers that wait meanwhile do not hurry it up.
+            return min(self._backoff(), self._tick)
         while self._wants_connection():
             if not self._open_one():
                 return self._backoff()
@@ -455,21 +507,25 @@ class PoolPolicy(_Mechanism):
             self._connect_failed(exc)
             return False
         created = time.monotonic_ns()
-        if self._configure is not None:
-            try:
+        try:
+            if self._configure is not None:
                 self._configure(conn)
-            except Exception as exc:
-                self._close_connection(conn)
-                self._connect_failed(exc)
-                return False
-        if self._status_spec != (self._driver.status_attr, self._driver.idle_status):
-            self._apply_policy()  # a custom factory revealed its connection type
-        if self.max_lifetime is None:
-            deadline = _NEVER_NS
-        else:
-            life = self.max_lifetime * (1.0 - self.LIFETIME_JITTER * random.random())
-            deadline = created + int(life * 1e9)
-        if self._add(conn, self._driver.status_source(conn), created, deadline) < 0:
+            if self._status_spec != (self._driver.status_attr, self._driver.idle_status):
+                self._apply_policy()  # a custom factory revealed its connection type
+            if self.max_lifetime is None:
+                deadline = _NEVER_NS
+            else:
+                life = self.max_lifetime * (1.0 - self.LIFETIME_JITTER * random.random())
+                deadline = created + int(life * 1e9)
+            added = self._add(conn, self._driver.status_source(conn), created, deadline)
+        except Exception as exc:
+            self._close_connection(conn)
+            self._connect_failed(exc)
+            return False
+        except BaseException:
+            self._close_connection(conn)
+            raise
+        if added < 0:
             self._close_connection(conn)  # the pool closed while we were connecting
             return False
         self._failures = 0
@@ -493,7 +549,9 @@ class PoolPolicy(_Mechanism):
             err.__cause__ = exc
             self._fatal_error = err
             logger.error("fastpool: %s", err)
-            self._fail_waiters(err)
+            if self._sizes()[0] == 0:
+                # Nothing open that could be returned to them: fail them now.
+                self._fail_waiters(err)
             with self._signal.cond:
                 self._signal.cond.notify_all()
             return
@@ -516,8 +574,9 @@ class PoolPolicy(_Mechanism):
 
     def _reap(self) -> None:
         max_idle = -1 if self.max_idle is None else int(self.max_idle * 1e9)
-        for idx, verdict in self._take_idle(max_idle, self.min_size):
-            self._retire(idx, _REASONS[verdict])
+        self._settle(self._take_idle(max_idle, self.min_size),
+                     lambda idx, verdict: self._retire(idx, _REASONS[verdict]),
+                     _core.REASON_BROKEN)
 
     def _report_leaks(self) -> None:
         assert self.leak_threshold is not None
@@ -587,25 +646,16 @@ class PoolPolicy(_Mechanism):
     def check(self) -> int:
         """Probe every idle connection now; returns how many were discarded."""
         discarded = 0
-        for idx, verdict in self._take_idle(everything=True):
-            if verdict != _core.OK:
-                self._retire(idx, _REASONS[verdict])
-                discarded += 1
-                continue
-            try:
-                t0 = time.monotonic_ns()
-                self._driver.probe(self._conn_at(idx))
-                alive = True
-            except Exception:
-                alive = False
-            finally:
-                self._count(_core.C_PROBES)
-                self._count(_core.C_PROBE_NS, time.monotonic_ns() - t0)
-            if alive:
-                self._putback(idx)
-            else:
-                self._retire(idx, _core.REASON_BROKEN)
-                discarded += 1
+
+        def handle(idx: int, verdict: int) -> None:
+            nonlocal discarded
+            if verdict == _core.OK and self._probe(idx):
+                self._shelve(idx)
+                return
+            self._retire(idx, _REASONS.get(verdict, _core.REASON_BROKEN))
+            discarded += 1
+
+        self._settle(self._take_idle(everything=True), handle, _core.REASON_BROKEN)
         return discarded
 
     def close(self, timeout: float = 5.0) -> None:
@@ -629,17 +679,22 @@ class PoolPolicy(_Mechanism):
         # and for connections in use, so a later close() can finish the job.
         if self._worker is not threading.current_thread():
             self._worker.join(t)
-        for idx, _verdict in self._take_idle(everything=True):
-            self._retire(idx, _core.REASON_CLOSED)
+        self._close_idle()
         deadline = time.monotonic() + t
         with self._signal.cond:
             while self._sizes()[2] and time.monotonic() < deadline:
                 self._signal.cond.wait(deadline - time.monotonic())
+        self._close_idle()  # anything a racing check() or release put back meanwhile
         in_use = self._sizes()[2]
         if in_use and first:
             logger.warning("fastpool: pool %r closed with %d connection(s) still in use; "
                            "they will be closed when returned", self.name, in_use)
         self._driver.close_pool()
+
+    def _close_idle(self) -> None:
+        self._settle(self._take_idle(everything=True),
+                     lambda idx, _verdict: self._retire(idx, _core.REASON_CLOSED),
+                     _core.REASON_CLOSED)
 
     @property
     def closed(self) -> bool:
@@ -682,7 +737,7 @@ class PoolPolicy(_Mechanism):
                 f"max_size={self.max_size}>")
 
 
-_RELEASING = _core.SLOT_STATES.index("releasing")
+_CHECKING = _core.SLOT_STATES.index("checking")
 
 _REASONS = {
     _core.EXPIRED: _core.REASON_LIFETIME,
