@@ -4,7 +4,11 @@ Loaded with ``FASTPOOL_IMPL=python`` (or when the compiled core cannot be
 imported). The compiled core is atomic because it never lets go of the GIL in
 the middle of a state change; Python code can be interrupted anywhere, so every
 state change here happens under ``self._mutex``. Nothing that may call back
-into the pool's policy runs while the mutex is held.
+into the pool's policy runs while the mutex is held; a waiter's ``wakeup`` is
+called under it (a lock release or a thread-safe call, never the pool).
+It is for portability and debugging: unlike the compiled core, an
+asynchronous exception (KeyboardInterrupt) can land in the middle of one of
+its state changes.
 """
 
 from __future__ import annotations
