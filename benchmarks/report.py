@@ -3,9 +3,8 @@
     python3 -m pytest benchmarks --benchmark-json=run1.json   # as many runs as wanted
     python3 benchmarks/report.py run1.json run2.json run3.json
 
-With several runs, each number is the median over the runs; ratios are
-computed within each run first (contenders measured in the same run) and
-then their median is taken.
+With several runs, each number is the median over the runs and each ratio
+is the ratio of those medians.
 """
 
 from __future__ import annotations
@@ -35,21 +34,19 @@ def main(paths: list[str]) -> None:
           f"{runs[0]['datetime'][:16]}")
 
     ns: dict[str, list[float]] = defaultdict(list)
-    ratio: dict[str, list[float]] = defaultdict(list)
     for run in runs:
-        cycle = {b["name"]: b["stats"]["median"] / b["extra_info"]["cycles_per_round"] * 1e9
-                 for b in run["benchmarks"] if b["group"] == "cycle"}
-        base = cycle.get("test_fastpool_acquire_release")
-        for name, value in cycle.items():
-            ns[name].append(value)
-            if base:
-                ratio[name].append(value / base)
+        for b in run["benchmarks"]:
+            if b["group"] == "cycle":
+                ns[b["name"]].append(
+                    b["stats"]["median"] / b["extra_info"]["cycles_per_round"] * 1e9)
     if ns:
+        med = {name: statistics.median(values) for name, values in ns.items()}
+        base = med.get("test_fastpool_acquire_release")
         print("\n| contender | median ns per cycle | contender / fastpool acquire+release |")
         print("|---|---:|---:|")
-        for name in sorted(ns, key=lambda n: statistics.median(ns[n])):
-            r = f"{statistics.median(ratio[name]):.2f}" if ratio[name] else "-"
-            print(f"| {_contender(name)} | {statistics.median(ns[name]):,.0f} | {r} |")
+        for name in sorted(med, key=med.__getitem__):
+            r = f"{med[name] / base:.2f}" if base else "-"
+            print(f"| {_contender(name)} | {med[name]:,.0f} | {r} |")
 
     groups = sorted({b["group"] for run in runs for b in run["benchmarks"]
                      if b["group"].startswith("contention")},
@@ -57,14 +54,12 @@ def main(paths: list[str]) -> None:
     for group in groups:
         stats: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
         for run in runs:
-            rows = {_contender(b["name"]): b["extra_info"] for b in run["benchmarks"]
-                    if b["group"] == group}
-            fast = rows.get("fastpool", {}).get("cycles_per_s")
-            for name, e in rows.items():
-                for key in ("cycles_per_s", "fairness_max_over_min", "longest_gap_ms"):
-                    stats[name][key].append(e[key])
-                if fast:
-                    stats[name]["speedup"].append(fast / e["cycles_per_s"])
+            for b in run["benchmarks"]:
+                if b["group"] == group:
+                    for key in ("cycles_per_s", "fairness_max_over_min", "longest_gap_ms"):
+                        stats[_contender(b["name"])][key].append(b["extra_info"][key])
+        fast = statistics.median(stats["fastpool"]["cycles_per_s"]) if "fastpool" in stats \
+            else None
         print(f"\n{group}:\n")
         print("| contender | cycles/s | fastpool / contender | fairness (max/min) | "
               "longest gap ms |")
@@ -75,7 +70,7 @@ def main(paths: list[str]) -> None:
             def med(key: str, s: dict[str, list[float]] = s) -> float:
                 return statistics.median(s[key])
 
-            sp = f"{med('speedup'):.2f}" if s["speedup"] else "-"
+            sp = f"{fast / med('cycles_per_s'):.2f}" if fast else "-"
             print(f"| {name} | {med('cycles_per_s'):,.0f} | {sp} | "
                   f"{med('fairness_max_over_min'):,.2f} | {med('longest_gap_ms'):,.0f} |")
 

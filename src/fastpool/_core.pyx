@@ -15,7 +15,6 @@ of a state change, so each one is atomic with respect to other threads.
 """
 
 cimport cython
-from cpython.dict cimport PyDict_GetItemWithError
 from cpython.exc cimport PyErr_Clear
 from cpython.object cimport PyObject
 from libc.stdint cimport int64_t, uint64_t
@@ -36,6 +35,7 @@ cdef extern from "Python.h":
     int PyObject_RichCompareBool_raw "PyObject_RichCompareBool" (
         PyObject* a, PyObject* b, int op)
     void Py_DECREF_raw "Py_DECREF" (PyObject* o)
+    PyObject* PyDict_GetItemWithError_raw "PyDict_GetItemWithError" (object d, object key)
     int Py_EQ
 
 cdef extern from *:
@@ -398,7 +398,7 @@ cdef class PoolCore:
         return 0
 
     cdef inline int _slot_index(self, object conn) except -2:
-        cdef PyObject* found = PyDict_GetItemWithError(self.index, conn)
+        cdef PyObject* found = PyDict_GetItemWithError_raw(self.index, conn)
         if found == NULL:
             # Not ours, or unhashable (then certainly not ours either).
             PyErr_Clear()

@@ -52,8 +52,9 @@ class TooManyWaiting(FastpoolError):
 class ConnectError(FastpoolError):
     """Opening a connection failed in a way that retrying cannot fix.
 
-    For example a database file in a directory that does not exist, a refused
-    password or an unknown database. The driver's exception is ``__cause__``.
+    As the driver classifies it: for SQLite, a database file in a directory
+    that does not exist or a file that is not a database. The driver's
+    exception is ``__cause__``.
     """
 
 

@@ -759,6 +759,7 @@ class Pool(PoolPolicy, _core.PoolCore):
 
     >>> pool = fastpool.create_pool("sqlite:///app.db", max_size=4)
     >>> with pool.connection() as conn:     # commit on success, rollback on error
+    ...     conn.execute("CREATE TABLE IF NOT EXISTS t (x)")
     ...     conn.execute("INSERT INTO t VALUES (1)")
     >>> conn = pool.acquire(timeout=2.0)
     >>> try:

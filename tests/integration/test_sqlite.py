@@ -129,6 +129,18 @@ def test_url_options_reach_the_connection(make_pool, db_path):
         assert conn.execute("PRAGMA synchronous").fetchone() == (1,)  # NORMAL
 
 
+def test_isolation_journal_and_busy_timeout_options(make_pool, db_path):
+    pool = make_pool(url=f"sqlite:///{db_path}?isolation_level=autocommit"
+                         "&journal_mode=delete&timeout=2.5")
+    with pool.connection() as conn:
+        assert conn.isolation_level is None
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("delete",)
+        assert conn.execute("PRAGMA busy_timeout").fetchone() == (2500,)
+        conn.execute("CREATE TABLE t (x)")
+        conn.execute("INSERT INTO t VALUES (1)")
+        assert not conn.in_transaction  # autocommit: nothing left to commit
+
+
 def test_absolute_and_relative_paths(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with fastpool.create_pool("sqlite:///rel.db") as pool, pool.connection() as conn:

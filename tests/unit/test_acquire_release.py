@@ -68,6 +68,8 @@ def test_foreign_connection_is_refused(make_pool, db_path):
             pool.release(raw)
         with pytest.raises(ForeignConnection):
             pool.release(object())
+        with pytest.raises(ForeignConnection):
+            pool.release([])  # unhashable
     finally:
         other.release(theirs)
         raw.close()

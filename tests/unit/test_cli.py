@@ -21,7 +21,7 @@ def test_bench_on_the_embedded_default_reports_json():
     assert out["url"].startswith("sqlite ")
     assert out["stats"]["acquisitions"] == out["cycles"]
     assert out["stats"]["timeouts"] == 0
-    assert out["fairness"] is not None and out["fairness"] >= 1.0
+    assert out["per_thread_min"] > 0  # every thread completed cycles
 
 
 def test_bench_prints_a_table_and_a_progress_bar(tmp_path):

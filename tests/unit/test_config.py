@@ -49,6 +49,7 @@ def test_unknown_option_is_a_config_error(db_path):
         ("sqlite:///x.db?journal=wal", "unknown URL option 'journal'"),
         ("sqlite:///x.db?timeout=soon", "timeout must be a number"),
         ("sqlite:///x.db?journal_mode=fast", "journal_mode must be one of"),
+        ("sqlite:///x.db?isolation_level=bogus", "isolation_level must be one of"),
     ],
 )
 def test_bad_urls(url, message):

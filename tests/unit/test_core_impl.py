@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 import fastpool
 from fastpool import _core_py
 from tests.fix_pool import IN_CI
@@ -49,10 +51,22 @@ def test_both_cores_have_the_same_api():
         consts = {n for n in dir(module) if n.isupper()}
         return names, consts
 
-    if fastpool._core.__impl__ == "compiled":
-        compiled_names, compiled_consts = api(fastpool._core)
-        py_names, py_consts = api(_core_py)
-        assert compiled_names <= py_names, compiled_names - py_names
-        assert compiled_consts <= py_consts, compiled_consts - py_consts
-        for name in compiled_consts:
-            assert getattr(fastpool._core, name) == getattr(_core_py, name), name
+    if fastpool._core.__impl__ != "compiled":
+        pytest.skip("compiled core not built")
+    compiled_names, compiled_consts = api(fastpool._core)
+    py_names, py_consts = api(_core_py)
+    assert compiled_names <= py_names, compiled_names - py_names
+    assert compiled_consts <= py_consts, compiled_consts - py_consts
+    for name in compiled_consts:
+        assert getattr(fastpool._core, name) == getattr(_core_py, name), name
+
+
+def test_asking_for_the_compiled_core_when_it_is_missing_is_a_clear_error():
+    code = ("import sys; sys.modules['fastpool._core'] = None\n"
+            "import fastpool")
+    env = {**os.environ, "FASTPOOL_IMPL": "c"}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode != 0
+    assert "FASTPOOL_IMPL asks for the compiled core, but it cannot be imported" in proc.stderr
+    assert "Tried: fastpool._core (compiled)" in proc.stderr

@@ -74,7 +74,7 @@ def test_close_during_a_slow_check_leaves_nothing_open(pool_cls, db_path):
     assert driver.entered.wait(5)
     closer = threading.Thread(target=pool.close, kwargs={"timeout": 0.2})
     closer.start()
-    time.sleep(0.1)
+    wait_until(lambda: pool.closed)
     driver.proceed.set()  # the probes succeed, but the pool is closed now
     checker.join(5)
     closer.join(5)
@@ -94,11 +94,10 @@ def test_caller_waiting_when_the_pool_closes_gets_pool_closed_not_a_timeout(pool
     outcome = []
 
     def borrow():
-        t0 = time.monotonic()
         try:
-            pool.acquire(timeout=5)
+            pool.acquire(timeout=30)
         except Exception as exc:
-            outcome.append((type(exc), time.monotonic() - t0))
+            outcome.append(type(exc))
 
     t = threading.Thread(target=borrow)
     t.start()
@@ -106,23 +105,23 @@ def test_caller_waiting_when_the_pool_closes_gets_pool_closed_not_a_timeout(pool
     pool.close(timeout=0)
     driver.proceed.set()
     t.join(10)
-    assert outcome and outcome[0][0] is PoolClosed
-    assert outcome[0][1] < 4  # not the full 5 s timeout
+    assert outcome == [PoolClosed]  # not a PoolTimeout after waiting out its deadline
 
 
 def test_waiting_callers_do_not_defeat_the_reconnect_backoff(pool_cls, counting_connect):
+    class SlowRetry(pool_cls):
+        BACKOFF_INITIAL = 60.0
+
     counting_connect.fail_next = 10**6
-    pool = pool_cls(connect=counting_connect, min_size=0, max_size=2, timeout=0.02)
+    pool = SlowRetry(connect=counting_connect, min_size=0, max_size=2, timeout=0.01)
     try:
-        deadline = time.monotonic() + 1.0
-        callers = 0
-        while time.monotonic() < deadline:
-            callers += 1
+        with pytest.raises(PoolTimeout):
+            pool.acquire()
+        wait_until(lambda: counting_connect.attempts == 1)
+        for _ in range(30):
             with pytest.raises(PoolTimeout):
                 pool.acquire()
-        # Backoff 0.1, 0.2, 0.4 s...: a handful of attempts, however many callers.
-        assert callers > 20
-        assert counting_connect.attempts <= 6
+        assert counting_connect.attempts == 1  # the next try is 60 s away, callers or not
     finally:
         pool.close()
 

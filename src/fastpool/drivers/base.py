@@ -115,5 +115,11 @@ class CallableDriver(Driver):
     def status_source(self, conn: Any) -> Any:
         return conn.pgconn if self._psycopg else conn
 
+    def is_fatal(self, exc: BaseException) -> bool:
+        # The errors known not to fix themselves, whatever made the connection.
+        from fastpool.drivers.sqlite import unfixable_sqlite_error
+
+        return unfixable_sqlite_error(exc)
+
     def describe(self) -> str:
         return f"custom connect={getattr(self._connect, '__qualname__', repr(self._connect))}"

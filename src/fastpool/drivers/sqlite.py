@@ -30,6 +30,16 @@ _memdb_names = itertools.count(1)
 _HAS_MEMDB = sqlite3.sqlite_version_info >= (3, 36, 0)
 
 
+def unfixable_sqlite_error(exc: BaseException) -> bool:
+    """A missing directory or a file that is not a database will not fix itself."""
+    msg = str(exc).lower()
+    return isinstance(exc, sqlite3.DatabaseError) and (
+        "unable to open database file" in msg or "file is not a database" in msg)
+
+
+_ISOLATION_LEVELS = {"", "DEFERRED", "IMMEDIATE", "EXCLUSIVE"}
+
+
 class SQLiteDriver(Driver):
     """Connections to one SQLite database file (or one shared in-memory database)."""
 
@@ -47,6 +57,9 @@ class SQLiteDriver(Driver):
         if journal_mode is not None and journal_mode.lower() not in _JOURNAL_MODES:
             raise ConfigError(f"sqlite: journal_mode must be one of {sorted(_JOURNAL_MODES)}, "
                               f"got {journal_mode!r}")
+        if isolation_level is not None and isolation_level.upper() not in _ISOLATION_LEVELS:
+            raise ConfigError("sqlite: isolation_level must be one of deferred, immediate, "
+                              f"exclusive or autocommit, got {isolation_level!r}")
         if synchronous is not None and synchronous.lower() not in _SYNC_MODES:
             raise ConfigError(f"sqlite: synchronous must be one of {sorted(_SYNC_MODES)}, "
                               f"got {synchronous!r}")
@@ -129,10 +142,7 @@ class SQLiteDriver(Driver):
         conn.execute("SELECT 1").fetchone()
 
     def is_fatal(self, exc: BaseException) -> bool:
-        # A missing directory or a file that is not a database will not fix itself.
-        msg = str(exc).lower()
-        return isinstance(exc, sqlite3.DatabaseError) and (
-            "unable to open database file" in msg or "file is not a database" in msg)
+        return unfixable_sqlite_error(exc)
 
     def describe(self) -> str:
         return "sqlite :memory: (shared)" if self.memory else f"sqlite {self.database}"
