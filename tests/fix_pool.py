@@ -44,6 +44,15 @@ def pool_cls(request: pytest.FixtureRequest) -> type[Any]:
     return PurePool
 
 
+def wait_until(predicate: Callable[[], object], timeout: float = 5.0) -> None:
+    """Poll until ``predicate()`` is true; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.002)
+
+
 def check_accounting(pool: Any) -> None:
     s = pool.stats()
     assert s.opened == s.closed_total + s.open, f"connections leaked or double-counted: {s}"

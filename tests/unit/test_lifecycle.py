@@ -10,14 +10,7 @@ import time
 import pytest
 
 from fastpool import ConnectError, PoolTimeout
-
-
-def wait_until(predicate, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.002)
+from tests.fix_pool import wait_until
 
 
 def test_wait_opens_min_size_in_the_background(make_pool):

@@ -10,14 +10,7 @@ import pytest
 
 import fastpool
 from fastpool import PoolClosed, PoolTimeout
-
-
-def wait_until(predicate, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.002)
+from tests.fix_pool import wait_until
 
 
 class ControlledProbe(fastpool.SQLiteDriver):

@@ -4,19 +4,11 @@ from __future__ import annotations
 
 import _thread
 import threading
-import time
 
 import pytest
 
 from fastpool import PoolClosed, PoolTimeout, TooManyWaiting
-
-
-def wait_until(predicate, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.001)
+from tests.fix_pool import wait_until
 
 
 def start_waiter(pool, results, name, timeout=5.0):
