@@ -53,9 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _worker(pool: Any, query: str, stop: threading.Event, counts: list[int], slot: int,
-            max_gap: list[float], errors: list[BaseException]) -> None:
+def _worker(pool: Any, query: str, start: threading.Barrier, stop: threading.Event,
+            counts: list[int], slot: int, max_gap: list[float],
+            errors: list[BaseException]) -> None:
     n = 0
+    start.wait()  # every thread begins together: no head start skews fairness
     last = time.perf_counter()
     gap = 0.0
     try:
@@ -98,17 +100,20 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             pool.wait(timeout=30.0)
             pool.stats(reset=True)
             stop = threading.Event()
+            barrier = threading.Barrier(args.threads + 1)
             counts = [0] * args.threads
             gaps = [0.0] * args.threads
             errors: list[BaseException] = []
             threads = [threading.Thread(target=_worker, daemon=True,
-                                        args=(pool, args.query, stop, counts, i, gaps, errors))
+                                        args=(pool, args.query, barrier, stop, counts, i, gaps,
+                                              errors))
                        for i in range(args.threads)]
             show = args.progress == "always" or (
                 args.progress == "auto" and sys.stderr.isatty() and not args.json)
-            start = time.perf_counter()
             for t in threads:
                 t.start()
+            barrier.wait()
+            start = time.perf_counter()
             while (elapsed := time.perf_counter() - start) < args.duration and not errors:
                 if show:
                     _progress(sys.stderr, elapsed, args.duration, sum(counts))
