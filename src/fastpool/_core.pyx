@@ -149,14 +149,11 @@ SLOT_STATES = ("free", "idle", "in_use", "checking", "releasing")
 
 
 cdef inline int64_t _now() noexcept nogil:
+    # CLOCK_MONOTONIC, the clock of time.monotonic_ns() on Linux: the policy's
+    # timestamps (created_ns, deadlines) compare with the core's.
     cdef timespec ts
     clock_gettime(CLOCK_MONOTONIC, &ts)
     return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
-
-
-def monotonic_ns():
-    """The clock every timestamp of the core uses (CLOCK_MONOTONIC, ns)."""
-    return _now()
 
 
 cdef inline void _hist_add(Histogram* h, int64_t value) noexcept:
@@ -657,9 +654,9 @@ cdef class PoolCore:
         self.cap = capacity
         return 0
 
-    def _add(self, conn, status_src, int64_t created_ns, int64_t deadline_ns, bint lend=False):
-        """Register a new connection. Hands it to the oldest waiter (or
-        returns it lent when ``lend``), else puts it in the ring. Returns its slot."""
+    def _add(self, conn, status_src, int64_t created_ns, int64_t deadline_ns):
+        """Register a new connection and hand it to the oldest waiter, else put
+        it in the ring. Returns its slot, or -1 if the pool is closed."""
         cdef int idx = -1, i
         cdef int64_t now = _now()
         cdef Slot* s
@@ -688,10 +685,7 @@ cdef class PoolCore:
         self.index[conn] = idx
         self._mark_open(now, 1)
         self.counters[C_OPENED] += 1
-        if lend:
-            self._lend(idx, now, 0)
-        else:
-            self._put(idx, now)
+        self._put(idx, now)
         return idx
 
     cdef int _check_idx(self, int idx) except -1:

@@ -416,8 +416,7 @@ class PoolCore:
             self._always_slow_release = always_slow_release or status_attr is None
             self._track_holders = track_holders
 
-    def _add(self, conn: Any, status_src: Any, created_ns: int, deadline_ns: int,
-             lend: bool = False) -> int:
+    def _add(self, conn: Any, status_src: Any, created_ns: int, deadline_ns: int) -> int:
         with self._mutex:
             if self._closed:
                 return -1
@@ -447,10 +446,7 @@ class PoolCore:
             self._index[conn] = idx
             self._mark_open(now, 1)
             self._counters[C_OPENED] += 1
-            if lend:
-                self._lend(idx, now, 0)
-            else:
-                self._put(idx, now)
+            self._put(idx, now)
             return idx
 
     def _check_idx(self, idx: int) -> None:

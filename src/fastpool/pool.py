@@ -746,7 +746,6 @@ _REASONS = {
     _core.CLOSED: _core.REASON_CLOSED,
     _core.OVERSIZE: _core.REASON_RESIZE,
     _core.IDLE_TOO_LONG: _core.REASON_IDLE,
-    _core.PROBE: _core.REASON_BROKEN,
 }
 
 

@@ -89,6 +89,7 @@ class CallableDriver(Driver):
             raise ConfigError(f"connect must be callable, got {connect!r}")
         self._connect = connect
         self._detected = False
+        self._psycopg = False
 
     def connect(self) -> Any:
         conn = self._connect()
@@ -109,8 +110,6 @@ class CallableDriver(Driver):
             self._psycopg = True
             self.status_attr = "transaction_status"
             self.idle_status = 0
-
-    _psycopg = False
 
     def status_source(self, conn: Any) -> Any:
         return conn.pgconn if self._psycopg else conn
