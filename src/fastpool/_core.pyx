@@ -791,6 +791,25 @@ cdef class PoolCore:
         """The slot index of a connection of this pool, or -1."""
         return self._slot_index(conn)
 
+    def _suspect_idle(self):
+        """Make every idle connection be probed before it is lent again (their
+        last use moves back past the bypass window); returns how many. For when
+        one connection was found dead: its siblings may be dead too."""
+        cdef int64_t now = _now()
+        cdef int64_t before = now - self.bypass_ns - 1
+        cdef int i, pos, n = self.ring_count
+        cdef Slot* s
+        if self.bypass_ns < 0:
+            return 0  # every lend is probed anyway
+        for i in range(n):
+            pos = self.ring_head + i
+            if pos >= self.cap:
+                pos -= self.cap
+            s = &self.slots[self.ring[pos]]
+            if s.last_used_ns > before:
+                s.last_used_ns = before
+        return n
+
     def _take_idle(self, int64_t max_idle_ns=-1, int min_keep=0, bint everything=False):
         """Remove idle slots that must go; return ``[(idx, verdict_or_reason)]``.
 

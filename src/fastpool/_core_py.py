@@ -543,6 +543,16 @@ class PoolCore:
     def _slot_of(self, conn: Any) -> int:
         return self._slot_index(conn)
 
+    def _suspect_idle(self) -> int:
+        with self._mutex:
+            if self._bypass_ns < 0:
+                return 0
+            before = monotonic_ns() - self._bypass_ns - 1
+            for idx in self._ring:
+                s = self._slots[idx]
+                s.last_used_ns = min(s.last_used_ns, before)
+            return len(self._ring)
+
     def _take_idle(self, max_idle_ns: int = -1, min_keep: int = 0,
                    everything: bool = False) -> list[tuple[int, int]]:
         with self._mutex:

@@ -7,10 +7,13 @@ pool that could not hand out a connection in time (with the pool's state).
 
 from __future__ import annotations
 
+import enum
+
 __all__ = [
     "ConfigError",
     "ConnectError",
     "ConnectionAlreadyReleased",
+    "ErrorKind",
     "FastpoolError",
     "ForeignConnection",
     "PoolClosed",
@@ -52,9 +55,12 @@ class TooManyWaiting(FastpoolError):
 class ConnectError(FastpoolError):
     """Opening a connection failed in a way that retrying cannot fix.
 
-    As the driver classifies it: for SQLite, a database file in a directory
-    that does not exist or a file that is not a database. The driver's
-    exception is ``__cause__``.
+    As the driver classifies it (``ErrorKind.AUTH``, ``CONFIG``, or
+    ``UNREACHABLE`` before the pool ever connected): a wrong password or user,
+    a database that does not exist, nothing listening at the address; for
+    SQLite, a directory that does not exist or a file that is not a database.
+    The message says where the pool tried to connect (never the password); the
+    driver's exception is ``__cause__``.
     """
 
 
@@ -64,3 +70,40 @@ class ConnectionAlreadyReleased(FastpoolError, ValueError):
 
 class ForeignConnection(FastpoolError, ValueError):
     """``release()`` was called with a connection this pool did not hand out."""
+
+
+class ErrorKind(enum.Enum):
+    """What a database error means for the pool and for retry logic.
+
+    ``pool.classify(exc)`` (or ``driver.classify(exc)``) answers for the
+    driver's own exceptions::
+
+        try:
+            ...
+        except Exception as exc:
+            if pool.classify(exc) is ErrorKind.RETRYABLE:
+                ...  # run the whole transaction again
+    """
+
+    #: The connection broke while a statement was in flight (killed backend,
+    #: server restart, network cut). Whether the statement took effect is
+    #: unknown; the connection is discarded on release.
+    CONNECTION_LOST = "connection_lost"
+    #: The connection was already closed or broken before anything was sent:
+    #: nothing reached the server, so running the statement again is safe.
+    NOT_SENT = "not_sent"
+    #: Nothing answers at the address (refused, no such host or socket,
+    #: connect timeout), or the server is starting or shutting down.
+    UNREACHABLE = "unreachable"
+    #: The server refused the credentials (wrong password, unknown role).
+    AUTH = "auth"
+    #: The server rejected the connection settings (no such database, bad parameter).
+    CONFIG = "config"
+    #: Serialization failure, deadlock or lock-wait timeout: the transaction
+    #: was rolled back and running it again may succeed.
+    RETRYABLE = "retryable"
+    #: The statement failed (syntax, constraint, type...): the caller's error;
+    #: the connection is usable after a rollback.
+    QUERY = "query"
+    #: Not a database error this driver knows.
+    OTHER = "other"

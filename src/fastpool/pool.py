@@ -16,6 +16,7 @@ on a slow connect.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import os
@@ -31,6 +32,7 @@ from fastpool.drivers import CallableDriver, Driver, from_url
 from fastpool.errors import (
     ConfigError,
     ConnectError,
+    ErrorKind,
     ForeignConnection,
     PoolClosed,
     PoolTimeout,
@@ -183,6 +185,7 @@ class PoolPolicy(_Mechanism):
         self._connect_errors = 0
         self._last_connect_error: BaseException | None = None
         self._fatal_error: ConnectError | None = None
+        self._ever_connected = False
         self._retry_at = 0.0
         self._closing = False
         self._lock = threading.Lock()
@@ -357,7 +360,7 @@ class PoolPolicy(_Mechanism):
                f"({state or self._state_text()})")
         err = self._last_connect_error
         if err is not None and self._failures:
-            msg += f"; connecting fails: {type(err).__name__}: {err}"
+            msg += f"; connecting fails: {type(err).__name__}: {self._driver.redact(str(err))}"
         exc = PoolTimeout(msg)
         exc.__cause__ = err if self._failures else None
         return exc
@@ -403,7 +406,11 @@ class PoolPolicy(_Mechanism):
         """Roll back what is open, run the user's reset, and shelve or retire."""
         if self._verdict(idx) == _core.DIRTY and not self._driver.reset(conn):
             owned[0] = False
-            self._retire(idx, _core.REASON_RESET)
+            if self._driver.is_lost(conn):
+                self._retire(idx, _core.REASON_BROKEN)
+                self._lost_one()
+            else:
+                self._retire(idx, _core.REASON_RESET)
             return
         if self._reset is not None:
             try:
@@ -432,6 +439,14 @@ class PoolPolicy(_Mechanism):
             self._close_connection(refused)
             with self._signal.cond:
                 self._signal.cond.notify_all()
+
+    def _lost_one(self) -> None:
+        """A borrower's connection broke (killed backend, server restart, network):
+        its idle siblings may be just as dead, so each is probed before its next
+        lend instead of being trusted for the rest of the bypass window."""
+        n = self._suspect_idle()
+        logger.info("fastpool: pool %r: a returned connection was broken; probing the %d "
+                    "idle ones before reuse", self.name, n)
 
     def _release_unknown(self, conn: Any) -> None:
         if _fork.is_orphan(conn):
@@ -530,6 +545,7 @@ class PoolPolicy(_Mechanism):
             return False
         self._failures = 0
         self._fatal_error = None
+        self._ever_connected = True
         with self._signal.cond:
             self._signal.cond.notify_all()
         return True
@@ -543,9 +559,10 @@ class PoolPolicy(_Mechanism):
             self._failing_since = now
         self._retry_at = now + self._backoff_delay()
         where = self._driver.describe()
-        if self._driver.is_fatal(exc):
+        message = self._driver.redact(str(exc))
+        if self._is_fatal(exc):
             err = ConnectError(f"pool {self.name!r} cannot connect to {where}: "
-                               f"{type(exc).__name__}: {exc}")
+                               f"{type(exc).__name__}: {message}")
             err.__cause__ = exc
             self._fatal_error = err
             logger.error("fastpool: %s", err)
@@ -556,7 +573,7 @@ class PoolPolicy(_Mechanism):
                 self._signal.cond.notify_all()
             return
         logger.warning("fastpool: pool %r: connecting to %s failed (attempt %d): %s: %s",
-                       self.name, where, self._failures, type(exc).__name__, exc)
+                       self.name, where, self._failures, type(exc).__name__, message)
         if now - self._failing_since >= self.reconnect_timeout:
             self._failing_since = now
             if self._reconnect_failed is not None:
@@ -564,6 +581,18 @@ class PoolPolicy(_Mechanism):
                     self._reconnect_failed(self)
                 except Exception:
                     logger.exception("fastpool: reconnect_failed callback failed")
+
+    def _is_fatal(self, exc: BaseException) -> bool:
+        """Fail callers fast instead of letting them wait out their timeout?
+
+        Errors retrying cannot fix (wrong password, no such database). Nothing
+        listening at the address counts only until the pool has connected
+        once: after that it is a server restarting, which callers can wait for.
+        """
+        if not self._driver.is_fatal(exc):
+            return False
+        return not (self._ever_connected
+                    and self._driver.classify(exc) is ErrorKind.UNREACHABLE)
 
     def _backoff_delay(self) -> float:
         base = min(self.BACKOFF_MAX, self.BACKOFF_INITIAL * 2.0 ** max(self._failures - 1, 0))
@@ -705,6 +734,11 @@ class PoolPolicy(_Mechanism):
     def driver(self) -> Driver:
         return self._driver
 
+    def classify(self, exc: BaseException) -> ErrorKind:
+        """What the driver's exception ``exc`` means (lost connection, retryable
+        transaction, the caller's query error...); see ``fastpool.ErrorKind``."""
+        return self._driver.classify(exc)
+
     def stats(self, reset: bool = False) -> PoolStats:
         """A snapshot of gauges, counters and latency percentiles (see PoolStats).
 
@@ -772,16 +806,26 @@ class Pool(PoolPolicy, _core.PoolCore):
 
 
 def create_pool(url: str, **options: Any) -> Pool:
-    """Create a pool for a database URL (``sqlite:///app.db``, ``sqlite:///:memory:``).
+    """Create a pool for a database URL.
 
-    ``options`` are Pool's keyword arguments: ``min_size``, ``max_size``,
+    ``sqlite:///app.db``, ``sqlite:///:memory:``,
+    ``postgresql://user:pw@host:5432/db?sslmode=require`` (any libpq URL),
+    ``mysql://user:pw@host:3306/db`` or ``mariadb://...``.
+
+    ``options`` are Pool's keyword arguments (``min_size``, ``max_size``,
     ``timeout``, ``max_waiting``, ``max_lifetime``, ``max_idle``,
     ``alive_bypass``, ``reuse``, ``configure``, ``reset``,
-    ``reconnect_timeout``, ``reconnect_failed``, ``leak_threshold``, ``name``.
+    ``reconnect_timeout``, ``reconnect_failed``, ``leak_threshold``, ``name``);
+    any other keyword goes to the driver (libpq parameters, ``autocommit``,
+    ``statement_timeout``, ``charset``...), which rejects what it does not know::
+
+        pool = create_pool("postgresql://db/orders", max_size=20,
+                           application_name="billing", statement_timeout=5)
     """
     if "connect" in options or "driver" in options:
         raise ConfigError("create_pool takes a URL; use Pool(connect=...) for a factory")
-    driver = from_url(url)
+    driver_options = {k: options.pop(k) for k in list(options) if k not in _POOL_OPTIONS}
+    driver = from_url(url, **driver_options)
     try:
         return Pool(driver=driver, **options)
     except TypeError as exc:
@@ -790,3 +834,7 @@ def create_pool(url: str, **options: Any) -> Pool:
     except BaseException:
         driver.close_pool()
         raise
+
+
+_POOL_OPTIONS = frozenset(inspect.signature(PoolPolicy.__init__).parameters) - {
+    "self", "connect", "driver"}

@@ -6,19 +6,31 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from fastpool.drivers.base import CallableDriver, Driver
+from fastpool.drivers.mysql import MySQLDriver
+from fastpool.drivers.postgres import PostgresDriver
 from fastpool.drivers.sqlite import SQLiteDriver
 from fastpool.errors import ConfigError
 
-__all__ = ["CallableDriver", "Driver", "SQLiteDriver", "from_url"]
+__all__ = ["CallableDriver", "Driver", "MySQLDriver", "PostgresDriver", "SQLiteDriver",
+           "from_url"]
 
 _SCHEMES: dict[str, type[Any]] = {
     "sqlite": SQLiteDriver,
     "sqlite3": SQLiteDriver,
+    "postgresql": PostgresDriver,
+    "postgres": PostgresDriver,
+    "mysql": MySQLDriver,
+    "mariadb": MySQLDriver,
 }
 
 
-def from_url(url: str) -> Driver:
-    """The driver for ``url`` (``sqlite:///path``, ``sqlite:///:memory:``)."""
+def from_url(url: str, **options: Any) -> Driver:
+    """The driver for ``url``: ``sqlite:///path``, ``sqlite:///:memory:``,
+    ``postgresql://...`` (libpq URL), ``mysql://...`` or ``mariadb://...``.
+
+    ``options`` are the driver's own keyword options (libpq parameters,
+    ``autocommit``, ``charset``...); they win over the URL's query string.
+    """
     if not isinstance(url, str):
         raise ConfigError(f"url must be a string, got {type(url).__name__}")
     scheme, sep, rest = url.partition(":")
@@ -35,7 +47,7 @@ def from_url(url: str) -> Driver:
         query = dict(parse_qsl(query_string, keep_blank_values=True, strict_parsing=False))
     except ValueError as exc:
         raise ConfigError(f"bad query string in {_redact(url)!r}: {exc}") from None
-    driver: Driver = driver_cls.from_url(url, rest, query)
+    driver: Driver = driver_cls.from_url(url, rest, query, options)
     return driver
 
 

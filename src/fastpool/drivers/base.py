@@ -13,6 +13,12 @@ import abc
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+from fastpool.errors import ErrorKind
+
+#: Connect errors that retrying cannot fix (UNREACHABLE only until the pool
+#: has connected once: afterwards it is a server restarting).
+FATAL_KINDS = frozenset({ErrorKind.AUTH, ErrorKind.CONFIG, ErrorKind.UNREACHABLE})
+
 
 class Driver(abc.ABC):
     """Base class of the database drivers."""
@@ -61,11 +67,23 @@ class Driver(abc.ABC):
 
     def is_fatal(self, exc: BaseException) -> bool:
         """True when a connect error cannot be fixed by retrying (bad path, password...)."""
+        return self.classify(exc) in FATAL_KINDS
+
+    def classify(self, exc: BaseException) -> ErrorKind:
+        """What ``exc`` (raised by this driver's connections) means; see ErrorKind."""
+        return ErrorKind.OTHER
+
+    def is_lost(self, conn: Any) -> bool:
+        """True when the client knows locally that ``conn`` is broken (no round trip)."""
         return False
 
     def describe(self) -> str:
         """Where this driver connects, safe for logs (no password)."""
         return self.name
+
+    def redact(self, text: str) -> str:
+        """``text`` (an error message) with this driver's secrets masked."""
+        return text
 
     def close_pool(self) -> None:  # noqa: B027  (optional hook, no-op by default)
         """Release driver-level resources when the pool closes."""
@@ -119,6 +137,10 @@ class CallableDriver(Driver):
         from fastpool.drivers.sqlite import unfixable_sqlite_error
 
         return unfixable_sqlite_error(exc)
+
+    def is_lost(self, conn: Any) -> bool:
+        # libpq's CONNECTION_BAD, read locally.
+        return self._psycopg and conn.pgconn.status != 0
 
     def describe(self) -> str:
         return f"custom connect={getattr(self._connect, '__qualname__', repr(self._connect))}"

@@ -19,7 +19,7 @@ import sqlite3
 from typing import Any
 
 from fastpool.drivers.base import Driver
-from fastpool.errors import ConfigError
+from fastpool.errors import ConfigError, ErrorKind
 
 _JOURNAL_MODES = {"wal", "delete", "truncate", "persist", "memory", "off"}
 _SYNC_MODES = {"off", "normal", "full", "extra"}
@@ -85,7 +85,8 @@ class SQLiteDriver(Driver):
             self._target = database
 
     @classmethod
-    def from_url(cls, url: str, rest: str, query: dict[str, str]) -> SQLiteDriver:
+    def from_url(cls, url: str, rest: str, query: dict[str, str],
+                 options: dict[str, Any] | None = None) -> SQLiteDriver:
         # sqlite:///x.db -> rest "/x.db" -> "x.db"; sqlite:////abs -> "/abs".
         if rest.startswith("//"):
             rest = rest[2:]
@@ -117,6 +118,13 @@ class SQLiteDriver(Driver):
             else:
                 raise ConfigError(f"sqlite: unknown URL option {key!r}; known: timeout, "
                                   "journal_mode, synchronous, foreign_keys, isolation_level")
+        for key, value in (options or {}).items():
+            if key not in ("timeout", "journal_mode", "synchronous", "foreign_keys",
+                           "isolation_level"):
+                raise ConfigError(f"sqlite: unknown option {key!r}: neither a pool option nor "
+                                  "a sqlite option (timeout, journal_mode, synchronous, "
+                                  "foreign_keys, isolation_level)")
+            kwargs[key] = value
         return cls(database, **kwargs)
 
     def _open(self) -> sqlite3.Connection:
@@ -143,6 +151,18 @@ class SQLiteDriver(Driver):
 
     def is_fatal(self, exc: BaseException) -> bool:
         return unfixable_sqlite_error(exc)
+
+    def classify(self, exc: BaseException) -> ErrorKind:
+        if unfixable_sqlite_error(exc):
+            return ErrorKind.CONFIG
+        if isinstance(exc, sqlite3.ProgrammingError) and "closed" in str(exc):
+            return ErrorKind.NOT_SENT
+        if isinstance(exc, sqlite3.OperationalError) and (
+                "database is locked" in str(exc) or "database table is locked" in str(exc)):
+            return ErrorKind.RETRYABLE  # SQLITE_BUSY / SQLITE_LOCKED after the busy timeout
+        if isinstance(exc, sqlite3.Error):
+            return ErrorKind.QUERY
+        return ErrorKind.OTHER
 
     def describe(self) -> str:
         return "sqlite :memory: (shared)" if self.memory else f"sqlite {self.database}"

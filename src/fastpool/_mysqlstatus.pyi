@@ -1,0 +1,16 @@
+from typing import Any
+
+IDLE: int
+IN_TRANSACTION: int
+BROKEN: int
+
+def bind(library: str) -> bool: ...
+def bound() -> bool: ...
+
+class ServerStatus:
+    connection: Any
+    def __init__(self, connection: Any) -> None: ...
+    @property
+    def trans(self) -> int: ...
+    @property
+    def socket(self) -> int: ...

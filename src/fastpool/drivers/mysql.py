@@ -1,0 +1,281 @@
+"""MySQL and MariaDB through mysqlclient (``pip install 'fastpool[mysql]'``).
+
+::
+
+    mysql://app:secret@db:3306/orders?charset=utf8mb4&connect_timeout=5
+    mariadb://root@/test?unix_socket=/run/mysqld/mysqld.sock
+    create_pool("mysql://db/orders", init_command="SET time_zone='+00:00'", autocommit=True)
+
+Options (URL query or keyword): ``charset`` (default ``utf8mb4``),
+``connect_timeout`` (default 10 s), ``read_timeout``, ``write_timeout``,
+``init_command``, ``autocommit`` (default off), ``unix_socket``, ``ssl_mode``,
+``ssl`` (a dict, keyword only), ``sql_mode``, ``local_infile``, ``compress``,
+``auth_plugin``, ``server_public_key_path``, ``client_flag``, ``conv`` and
+``cursorclass`` (keyword only), ``probe`` (``"ping"``: local checks then
+``ping()``, the default; ``"local"``: local checks only).
+
+When a connection comes back, the pool reads the server status flags of its
+last reply locally (``fastpool._mysqlstatus``, no round trip): idle goes
+straight back to the ring, an open transaction is rolled back, a connection
+whose socket the client dropped (errors 2006/2013) is discarded. Without
+MariaDB Connector/C (mysqlclient built on Oracle's libmysqlclient), every
+return rolls back, as other pools do.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from fastpool.drivers.base import Driver
+from fastpool.errors import ConfigError, ErrorKind
+
+_BOOLS = {"on": True, "1": True, "true": True, "yes": True,
+          "off": False, "0": False, "false": False, "no": False}
+_INT_OPTIONS = ("connect_timeout", "read_timeout", "write_timeout", "client_flag")
+_STR_OPTIONS = ("charset", "init_command", "unix_socket", "ssl_mode", "sql_mode",
+                "auth_plugin", "server_public_key_path")
+_BOOL_OPTIONS = ("autocommit", "local_infile", "compress")
+_OBJECT_OPTIONS = ("ssl", "conv", "cursorclass")  # keyword only
+_OPTIONS = frozenset((*_INT_OPTIONS, *_STR_OPTIONS, *_BOOL_OPTIONS, *_OBJECT_OPTIONS,
+                      "host", "port", "user", "password", "database", "probe"))
+
+# MySQL / MariaDB error numbers (errmsg.h, mysqld_error.h).
+_NOT_CONNECTED = 2006  # with an empty message: mysqlclient's "connection closed" check
+_LOST = frozenset({2006, 2013, 2055, 1927, 4031, 1053, 1152, 1184})
+_UNREACHABLE = frozenset({2002, 2003, 2005, 1040, 1129, 2026})
+_AUTH = frozenset({1045, 1044, 1698, 1251, 1130, 1227, 1820, 1862})
+_CONFIG = frozenset({1049, 2059, 2019, 1231, 1193})
+_RETRYABLE = frozenset({1213, 1205, 1020, 3572, 1614})
+
+
+def _import_mysqldb() -> Any:
+    try:
+        import MySQLdb
+    except ImportError as exc:
+        raise ConfigError("mysql:// URLs need mysqlclient: pip install 'fastpool[mysql]' "
+                          f"(it builds against libmariadb-dev); import failed: {exc}") from None
+    return MySQLdb
+
+
+def _status_module() -> Any:
+    """The compiled status reader, else its ctypes twin (FASTPOOL_IMPL=python too)."""
+    if os.environ.get("FASTPOOL_IMPL", "").strip().lower() not in ("python", "py"):
+        try:
+            from fastpool import _mysqlstatus
+
+            return _mysqlstatus
+        except ImportError:
+            pass
+    from fastpool.drivers import _mysqlstatus_py
+
+    return _mysqlstatus_py
+
+
+def classify_error(exc: BaseException) -> ErrorKind:
+    """What a mysqlclient exception means; see ErrorKind."""
+    try:
+        import MySQLdb
+    except ImportError:  # pragma: no cover - MySQLdb is what raised exc
+        return ErrorKind.OTHER
+    if not isinstance(exc, MySQLdb.Error):
+        return ErrorKind.OTHER
+    args = exc.args
+    code = args[0] if args and isinstance(args[0], int) else None
+    if code is None or code == 0:
+        # InterfaceError(0, '') and friends: the client refused before sending.
+        return ErrorKind.NOT_SENT if isinstance(exc, MySQLdb.InterfaceError) else ErrorKind.OTHER
+    if code == _NOT_CONNECTED and (len(args) < 2 or not args[1]):
+        return ErrorKind.NOT_SENT
+    if code in _RETRYABLE:
+        return ErrorKind.RETRYABLE
+    if code in _LOST:
+        return ErrorKind.CONNECTION_LOST
+    if code in _UNREACHABLE:
+        return ErrorKind.UNREACHABLE
+    if code in _AUTH:
+        return ErrorKind.AUTH
+    if code in _CONFIG:
+        return ErrorKind.CONFIG
+    if 2000 <= code < 3000:
+        return ErrorKind.OTHER  # other client-side errors (out of sync, ...)
+    return ErrorKind.QUERY
+
+
+class MySQLDriver(Driver):
+    """Connections to a MySQL or MariaDB server through mysqlclient."""
+
+    name = "mysql"
+    idle_status = 0
+
+    def __init__(self, *, host: str | None = None, port: int | str | None = None,
+                 user: str | None = None, password: str | None = None,
+                 database: str | None = None, charset: str = "utf8mb4",
+                 connect_timeout: int | str | None = 10, autocommit: bool | str = False,
+                 probe: str = "ping", **options: Any) -> None:
+        self._mysqldb = _import_mysqldb()
+        self._password = password or ""
+        for key in options:
+            if key not in _OPTIONS:
+                raise ConfigError(f"mysql: unknown option {key!r}: neither a pool option nor a "
+                                  f"mysql option ({', '.join(sorted(_OPTIONS))})")
+        kwargs: dict[str, Any] = {"charset": charset}
+        if host:
+            if host.startswith("/"):
+                kwargs["unix_socket"] = host
+            else:
+                kwargs["host"] = host
+        if port is not None:
+            kwargs["port"] = _int("port", port)
+            if not 0 < kwargs["port"] < 65536:
+                raise ConfigError(f"mysql: port must be 1..65535, got {port!r}")
+        if user is not None:
+            kwargs["user"] = user
+        if password:
+            kwargs["password"] = password
+        if database:
+            kwargs["database"] = database
+        if connect_timeout is not None:
+            kwargs["connect_timeout"] = _int("connect_timeout", connect_timeout)
+        for key, value in options.items():
+            if value is None:
+                continue
+            if key in _INT_OPTIONS:
+                kwargs[key] = _int(key, value)
+            elif key in _BOOL_OPTIONS:
+                kwargs[key] = _bool(key, value)
+            else:
+                kwargs[key] = value
+        for key in ("connect_timeout", "read_timeout", "write_timeout"):
+            if key in kwargs and kwargs[key] < 0:
+                raise ConfigError(f"mysql: {key} must be >= 0 seconds, got {kwargs[key]!r}")
+        self.autocommit = _bool("autocommit", autocommit)
+        kwargs["autocommit"] = self.autocommit
+        if probe not in ("ping", "local"):
+            raise ConfigError(f"mysql: probe must be 'ping' or 'local', got {probe!r}")
+        self.probe_mode = probe
+        self.params = kwargs
+
+        status = _status_module()
+        import MySQLdb._mysql as native
+
+        self._status = status if hasattr(native.connection, "_get_native_connection") \
+            and status.bind(native.__file__) else None
+        # No reader: every return takes the reset path (a ROLLBACK round trip).
+        self.status_attr = "trans" if self._status is not None else None
+
+    @classmethod
+    def from_url(cls, url: str, rest: str, query: dict[str, str],
+                 options: dict[str, Any]) -> MySQLDriver:
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError as exc:
+            raise ConfigError(f"mysql: invalid URL: {_without_password(url)!r}: {exc}") from None
+        kwargs: dict[str, Any] = {}
+        if parts.hostname:
+            kwargs["host"] = unquote(parts.hostname)
+        if port is not None:
+            kwargs["port"] = port
+        if parts.username:
+            kwargs["user"] = unquote(parts.username)
+        if parts.password:
+            kwargs["password"] = unquote(parts.password)
+        database = unquote(parts.path.lstrip("/"))
+        if database:
+            kwargs["database"] = database
+        for key, value in query.items():
+            if key in _OBJECT_OPTIONS or key not in _OPTIONS:
+                raise ConfigError(f"mysql: unknown URL option {key!r}; known: "
+                                  f"{', '.join(sorted(_OPTIONS - set(_OBJECT_OPTIONS)))}")
+            kwargs[key] = value
+        kwargs.update(options)
+        return cls(**kwargs)
+
+    # ---- connections ------------------------------------------------------
+
+    def connect(self) -> Any:
+        return self._mysqldb.connect(**self.params)
+
+    def status_source(self, conn: Any) -> Any:
+        if self._status is None:
+            return conn
+        return self._status.ServerStatus(conn)
+
+    def probe(self, conn: Any) -> None:
+        """Local checks (socket dropped, bytes the server sent unasked: a KILL or
+        shutdown notice), then ``ping()`` unless ``probe="local"``."""
+        if not conn.open:
+            raise self._mysqldb.OperationalError(2006, "connection closed")
+        if self._status is not None:
+            status = self._status.ServerStatus(conn)
+            fd = status.socket
+            if fd < 0 or status.trans == self._status.BROKEN:
+                raise self._mysqldb.OperationalError(2006, "Server has gone away")
+            poller = select.poll()
+            poller.register(fd, select.POLLIN | select.POLLERR | select.POLLHUP)
+            if poller.poll(0):
+                # An idle MySQL connection is never sent anything unasked.
+                raise self._mysqldb.OperationalError(
+                    2013, "the server closed the connection (or sent an error) while idle")
+        if self.probe_mode == "ping":
+            conn.ping()
+
+    def reset(self, conn: Any) -> bool:
+        if not conn.open:
+            return False
+        if self._status is not None and self._status.ServerStatus(conn).trans == 2:
+            return False  # the client dropped the socket: 2006/2013 happened
+        try:
+            conn.rollback()
+        except Exception:
+            return False
+        return True
+
+    def is_lost(self, conn: Any) -> bool:
+        if not conn.open:
+            return True
+        return self._status is not None and self._status.ServerStatus(conn).socket < 0
+
+    def classify(self, exc: BaseException) -> ErrorKind:
+        return classify_error(exc)
+
+    # ---- messages -----------------------------------------------------------
+
+    def describe(self) -> str:
+        p = self.params
+        where = p.get("unix_socket") or f"{p.get('host', 'localhost')}:{p.get('port', 3306)}"
+        return f"mysql {where} database={p.get('database', '')} user={p.get('user', '')}"
+
+    def redact(self, text: str) -> str:
+        return text.replace(self._password, "***") if self._password else text
+
+    def __repr__(self) -> str:
+        return f"<MySQLDriver {self.describe()}>"
+
+
+def _without_password(url: str) -> str:
+    from fastpool.drivers import _redact
+
+    return _redact(url)
+
+
+def _int(name: str, value: object) -> int:
+    if isinstance(value, bool):
+        raise ConfigError(f"mysql: {name} must be an integer, got {value!r}")
+    try:
+        return int(value)  # type: ignore[call-overload, no-any-return]
+    except (TypeError, ValueError):
+        raise ConfigError(f"mysql: {name} must be an integer, got {value!r}") from None
+
+
+def _bool(name: str, value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in _BOOLS:
+        return _BOOLS[value.lower()]
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    raise ConfigError(f"mysql: {name} must be true or false, got {value!r}")
