@@ -11,11 +11,18 @@ from fastpool._loader import load_core as _load_core
 _load_core()  # binds fastpool._core to the compiled core or to its Python twin
 
 from fastpool import _core as _core  # noqa: E402
-from fastpool.drivers import CallableDriver, Driver, SQLiteDriver  # noqa: E402
+from fastpool.drivers import (  # noqa: E402
+    CallableDriver,
+    Driver,
+    MySQLDriver,
+    PostgresDriver,
+    SQLiteDriver,
+)
 from fastpool.errors import (  # noqa: E402
     ConfigError,
     ConnectError,
     ConnectionAlreadyReleased,
+    ErrorKind,
     FastpoolError,
     ForeignConnection,
     PoolClosed,
@@ -32,12 +39,15 @@ __all__ = [
     "ConnectError",
     "ConnectionAlreadyReleased",
     "Driver",
+    "ErrorKind",
     "FastpoolError",
     "ForeignConnection",
+    "MySQLDriver",
     "Pool",
     "PoolClosed",
     "PoolStats",
     "PoolTimeout",
+    "PostgresDriver",
     "SQLiteDriver",
     "TooManyWaiting",
     "__version__",

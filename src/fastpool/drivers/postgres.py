@@ -26,8 +26,10 @@ to the ring; in a transaction or in a failed transaction is rolled back; active
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import select
+import socket
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -223,10 +225,22 @@ class PostgresDriver(Driver):
         if pgconn.transaction_status != _TRANS_IDLE:
             raise self._psycopg.OperationalError("the connection is not idle")
         # An idle connection has nothing to read unless the server spoke: a
-        # killed backend's FATAL and EOF, or a notification. Read it.
+        # notification or a parameter change (harmless), or a killed backend's
+        # FATAL error and EOF. Peek at it without consuming it.
         poller = select.poll()
         poller.register(pgconn.socket, select.POLLIN | select.POLLERR | select.POLLHUP)
         if poller.poll(0):
+            if not pgconn.ssl_in_use:
+                with socket.socket(fileno=os.dup(pgconn.socket)) as sock:
+                    try:
+                        first = sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+                    except BlockingIOError:
+                        first = b"-"
+                    except OSError:
+                        first = b""
+                if first in (b"", b"E"):  # EOF, or an ErrorResponse while idle: FATAL
+                    raise self._psycopg.OperationalError(
+                        "the server closed the connection while it was idle")
             pgconn.consume_input()  # raises if the server closed the connection
             if pgconn.status != _CONNECTION_OK:
                 raise self._psycopg.OperationalError("the server closed the connection")

@@ -1,0 +1,199 @@
+"""Database fixtures: the real PostgreSQL and MariaDB servers of the machine.
+
+URLs come from FASTPOOL_PG_DSN / FASTPOOL_MYSQL_DSN (defaults: the local
+servers, trust auth / root without password, database ``test``). A server
+that cannot be reached skips its tests locally and fails them under CI=true.
+Admin connections (autocommit, outside any pool) kill backends and look at
+server-side state.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from fastpool.drivers import MySQLDriver, PostgresDriver
+from tests.fix_pool import IN_CI
+
+PG_URL = os.environ.get("FASTPOOL_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+MYSQL_URL = os.environ.get("FASTPOOL_MYSQL_DSN", "mysql://root@127.0.0.1:3306/test")
+PG_SOCKET_DIR = os.environ.get("FASTPOOL_PG_SOCKET_DIR", "/var/run/postgresql")
+MYSQL_SOCKET = os.environ.get("FASTPOOL_MYSQL_SOCKET", "/run/mysqld/mysqld.sock")
+
+
+def _unavailable(what: str, exc: BaseException) -> None:
+    msg = f"{what} not reachable: {type(exc).__name__}: {exc}"
+    if IN_CI:
+        pytest.fail(f"CI=true and {msg}")
+    pytest.skip(msg)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (connections are refused)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# ---- PostgreSQL -------------------------------------------------------------
+
+@pytest.fixture
+def pg_url() -> str:
+    psycopg = pytest.importorskip("psycopg")
+    try:
+        psycopg.connect(PG_URL, connect_timeout=3).close()
+    except psycopg.OperationalError as exc:
+        _unavailable(f"PostgreSQL at {PG_URL!r}", exc)
+    return PG_URL
+
+
+@pytest.fixture
+def pg_admin(pg_url: str) -> Iterator[Any]:
+    import psycopg
+
+    conn = psycopg.connect(pg_url, autocommit=True, application_name="fastpool-tests-admin")
+    yield conn
+    conn.close()
+
+
+def pg_backend_pids(admin: Any, application_name: str) -> list[int]:
+    """Backend pids of the sessions with this application_name (one pool's)."""
+    rows = admin.execute("SELECT pid FROM pg_stat_activity WHERE application_name = %s",
+                         (application_name,)).fetchall()
+    return sorted(pid for (pid,) in rows)
+
+
+def pg_terminate(admin: Any, pids: list[int]) -> None:
+    """pg_terminate_backend each pid and wait until the backends are gone."""
+    for pid in pids:
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    deadline = time.monotonic() + 10
+    while admin.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)",
+                        (pids,)).fetchone()[0]:
+        assert time.monotonic() < deadline, "backends survived pg_terminate_backend"
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def make_pg_pool(make_pool: Callable[..., Any], pg_url: str) -> Callable[..., Any]:
+    """``make_pg_pool(url=None, **options)``: pool options go to the pool, the
+    rest to PostgresDriver; accounting is checked at teardown (make_pool)."""
+    from fastpool.pool import _POOL_OPTIONS
+
+    def make(url: str | None = None, **options: Any) -> Any:
+        driver_opts = {k: options.pop(k) for k in list(options) if k not in _POOL_OPTIONS}
+        return make_pool(driver=PostgresDriver(url or pg_url, **driver_opts), **options)
+
+    return make
+
+
+# ---- MariaDB / MySQL ------------------------------------------------------
+
+@pytest.fixture
+def mysql_url() -> str:
+    MySQLdb = pytest.importorskip("MySQLdb")
+    from fastpool.drivers import from_url
+
+    driver = from_url(MYSQL_URL)
+    try:
+        driver.connect().close()
+    except MySQLdb.OperationalError as exc:
+        _unavailable(f"MariaDB at {MYSQL_URL!r}", exc)
+    return MYSQL_URL
+
+
+@pytest.fixture
+def mysql_admin(mysql_url: str) -> Iterator[Any]:
+    from fastpool.drivers import from_url
+
+    conn = from_url(mysql_url, autocommit=True).connect()
+    yield conn
+    conn.close()
+
+
+def mysql_query(conn: Any, sql: str, args: Any = None) -> list[tuple[Any, ...]]:
+    cur = conn.cursor()
+    try:
+        cur.execute(sql, args)
+        return list(cur.fetchall())
+    finally:
+        cur.close()
+
+
+def mysql_kill(admin: Any, ids: list[int]) -> None:
+    """KILL each connection id and wait until the server has dropped them."""
+    for cid in ids:
+        mysql_query(admin, f"KILL {int(cid)}")
+    deadline = time.monotonic() + 10
+    marks = ",".join(str(int(i)) for i in ids)
+    while mysql_query(admin, "SELECT count(*) FROM information_schema.processlist "
+                             f"WHERE id IN ({marks})")[0][0]:
+        assert time.monotonic() < deadline, "connections survived KILL"
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def make_mysql_pool(make_pool: Callable[..., Any], mysql_url: str) -> Callable[..., Any]:
+    from fastpool.drivers import from_url
+    from fastpool.pool import _POOL_OPTIONS
+
+    def make(url: str | None = None, **options: Any) -> Any:
+        driver_opts = {k: options.pop(k) for k in list(options) if k not in _POOL_OPTIONS}
+        driver = from_url(url or mysql_url, **driver_opts)
+        assert isinstance(driver, MySQLDriver)
+        return make_pool(driver=driver, **options)
+
+    return make
+
+
+# ---- server restarts ----------------------------------------------------------
+
+def _wait_port(port: int, up: bool, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                is_up = True
+        except OSError:
+            is_up = False
+        if is_up == up:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"port {port} still {'down' if up else 'up'}")
+        time.sleep(0.05)
+
+
+def _pg_cluster() -> str:
+    versions = sorted(os.listdir("/etc/postgresql"))
+    return versions[-1]
+
+
+def restart_postgres() -> None:
+    """Restart the machine's PostgreSQL cluster (fast shutdown) and wait for it."""
+    subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", _pg_cluster(), "main",
+                    "restart", "-m", "fast"], check=True, capture_output=True, timeout=120)
+    _wait_port(5432, up=True)
+
+
+def stop_mariadb() -> None:
+    subprocess.run(["mariadb-admin", "-uroot", "-h127.0.0.1", "shutdown"], check=True,
+                   capture_output=True, timeout=120)
+    _wait_port(3306, up=False)
+
+
+def start_mariadb() -> None:
+    subprocess.run(["start-stop-daemon", "--start", "--oknodo", "--background", "--exec",
+                    "/usr/sbin/mariadbd"], check=True, capture_output=True, timeout=60)
+    _wait_port(3306, up=True)
+
+
+def can_restart_servers() -> bool:
+    """Restarting needs the local servers' admin commands and root."""
+    return os.geteuid() == 0 and os.path.isdir("/etc/postgresql") \
+        and os.path.exists("/usr/sbin/mariadbd")
