@@ -39,6 +39,13 @@ mariadbd thread (``taskset -apc 1 $(pidof mariadbd)``). mariadbd's threads get
 their original affinity back when the module ends. ``FASTPOOL_BENCH_PIN=0``
 turns pinning off (then compare ratios only, and expect noise).
 
+A 1% overhead is a fraction of a microsecond, less than what separates two
+runs of the same loop minutes apart or on two server backends, so each pool
+contender is also measured pairwise (extra_info ``paired_overhead_pct``):
+``PAIRS`` of its rounds alternate, ABBA, with raw rounds run on the very
+connection it lends (idle in its pool meanwhile); the median of the per-pair
+ratios is drift-free and backend-free.
+
 Round trips: after timing, each contender runs ``ROUND_TRIP_CYCLES`` more
 cycles while the server side's context switches (voluntary + involuntary,
 ``/proc/<pid>[/task/<tid>]/status``) are counted; pinned to one CPU the server
@@ -59,6 +66,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import statistics
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,6 +81,7 @@ SQL = "SELECT 1"
 QUERIES = 200  # cycles per timed round
 ROUNDS = 100
 WARMUP_ROUNDS = 5  # also past psycopg's prepare_threshold (5): every contender runs prepared
+PAIRS = 100  # interleaved rounds of contender and raw on the contender's own connection
 ROUND_TRIP_CYCLES = 1000
 
 PG_URLS = {
@@ -374,15 +384,48 @@ def _count_slow_paths(pool: Any) -> dict[str, int]:
     return counts
 
 
+def _timed(cycle: Callable[[], None]) -> float:
+    t0 = time.perf_counter()
+    cycle()
+    return time.perf_counter() - t0
+
+
+def paired_overhead(contender: Contender) -> tuple[float, float]:
+    """Overhead over raw measured pairwise on the same connection, in percent.
+
+    Rounds of the contender alternate (ABBA) with raw rounds run directly on
+    the very connection the contender lends (idle in its pool meanwhile), so
+    neither drift nor a different server backend counts against either. Returns
+    (median of the per-pair overheads, raw microseconds per query).
+    """
+    raw = _loop_raw(contender.native)
+    ratios, raws = [], []
+    for k in range(PAIRS):
+        if k % 2:
+            t_raw = _timed(raw)
+            t_pool = _timed(contender.cycle)
+        else:
+            t_pool = _timed(contender.cycle)
+            t_raw = _timed(raw)
+        ratios.append(t_pool / t_raw)
+        raws.append(t_raw)
+    return (statistics.median(ratios) - 1) * 100, statistics.median(raws) / QUERIES * 1e6
+
+
 def measure(benchmark: Any, group: str, name: str, contender: Contender,
             server_status: str) -> None:
-    """Time ``contender``, then count its server round trips and fastpool's slow paths."""
+    """Time ``contender``; then its paired overhead over raw, its server round trips
+    and (fastpool) how often it left the compiled fast path."""
     benchmark.group = group
     benchmark.extra_info.update({
         "queries_per_round": QUERIES, "contender": name, "pinned_cpu": CPU if PIN else None})
     try:
         benchmark.pedantic(contender.cycle, rounds=ROUNDS, iterations=1,
                            warmup_rounds=WARMUP_ROUNDS)
+        if name != "raw":
+            pct, raw_us = paired_overhead(contender)
+            benchmark.extra_info["paired_overhead_pct"] = round(pct, 3)
+            benchmark.extra_info["paired_raw_us_per_query"] = round(raw_us, 3)
         pool = contender.pool
         slow = _count_slow_paths(pool) if pool is not None else None
         n = max(1, ROUND_TRIP_CYCLES // QUERIES)
@@ -445,6 +488,11 @@ def test_pg_tcp(benchmark, pg_urls, name):
     _pg(benchmark, pg_urls["tcp"], "tcp", name)
 
 
+# DBUtils calls ping(False) (mysqlclient: "The reconnect parameter of ping() is
+# deprecated"); under the project's filterwarnings=error the warning would be
+# an exception, which DBUtils takes for a dead connection and reconnects on
+# every checkout. Outside pytest the warning is ignored; do the same here.
+@pytest.mark.filterwarnings("ignore:The reconnect parameter of ping:DeprecationWarning")
 @pytest.mark.parametrize("name", list(MYSQL_CONTENDERS))
 def test_mysql_unix(benchmark, mysql_url, mariadbd, name):
     if mariadbd is None:

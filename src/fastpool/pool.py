@@ -423,6 +423,10 @@ class PoolPolicy(_Mechanism):
                 return
         verdict = self._verdict(idx)
         owned[0] = False
+        if verdict == _core.DIRTY and self._status_spec[0] is None:
+            # The driver has no transaction status to read: its successful
+            # reset is all there is to trust.
+            verdict = _core.SLOW
         if verdict == _core.DIRTY:
             logger.warning("fastpool: pool %r: connection still in a transaction after reset; "
                            "discarding it", self.name)

@@ -92,9 +92,11 @@ class Driver(abc.ABC):
 class CallableDriver(Driver):
     """A driver around a user's connection factory: ``Pool(connect=fn)``.
 
-    The transaction status is taken from the first connection's type: SQLite
-    connections expose ``in_transaction`` and psycopg 3 connections libpq's
-    ``pgconn.transaction_status``; for others every return rolls back (use a
+    What the pool can know is taken from the first connection's type: SQLite
+    connections expose ``in_transaction``, psycopg 3 connections libpq's
+    ``pgconn.transaction_status``, mysqlclient connections MariaDB's server
+    status flags; they get the same probes, resets and error classification
+    as the URL drivers. For other clients every return rolls back (use a
     specific driver to avoid that round trip).
     """
 
@@ -107,7 +109,8 @@ class CallableDriver(Driver):
             raise ConfigError(f"connect must be callable, got {connect!r}")
         self._connect = connect
         self._detected = False
-        self._psycopg = False
+        self._kind = ""
+        self._mysql_status: Any = None
 
     def connect(self) -> Any:
         conn = self._connect()
@@ -119,28 +122,85 @@ class CallableDriver(Driver):
     def _detect(self, conn: Any) -> None:
         import sqlite3
 
+        package = type(conn).__module__.split(".")[0]
         if isinstance(conn, sqlite3.Connection):
+            self._kind = "sqlite"
             self.status_attr = "in_transaction"
             self.idle_status = False
-        elif type(conn).__module__.split(".")[0] == "psycopg" and hasattr(conn, "pgconn"):
+        elif package == "psycopg" and hasattr(conn, "pgconn"):
             # libpq's own status, read locally: 0 is PQTRANS_IDLE. The
             # `info.transaction_status` property costs ~60x more per read.
-            self._psycopg = True
+            self._kind = "psycopg"
             self.status_attr = "transaction_status"
             self.idle_status = 0
+        elif package == "MySQLdb":
+            from fastpool.drivers.mysql import status_reader
+
+            self._kind = "mysql"
+            self._mysql_status = status_reader()
+            if self._mysql_status is not None:
+                self.status_attr = "trans"
+                self.idle_status = 0
 
     def status_source(self, conn: Any) -> Any:
-        return conn.pgconn if self._psycopg else conn
+        if self._kind == "psycopg":
+            return conn.pgconn
+        if self._mysql_status is not None:
+            return self._mysql_status.ServerStatus(conn)
+        return conn
+
+    def probe(self, conn: Any) -> None:
+        if self._kind == "psycopg":
+            from fastpool.drivers.postgres import probe_connection
+
+            probe_connection(conn)
+        elif self._kind == "mysql":
+            from fastpool.drivers.mysql import probe_connection as probe_mysql
+
+            probe_mysql(conn, self._mysql_status)
+        else:
+            super().probe(conn)
+
+    def reset(self, conn: Any) -> bool:
+        if self._kind == "psycopg":
+            from fastpool.drivers.postgres import reset_connection
+
+            return reset_connection(conn)
+        if self._kind == "mysql":
+            from fastpool.drivers.mysql import reset_connection as reset_mysql
+
+            return reset_mysql(conn, self._mysql_status)
+        return super().reset(conn)
+
+    def is_lost(self, conn: Any) -> bool:
+        if self._kind == "psycopg":
+            return bool(conn.pgconn.status != 0)  # libpq's CONNECTION_BAD
+        if self._kind == "mysql":
+            from fastpool.drivers.mysql import lost_connection
+
+            return lost_connection(conn, self._mysql_status)
+        return False
 
     def is_fatal(self, exc: BaseException) -> bool:
         # The errors known not to fix themselves, whatever made the connection.
         from fastpool.drivers.sqlite import unfixable_sqlite_error
 
-        return unfixable_sqlite_error(exc)
+        return unfixable_sqlite_error(exc) or super().is_fatal(exc)
 
-    def is_lost(self, conn: Any) -> bool:
-        # libpq's CONNECTION_BAD, read locally.
-        return self._psycopg and conn.pgconn.status != 0
+    def classify(self, exc: BaseException) -> ErrorKind:
+        """By the exception's own package, whatever made the connection."""
+        package = type(exc).__module__.split(".")[0]
+        if package == "psycopg":
+            from fastpool.drivers.postgres import classify_error
+
+            return classify_error(exc)
+        if package == "MySQLdb":
+            from fastpool.drivers.mysql import classify_error as classify_mysql
+
+            return classify_mysql(exc)
+        from fastpool.drivers.sqlite import classify_sqlite_error
+
+        return classify_sqlite_error(exc)
 
     def describe(self) -> str:
         return f"custom connect={getattr(self._connect, '__qualname__', repr(self._connect))}"

@@ -158,11 +158,7 @@ class MySQLDriver(Driver):
         self.probe_mode = probe
         self.params = kwargs
 
-        status = _status_module()
-        import MySQLdb._mysql as native
-
-        self._status = status if hasattr(native.connection, "_get_native_connection") \
-            and status.bind(native.__file__) else None
+        self._status = status_reader()
         # No reader: every return takes the reset path (a ROLLBACK round trip).
         self.status_attr = "trans" if self._status is not None else None
 
@@ -207,37 +203,13 @@ class MySQLDriver(Driver):
     def probe(self, conn: Any) -> None:
         """Local checks (socket dropped, bytes the server sent unasked: a KILL or
         shutdown notice), then ``ping()`` unless ``probe="local"``."""
-        if not conn.open:
-            raise self._mysqldb.OperationalError(2006, "connection closed")
-        if self._status is not None:
-            status = self._status.ServerStatus(conn)
-            fd = status.socket
-            if fd < 0 or status.trans == self._status.BROKEN:
-                raise self._mysqldb.OperationalError(2006, "Server has gone away")
-            poller = select.poll()
-            poller.register(fd, select.POLLIN | select.POLLERR | select.POLLHUP)
-            if poller.poll(0):
-                # An idle MySQL connection is never sent anything unasked.
-                raise self._mysqldb.OperationalError(
-                    2013, "the server closed the connection (or sent an error) while idle")
-        if self.probe_mode == "ping":
-            conn.ping()
+        probe_connection(conn, self._status, ping=self.probe_mode == "ping")
 
     def reset(self, conn: Any) -> bool:
-        if not conn.open:
-            return False
-        if self._status is not None and self._status.ServerStatus(conn).trans == 2:
-            return False  # the client dropped the socket: 2006/2013 happened
-        try:
-            conn.rollback()
-        except Exception:
-            return False
-        return True
+        return reset_connection(conn, self._status)
 
     def is_lost(self, conn: Any) -> bool:
-        if not conn.open:
-            return True
-        return self._status is not None and self._status.ServerStatus(conn).socket < 0
+        return lost_connection(conn, self._status)
 
     def classify(self, exc: BaseException) -> ErrorKind:
         return classify_error(exc)
@@ -254,6 +226,57 @@ class MySQLDriver(Driver):
 
     def __repr__(self) -> str:
         return f"<MySQLDriver {self.describe()}>"
+
+
+def status_reader() -> Any:
+    """The bound status-reader module (compiled or ctypes), or None when the
+    client library has no ``mariadb_get_info`` (Oracle's libmysqlclient)."""
+    import MySQLdb._mysql as native
+
+    status = _status_module()
+    if hasattr(native.connection, "_get_native_connection") and status.bind(native.__file__):
+        return status
+    return None
+
+
+def probe_connection(conn: Any, status: Any, ping: bool = True) -> None:
+    """Raise unless the idle mysqlclient connection ``conn`` is alive."""
+    import MySQLdb
+
+    if not conn.open:
+        raise MySQLdb.OperationalError(2006, "connection closed")
+    if status is not None:
+        reader = status.ServerStatus(conn)
+        fd = reader.socket
+        if fd < 0 or reader.trans == status.BROKEN:
+            raise MySQLdb.OperationalError(2006, "Server has gone away")
+        poller = select.poll()
+        poller.register(fd, select.POLLIN | select.POLLERR | select.POLLHUP)
+        if poller.poll(0):
+            # An idle MySQL connection is never sent anything unasked.
+            raise MySQLdb.OperationalError(
+                2013, "the server closed the connection (or sent an error) while idle")
+    if ping:
+        conn.ping()
+
+
+def reset_connection(conn: Any, status: Any) -> bool:
+    """Roll back; False when ``conn`` cannot be reused."""
+    if not conn.open:
+        return False
+    if status is not None and status.ServerStatus(conn).trans == status.BROKEN:
+        return False  # the client dropped the socket: 2006/2013 happened
+    try:
+        conn.rollback()
+    except Exception:
+        return False
+    return True
+
+
+def lost_connection(conn: Any, status: Any) -> bool:
+    if not conn.open:
+        return True
+    return status is not None and status.ServerStatus(conn).socket < 0
 
 
 def _without_password(url: str) -> str:

@@ -219,50 +219,10 @@ class PostgresDriver(Driver):
     def probe(self, conn: Any) -> None:
         """Local checks first (libpq status, unread bytes from the server); then,
         unless ``probe="local"``, an empty query: the cheapest round trip."""
-        pgconn = conn.pgconn
-        if pgconn.status != _CONNECTION_OK:
-            raise self._psycopg.OperationalError("the connection is closed")
-        if pgconn.transaction_status != _TRANS_IDLE:
-            raise self._psycopg.OperationalError("the connection is not idle")
-        # An idle connection has nothing to read unless the server spoke: a
-        # notification or a parameter change (harmless), or a killed backend's
-        # FATAL error and EOF. Peek at it without consuming it.
-        poller = select.poll()
-        poller.register(pgconn.socket, select.POLLIN | select.POLLERR | select.POLLHUP)
-        if poller.poll(0):
-            if not pgconn.ssl_in_use:
-                with socket.socket(fileno=os.dup(pgconn.socket)) as sock:
-                    try:
-                        first = sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-                    except BlockingIOError:
-                        first = b"-"
-                    except OSError:
-                        first = b""
-                if first in (b"", b"E"):  # EOF, or an ErrorResponse while idle: FATAL
-                    raise self._psycopg.OperationalError(
-                        "the server closed the connection while it was idle")
-            pgconn.consume_input()  # raises if the server closed the connection
-            if pgconn.status != _CONNECTION_OK:
-                raise self._psycopg.OperationalError("the server closed the connection")
-        if self.probe_mode == "query":
-            res = pgconn.exec_(b"")
-            if res.status != _PGRES_EMPTY_QUERY or pgconn.status != _CONNECTION_OK:
-                raise self._psycopg.OperationalError(
-                    f"probe failed: {pgconn.error_message.decode(errors='replace').strip()}")
+        probe_connection(conn, query=self.probe_mode == "query")
 
     def reset(self, conn: Any) -> bool:
-        pgconn = conn.pgconn
-        if pgconn.status != _CONNECTION_OK:
-            return False
-        status = pgconn.transaction_status
-        if status in (_TRANS_INTRANS, _TRANS_INERROR):
-            try:
-                conn.rollback()
-            except Exception:
-                return False
-            return bool(pgconn.transaction_status == _TRANS_IDLE)
-        # ACTIVE: a result or a COPY is still streaming; UNKNOWN: broken.
-        return bool(status == _TRANS_IDLE)
+        return reset_connection(conn)
 
     def is_lost(self, conn: Any) -> bool:
         return bool(conn.pgconn.status != _CONNECTION_OK)
@@ -295,6 +255,61 @@ class PostgresDriver(Driver):
 
     def __repr__(self) -> str:
         return f"<PostgresDriver {self.describe()}>"
+
+
+def probe_connection(conn: Any, query: bool = True) -> None:
+    """Raise unless the idle psycopg connection ``conn`` is alive: libpq's local
+    status, then any bytes the server sent while it was idle (a killed
+    backend's FATAL and EOF), then, if ``query``, an empty query."""
+    import psycopg
+
+    pgconn = conn.pgconn
+    if pgconn.status != _CONNECTION_OK:
+        raise psycopg.OperationalError("the connection is closed")
+    if pgconn.transaction_status != _TRANS_IDLE:
+        raise psycopg.OperationalError("the connection is not idle")
+    # An idle connection has nothing to read unless the server spoke: a
+    # notification or a parameter change (harmless), or a killed backend's
+    # FATAL error and EOF. Peek at it without consuming it.
+    poller = select.poll()
+    poller.register(pgconn.socket, select.POLLIN | select.POLLERR | select.POLLHUP)
+    if poller.poll(0):
+        if not pgconn.ssl_in_use:
+            with socket.socket(fileno=os.dup(pgconn.socket)) as sock:
+                try:
+                    first = sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    first = b"-"
+                except OSError:
+                    first = b""
+            if first in (b"", b"E"):  # EOF, or an ErrorResponse while idle: FATAL
+                raise psycopg.OperationalError(
+                    "the server closed the connection while it was idle")
+        pgconn.consume_input()  # raises if the server closed the connection
+        if pgconn.status != _CONNECTION_OK:
+            raise psycopg.OperationalError("the server closed the connection")
+    if query:
+        res = pgconn.exec_(b"")
+        if res.status != _PGRES_EMPTY_QUERY or pgconn.status != _CONNECTION_OK:
+            raise psycopg.OperationalError(
+                f"probe failed: {pgconn.error_message.decode(errors='replace').strip()}")
+
+
+def reset_connection(conn: Any) -> bool:
+    """Roll back what a borrower left open on a psycopg connection; False when
+    it cannot be reused (broken, or a result or COPY still streaming)."""
+    pgconn = conn.pgconn
+    if pgconn.status != _CONNECTION_OK:
+        return False
+    status = pgconn.transaction_status
+    if status in (_TRANS_INTRANS, _TRANS_INERROR):
+        try:
+            conn.rollback()
+        except Exception:
+            return False
+        return bool(pgconn.transaction_status == _TRANS_IDLE)
+    # ACTIVE: a result or a COPY is still streaming; UNKNOWN: broken.
+    return bool(status == _TRANS_IDLE)
 
 
 def _split_own_options(conninfo: str) -> tuple[str, dict[str, str]]:

@@ -153,16 +153,7 @@ class SQLiteDriver(Driver):
         return unfixable_sqlite_error(exc)
 
     def classify(self, exc: BaseException) -> ErrorKind:
-        if unfixable_sqlite_error(exc):
-            return ErrorKind.CONFIG
-        if isinstance(exc, sqlite3.ProgrammingError) and "closed" in str(exc):
-            return ErrorKind.NOT_SENT
-        if isinstance(exc, sqlite3.OperationalError) and (
-                "database is locked" in str(exc) or "database table is locked" in str(exc)):
-            return ErrorKind.RETRYABLE  # SQLITE_BUSY / SQLITE_LOCKED after the busy timeout
-        if isinstance(exc, sqlite3.Error):
-            return ErrorKind.QUERY
-        return ErrorKind.OTHER
+        return classify_sqlite_error(exc)
 
     def describe(self) -> str:
         return "sqlite :memory: (shared)" if self.memory else f"sqlite {self.database}"
@@ -171,3 +162,17 @@ class SQLiteDriver(Driver):
         if self._keeper is not None:
             self._keeper.close()
             self._keeper = None
+
+
+def classify_sqlite_error(exc: BaseException) -> ErrorKind:
+    """What an sqlite3 exception means; see ErrorKind."""
+    if unfixable_sqlite_error(exc):
+        return ErrorKind.CONFIG
+    if isinstance(exc, sqlite3.ProgrammingError) and "closed" in str(exc):
+        return ErrorKind.NOT_SENT
+    if isinstance(exc, sqlite3.OperationalError) and (
+            "database is locked" in str(exc) or "database table is locked" in str(exc)):
+        return ErrorKind.RETRYABLE  # SQLITE_BUSY / SQLITE_LOCKED after the busy timeout
+    if isinstance(exc, sqlite3.Error):
+        return ErrorKind.QUERY
+    return ErrorKind.OTHER
