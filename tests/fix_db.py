@@ -34,6 +34,14 @@ def _unavailable(what: str, exc: BaseException) -> None:
     pytest.skip(msg)
 
 
+def need_socket(path: str) -> str:
+    """Skip when the server has no unix socket here (e.g. a server in a container)."""
+    if not os.path.exists(path):
+        pytest.skip(f"no unix socket at {path} (set FASTPOOL_PG_SOCKET_DIR / "
+                    "FASTPOOL_MYSQL_SOCKET)")
+    return path
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on (connections are refused)."""
     with socket.socket() as s:

@@ -16,7 +16,7 @@ import pytest
 import fastpool
 from fastpool import ConfigError, ConnectError, ErrorKind, PoolTimeout
 from fastpool.drivers import _mysqlstatus_py, from_url
-from tests.fix_db import MYSQL_SOCKET, free_port, mysql_kill, mysql_query
+from tests.fix_db import MYSQL_SOCKET, free_port, mysql_kill, mysql_query, need_socket
 
 MySQLdb = pytest.importorskip("MySQLdb")
 
@@ -48,6 +48,7 @@ def test_url_and_options_reach_the_connection(make_mysql_pool, mysql_url):
 
 
 def test_unix_socket_and_mariadb_scheme(make_mysql_pool):
+    need_socket(MYSQL_SOCKET)
     pool = make_mysql_pool(f"mariadb://root@/test?unix_socket={MYSQL_SOCKET}")
     with pool.connection() as conn:
         assert "socket" in conn.get_host_info().lower()

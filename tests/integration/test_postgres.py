@@ -19,7 +19,13 @@ import pytest
 import fastpool
 from fastpool import ConfigError, ConnectError, ErrorKind, PoolTimeout
 from fastpool.drivers import PostgresDriver, from_url
-from tests.fix_db import PG_SOCKET_DIR, free_port, pg_backend_pids, pg_terminate
+from tests.fix_db import (
+    PG_SOCKET_DIR,
+    free_port,
+    need_socket,
+    pg_backend_pids,
+    pg_terminate,
+)
 
 psycopg = pytest.importorskip("psycopg")
 
@@ -81,6 +87,7 @@ def test_user_options_are_appended_to_the_startup_options(make_pg_pool):
 
 
 def test_unix_socket_directory_and_host_list(make_pg_pool):
+    need_socket(f"{PG_SOCKET_DIR}/.s.PGSQL.5432")
     sock = make_pg_pool(f"postgresql:///test?host={PG_SOCKET_DIR}&user=postgres")
     with sock.connection() as conn:
         assert conn.info.host == PG_SOCKET_DIR
