@@ -9,6 +9,7 @@ report (src/fastpool/_core.html) for profiling and debugging.
 """
 
 import os
+import subprocess
 import sys
 
 from Cython.Build import cythonize
@@ -27,12 +28,28 @@ extensions = [
         extra_compile_args=extra,
     ),
 ]
-if sys.platform != "win32":  # dlopen/dlsym; the ctypes twin serves Windows
+
+
+def mariadb_include_dirs() -> list[str]:
+    """Where MariaDB Connector/C's mysql.h is, or [] (optional: it only lets
+    _mysqlstatus also see an unread result; the build works without it)."""
+    try:
+        out = subprocess.run(["pkg-config", "--cflags-only-I", "libmariadb"],
+                             capture_output=True, text=True, check=True).stdout
+        dirs = [flag[2:] for flag in out.split() if flag.startswith("-I")]
+    except (OSError, subprocess.CalledProcessError):
+        dirs = ["/usr/include/mariadb", "/usr/local/include/mariadb"]
+    return [d for d in dirs if os.path.exists(os.path.join(d, "mysql.h"))][:1]
+
+
+if sys.platform != "win32":  # dlopen/dlsym; elsewhere the ctypes twin is used
+    mysql_h = mariadb_include_dirs()
     extensions.append(Extension(
         "fastpool._mysqlstatus",
         ["src/fastpool/_mysqlstatus.pyx"],
+        include_dirs=mysql_h,
         libraries=["dl"] if sys.platform.startswith("linux") else [],
-        define_macros=macros,
+        define_macros=macros + ([("FASTPOOL_MYSQL_H", "1")] if mysql_h else []),
         extra_compile_args=extra,
     ))
 

@@ -26,8 +26,9 @@ Scenarios (one pytest-benchmark group each):
 - ``drivers-mysql-unix``: MariaDB through mysqlclient over the unix socket: raw
   MySQLdb, fastpool (both forms), SQLAlchemy QueuePool (its default
   reset-on-return ROLLBACK is a round trip on MySQLdb) and DBUtils PooledDB
-  (default settings: ``ping()`` on every checkout and ROLLBACK on every
-  return, two round trips).
+  (default settings: ``ping(False)`` on every checkout and ROLLBACK on every
+  return, two round trips; mysqlclient's DeprecationWarning for that argument
+  is ignored, as it is outside pytest: see test_mysql_unix).
 
 Pinning (FACTS.md: a round trip costs 3x more when the scheduler puts the
 client and the server on different vCPUs, and it flips within seconds): the
@@ -51,8 +52,9 @@ cycles while the server side's context switches (voluntary + involuntary,
 ``/proc/<pid>[/task/<tid>]/status``) are counted; pinned to one CPU the server
 switches away exactly once per request it answers, so the count per cycle is
 the number of server round trips (extra_info ``server_round_trips_per_query``;
-1.00 is the query alone). For fastpool, extra_info also records the pool's
-probes and closes and how many cycles left the compiled fast path.
+1.00 is the query alone; unpinned it may undercount). For fastpool, extra_info
+also records the pool's probes and closes and how many cycles left the
+compiled fast path.
 
 Run (benchmarks are not tests: nothing here asserts anything about time)::
 
@@ -69,7 +71,7 @@ import os
 import statistics
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -143,21 +145,48 @@ def pinned_client() -> Iterator[None]:
     os.sched_setaffinity(0, before)
 
 
+class MariaDBPins:
+    """Pins every mariadbd thread to the benchmark's CPU and, at the end, gives
+    each its original affinity back (threads started meanwhile inherited the
+    pinned mask: they get the process's original one). A mariadbd restarted
+    meanwhile (a new pid) is pinned afresh and restored the same way."""
+
+    def __init__(self) -> None:
+        self.saved: dict[int, dict[int, set[int]]] = {}  # pid -> tid -> affinity
+
+    def pin(self) -> int | None:
+        """Pin the running mariadbd's threads; its pid, or None if not local."""
+        pid = _mariadbd_pid()
+        if pid is None or not PIN:
+            return pid
+        saved = self.saved.setdefault(pid, {})
+        with contextlib.suppress(OSError):  # the server may be restarting
+            for tid in _threads(pid):
+                with contextlib.suppress(OSError):
+                    if tid not in saved:
+                        saved[tid] = os.sched_getaffinity(tid)
+                    _pin(tid)
+        return pid
+
+    def restore(self) -> None:
+        for pid, saved in self.saved.items():
+            original = saved.get(pid)  # the main thread's (= the process's) affinity
+            with contextlib.suppress(OSError):  # gone: nothing to restore
+                for tid in _threads(pid):
+                    mask = saved.get(tid, original)
+                    if mask is not None:
+                        with contextlib.suppress(OSError):
+                            os.sched_setaffinity(tid, mask)
+
+
 @pytest.fixture(scope="module")
-def mariadbd() -> Iterator[int | None]:
-    """mariadbd's pid (None if not local); its threads' affinity is restored at the end."""
-    pid = _mariadbd_pid()
-    saved: dict[int, set[int]] = {}
-    if pid is not None:
-        for tid in _threads(pid):
-            with contextlib.suppress(OSError):
-                saved[tid] = os.sched_getaffinity(tid)
-    yield pid
-    if pid is not None and saved:
-        everything = os.sched_getaffinity(pid) | set().union(*saved.values())
-        for tid in _threads(pid):  # threads started meanwhile inherited the pinned mask
-            with contextlib.suppress(OSError):
-                os.sched_setaffinity(tid, saved.get(tid, everything))
+def mariadbd() -> Iterator[MariaDBPins]:
+    """Pinning of mariadbd (``taskset -apc``), undone when the module ends."""
+    pins = MariaDBPins()
+    try:
+        yield pins
+    finally:
+        pins.restore()
 
 
 # ---- contenders -----------------------------------------------------------
@@ -169,7 +198,6 @@ class Contender:
     native: Any  # the driver connection the contender's cycles use
     close: Callable[[], None]
     pool: Any = None  # a fastpool pool, for its stats
-    notes: dict[str, Any] = field(default_factory=dict)
 
 
 def _loop_raw(conn: Any) -> Callable[[], None]:
@@ -495,16 +523,13 @@ def test_pg_tcp(benchmark, pg_urls, name):
 @pytest.mark.filterwarnings("ignore:The reconnect parameter of ping:DeprecationWarning")
 @pytest.mark.parametrize("name", list(MYSQL_CONTENDERS))
 def test_mysql_unix(benchmark, mysql_url, mariadbd, name):
-    if mariadbd is None:
+    if _mariadbd_pid() is None:
         pytest.skip("mariadbd is not a local process: cannot pin it or count its round trips")
     contender = MYSQL_CONTENDERS[name](mysql_url)
     cur = contender.native.cursor()
     cur.execute("SELECT TID FROM information_schema.PROCESSLIST WHERE ID = CONNECTION_ID()")
     tid = cur.fetchone()[0]
     cur.close()
-    for t in _threads(mariadbd):  # the whole server: threads hand work to each other
-        with contextlib.suppress(OSError):
-            _pin(t)
-    benchmark.extra_info["server_pid"] = mariadbd
-    measure(benchmark, "drivers-mysql-unix", name, contender,
-            f"/proc/{mariadbd}/task/{tid}/status")
+    pid = mariadbd.pin()  # the whole server: its threads hand work to each other
+    benchmark.extra_info["server_pid"] = pid
+    measure(benchmark, "drivers-mysql-unix", name, contender, f"/proc/{pid}/task/{tid}/status")

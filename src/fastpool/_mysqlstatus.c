@@ -3,9 +3,18 @@
 /* BEGIN: Cython Metadata
 {
     "distutils": {
+        "define_macros": [
+            [
+                "FASTPOOL_MYSQL_H",
+                "1"
+            ]
+        ],
         "depends": [],
         "extra_compile_args": [
             "-O2"
+        ],
+        "include_dirs": [
+            "/usr/include/mariadb/"
         ],
         "libraries": [
             "dl"
@@ -1272,6 +1281,19 @@ static int __Pyx_init_tpflags_variables(void) {
 #define __PYX_HAVE_API__fastpool___mysqlstatus
 /* Early includes */
 #include <dlfcn.h>
+
+    #ifdef FASTPOOL_MYSQL_H
+    #include <mysql.h>
+    /* The client's own state: a result not yet read to its end (an unbuffered
+       cursor left half-read) leaves it out of MYSQL_STATUS_READY. The server
+       flags cannot tell: they are those of the last packet read. */
+    static int fp_mysql_busy(void *m) { return ((MYSQL *)m)->status != MYSQL_STATUS_READY; }
+    #define FP_SEES_UNREAD_RESULTS 1
+    #else
+    static int fp_mysql_busy(void *m) { (void)m; return 0; }
+    #define FP_SEES_UNREAD_RESULTS 0
+    #endif
+    
 #ifdef _OPENMP
 #include <omp.h>
 #endif /* _OPENMP */
@@ -1666,7 +1688,7 @@ static const char* const __pyx_f[] = {
 /*--- Type declarations ---*/
 struct __pyx_obj_8fastpool_12_mysqlstatus_ServerStatus;
 
-/* "fastpool/_mysqlstatus.pyx":31
+/* "fastpool/_mysqlstatus.pyx":49
  * 
  * # enum mariadb_value in MariaDB Connector/C's mysql.h (append-only, so stable).
  * cdef enum:             # <<<<<<<<<<<<<<
@@ -1676,10 +1698,11 @@ struct __pyx_obj_8fastpool_12_mysqlstatus_ServerStatus;
 enum  {
   __pyx_e_8fastpool_12_mysqlstatus_MARIADB_CONNECTION_SOCKET = 19,
   __pyx_e_8fastpool_12_mysqlstatus_MARIADB_CONNECTION_SERVER_STATUS = 30,
-  __pyx_e_8fastpool_12_mysqlstatus_SERVER_STATUS_IN_TRANS = 1
+  __pyx_e_8fastpool_12_mysqlstatus_SERVER_STATUS_IN_TRANS = 1,
+  __pyx_e_8fastpool_12_mysqlstatus_SERVER_MORE_RESULTS_EXIST = 8
 };
 
-/* "fastpool/_mysqlstatus.pyx":28
+/* "fastpool/_mysqlstatus.pyx":46
  * 
  * 
  * ctypedef char (*get_info_t)(void* mysql, int value, void* arg) noexcept nogil             # <<<<<<<<<<<<<<
@@ -1688,7 +1711,7 @@ enum  {
 */
 typedef char (*__pyx_t_8fastpool_12_mysqlstatus_get_info_t)(void *, int, void *);
 
-/* "fastpool/_mysqlstatus.pyx":65
+/* "fastpool/_mysqlstatus.pyx":88
  * 
  * 
  * @cython.final             # <<<<<<<<<<<<<<
@@ -2316,10 +2339,10 @@ static PyObject *__Pyx_Object_VectorcallMethodKwds(PyObject *name, PyObject *con
 #endif
 
 /* CIntToPy.proto */
-static CYTHON_INLINE PyObject* __Pyx_PyLong_From_char(char value);
+static CYTHON_INLINE PyObject* __Pyx_PyLong_From_int(int value);
 
 /* CIntToPy.proto */
-static CYTHON_INLINE PyObject* __Pyx_PyLong_From_int(int value);
+static CYTHON_INLINE PyObject* __Pyx_PyLong_From_char(char value);
 
 /* CIntToPy.proto */
 static CYTHON_INLINE PyObject* __Pyx_PyLong_From_long(long value);
@@ -2503,7 +2526,7 @@ namespace {
     __Pyx_CachedCFunction __pyx_umethod_PyDict_Type_items;
     __Pyx_CachedCFunction __pyx_umethod_PyDict_Type_pop;
     __Pyx_CachedCFunction __pyx_umethod_PyDict_Type_values;
-    PyObject *__pyx_string_tab[40];
+    PyObject *__pyx_string_tab[41];
     PyObject *__pyx_number_tab[4];
 /* #### Code section: module_state_contents ### */
 /* CodeObjectCache.module_state_decls */
@@ -2549,34 +2572,35 @@ static __pyx_mstatetype * const __pyx_mstate_global = &__pyx_mstate_global_stati
 #define __pyx_n_u_BROKEN __pyx_string_tab[9]
 #define __pyx_n_u_IDLE __pyx_string_tab[10]
 #define __pyx_n_u_IN_TRANSACTION __pyx_string_tab[11]
-#define __pyx_n_u_ServerStatus __pyx_string_tab[12]
-#define __pyx_n_u_CAPSULE_NAME __pyx_string_tab[13]
-#define __pyx_n_u_Pyx_PyDict_NextRef __pyx_string_tab[14]
-#define __pyx_n_u_getstate __pyx_string_tab[15]
-#define __pyx_n_u_main __pyx_string_tab[16]
-#define __pyx_n_u_module __pyx_string_tab[17]
-#define __pyx_n_u_name __pyx_string_tab[18]
-#define __pyx_n_u_pyx_state __pyx_string_tab[19]
-#define __pyx_n_u_qualname __pyx_string_tab[20]
-#define __pyx_n_u_reduce __pyx_string_tab[21]
-#define __pyx_n_u_reduce_cython __pyx_string_tab[22]
-#define __pyx_n_u_reduce_ex __pyx_string_tab[23]
-#define __pyx_n_u_set_name __pyx_string_tab[24]
-#define __pyx_n_u_setstate __pyx_string_tab[25]
-#define __pyx_n_u_setstate_cython __pyx_string_tab[26]
-#define __pyx_n_u_test __pyx_string_tab[27]
-#define __pyx_n_u_get_native_connection __pyx_string_tab[28]
-#define __pyx_n_u_bind __pyx_string_tab[29]
-#define __pyx_n_u_bound __pyx_string_tab[30]
-#define __pyx_n_u_cline_in_traceback __pyx_string_tab[31]
-#define __pyx_n_u_connection __pyx_string_tab[32]
-#define __pyx_n_u_fastpool__mysqlstatus __pyx_string_tab[33]
-#define __pyx_n_u_items __pyx_string_tab[34]
-#define __pyx_n_u_library __pyx_string_tab[35]
-#define __pyx_n_u_pop __pyx_string_tab[36]
-#define __pyx_n_u_setdefault __pyx_string_tab[37]
-#define __pyx_n_u_values __pyx_string_tab[38]
-#define __pyx_kp_b_mysql_connection_native_connect __pyx_string_tab[39]
+#define __pyx_n_u_SEES_UNREAD_RESULTS __pyx_string_tab[12]
+#define __pyx_n_u_ServerStatus __pyx_string_tab[13]
+#define __pyx_n_u_CAPSULE_NAME __pyx_string_tab[14]
+#define __pyx_n_u_Pyx_PyDict_NextRef __pyx_string_tab[15]
+#define __pyx_n_u_getstate __pyx_string_tab[16]
+#define __pyx_n_u_main __pyx_string_tab[17]
+#define __pyx_n_u_module __pyx_string_tab[18]
+#define __pyx_n_u_name __pyx_string_tab[19]
+#define __pyx_n_u_pyx_state __pyx_string_tab[20]
+#define __pyx_n_u_qualname __pyx_string_tab[21]
+#define __pyx_n_u_reduce __pyx_string_tab[22]
+#define __pyx_n_u_reduce_cython __pyx_string_tab[23]
+#define __pyx_n_u_reduce_ex __pyx_string_tab[24]
+#define __pyx_n_u_set_name __pyx_string_tab[25]
+#define __pyx_n_u_setstate __pyx_string_tab[26]
+#define __pyx_n_u_setstate_cython __pyx_string_tab[27]
+#define __pyx_n_u_test __pyx_string_tab[28]
+#define __pyx_n_u_get_native_connection __pyx_string_tab[29]
+#define __pyx_n_u_bind __pyx_string_tab[30]
+#define __pyx_n_u_bound __pyx_string_tab[31]
+#define __pyx_n_u_cline_in_traceback __pyx_string_tab[32]
+#define __pyx_n_u_connection __pyx_string_tab[33]
+#define __pyx_n_u_fastpool__mysqlstatus __pyx_string_tab[34]
+#define __pyx_n_u_items __pyx_string_tab[35]
+#define __pyx_n_u_library __pyx_string_tab[36]
+#define __pyx_n_u_pop __pyx_string_tab[37]
+#define __pyx_n_u_setdefault __pyx_string_tab[38]
+#define __pyx_n_u_values __pyx_string_tab[39]
+#define __pyx_kp_b_mysql_connection_native_connect __pyx_string_tab[40]
 #define __pyx_int_0 __pyx_number_tab[0]
 #define __pyx_int_neg_1 __pyx_number_tab[1]
 #define __pyx_int_1 __pyx_number_tab[2]
@@ -2600,7 +2624,7 @@ static CYTHON_SMALL_CODE int __pyx_m_clear(PyObject *m) {
   Py_CLEAR(clear_module_state->__pyx_umethod_PyDict_Type_items.method);
   Py_CLEAR(clear_module_state->__pyx_umethod_PyDict_Type_pop.method);
   Py_CLEAR(clear_module_state->__pyx_umethod_PyDict_Type_values.method);
-  for (int i=0; i<40; ++i) { Py_CLEAR(clear_module_state->__pyx_string_tab[i]); }
+  for (int i=0; i<41; ++i) { Py_CLEAR(clear_module_state->__pyx_string_tab[i]); }
   for (int i=0; i<4; ++i) { Py_CLEAR(clear_module_state->__pyx_number_tab[i]); }
 /* #### Code section: module_state_clear_contents ### */
 /* #### Code section: module_state_clear_end ### */
@@ -2623,7 +2647,7 @@ static CYTHON_SMALL_CODE int __pyx_m_traverse(PyObject *m, visitproc visit, void
   Py_VISIT(traverse_module_state->__pyx_umethod_PyDict_Type_items.method);
   Py_VISIT(traverse_module_state->__pyx_umethod_PyDict_Type_pop.method);
   Py_VISIT(traverse_module_state->__pyx_umethod_PyDict_Type_values.method);
-  for (int i=0; i<40; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_string_tab[i]); }
+  for (int i=0; i<41; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_string_tab[i]); }
   for (int i=0; i<4; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_number_tab[i]); }
 /* #### Code section: module_state_traverse_contents ### */
 /* #### Code section: module_state_traverse_end ### */
@@ -2632,7 +2656,7 @@ return 0;
 #endif
 /* #### Code section: module_code ### */
 
-/* "fastpool/_mysqlstatus.pyx":45
+/* "fastpool/_mysqlstatus.pyx":68
  * 
  * 
  * def bind(str library):             # <<<<<<<<<<<<<<
@@ -2680,32 +2704,32 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_library,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 45, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 68, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 45, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 68, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "bind", 0) < (0)) __PYX_ERR(0, 45, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "bind", 0) < (0)) __PYX_ERR(0, 68, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 1; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("bind", 1, 1, 1, i); __PYX_ERR(0, 45, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("bind", 1, 1, 1, i); __PYX_ERR(0, 68, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 1)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 45, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 68, __pyx_L3_error)
     }
     __pyx_v_library = ((PyObject*)values[0]);
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("bind", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 45, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("bind", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 68, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -2716,7 +2740,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   __Pyx_RefNannyFinishContext();
   return NULL;
   __pyx_L4_argument_unpacking_done:;
-  if (unlikely(!__Pyx_ArgTypeTest(((PyObject *)__pyx_v_library), (&PyUnicode_Type), 1, "library", 1))) __PYX_ERR(0, 45, __pyx_L1_error)
+  if (unlikely(!__Pyx_ArgTypeTest(((PyObject *)__pyx_v_library), (&PyUnicode_Type), 1, "library", 1))) __PYX_ERR(0, 68, __pyx_L1_error)
   __pyx_r = __pyx_pf_8fastpool_12_mysqlstatus_bind(__pyx_self, __pyx_v_library);
 
   /* function exit code */
@@ -2750,7 +2774,7 @@ static PyObject *__pyx_pf_8fastpool_12_mysqlstatus_bind(CYTHON_UNUSED PyObject *
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("bind", 0);
 
-  /* "fastpool/_mysqlstatus.pyx":49
+  /* "fastpool/_mysqlstatus.pyx":72
  *     ``_mysql`` extension, whose dependencies are searched too). True if found."""
  *     global _get_info
  *     cdef bytes path = library.encode()             # <<<<<<<<<<<<<<
@@ -2759,25 +2783,25 @@ static PyObject *__pyx_pf_8fastpool_12_mysqlstatus_bind(CYTHON_UNUSED PyObject *
 */
   if (unlikely(__pyx_v_library == Py_None)) {
     PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "encode");
-    __PYX_ERR(0, 49, __pyx_L1_error)
+    __PYX_ERR(0, 72, __pyx_L1_error)
   }
-  __pyx_t_1 = PyUnicode_AsEncodedString(__pyx_v_library, NULL, NULL); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 49, __pyx_L1_error)
+  __pyx_t_1 = PyUnicode_AsEncodedString(__pyx_v_library, NULL, NULL); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 72, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
   __pyx_v_path = ((PyObject*)__pyx_t_1);
   __pyx_t_1 = 0;
 
-  /* "fastpool/_mysqlstatus.pyx":50
+  /* "fastpool/_mysqlstatus.pyx":73
  *     global _get_info
  *     cdef bytes path = library.encode()
  *     cdef void* handle = dlopen(path, RTLD_NOW | RTLD_NOLOAD)             # <<<<<<<<<<<<<<
  *     if handle == NULL:
  *         return False
 */
-  __pyx_t_2 = __Pyx_PyBytes_AsString(__pyx_v_path); if (unlikely((!__pyx_t_2) && PyErr_Occurred())) __PYX_ERR(0, 50, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyBytes_AsString(__pyx_v_path); if (unlikely((!__pyx_t_2) && PyErr_Occurred())) __PYX_ERR(0, 73, __pyx_L1_error)
   __pyx_v_handle = dlopen(__pyx_t_2, (RTLD_NOW | RTLD_NOLOAD));
 
 
-  /* "fastpool/_mysqlstatus.pyx":51
+  /* "fastpool/_mysqlstatus.pyx":74
  *     cdef bytes path = library.encode()
  *     cdef void* handle = dlopen(path, RTLD_NOW | RTLD_NOLOAD)
  *     if handle == NULL:             # <<<<<<<<<<<<<<
@@ -2789,7 +2813,7 @@ static PyObject *__pyx_pf_8fastpool_12_mysqlstatus_bind(CYTHON_UNUSED PyObject *
   if (__pyx_t_3) {
 
 
-    /* "fastpool/_mysqlstatus.pyx":52
+    /* "fastpool/_mysqlstatus.pyx":75
  *     cdef void* handle = dlopen(path, RTLD_NOW | RTLD_NOLOAD)
  *     if handle == NULL:
  *         return False             # <<<<<<<<<<<<<<
@@ -2807,7 +2831,7 @@ static PyObject *__pyx_pf_8fastpool_12_mysqlstatus_bind(CYTHON_UNUSED PyObject *
     }
     goto __pyx_L0;
 
-    /* "fastpool/_mysqlstatus.pyx":51
+    /* "fastpool/_mysqlstatus.pyx":74
  *     cdef bytes path = library.encode()
  *     cdef void* handle = dlopen(path, RTLD_NOW | RTLD_NOLOAD)
  *     if handle == NULL:             # <<<<<<<<<<<<<<
@@ -2816,7 +2840,7 @@ static PyObject *__pyx_pf_8fastpool_12_mysqlstatus_bind(CYTHON_UNUSED PyObject *
 */
   }
 
-  /* "fastpool/_mysqlstatus.pyx":53
+  /* "fastpool/_mysqlstatus.pyx":76
  *     if handle == NULL:
  *         return False
  *     cdef void* fn = dlsym(handle, b"mariadb_get_info")             # <<<<<<<<<<<<<<
@@ -2825,7 +2849,7 @@ static PyObject *__pyx_pf_8fastpool_12_mysqlstatus_bind(CYTHON_UNUSED PyObject *
 */
   __pyx_v_fn = dlsym(__pyx_v_handle, __pyx_k_mariadb_get_info);
 
-  /* "fastpool/_mysqlstatus.pyx":54
+  /* "fastpool/_mysqlstatus.pyx":77
  *         return False
  *     cdef void* fn = dlsym(handle, b"mariadb_get_info")
  *     if fn == NULL:             # <<<<<<<<<<<<<<
@@ -2837,7 +2861,7 @@ static PyObject *__pyx_pf_8fastpool_12_mysqlstatus_bind(CYTHON_UNUSED PyObject *
   if (__pyx_t_3) {
 
 
-    /* "fastpool/_mysqlstatus.pyx":55
+    /* "fastpool/_mysqlstatus.pyx":78
  *     cdef void* fn = dlsym(handle, b"mariadb_get_info")
  *     if fn == NULL:
  *         return False             # <<<<<<<<<<<<<<
@@ -2855,7 +2879,7 @@ static PyObject *__pyx_pf_8fastpool_12_mysqlstatus_bind(CYTHON_UNUSED PyObject *
     }
     goto __pyx_L0;
 
-    /* "fastpool/_mysqlstatus.pyx":54
+    /* "fastpool/_mysqlstatus.pyx":77
  *         return False
  *     cdef void* fn = dlsym(handle, b"mariadb_get_info")
  *     if fn == NULL:             # <<<<<<<<<<<<<<
@@ -2864,7 +2888,7 @@ static PyObject *__pyx_pf_8fastpool_12_mysqlstatus_bind(CYTHON_UNUSED PyObject *
 */
   }
 
-  /* "fastpool/_mysqlstatus.pyx":56
+  /* "fastpool/_mysqlstatus.pyx":79
  *     if fn == NULL:
  *         return False
  *     _get_info = <get_info_t>fn             # <<<<<<<<<<<<<<
@@ -2873,7 +2897,7 @@ static PyObject *__pyx_pf_8fastpool_12_mysqlstatus_bind(CYTHON_UNUSED PyObject *
 */
   __pyx_v_8fastpool_12_mysqlstatus__get_info = ((__pyx_t_8fastpool_12_mysqlstatus_get_info_t)__pyx_v_fn);
 
-  /* "fastpool/_mysqlstatus.pyx":57
+  /* "fastpool/_mysqlstatus.pyx":80
  *         return False
  *     _get_info = <get_info_t>fn
  *     return True             # <<<<<<<<<<<<<<
@@ -2891,7 +2915,7 @@ static PyObject *__pyx_pf_8fastpool_12_mysqlstatus_bind(CYTHON_UNUSED PyObject *
   }
   goto __pyx_L0;
 
-  /* "fastpool/_mysqlstatus.pyx":45
+  /* "fastpool/_mysqlstatus.pyx":68
  * 
  * 
  * def bind(str library):             # <<<<<<<<<<<<<<
@@ -2913,7 +2937,7 @@ static PyObject *__pyx_pf_8fastpool_12_mysqlstatus_bind(CYTHON_UNUSED PyObject *
   return __pyx_r;
 }
 
-/* "fastpool/_mysqlstatus.pyx":60
+/* "fastpool/_mysqlstatus.pyx":83
  * 
  * 
  * def bound():             # <<<<<<<<<<<<<<
@@ -2947,14 +2971,14 @@ static PyObject *__pyx_pf_8fastpool_12_mysqlstatus_2bound(CYTHON_UNUSED PyObject
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("bound", 0);
 
-  /* "fastpool/_mysqlstatus.pyx":62
+  /* "fastpool/_mysqlstatus.pyx":85
  * def bound():
  *     """True once ``bind`` has found the function."""
  *     return _get_info != NULL             # <<<<<<<<<<<<<<
  * 
  * 
 */
-  __pyx_t_1 = __Pyx_PyBool_FromLong((__pyx_v_8fastpool_12_mysqlstatus__get_info != NULL)); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 62, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_PyBool_FromLong((__pyx_v_8fastpool_12_mysqlstatus__get_info != NULL)); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 85, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
   {
     PyObject *__pyx_temp;
@@ -2967,7 +2991,7 @@ static PyObject *__pyx_pf_8fastpool_12_mysqlstatus_2bound(CYTHON_UNUSED PyObject
   __pyx_t_1 = 0;
   goto __pyx_L0;
 
-  /* "fastpool/_mysqlstatus.pyx":60
+  /* "fastpool/_mysqlstatus.pyx":83
  * 
  * 
  * def bound():             # <<<<<<<<<<<<<<
@@ -2986,7 +3010,7 @@ static PyObject *__pyx_pf_8fastpool_12_mysqlstatus_2bound(CYTHON_UNUSED PyObject
   return __pyx_r;
 }
 
-/* "fastpool/_mysqlstatus.pyx":75
+/* "fastpool/_mysqlstatus.pyx":98
  *     cdef readonly object connection
  * 
  *     def __cinit__(self, connection):             # <<<<<<<<<<<<<<
@@ -3032,32 +3056,32 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_connection,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL_TPNEW(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 75, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 98, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL_TPNEW(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 75, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 98, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__cinit__", 0) < (0)) __PYX_ERR(0, 75, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__cinit__", 0) < (0)) __PYX_ERR(0, 98, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 1; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__cinit__", 1, 1, 1, i); __PYX_ERR(0, 75, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__cinit__", 1, 1, 1, i); __PYX_ERR(0, 98, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 1)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL_TPNEW(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 75, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 98, __pyx_L3_error)
     }
     __pyx_v_connection = values[0];
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("__cinit__", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 75, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("__cinit__", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 98, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -3093,7 +3117,7 @@ static int __pyx_pf_8fastpool_12_mysqlstatus_12ServerStatus___cinit__(struct __p
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__cinit__", 0);
 
-  /* "fastpool/_mysqlstatus.pyx":76
+  /* "fastpool/_mysqlstatus.pyx":99
  * 
  *     def __cinit__(self, connection):
  *         if _get_info == NULL:             # <<<<<<<<<<<<<<
@@ -3105,7 +3129,7 @@ static int __pyx_pf_8fastpool_12_mysqlstatus_12ServerStatus___cinit__(struct __p
   if (unlikely(__pyx_t_1)) {
 
 
-    /* "fastpool/_mysqlstatus.pyx":77
+    /* "fastpool/_mysqlstatus.pyx":100
  *     def __cinit__(self, connection):
  *         if _get_info == NULL:
  *             raise RuntimeError("fastpool._mysqlstatus: bind() found no mariadb_get_info")             # <<<<<<<<<<<<<<
@@ -3118,14 +3142,14 @@ static int __pyx_pf_8fastpool_12_mysqlstatus_12ServerStatus___cinit__(struct __p
       PyObject *__pyx_callargs[2] = {__pyx_t_3, __pyx_mstate_global->__pyx_kp_u_fastpool__mysqlstatus_bind_found};
       __pyx_t_2 = __Pyx_PyObject_FastCall((PyObject*)(((PyTypeObject*)PyExc_RuntimeError)), __pyx_callargs+__pyx_t_4, (2-__pyx_t_4) | (__pyx_t_4*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
-      if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 77, __pyx_L1_error)
+      if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 100, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_2);
     }
     __Pyx_Raise(__pyx_t_2, 0, 0, 0);
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-    __PYX_ERR(0, 77, __pyx_L1_error)
+    __PYX_ERR(0, 100, __pyx_L1_error)
 
-    /* "fastpool/_mysqlstatus.pyx":76
+    /* "fastpool/_mysqlstatus.pyx":99
  * 
  *     def __cinit__(self, connection):
  *         if _get_info == NULL:             # <<<<<<<<<<<<<<
@@ -3134,7 +3158,7 @@ static int __pyx_pf_8fastpool_12_mysqlstatus_12ServerStatus___cinit__(struct __p
 */
   }
 
-  /* "fastpool/_mysqlstatus.pyx":78
+  /* "fastpool/_mysqlstatus.pyx":101
  *         if _get_info == NULL:
  *             raise RuntimeError("fastpool._mysqlstatus: bind() found no mariadb_get_info")
  *         capsule = connection._get_native_connection()             # <<<<<<<<<<<<<<
@@ -3148,28 +3172,28 @@ static int __pyx_pf_8fastpool_12_mysqlstatus_12ServerStatus___cinit__(struct __p
     PyObject *__pyx_callargs[2] = {__pyx_t_3, NULL};
     __pyx_t_2 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_get_native_connection, __pyx_callargs+__pyx_t_4, (1-__pyx_t_4) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
-    if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 78, __pyx_L1_error)
+    if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 101, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
   }
   __pyx_v_capsule = __pyx_t_2;
   __pyx_t_2 = 0;
 
-  /* "fastpool/_mysqlstatus.pyx":79
+  /* "fastpool/_mysqlstatus.pyx":102
  *             raise RuntimeError("fastpool._mysqlstatus: bind() found no mariadb_get_info")
  *         capsule = connection._get_native_connection()
  *         self.mysql = PyCapsule_GetPointer(capsule, _CAPSULE_NAME)             # <<<<<<<<<<<<<<
  *         self.connection = connection
  * 
 */
-  __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_CAPSULE_NAME); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 79, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_CAPSULE_NAME); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 102, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_5 = __Pyx_PyObject_AsString(__pyx_t_2); if (unlikely((!__pyx_t_5) && PyErr_Occurred())) __PYX_ERR(0, 79, __pyx_L1_error)
-  __pyx_t_6 = PyCapsule_GetPointer(__pyx_v_capsule, __pyx_t_5); if (unlikely(__pyx_t_6 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 79, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyObject_AsString(__pyx_t_2); if (unlikely((!__pyx_t_5) && PyErr_Occurred())) __PYX_ERR(0, 102, __pyx_L1_error)
+  __pyx_t_6 = PyCapsule_GetPointer(__pyx_v_capsule, __pyx_t_5); if (unlikely(__pyx_t_6 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 102, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
   __pyx_v_self->mysql = __pyx_t_6;
 
-  /* "fastpool/_mysqlstatus.pyx":80
+  /* "fastpool/_mysqlstatus.pyx":103
  *         capsule = connection._get_native_connection()
  *         self.mysql = PyCapsule_GetPointer(capsule, _CAPSULE_NAME)
  *         self.connection = connection             # <<<<<<<<<<<<<<
@@ -3181,7 +3205,7 @@ static int __pyx_pf_8fastpool_12_mysqlstatus_12ServerStatus___cinit__(struct __p
   __Pyx_GOTREF(__pyx_v_self->connection);
   __Pyx_DECREF_SET(__pyx_v_self->connection, __pyx_v_connection);
 
-  /* "fastpool/_mysqlstatus.pyx":75
+  /* "fastpool/_mysqlstatus.pyx":98
  *     cdef readonly object connection
  * 
  *     def __cinit__(self, connection):             # <<<<<<<<<<<<<<
@@ -3204,12 +3228,12 @@ static int __pyx_pf_8fastpool_12_mysqlstatus_12ServerStatus___cinit__(struct __p
   return __pyx_r;
 }
 
-/* "fastpool/_mysqlstatus.pyx":82
+/* "fastpool/_mysqlstatus.pyx":105
  *         self.connection = connection
  * 
  *     @property             # <<<<<<<<<<<<<<
  *     def trans(self):
- *         """0 idle, 1 in a transaction, 2 broken (the client closed the socket)."""
+ *         """0 idle; 1 not idle (a transaction open, more results pending, a
 */
 
 /* Python wrapper */
@@ -3241,17 +3265,17 @@ static PyObject *__pyx_pf_8fastpool_12_mysqlstatus_12ServerStatus_5trans___get__
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__get__", 0);
 
-  /* "fastpool/_mysqlstatus.pyx":85
- *     def trans(self):
- *         """0 idle, 1 in a transaction, 2 broken (the client closed the socket)."""
+  /* "fastpool/_mysqlstatus.pyx":109
+ *         """0 idle; 1 not idle (a transaction open, more results pending, a
+ *         result unread); 2 broken (the client dropped the socket)."""
  *         cdef unsigned int flags = 0             # <<<<<<<<<<<<<<
  *         cdef int sock = -1
  *         if _get_info(self.mysql, MARIADB_CONNECTION_SOCKET, &sock) or sock < 0:
 */
   __pyx_v_flags = 0;
 
-  /* "fastpool/_mysqlstatus.pyx":86
- *         """0 idle, 1 in a transaction, 2 broken (the client closed the socket)."""
+  /* "fastpool/_mysqlstatus.pyx":110
+ *         result unread); 2 broken (the client dropped the socket)."""
  *         cdef unsigned int flags = 0
  *         cdef int sock = -1             # <<<<<<<<<<<<<<
  *         if _get_info(self.mysql, MARIADB_CONNECTION_SOCKET, &sock) or sock < 0:
@@ -3259,7 +3283,7 @@ static PyObject *__pyx_pf_8fastpool_12_mysqlstatus_12ServerStatus_5trans___get__
 */
   __pyx_v_sock = -1;
 
-  /* "fastpool/_mysqlstatus.pyx":87
+  /* "fastpool/_mysqlstatus.pyx":111
  *         cdef unsigned int flags = 0
  *         cdef int sock = -1
  *         if _get_info(self.mysql, MARIADB_CONNECTION_SOCKET, &sock) or sock < 0:             # <<<<<<<<<<<<<<
@@ -3285,14 +3309,14 @@ static PyObject *__pyx_pf_8fastpool_12_mysqlstatus_12ServerStatus_5trans___get__
   if (__pyx_t_1) {
 
 
-    /* "fastpool/_mysqlstatus.pyx":88
+    /* "fastpool/_mysqlstatus.pyx":112
  *         cdef int sock = -1
  *         if _get_info(self.mysql, MARIADB_CONNECTION_SOCKET, &sock) or sock < 0:
  *             return BROKEN             # <<<<<<<<<<<<<<
  *         if _get_info(self.mysql, MARIADB_CONNECTION_SERVER_STATUS, &flags):
  *             return BROKEN
 */
-    __Pyx_GetModuleGlobalName(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_BROKEN); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 88, __pyx_L1_error)
+    __Pyx_GetModuleGlobalName(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_BROKEN); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 112, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
     {
       PyObject *__pyx_temp;
@@ -3305,7 +3329,7 @@ static PyObject *__pyx_pf_8fastpool_12_mysqlstatus_12ServerStatus_5trans___get__
     __pyx_t_3 = 0;
     goto __pyx_L0;
 
-    /* "fastpool/_mysqlstatus.pyx":87
+    /* "fastpool/_mysqlstatus.pyx":111
  *         cdef unsigned int flags = 0
  *         cdef int sock = -1
  *         if _get_info(self.mysql, MARIADB_CONNECTION_SOCKET, &sock) or sock < 0:             # <<<<<<<<<<<<<<
@@ -3314,26 +3338,26 @@ static PyObject *__pyx_pf_8fastpool_12_mysqlstatus_12ServerStatus_5trans___get__
 */
   }
 
-  /* "fastpool/_mysqlstatus.pyx":89
+  /* "fastpool/_mysqlstatus.pyx":113
  *         if _get_info(self.mysql, MARIADB_CONNECTION_SOCKET, &sock) or sock < 0:
  *             return BROKEN
  *         if _get_info(self.mysql, MARIADB_CONNECTION_SERVER_STATUS, &flags):             # <<<<<<<<<<<<<<
  *             return BROKEN
- *         return IN_TRANSACTION if flags & SERVER_STATUS_IN_TRANS else IDLE
+ *         if flags & (SERVER_STATUS_IN_TRANS | SERVER_MORE_RESULTS_EXIST):
 */
   __pyx_t_1 = (__pyx_v_8fastpool_12_mysqlstatus__get_info(__pyx_v_self->mysql, __pyx_e_8fastpool_12_mysqlstatus_MARIADB_CONNECTION_SERVER_STATUS, (&__pyx_v_flags)) != 0);
 
   if (__pyx_t_1) {
 
 
-    /* "fastpool/_mysqlstatus.pyx":90
+    /* "fastpool/_mysqlstatus.pyx":114
  *             return BROKEN
  *         if _get_info(self.mysql, MARIADB_CONNECTION_SERVER_STATUS, &flags):
  *             return BROKEN             # <<<<<<<<<<<<<<
- *         return IN_TRANSACTION if flags & SERVER_STATUS_IN_TRANS else IDLE
- * 
+ *         if flags & (SERVER_STATUS_IN_TRANS | SERVER_MORE_RESULTS_EXIST):
+ *             return IN_TRANSACTION
 */
-    __Pyx_GetModuleGlobalName(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_BROKEN); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 90, __pyx_L1_error)
+    __Pyx_GetModuleGlobalName(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_BROKEN); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 114, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
     {
       PyObject *__pyx_temp;
@@ -3346,31 +3370,72 @@ static PyObject *__pyx_pf_8fastpool_12_mysqlstatus_12ServerStatus_5trans___get__
     __pyx_t_3 = 0;
     goto __pyx_L0;
 
-    /* "fastpool/_mysqlstatus.pyx":89
+    /* "fastpool/_mysqlstatus.pyx":113
  *         if _get_info(self.mysql, MARIADB_CONNECTION_SOCKET, &sock) or sock < 0:
  *             return BROKEN
  *         if _get_info(self.mysql, MARIADB_CONNECTION_SERVER_STATUS, &flags):             # <<<<<<<<<<<<<<
  *             return BROKEN
- *         return IN_TRANSACTION if flags & SERVER_STATUS_IN_TRANS else IDLE
+ *         if flags & (SERVER_STATUS_IN_TRANS | SERVER_MORE_RESULTS_EXIST):
 */
   }
 
-  /* "fastpool/_mysqlstatus.pyx":91
+  /* "fastpool/_mysqlstatus.pyx":115
  *         if _get_info(self.mysql, MARIADB_CONNECTION_SERVER_STATUS, &flags):
  *             return BROKEN
- *         return IN_TRANSACTION if flags & SERVER_STATUS_IN_TRANS else IDLE             # <<<<<<<<<<<<<<
+ *         if flags & (SERVER_STATUS_IN_TRANS | SERVER_MORE_RESULTS_EXIST):             # <<<<<<<<<<<<<<
+ *             return IN_TRANSACTION
+ *         return IN_TRANSACTION if fp_mysql_busy(self.mysql) else IDLE
+*/
+  __pyx_t_1 = ((__pyx_v_flags & (__pyx_e_8fastpool_12_mysqlstatus_SERVER_STATUS_IN_TRANS | __pyx_e_8fastpool_12_mysqlstatus_SERVER_MORE_RESULTS_EXIST)) != 0);
+
+  if (__pyx_t_1) {
+
+
+    /* "fastpool/_mysqlstatus.pyx":116
+ *             return BROKEN
+ *         if flags & (SERVER_STATUS_IN_TRANS | SERVER_MORE_RESULTS_EXIST):
+ *             return IN_TRANSACTION             # <<<<<<<<<<<<<<
+ *         return IN_TRANSACTION if fp_mysql_busy(self.mysql) else IDLE
+ * 
+*/
+    __Pyx_GetModuleGlobalName(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_IN_TRANSACTION); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 116, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_3);
+    {
+      PyObject *__pyx_temp;
+      {
+        __pyx_temp = __pyx_r;
+        __pyx_r = __pyx_t_3;
+      }
+      __Pyx_XDECREF(__pyx_temp);
+    }
+    __pyx_t_3 = 0;
+    goto __pyx_L0;
+
+    /* "fastpool/_mysqlstatus.pyx":115
+ *         if _get_info(self.mysql, MARIADB_CONNECTION_SERVER_STATUS, &flags):
+ *             return BROKEN
+ *         if flags & (SERVER_STATUS_IN_TRANS | SERVER_MORE_RESULTS_EXIST):             # <<<<<<<<<<<<<<
+ *             return IN_TRANSACTION
+ *         return IN_TRANSACTION if fp_mysql_busy(self.mysql) else IDLE
+*/
+  }
+
+  /* "fastpool/_mysqlstatus.pyx":117
+ *         if flags & (SERVER_STATUS_IN_TRANS | SERVER_MORE_RESULTS_EXIST):
+ *             return IN_TRANSACTION
+ *         return IN_TRANSACTION if fp_mysql_busy(self.mysql) else IDLE             # <<<<<<<<<<<<<<
  * 
  *     @property
 */
-  __pyx_t_1 = ((__pyx_v_flags & __pyx_e_8fastpool_12_mysqlstatus_SERVER_STATUS_IN_TRANS) != 0);
+  __pyx_t_1 = (fp_mysql_busy(__pyx_v_self->mysql) != 0);
 
   if (__pyx_t_1) {
-    __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_IN_TRANSACTION); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 91, __pyx_L1_error)
+    __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_IN_TRANSACTION); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 117, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_4);
     __pyx_t_3 = __pyx_t_4;
     __pyx_t_4 = 0;
   } else {
-    __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_IDLE); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 91, __pyx_L1_error)
+    __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_IDLE); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 117, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_4);
     __pyx_t_3 = __pyx_t_4;
     __pyx_t_4 = 0;
@@ -3387,12 +3452,12 @@ static PyObject *__pyx_pf_8fastpool_12_mysqlstatus_12ServerStatus_5trans___get__
   __pyx_t_3 = 0;
   goto __pyx_L0;
 
-  /* "fastpool/_mysqlstatus.pyx":82
+  /* "fastpool/_mysqlstatus.pyx":105
  *         self.connection = connection
  * 
  *     @property             # <<<<<<<<<<<<<<
  *     def trans(self):
- *         """0 idle, 1 in a transaction, 2 broken (the client closed the socket)."""
+ *         """0 idle; 1 not idle (a transaction open, more results pending, a
 */
 
   /* function exit code */
@@ -3409,8 +3474,8 @@ static PyObject *__pyx_pf_8fastpool_12_mysqlstatus_12ServerStatus_5trans___get__
   return __pyx_r;
 }
 
-/* "fastpool/_mysqlstatus.pyx":93
- *         return IN_TRANSACTION if flags & SERVER_STATUS_IN_TRANS else IDLE
+/* "fastpool/_mysqlstatus.pyx":119
+ *         return IN_TRANSACTION if fp_mysql_busy(self.mysql) else IDLE
  * 
  *     @property             # <<<<<<<<<<<<<<
  *     def socket(self):
@@ -3443,7 +3508,7 @@ static PyObject *__pyx_pf_8fastpool_12_mysqlstatus_12ServerStatus_6socket___get_
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__get__", 0);
 
-  /* "fastpool/_mysqlstatus.pyx":96
+  /* "fastpool/_mysqlstatus.pyx":122
  *     def socket(self):
  *         """The connection's socket descriptor, -1 once the client dropped it."""
  *         cdef int sock = -1             # <<<<<<<<<<<<<<
@@ -3452,7 +3517,7 @@ static PyObject *__pyx_pf_8fastpool_12_mysqlstatus_12ServerStatus_6socket___get_
 */
   __pyx_v_sock = -1;
 
-  /* "fastpool/_mysqlstatus.pyx":97
+  /* "fastpool/_mysqlstatus.pyx":123
  *         """The connection's socket descriptor, -1 once the client dropped it."""
  *         cdef int sock = -1
  *         if _get_info(self.mysql, MARIADB_CONNECTION_SOCKET, &sock):             # <<<<<<<<<<<<<<
@@ -3464,7 +3529,7 @@ static PyObject *__pyx_pf_8fastpool_12_mysqlstatus_12ServerStatus_6socket___get_
   if (__pyx_t_1) {
 
 
-    /* "fastpool/_mysqlstatus.pyx":98
+    /* "fastpool/_mysqlstatus.pyx":124
  *         cdef int sock = -1
  *         if _get_info(self.mysql, MARIADB_CONNECTION_SOCKET, &sock):
  *             return -1             # <<<<<<<<<<<<<<
@@ -3481,7 +3546,7 @@ static PyObject *__pyx_pf_8fastpool_12_mysqlstatus_12ServerStatus_6socket___get_
     }
     goto __pyx_L0;
 
-    /* "fastpool/_mysqlstatus.pyx":97
+    /* "fastpool/_mysqlstatus.pyx":123
  *         """The connection's socket descriptor, -1 once the client dropped it."""
  *         cdef int sock = -1
  *         if _get_info(self.mysql, MARIADB_CONNECTION_SOCKET, &sock):             # <<<<<<<<<<<<<<
@@ -3490,12 +3555,12 @@ static PyObject *__pyx_pf_8fastpool_12_mysqlstatus_12ServerStatus_6socket___get_
 */
   }
 
-  /* "fastpool/_mysqlstatus.pyx":99
+  /* "fastpool/_mysqlstatus.pyx":125
  *         if _get_info(self.mysql, MARIADB_CONNECTION_SOCKET, &sock):
  *             return -1
  *         return sock             # <<<<<<<<<<<<<<
 */
-  __pyx_t_2 = __Pyx_PyLong_From_int(__pyx_v_sock); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 99, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyLong_From_int(__pyx_v_sock); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 125, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   {
     PyObject *__pyx_temp;
@@ -3508,8 +3573,8 @@ static PyObject *__pyx_pf_8fastpool_12_mysqlstatus_12ServerStatus_6socket___get_
   __pyx_t_2 = 0;
   goto __pyx_L0;
 
-  /* "fastpool/_mysqlstatus.pyx":93
- *         return IN_TRANSACTION if flags & SERVER_STATUS_IN_TRANS else IDLE
+  /* "fastpool/_mysqlstatus.pyx":119
+ *         return IN_TRANSACTION if fp_mysql_busy(self.mysql) else IDLE
  * 
  *     @property             # <<<<<<<<<<<<<<
  *     def socket(self):
@@ -3528,7 +3593,7 @@ static PyObject *__pyx_pf_8fastpool_12_mysqlstatus_12ServerStatus_6socket___get_
   return __pyx_r;
 }
 
-/* "fastpool/_mysqlstatus.pyx":73
+/* "fastpool/_mysqlstatus.pyx":96
  * 
  *     cdef void* mysql
  *     cdef readonly object connection             # <<<<<<<<<<<<<<
@@ -3920,7 +3985,7 @@ static PyMethodDef __pyx_methods_8fastpool_12_mysqlstatus_ServerStatus[] = {
 };
 
 static struct PyGetSetDef __pyx_getsets_8fastpool_12_mysqlstatus_ServerStatus[] = {
-  {"trans", __pyx_getprop_8fastpool_12_mysqlstatus_12ServerStatus_trans, 0, PyDoc_STR("0 idle, 1 in a transaction, 2 broken (the client closed the socket)."), 0},
+  {"trans", __pyx_getprop_8fastpool_12_mysqlstatus_12ServerStatus_trans, 0, PyDoc_STR("0 idle; 1 not idle (a transaction open, more results pending, a\n        result unread); 2 broken (the client dropped the socket)."), 0},
   {"socket", __pyx_getprop_8fastpool_12_mysqlstatus_12ServerStatus_socket, 0, PyDoc_STR("The connection\047s socket descriptor, -1 once the client dropped it."), 0},
   {"connection", __pyx_getprop_8fastpool_12_mysqlstatus_12ServerStatus_connection, 0, 0, 0},
   {0, 0, 0, 0, 0}
@@ -4082,14 +4147,14 @@ static int __Pyx_modinit_Exttype___pyx_obj_8fastpool_12_mysqlstatus_ServerStatus
   __Pyx_RefNannySetupContext("__Pyx_modinit_Exttype___pyx_obj_8fastpool_12_mysqlstatus_ServerStatus", 0);
   /*--- Exttype __pyx_obj_8fastpool_12_mysqlstatus_ServerStatus ---*/
   #if CYTHON_USE_TYPE_SPECS
-  __pyx_mstate->__pyx_ptype_8fastpool_12_mysqlstatus_ServerStatus = (PyTypeObject *) __Pyx_PyType_FromModuleAndSpec(__pyx_m, &__pyx_type_8fastpool_12_mysqlstatus_ServerStatus_spec, NULL); if (unlikely(!__pyx_mstate->__pyx_ptype_8fastpool_12_mysqlstatus_ServerStatus)) __PYX_ERR(0, 65, __pyx_L1_error)
+  __pyx_mstate->__pyx_ptype_8fastpool_12_mysqlstatus_ServerStatus = (PyTypeObject *) __Pyx_PyType_FromModuleAndSpec(__pyx_m, &__pyx_type_8fastpool_12_mysqlstatus_ServerStatus_spec, NULL); if (unlikely(!__pyx_mstate->__pyx_ptype_8fastpool_12_mysqlstatus_ServerStatus)) __PYX_ERR(0, 88, __pyx_L1_error)
   #else
   __pyx_mstate->__pyx_ptype_8fastpool_12_mysqlstatus_ServerStatus = &__pyx_type_8fastpool_12_mysqlstatus_ServerStatus;
   #endif
   #if !CYTHON_COMPILING_IN_LIMITED_API
   #endif
   #if !CYTHON_USE_TYPE_SPECS
-  if (__Pyx_PyType_Ready(__pyx_mstate->__pyx_ptype_8fastpool_12_mysqlstatus_ServerStatus) < (0)) __PYX_ERR(0, 65, __pyx_L1_error)
+  if (__Pyx_PyType_Ready(__pyx_mstate->__pyx_ptype_8fastpool_12_mysqlstatus_ServerStatus) < (0)) __PYX_ERR(0, 88, __pyx_L1_error)
   #endif
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount((PyObject*)__pyx_mstate->__pyx_ptype_8fastpool_12_mysqlstatus_ServerStatus);
@@ -4099,8 +4164,8 @@ static int __Pyx_modinit_Exttype___pyx_obj_8fastpool_12_mysqlstatus_ServerStatus
     __pyx_mstate->__pyx_ptype_8fastpool_12_mysqlstatus_ServerStatus->tp_getattro = PyObject_GenericGetAttr;
   }
   #endif
-  if (PyObject_SetAttr(__pyx_m, __pyx_mstate_global->__pyx_n_u_ServerStatus, (PyObject *) __pyx_mstate->__pyx_ptype_8fastpool_12_mysqlstatus_ServerStatus) < (0)) __PYX_ERR(0, 65, __pyx_L1_error)
-  if (__Pyx_setup_reduce((PyObject *) __pyx_mstate->__pyx_ptype_8fastpool_12_mysqlstatus_ServerStatus) < (0)) __PYX_ERR(0, 65, __pyx_L1_error)
+  if (PyObject_SetAttr(__pyx_m, __pyx_mstate_global->__pyx_n_u_ServerStatus, (PyObject *) __pyx_mstate->__pyx_ptype_8fastpool_12_mysqlstatus_ServerStatus) < (0)) __PYX_ERR(0, 88, __pyx_L1_error)
+  if (__Pyx_setup_reduce((PyObject *) __pyx_mstate->__pyx_ptype_8fastpool_12_mysqlstatus_ServerStatus) < (0)) __PYX_ERR(0, 88, __pyx_L1_error)
   __Pyx_RefNannyFinishContext();
   return 0;
   __pyx_L1_error:;
@@ -4416,35 +4481,47 @@ __Pyx_RefNannySetupContext("PyInit__mysqlstatus", 0);
   if (__Pyx_InitAfterSharedUtility() < (0)) __PYX_ERR(0, 1, __pyx_L1_error)
   /*--- Execution code ---*/
 
-  /* "fastpool/_mysqlstatus.pyx":37
+  /* "fastpool/_mysqlstatus.pyx":56
  * 
  * #: ``ServerStatus.trans`` values.
  * IDLE = 0             # <<<<<<<<<<<<<<
  * IN_TRANSACTION = 1
  * BROKEN = 2
 */
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_IDLE, __pyx_mstate_global->__pyx_int_0) < (0)) __PYX_ERR(0, 37, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_IDLE, __pyx_mstate_global->__pyx_int_0) < (0)) __PYX_ERR(0, 56, __pyx_L1_error)
 
-  /* "fastpool/_mysqlstatus.pyx":38
+  /* "fastpool/_mysqlstatus.pyx":57
  * #: ``ServerStatus.trans`` values.
  * IDLE = 0
  * IN_TRANSACTION = 1             # <<<<<<<<<<<<<<
  * BROKEN = 2
  * 
 */
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_IN_TRANSACTION, __pyx_mstate_global->__pyx_int_1) < (0)) __PYX_ERR(0, 38, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_IN_TRANSACTION, __pyx_mstate_global->__pyx_int_1) < (0)) __PYX_ERR(0, 57, __pyx_L1_error)
 
-  /* "fastpool/_mysqlstatus.pyx":39
+  /* "fastpool/_mysqlstatus.pyx":58
  * IDLE = 0
  * IN_TRANSACTION = 1
  * BROKEN = 2             # <<<<<<<<<<<<<<
  * 
+ * #: True when built with mysql.h, so that ``trans`` also sees a result left
+*/
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_BROKEN, __pyx_mstate_global->__pyx_int_2) < (0)) __PYX_ERR(0, 58, __pyx_L1_error)
+
+  /* "fastpool/_mysqlstatus.pyx":62
+ * #: True when built with mysql.h, so that ``trans`` also sees a result left
+ * #: unread (else only the server's flags: an open transaction, more results).
+ * SEES_UNREAD_RESULTS = bool(FP_SEES_UNREAD_RESULTS)             # <<<<<<<<<<<<<<
+ * 
  * cdef get_info_t _get_info = NULL
 */
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_BROKEN, __pyx_mstate_global->__pyx_int_2) < (0)) __PYX_ERR(0, 39, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyBool_FromLong((!(!(FP_SEES_UNREAD_RESULTS != 0)))); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 62, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_2);
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_SEES_UNREAD_RESULTS, __pyx_t_2) < (0)) __PYX_ERR(0, 62, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "fastpool/_mysqlstatus.pyx":41
- * BROKEN = 2
+  /* "fastpool/_mysqlstatus.pyx":64
+ * SEES_UNREAD_RESULTS = bool(FP_SEES_UNREAD_RESULTS)
  * 
  * cdef get_info_t _get_info = NULL             # <<<<<<<<<<<<<<
  * _CAPSULE_NAME = b"_mysql.connection.native_connection"
@@ -4452,37 +4529,37 @@ __Pyx_RefNannySetupContext("PyInit__mysqlstatus", 0);
 */
   __pyx_v_8fastpool_12_mysqlstatus__get_info = NULL;
 
-  /* "fastpool/_mysqlstatus.pyx":42
+  /* "fastpool/_mysqlstatus.pyx":65
  * 
  * cdef get_info_t _get_info = NULL
  * _CAPSULE_NAME = b"_mysql.connection.native_connection"             # <<<<<<<<<<<<<<
  * 
  * 
 */
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_CAPSULE_NAME, __pyx_mstate_global->__pyx_kp_b_mysql_connection_native_connect) < (0)) __PYX_ERR(0, 42, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_CAPSULE_NAME, __pyx_mstate_global->__pyx_kp_b_mysql_connection_native_connect) < (0)) __PYX_ERR(0, 65, __pyx_L1_error)
 
-  /* "fastpool/_mysqlstatus.pyx":45
+  /* "fastpool/_mysqlstatus.pyx":68
  * 
  * 
  * def bind(str library):             # <<<<<<<<<<<<<<
  *     """Find ``mariadb_get_info`` through ``library`` (mysqlclient's loaded
  *     ``_mysql`` extension, whose dependencies are searched too). True if found."""
 */
-  __pyx_t_2 = PyCFunction_NewEx(&__pyx_mdef_8fastpool_12_mysqlstatus_1bind, NULL, __pyx_mstate_global->__pyx_n_u_fastpool__mysqlstatus); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 45, __pyx_L1_error)
+  __pyx_t_2 = PyCFunction_NewEx(&__pyx_mdef_8fastpool_12_mysqlstatus_1bind, NULL, __pyx_mstate_global->__pyx_n_u_fastpool__mysqlstatus); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 68, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_bind, __pyx_t_2) < (0)) __PYX_ERR(0, 45, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_bind, __pyx_t_2) < (0)) __PYX_ERR(0, 68, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "fastpool/_mysqlstatus.pyx":60
+  /* "fastpool/_mysqlstatus.pyx":83
  * 
  * 
  * def bound():             # <<<<<<<<<<<<<<
  *     """True once ``bind`` has found the function."""
  *     return _get_info != NULL
 */
-  __pyx_t_2 = PyCFunction_NewEx(&__pyx_mdef_8fastpool_12_mysqlstatus_3bound, NULL, __pyx_mstate_global->__pyx_n_u_fastpool__mysqlstatus); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 60, __pyx_L1_error)
+  __pyx_t_2 = PyCFunction_NewEx(&__pyx_mdef_8fastpool_12_mysqlstatus_3bound, NULL, __pyx_mstate_global->__pyx_n_u_fastpool__mysqlstatus); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 83, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_bound, __pyx_t_2) < (0)) __PYX_ERR(0, 60, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_bound, __pyx_t_2) < (0)) __PYX_ERR(0, 83, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
   /* "fastpool/_mysqlstatus.pyx":1
@@ -4558,29 +4635,29 @@ static int __Pyx_InitConstants(__pyx_mstatetype *__pyx_mstate) {
   int __pyx_clineno = 0;
   CYTHON_UNUSED_VAR(__pyx_mstate);
   {
-    const struct { const unsigned int length: 8; } str_length_index[] = {{1},{179},{8},{7},{6},{55},{2},{9},{50},{6},{4},{14},{12},{13},{20},{12},{8},{10},{8},{11},{12},{10},{17},{13},{12},{12},{19},{8},{22},{4},{5},{18},{10},{21},{5},{7},{3},{10},{6}};
+    const struct { const unsigned int length: 8; } str_length_index[] = {{1},{179},{8},{7},{6},{55},{2},{9},{50},{6},{4},{14},{19},{12},{13},{20},{12},{8},{10},{8},{11},{12},{10},{17},{13},{12},{12},{19},{8},{22},{4},{5},{18},{10},{21},{5},{7},{3},{10},{6}};
     const struct { const unsigned int length: 6; } bytes_length_index[] = {{35}};
     #ifndef CYTHON_COMPRESS_STRINGS
       #define CYTHON_COMPRESS_STRINGS 0
     #endif
-    #if (CYTHON_COMPRESS_STRINGS) == 1 /* compression: zlib (401 bytes) */
-static const char cstring[] = "x\332mR\301n\3330\014\375\025\336\272\035\352S\017C/C\226f@\260\316\r\222\356L\320\022\235h\225)W\242\202\370\357\047\271m\022`=\310\242\251\367\370\250G}o\2032\350\201\024\226\223\036\202\200K`\331\273\216#)\373\t\222Fg\224c\005\tlV\233\333\273ow@b!\362_6\232 \345\316xJ\211\023\204\036\272\354\274:\001\235FN\r\254{\230B\006a\266\240\001\306\202\273&\350\201\005\022k\r\340\206D\202\222\272 X\350N\3667`],\"\356\310\225\375\223|\342\206\254\305\202c\353\022u\236Y\352\267\247\244c\010\276\301aJ\257>\22529\335C\347\304~\371\n}\310\245a\t0Ptd;\334\263\242\223>\354\215Ko\005l9\265\245L\366\n\210\221m6\214\0106\317\312\022\344\266\030qt\344\313\251q\342\024\361\307\366\351\327\252]?<\256\326->o\027\355n\261|^?\265;\216G\216\273\271\005\\.6\273?\217+l\027\277W\210\233\351T\326Cq\024[>\351\226{\254\275\324v\213\032\342@N\346=\330\354\347\214\3200\357ca\276\303^3\371\217\364G\243\347\310\314c\274J\360\251\376\024\217\317\245\322\225\3409\276\360\224S\271\334l\221P\265\036M\020\251S\010R\375\354\252\231\306;\341b!j$\303\035\231\227\013\350\323Y8\345!\225w\025)Nc\030\213\356\273\333G\362\231\323\033\264\271\024i\376\323\376\007\2248\007i";
-    PyObject *data = __Pyx_DecompressString(cstring, 401, 1);
+    #if (CYTHON_COMPRESS_STRINGS) == 1 /* compression: zlib (416 bytes) */
+static const char cstring[] = "x\332mR\301n\3330\014\375\025\336\272\035\232S\017\303.C\226x@\260\316\r\342\364L\320\022\235hS(W\242\202\370\357\047\271mR`;H\242\251\307\367\250G\177k\2032\350\221\024V\223\036\203\200K`\331\273\236#)\373\t\222Fg\224c\005\tl\233\355\375\303\227\007 \261\020\3717\033M\220ro<\245\304\t\302\000}v^\235\200N#\247\005l\006\230B\006a\266\240\001\306\202\373X\240G\026H\2545\200;\022\tJ\352\202`)wr\270\003\353b\021qg\256\325?\310\047^\220\265Xpl]\242\3363K\335\007J:\206\340\027x\232\322\213O\205&\247\257\320;\261\237>\303\020riX\002\234(:\262=\036X\321\311\020\016\306\245W\002[nm\241\311^\0011\262\315\206\021\301\346YY\202\334\027#\316\216|\2715N\234\"~\337=\375l\332\315\372\261\331\264\270\337-\333n\271\332o\236\332\256i:|nw\315r\215\273\246{~\334w\035\3073\307n\356\nW\313mI6\330.\1775\210\333\351R\326\272\230\214-_t\307\003\326\366\352\013J\003\210\047r2\237\301f?g\204N\3639\226\3127\330K&\377\236~\357\375\032\231y\262\037\022|\251\037\305\366+U\372 x\215ou\312\251\274wvM\250N\003M\020\251\203\tR-\356\253\277\306;\341\342*j$\303=\231?7\320\177\307\343\224O\251\374j\221\3424\206\261\350\276\r\340L>sz\205.n$\213\177\264\377\002\362W\rH";
+    PyObject *data = __Pyx_DecompressString(cstring, 416, 1);
     #define __Pyx_DecompressString_LZSS_UNUSED
     if (unlikely(!data)) __PYX_ERR(0, 1, __pyx_L1_error)
     const char* const bytes = __Pyx_PyBytes_AsString(data);
     #if !CYTHON_ASSUME_SAFE_MACROS
     if (likely(bytes)); else { Py_DECREF(data); __PYX_ERR(0, 1, __pyx_L1_error) }
     #endif
-    #else /* compression: none (684 bytes) */
-static const char bytes[] = "?Note that Cython is deliberately stricter than PEP-484 and rejects subclasses of builtin types. If you need to pass subclasses then set the \047annotation_typing\047 directive to False.add_notedisableenablefastpool._mysqlstatus: bind() found no mariadb_get_infogcisenabledno default __reduce__ due to non-trivial __cinit__BROKENIDLEIN_TRANSACTIONServerStatus_CAPSULE_NAME__Pyx_PyDict_NextRef__getstate____main____module____name____pyx_state__qualname____reduce____reduce_cython____reduce_ex____set_name____setstate____setstate_cython____test___get_native_connectionbindboundcline_in_tracebackconnectionfastpool._mysqlstatusitemslibrarypopsetdefaultvalues_mysql.connection.native_connection";
+    #else /* compression: none (703 bytes) */
+static const char bytes[] = "?Note that Cython is deliberately stricter than PEP-484 and rejects subclasses of builtin types. If you need to pass subclasses then set the \047annotation_typing\047 directive to False.add_notedisableenablefastpool._mysqlstatus: bind() found no mariadb_get_infogcisenabledno default __reduce__ due to non-trivial __cinit__BROKENIDLEIN_TRANSACTIONSEES_UNREAD_RESULTSServerStatus_CAPSULE_NAME__Pyx_PyDict_NextRef__getstate____main____module____name____pyx_state__qualname____reduce____reduce_cython____reduce_ex____set_name____setstate____setstate_cython____test___get_native_connectionbindboundcline_in_tracebackconnectionfastpool._mysqlstatusitemslibrarypopsetdefaultvalues_mysql.connection.native_connection";
     PyObject *data = NULL;
     #define __Pyx_DecompressString_UNUSED
     #define __Pyx_DecompressString_LZSS_UNUSED
     #endif
     PyObject **stringtab = __pyx_mstate->__pyx_string_tab;
     Py_ssize_t pos = 0;
-    for (int i = 0; i < 39; i++) {
+    for (int i = 0; i < 40; i++) {
       Py_ssize_t bytes_length = str_length_index[i].length;
       PyObject *string = PyUnicode_DecodeUTF8(bytes + pos, bytes_length, NULL);
       if (likely(string) && i >= 9) PyUnicode_InternInPlace(&string);
@@ -4591,8 +4668,8 @@ static const char bytes[] = "?Note that Cython is deliberately stricter than PEP
       stringtab[i] = string;
       pos += bytes_length;
     }
-    for (int i = 39; i < 40; i++) {
-      Py_ssize_t bytes_length = bytes_length_index[i-39].length;
+    for (int i = 40; i < 41; i++) {
+      Py_ssize_t bytes_length = bytes_length_index[i-40].length;
       PyObject *string = PyBytes_FromStringAndSize(bytes + pos, bytes_length);
       stringtab[i] = string;
       pos += bytes_length;
@@ -4602,14 +4679,14 @@ static const char bytes[] = "?Note that Cython is deliberately stricter than PEP
       }
     }
     Py_XDECREF(data);
-    for (Py_ssize_t i = 0; i < 40; i++) {
+    for (Py_ssize_t i = 0; i < 41; i++) {
       if (unlikely(PyObject_Hash(stringtab[i]) == -1)) {
         __PYX_ERR(0, 1, __pyx_L1_error)
       }
     }
     #if CYTHON_IMMORTAL_CONSTANTS
     {
-      PyObject **table = stringtab + 39;
+      PyObject **table = stringtab + 40;
       for (Py_ssize_t i=0; i<1; ++i) {
         #if PY_VERSION_HEX >= 0x030F0000
         PyUnstable_SetImmortal(table[i]);
@@ -7189,85 +7266,6 @@ static PyObject *__Pyx_Object_VectorcallMethodKwds(PyObject *name, PyObject *con
 #endif
 
 /* CIntToPy */
-static CYTHON_INLINE PyObject* __Pyx_PyLong_From_char(char value) {
-#ifdef __Pyx_HAS_GCC_DIAGNOSTIC
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wconversion"
-#endif
-    const char neg_one = (char) -1, const_zero = (char) 0;
-#ifdef __Pyx_HAS_GCC_DIAGNOSTIC
-#pragma GCC diagnostic pop
-#endif
-    const int is_unsigned = neg_one > const_zero;
-    if (is_unsigned) {
-        if (sizeof(char) < sizeof(long)) {
-            return PyLong_FromLong((long) value);
-        } else if (sizeof(char) <= sizeof(unsigned long)) {
-            return PyLong_FromUnsignedLong((unsigned long) value);
-#if !CYTHON_COMPILING_IN_PYPY
-        } else if (sizeof(char) <= sizeof(unsigned PY_LONG_LONG)) {
-            return PyLong_FromUnsignedLongLong((unsigned PY_LONG_LONG) value);
-#endif
-        }
-    } else {
-        if (sizeof(char) <= sizeof(long)) {
-            return PyLong_FromLong((long) value);
-        } else if (sizeof(char) <= sizeof(PY_LONG_LONG)) {
-            return PyLong_FromLongLong((PY_LONG_LONG) value);
-        }
-    }
-    {
-        unsigned char *bytes = (unsigned char *)&value;
-#if !CYTHON_COMPILING_IN_LIMITED_API && PY_VERSION_HEX >= 0x030d00A4
-        if (is_unsigned) {
-            return PyLong_FromUnsignedNativeBytes(bytes, sizeof(value), -1);
-        } else {
-            return PyLong_FromNativeBytes(bytes, sizeof(value), -1);
-        }
-#elif !CYTHON_COMPILING_IN_LIMITED_API && PY_VERSION_HEX < 0x030d0000
-        int one = 1; int little = (int)*(unsigned char *)&one;
-        return _PyLong_FromByteArray(bytes, sizeof(char),
-                                     little, !is_unsigned);
-#else
-        int one = 1; int little = (int)*(unsigned char *)&one;
-        PyObject *result = NULL, *kwds = NULL;
-        PyObject *py_bytes = NULL, *order_str = NULL, *from_bytes_str = NULL;;
-        py_bytes = PyBytes_FromStringAndSize((char*)bytes, sizeof(char));
-        if (!py_bytes) goto limited_bad;
-        from_bytes_str = PyUnicode_FromStringAndSize("from_bytes", 10);
-        if (!from_bytes_str) goto limited_bad;
-        order_str = PyUnicode_FromString(little ? "little" : "big");
-        if (!order_str) goto limited_bad;
-        {
-            PyObject *args[] = { (PyObject*)&PyLong_Type, py_bytes, order_str, Py_True };
-            if (!is_unsigned) {
-                PyObject *signed_str = PyUnicode_FromStringAndSize("signed", 6);
-                if (!signed_str) goto limited_bad;
-#if CYTHON_VECTORCALL
-                kwds = PyTuple_Pack(1, signed_str);
-#else
-                {
-                    PyObject *keys[] = {signed_str};
-                    PyObject *values[] = {Py_True};
-                    kwds = __Pyx_MakeKwargDict(keys, values, 1);
-                }
-#endif
-                Py_DECREF(signed_str);
-                if (unlikely(!kwds)) goto limited_bad;
-            }
-            result = __Pyx_Object_VectorcallMethodKwds(from_bytes_str, args, 3 | __Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET, kwds);
-        }
-        limited_bad:
-        Py_XDECREF(kwds);
-        Py_XDECREF(order_str);
-        Py_XDECREF(py_bytes);
-        Py_XDECREF(from_bytes_str);
-        return result;
-#endif
-    }
-}
-
-/* CIntToPy */
 static CYTHON_INLINE PyObject* __Pyx_PyLong_From_int(int value) {
 #ifdef __Pyx_HAS_GCC_DIAGNOSTIC
 #pragma GCC diagnostic push
@@ -7312,6 +7310,85 @@ static CYTHON_INLINE PyObject* __Pyx_PyLong_From_int(int value) {
         PyObject *result = NULL, *kwds = NULL;
         PyObject *py_bytes = NULL, *order_str = NULL, *from_bytes_str = NULL;;
         py_bytes = PyBytes_FromStringAndSize((char*)bytes, sizeof(int));
+        if (!py_bytes) goto limited_bad;
+        from_bytes_str = PyUnicode_FromStringAndSize("from_bytes", 10);
+        if (!from_bytes_str) goto limited_bad;
+        order_str = PyUnicode_FromString(little ? "little" : "big");
+        if (!order_str) goto limited_bad;
+        {
+            PyObject *args[] = { (PyObject*)&PyLong_Type, py_bytes, order_str, Py_True };
+            if (!is_unsigned) {
+                PyObject *signed_str = PyUnicode_FromStringAndSize("signed", 6);
+                if (!signed_str) goto limited_bad;
+#if CYTHON_VECTORCALL
+                kwds = PyTuple_Pack(1, signed_str);
+#else
+                {
+                    PyObject *keys[] = {signed_str};
+                    PyObject *values[] = {Py_True};
+                    kwds = __Pyx_MakeKwargDict(keys, values, 1);
+                }
+#endif
+                Py_DECREF(signed_str);
+                if (unlikely(!kwds)) goto limited_bad;
+            }
+            result = __Pyx_Object_VectorcallMethodKwds(from_bytes_str, args, 3 | __Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET, kwds);
+        }
+        limited_bad:
+        Py_XDECREF(kwds);
+        Py_XDECREF(order_str);
+        Py_XDECREF(py_bytes);
+        Py_XDECREF(from_bytes_str);
+        return result;
+#endif
+    }
+}
+
+/* CIntToPy */
+static CYTHON_INLINE PyObject* __Pyx_PyLong_From_char(char value) {
+#ifdef __Pyx_HAS_GCC_DIAGNOSTIC
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wconversion"
+#endif
+    const char neg_one = (char) -1, const_zero = (char) 0;
+#ifdef __Pyx_HAS_GCC_DIAGNOSTIC
+#pragma GCC diagnostic pop
+#endif
+    const int is_unsigned = neg_one > const_zero;
+    if (is_unsigned) {
+        if (sizeof(char) < sizeof(long)) {
+            return PyLong_FromLong((long) value);
+        } else if (sizeof(char) <= sizeof(unsigned long)) {
+            return PyLong_FromUnsignedLong((unsigned long) value);
+#if !CYTHON_COMPILING_IN_PYPY
+        } else if (sizeof(char) <= sizeof(unsigned PY_LONG_LONG)) {
+            return PyLong_FromUnsignedLongLong((unsigned PY_LONG_LONG) value);
+#endif
+        }
+    } else {
+        if (sizeof(char) <= sizeof(long)) {
+            return PyLong_FromLong((long) value);
+        } else if (sizeof(char) <= sizeof(PY_LONG_LONG)) {
+            return PyLong_FromLongLong((PY_LONG_LONG) value);
+        }
+    }
+    {
+        unsigned char *bytes = (unsigned char *)&value;
+#if !CYTHON_COMPILING_IN_LIMITED_API && PY_VERSION_HEX >= 0x030d00A4
+        if (is_unsigned) {
+            return PyLong_FromUnsignedNativeBytes(bytes, sizeof(value), -1);
+        } else {
+            return PyLong_FromNativeBytes(bytes, sizeof(value), -1);
+        }
+#elif !CYTHON_COMPILING_IN_LIMITED_API && PY_VERSION_HEX < 0x030d0000
+        int one = 1; int little = (int)*(unsigned char *)&one;
+        return _PyLong_FromByteArray(bytes, sizeof(char),
+                                     little, !is_unsigned);
+#else
+        int one = 1; int little = (int)*(unsigned char *)&one;
+        PyObject *result = NULL, *kwds = NULL;
+        PyObject *py_bytes = NULL, *order_str = NULL, *from_bytes_str = NULL;;
+        py_bytes = PyBytes_FromStringAndSize((char*)bytes, sizeof(char));
         if (!py_bytes) goto limited_bad;
         from_bytes_str = PyUnicode_FromStringAndSize("from_bytes", 10);
         if (!from_bytes_str) goto limited_bad;

@@ -3,6 +3,7 @@ from typing import Any
 IDLE: int
 IN_TRANSACTION: int
 BROKEN: int
+SEES_UNREAD_RESULTS: bool
 
 def bind(library: str) -> bool: ...
 def bound() -> bool: ...

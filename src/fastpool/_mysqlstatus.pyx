@@ -25,6 +25,24 @@ cdef extern from "<dlfcn.h>" nogil:
     int RTLD_NOLOAD
 
 
+cdef extern from *:
+    """
+    #ifdef FASTPOOL_MYSQL_H
+    #include <mysql.h>
+    /* The client's own state: a result not yet read to its end (an unbuffered
+       cursor left half-read) leaves it out of MYSQL_STATUS_READY. The server
+       flags cannot tell: they are those of the last packet read. */
+    static int fp_mysql_busy(void *m) { return ((MYSQL *)m)->status != MYSQL_STATUS_READY; }
+    #define FP_SEES_UNREAD_RESULTS 1
+    #else
+    static int fp_mysql_busy(void *m) { (void)m; return 0; }
+    #define FP_SEES_UNREAD_RESULTS 0
+    #endif
+    """
+    int fp_mysql_busy(void* mysql) noexcept nogil
+    int FP_SEES_UNREAD_RESULTS
+
+
 ctypedef char (*get_info_t)(void* mysql, int value, void* arg) noexcept nogil
 
 # enum mariadb_value in MariaDB Connector/C's mysql.h (append-only, so stable).
@@ -32,11 +50,16 @@ cdef enum:
     MARIADB_CONNECTION_SOCKET = 19
     MARIADB_CONNECTION_SERVER_STATUS = 30
     SERVER_STATUS_IN_TRANS = 1
+    SERVER_MORE_RESULTS_EXIST = 8
 
 #: ``ServerStatus.trans`` values.
 IDLE = 0
 IN_TRANSACTION = 1
 BROKEN = 2
+
+#: True when built with mysql.h, so that ``trans`` also sees a result left
+#: unread (else only the server's flags: an open transaction, more results).
+SEES_UNREAD_RESULTS = bool(FP_SEES_UNREAD_RESULTS)
 
 cdef get_info_t _get_info = NULL
 _CAPSULE_NAME = b"_mysql.connection.native_connection"
@@ -81,14 +104,17 @@ cdef class ServerStatus:
 
     @property
     def trans(self):
-        """0 idle, 1 in a transaction, 2 broken (the client closed the socket)."""
+        """0 idle; 1 not idle (a transaction open, more results pending, a
+        result unread); 2 broken (the client dropped the socket)."""
         cdef unsigned int flags = 0
         cdef int sock = -1
         if _get_info(self.mysql, MARIADB_CONNECTION_SOCKET, &sock) or sock < 0:
             return BROKEN
         if _get_info(self.mysql, MARIADB_CONNECTION_SERVER_STATUS, &flags):
             return BROKEN
-        return IN_TRANSACTION if flags & SERVER_STATUS_IN_TRANS else IDLE
+        if flags & (SERVER_STATUS_IN_TRANS | SERVER_MORE_RESULTS_EXIST):
+            return IN_TRANSACTION
+        return IN_TRANSACTION if fp_mysql_busy(self.mysql) else IDLE
 
     @property
     def socket(self):

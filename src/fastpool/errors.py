@@ -93,14 +93,19 @@ class ErrorKind(enum.Enum):
     #: nothing reached the server, so running the statement again is safe.
     NOT_SENT = "not_sent"
     #: Nothing answers at the address (refused, no such host or socket,
-    #: connect timeout), or the server is starting or shutting down.
+    #: connect timeout).
     UNREACHABLE = "unreachable"
+    #: The server answers but takes no new session now (starting up, shutting
+    #: down, too many connections): worth retrying with backoff.
+    UNAVAILABLE = "unavailable"
     #: The server refused the credentials (wrong password, unknown role).
     AUTH = "auth"
     #: The server rejected the connection settings (no such database, bad parameter).
     CONFIG = "config"
-    #: Serialization failure, deadlock or lock-wait timeout: the transaction
-    #: was rolled back and running it again may succeed.
+    #: Serialization failure, deadlock or lock-wait timeout: a conflict with
+    #: another transaction. Roll back and run the whole transaction again
+    #: (MySQL's lock-wait timeout 1205 undoes only the statement, so the
+    #: rollback is needed before retrying).
     RETRYABLE = "retryable"
     #: The statement failed (syntax, constraint, type...): the caller's error;
     #: the connection is usable after a rollback.

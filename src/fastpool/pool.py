@@ -130,6 +130,8 @@ class PoolPolicy(_Mechanism):
     LIFETIME_JITTER = 0.1
     #: Upper bound of the maintenance timer (lifetime, idle and leak checks).
     MAINTENANCE_INTERVAL = 1.0
+    #: Longest a liveness probe may take (and never past the caller's deadline).
+    PROBE_TIMEOUT = 5.0
 
     def __init__(
         self,
@@ -159,6 +161,7 @@ class PoolPolicy(_Mechanism):
         elif not isinstance(driver, Driver):
             raise ConfigError(f"driver must be a fastpool Driver, got {driver!r}")
         self._driver = driver
+        self._probe_timed = "timeout" in inspect.signature(driver.probe).parameters
         self.min_size = _size("min_size", min_size, 0)
         self.max_size = _size("max_size", max_size, 1)
         if self.min_size > self.max_size:
@@ -243,7 +246,8 @@ class PoolPolicy(_Mechanism):
             idx = -1
         start = time.monotonic_ns()
         if idx >= 0:  # the core only passes a slot when the timeout was valid
-            conn = self._check_out(idx, start)
+            t = self.timeout if timeout is None else float(timeout)
+            conn = self._check_out(idx, start, start + int(t * 1e9))
             if conn is not None:
                 return conn
         if self._is_closed:
@@ -260,7 +264,7 @@ class PoolPolicy(_Mechanism):
             waiter = self._new_waiter(lock.release)
             idx = self._pop_or_wait(waiter, self.max_waiting)
             if idx >= 0:
-                conn = self._check_out(idx, start)
+                conn = self._check_out(idx, start, deadline)
                 if conn is not None:
                     return conn
                 continue
@@ -309,13 +313,13 @@ class PoolPolicy(_Mechanism):
         if got >= 0:  # a connection was handed over at the last moment: give it back
             self._release(self._conn_at(got), False)
 
-    def _check_out(self, idx: int, start_ns: int) -> Any:
+    def _check_out(self, idx: int, start_ns: int, deadline_ns: int) -> Any:
         """Lend a popped (CHECKING) slot if it is usable, else retire it; None then."""
         owned = True
         try:
             verdict = self._verdict(idx)
             if verdict == _core.PROBE:
-                if not self._probe(idx):
+                if not self._probe(idx, (deadline_ns - time.monotonic_ns()) / 1e9):
                     owned = False
                     self._retire(idx, _core.REASON_BROKEN)
                     return None
@@ -334,11 +338,17 @@ class PoolPolicy(_Mechanism):
             self._set_holder(idx, holder)
         return conn
 
-    def _probe(self, idx: int) -> bool:
-        """Probe a CHECKING slot's connection; counted and timed."""
+    def _probe(self, idx: int, timeout: float | None = None) -> bool:
+        """Probe a CHECKING slot's connection within ``timeout`` (at most
+        PROBE_TIMEOUT) seconds; counted and timed. A probe that runs out of time
+        fails: the connection is replaced."""
+        limit = self.PROBE_TIMEOUT if timeout is None else min(self.PROBE_TIMEOUT, timeout)
         t0 = time.monotonic_ns()
         try:
-            self._driver.probe(self._conn_at(idx))
+            if self._probe_timed:
+                self._driver.probe(self._conn_at(idx), max(limit, 0.001))
+            else:  # a Driver subclass written before probe() took a timeout
+                self._driver.probe(self._conn_at(idx))
             return True
         except Exception as exc:
             logger.info("fastpool: pool %r discards a broken connection: %s", self.name, exc)

@@ -355,3 +355,43 @@ def test_factory_made_mysqlclient_connections_are_pooled_like_the_url_driver(poo
         assert pool.classify(info.value) is ErrorKind.QUERY
     finally:
         pool.close()
+
+
+# ---- found in review ----------------------------------------------------------
+
+@pytest.mark.parametrize("rows", [100000, 2])
+def test_connection_with_an_unread_result_is_not_reused(make_mysql_pool, rows):
+    from fastpool.drivers.mysql import status_reader
+
+    reader = status_reader()
+    if reader is None or not reader.SEES_UNREAD_RESULTS:
+        pytest.skip("the status reader was built without mysql.h")
+    pool = make_mysql_pool(max_size=1, autocommit=True)
+    conn = pool.acquire()
+    import MySQLdb.cursors
+
+    cur = conn.cursor(MySQLdb.cursors.SSCursor)
+    cur.execute(f"SELECT seq FROM seq_1_to_{rows}")
+    cur.fetchone()  # the rest is left unread: the connection is out of sync
+    pool.release(conn)
+    assert pool.stats().closed["reset"] == 1
+    with pool.connection() as fresh:
+        assert mysql_query(fresh, "SELECT 1") == [(1,)]
+
+
+def test_per_user_connection_limit_is_unavailable_not_a_fast_failure(pool_cls, mysql_admin,
+                                                                   mysql_url):
+    mysql_query(mysql_admin, "DROP USER IF EXISTS 'fp_lim'@'%'")
+    mysql_query(mysql_admin, "CREATE USER 'fp_lim'@'%' WITH MAX_USER_CONNECTIONS 1")
+    mysql_query(mysql_admin, "GRANT USAGE ON *.* TO 'fp_lim'@'%'")
+    url = mysql_url.replace("root@", "fp_lim@").rsplit("/", 1)[0] + "/"
+    holder = from_url(url).connect()  # uses the user's only connection
+    pool = pool_cls(driver=from_url(url), timeout=0.5)
+    try:
+        with pytest.raises(PoolTimeout, match="max_user_connections") as info:
+            pool.acquire()  # waits its timeout: a connection may free up
+        assert pool.classify(info.value.__cause__) is ErrorKind.UNAVAILABLE
+    finally:
+        pool.close()
+        holder.close()
+        mysql_query(mysql_admin, "DROP USER 'fp_lim'@'%'")

@@ -71,7 +71,7 @@ def test_url_options_reach_the_server_as_startup_parameters(make_pg_pool, pg_url
 def test_tuned_defaults_and_autocommit_off(make_pg_pool):
     pool = make_pg_pool()
     params = pool.driver.params
-    assert params["application_name"] == "fastpool"
+    assert params["fallback_application_name"] == "fastpool"
     assert params["connect_timeout"] == "10"
     assert (params["keepalives"], params["keepalives_idle"]) == ("1", "30")
     with pool.connection() as conn:
@@ -119,15 +119,6 @@ def test_create_pool_splits_pool_and_driver_options(pg_url):
 def test_bad_options_name_the_problem(pg_url, options, message):
     with pytest.raises(ConfigError, match=message):
         fastpool.create_pool(pg_url, **options)
-
-
-def test_bad_url_is_a_config_error_without_the_password():
-    with pytest.raises(ConfigError) as info:
-        from_url("postgresql://app:pw-in-url-123@127.0.0.1/test?no_such_param=1")
-    assert "pw-in-url-123" not in str(info.value)
-    with pytest.raises(ConfigError) as info:
-        PostgresDriver("host=x password=kv-secret-77 garbage")
-    assert "kv-secret-77" not in str(info.value)
 
 
 def test_password_never_appears_in_reprs_errors_or_logs(pool_cls, caplog):
@@ -417,3 +408,131 @@ def test_unknown_role_fails_fast_with_a_clear_error(pool_cls):
         assert pool.stats().connect_errors <= 3
     finally:
         pool.close()
+
+
+# ---- found in review: encodings, precedence, environment, COPY, timeouts ------
+
+def test_fastpool_options_leave_the_rest_of_the_query_string_as_written(make_pg_pool, pg_url):
+    pool = make_pg_pool(f"{pg_url}?options=-c%20search_path%3Dpg_catalog&autocommit=on"
+                        "&statement_timeout=1")
+    with pool.connection() as conn:
+        assert conn.execute("SHOW search_path").fetchone()[0] == "pg_catalog"
+        assert conn.autocommit is True
+
+
+def test_keywords_win_over_the_url(make_pg_pool, pg_url):
+    pool = make_pg_pool(f"{pg_url}?statement_timeout=1&application_name=from-url",
+                        statement_timeout=2, application_name="from-keyword")
+    with pool.connection() as conn:
+        assert conn.execute("SHOW statement_timeout").fetchone()[0] == "2s"
+        assert conn.execute("SHOW application_name").fetchone()[0] == "from-keyword"
+
+
+def test_libpq_environment_variables_win_over_fastpool_defaults(make_pg_pool, monkeypatch):
+    monkeypatch.setenv("PGAPPNAME", "from-env")
+    monkeypatch.setenv("PGOPTIONS", "-c search_path=pg_catalog")
+    pool = make_pg_pool(statement_timeout=3)
+    with pool.connection() as conn:
+        assert conn.execute("SHOW application_name").fetchone()[0] == "from-env"
+        assert conn.execute("SHOW search_path").fetchone()[0] == "pg_catalog"
+        assert conn.execute("SHOW statement_timeout").fetchone()[0] == "3s"
+
+
+@pytest.mark.parametrize("direction", ["to", "from"])
+def test_connection_left_mid_copy_is_discarded(make_pg_pool, pg_admin, direction):
+    pg_admin.execute("CREATE TABLE IF NOT EXISTS fp_copy (x int)")
+    pool = make_pg_pool(max_size=1)
+    conn = pool.acquire()
+    sql = ("COPY (SELECT generate_series(1, 100000)) TO STDOUT" if direction == "to"
+           else "COPY fp_copy FROM STDIN")
+    manager = conn.cursor().copy(sql)
+    copy = manager.__enter__()
+    if direction == "to":
+        copy.read()
+    else:
+        copy.write_row((1,))
+    assert conn.pgconn.transaction_status == 1  # PQTRANS_ACTIVE
+    pool.release(conn)
+    assert pool.stats().closed["reset"] == 1
+    with contextlib.suppress(psycopg.Error):
+        manager.__exit__(None, None, None)  # on a closed connection
+    with pool.connection() as fresh:
+        assert fresh.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_idle_in_transaction_timeout_is_a_lost_connection(make_pg_pool):
+    pool = make_pg_pool(max_size=1, idle_in_transaction_session_timeout=0.1)
+    conn = pool.acquire()
+    conn.execute("SELECT 1")  # opens a transaction, then sits idle in it
+    threading.Event().wait(0.5)
+    with pytest.raises(psycopg.errors.IdleInTransactionSessionTimeout) as info:
+        conn.execute("SELECT 1")
+    assert pool.classify(info.value) is ErrorKind.CONNECTION_LOST
+    pool.release(conn)
+    assert pool.stats().closed["broken"] == 1
+
+
+def test_too_many_connections_is_unavailable_not_a_fast_failure(pool_cls, pg_admin):
+    pg_admin.execute("DROP ROLE IF EXISTS fp_limited")
+    pg_admin.execute("CREATE ROLE fp_limited LOGIN CONNECTION LIMIT 0")
+    pool = pool_cls(driver=from_url("postgresql://fp_limited@127.0.0.1:5432/test"),
+                    timeout=0.5)
+    try:
+        with pytest.raises(PoolTimeout, match="too many connections") as info:
+            pool.acquire()  # waits its timeout: the server may accept later
+        assert pool.classify(info.value.__cause__) is ErrorKind.UNAVAILABLE
+    finally:
+        pool.close()
+        pg_admin.execute("DROP ROLE fp_limited")
+
+
+def test_probe_on_a_stalled_network_gives_up_at_the_callers_deadline(pool_cls, pg_proxy):
+    driver = from_url(f"postgresql://postgres@127.0.0.1:{pg_proxy.port}/test",
+                      connect_timeout=2)
+    pool = pool_cls(driver=driver, min_size=1, max_size=1, alive_bypass=0)
+    outcome: list[BaseException] = []
+    try:
+        pool.wait(5)
+        pg_proxy.stall()  # the server's answers never arrive
+
+        def borrow() -> None:
+            try:
+                pool.release(pool.acquire(timeout=1.0))
+            except BaseException as exc:
+                outcome.append(exc)
+
+        t = threading.Thread(target=borrow)
+        t.start()
+        t.join(15)
+        assert not t.is_alive(), "acquire hung on a probe past its timeout"
+        assert len(outcome) == 1 and isinstance(outcome[0], PoolTimeout)
+        assert pool.stats().closed["broken"] == 1  # the unanswered connection was dropped
+    finally:
+        pg_proxy.resume()
+        pool.close()
+
+
+SECRET = "S3CRETpw"
+
+
+@pytest.mark.parametrize("url", [
+    f"app:{SECRET}@db/orders",
+    f"mysql://app:S3C/{SECRET}@db/x",
+    f"mysql://app:S3C?{SECRET}@db/x",
+    f"mysql:/root:{SECRET}@127.0.0.1/test",
+    f"postgresql://127.0.0.1/test?password={SECRET}%zz&sslmode=disable",
+    f"postgresql://app:{SECRET}@[::1",
+    f"postgresql:/app:{SECRET}@db/x",
+    f"postgresql://app:{SECRET}@127.0.0.1/test?no_such_param=1",
+])
+def test_malformed_urls_never_echo_the_password(url):
+    pytest.importorskip("MySQLdb")
+    with pytest.raises(ConfigError) as info:
+        fastpool.create_pool(url)
+    assert SECRET not in str(info.value) and "S3C" not in str(info.value)
+
+
+def test_key_value_conninfo_errors_never_echo_the_password():
+    with pytest.raises(ConfigError) as info:
+        PostgresDriver(f"host=x password={SECRET} garbage")
+    assert SECRET not in str(info.value)

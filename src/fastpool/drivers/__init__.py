@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from urllib.parse import parse_qsl
 
-from fastpool.drivers.base import CallableDriver, Driver
+from fastpool.drivers.base import CallableDriver, Driver, redact_url
 from fastpool.drivers.mysql import MySQLDriver
 from fastpool.drivers.postgres import PostgresDriver
 from fastpool.drivers.sqlite import SQLiteDriver
@@ -14,6 +15,7 @@ from fastpool.errors import ConfigError
 __all__ = ["CallableDriver", "Driver", "MySQLDriver", "PostgresDriver", "SQLiteDriver",
            "from_url"]
 
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
 _SCHEMES: dict[str, type[Any]] = {
     "sqlite": SQLiteDriver,
     "sqlite3": SQLiteDriver,
@@ -34,7 +36,7 @@ def from_url(url: str, **options: Any) -> Driver:
     if not isinstance(url, str):
         raise ConfigError(f"url must be a string, got {type(url).__name__}")
     scheme, sep, rest = url.partition(":")
-    if not sep or not scheme:
+    if not sep or not _SCHEME.fullmatch(scheme):
         raise ConfigError(f"not a database URL (no scheme): {_redact(url)!r}; "
                           f"expected e.g. sqlite:///app.db")
     scheme = scheme.lower()
@@ -42,6 +44,8 @@ def from_url(url: str, **options: Any) -> Driver:
     if driver_cls is None:
         known = ", ".join(sorted(_SCHEMES))
         raise ConfigError(f"unknown URL scheme {scheme!r} in {_redact(url)!r}; known: {known}")
+    if scheme != "sqlite" and scheme != "sqlite3" and not rest.startswith("//"):
+        raise ConfigError(f"malformed URL {_redact(url)!r}: expected {scheme}://...")
     rest, _, query_string = rest.partition("?")
     try:
         query = dict(parse_qsl(query_string, keep_blank_values=True, strict_parsing=False))
@@ -52,13 +56,5 @@ def from_url(url: str, **options: Any) -> Driver:
 
 
 def _redact(url: str) -> str:
-    """``url`` with any password replaced by ``***``."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return url
-    netloc, slash, tail = rest.partition("/")
-    userinfo, at, hostpart = netloc.rpartition("@")
-    if at and ":" in userinfo:
-        user = userinfo.split(":", 1)[0]
-        netloc = f"{user}:***@{hostpart}"
-    return f"{scheme}://{netloc}{slash}{tail}"
+    """``url`` with any user/password part replaced by ``***``."""
+    return redact_url(url)

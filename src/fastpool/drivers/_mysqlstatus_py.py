@@ -13,9 +13,13 @@ _MARIADB_CONNECTION_SERVER_STATUS = 30
 _SERVER_STATUS_IN_TRANS = 1
 _CAPSULE_NAME = b"_mysql.connection.native_connection"
 
+_SERVER_MORE_RESULTS_EXIST = 8
+
 IDLE = 0
 IN_TRANSACTION = 1
 BROKEN = 2
+#: ctypes cannot read the client's own state: a half-read result goes unseen.
+SEES_UNREAD_RESULTS = False
 
 _get_info: Any = None
 _get_pointer = ctypes.pythonapi.PyCapsule_GetPointer
@@ -59,7 +63,8 @@ class ServerStatus:
         if _get_info(self._mysql, _MARIADB_CONNECTION_SERVER_STATUS,
                      ctypes.byref(flags)) != b"\0":
             return BROKEN
-        return IN_TRANSACTION if flags.value & _SERVER_STATUS_IN_TRANS else IDLE
+        busy = _SERVER_STATUS_IN_TRANS | _SERVER_MORE_RESULTS_EXIST
+        return IN_TRANSACTION if flags.value & busy else IDLE
 
     @property
     def socket(self) -> int:

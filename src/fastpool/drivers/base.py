@@ -10,6 +10,8 @@ path: ``getattr(status_source(conn), status_attr) == idle_status``.
 from __future__ import annotations
 
 import abc
+import re
+import select
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -18,6 +20,45 @@ from fastpool.errors import ErrorKind
 #: Connect errors that retrying cannot fix (UNREACHABLE only until the pool
 #: has connected once: afterwards it is a server restarting).
 FATAL_KINDS = frozenset({ErrorKind.AUTH, ErrorKind.CONFIG, ErrorKind.UNREACHABLE})
+
+
+_KV_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]+)", re.IGNORECASE)
+
+
+def redact_url(url: str) -> str:
+    """``url`` (or a ``key=value`` connection string) safe to show: whatever
+    sits between the scheme and the last ``@`` (user and password, however
+    malformed) becomes ``***``, and so does any ``password=`` value."""
+    at = url.rfind("@")
+    if at >= 0:
+        sep = url.find("://")
+        if 0 <= sep < at:  # scheme://user:password@host: keep scheme://user:
+            colon = url.find(":", sep + 3, at)
+            keep = url[:colon + 1] if colon >= 0 else url[:sep + 3]
+        else:  # no "//": keep at most what looks like a scheme
+            colon = url.find(":")
+            keep = url[:colon + 1] if 0 <= colon < at else ""
+        url = f"{keep}***{url[at:]}"
+    return _KV_PASSWORD.sub(r"\1***", url)
+
+
+def wait_readable(fd: int, timeout: float) -> bool:
+    """Is socket ``fd`` readable (data, EOF or error) within ``timeout`` seconds?"""
+    if timeout < 0:
+        return False
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(fd, select.POLLIN | select.POLLERR | select.POLLHUP)
+        return bool(poller.poll(timeout * 1000))
+    readable, _, errored = select.select([fd], [], [fd], timeout)  # Windows
+    return bool(readable or errored)
+
+
+def mask(text: str, secrets: list[str]) -> str:
+    """``text`` with every non-empty secret replaced by ``***``."""
+    for secret in sorted(filter(None, set(secrets)), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
 
 
 class Driver(abc.ABC):
@@ -41,8 +82,9 @@ class Driver(abc.ABC):
         """The object whose ``status_attr`` the core reads for ``conn``."""
         return conn
 
-    def probe(self, conn: Any) -> None:
-        """Raise if ``conn`` is not usable. Called only after the bypass window."""
+    def probe(self, conn: Any, timeout: float | None = None) -> None:
+        """Raise if ``conn`` is not usable, within ``timeout`` seconds where the
+        client allows it. Called only after the bypass window."""
         cur = conn.cursor()
         try:
             cur.execute("SELECT 1")
@@ -149,11 +191,11 @@ class CallableDriver(Driver):
             return self._mysql_status.ServerStatus(conn)
         return conn
 
-    def probe(self, conn: Any) -> None:
+    def probe(self, conn: Any, timeout: float | None = None) -> None:
         if self._kind == "psycopg":
             from fastpool.drivers.postgres import probe_connection
 
-            probe_connection(conn)
+            probe_connection(conn, timeout=timeout)
         elif self._kind == "mysql":
             from fastpool.drivers.mysql import probe_connection as probe_mysql
 

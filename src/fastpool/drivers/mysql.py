@@ -25,11 +25,10 @@ return rolls back, as other pools do.
 from __future__ import annotations
 
 import os
-import select
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from fastpool.drivers.base import Driver
+from fastpool.drivers.base import FATAL_KINDS, Driver, mask, redact_url, wait_readable
 from fastpool.errors import ConfigError, ErrorKind
 
 _BOOLS = {"on": True, "1": True, "true": True, "yes": True,
@@ -44,10 +43,16 @@ _OPTIONS = frozenset((*_INT_OPTIONS, *_STR_OPTIONS, *_BOOL_OPTIONS, *_OBJECT_OPT
 
 # MySQL / MariaDB error numbers (errmsg.h, mysqld_error.h).
 _NOT_CONNECTED = 2006  # with an empty message: mysqlclient's "connection closed" check
-_LOST = frozenset({2006, 2013, 2055, 1927, 4031, 1053, 1152, 1184})
-_UNREACHABLE = frozenset({2002, 2003, 2005, 1040, 1129, 2026})
-_AUTH = frozenset({1045, 1044, 1698, 1251, 1130, 1227, 1820, 1862})
-_CONFIG = frozenset({1049, 2059, 2019, 1231, 1193})
+# 1927: MariaDB's "Connection was killed"; 1053 server shutdown; 1152/1184
+# aborted connection.
+_LOST = frozenset({2006, 2013, 2055, 1927, 1053, 1152, 1184})
+_INACTIVITY = 4031  # MySQL 8: disconnected for inactivity (MariaDB: a trigger error)
+_UNREACHABLE = frozenset({2002, 2003, 2005, 2026})
+_UNAVAILABLE = frozenset({1040, 1203, 1226})  # too many connections (server, per user)
+_AUTH = frozenset({1045, 1044, 1698, 1251, 1130, 1129, 1820, 1862})
+_CONFIG = frozenset({1049, 2059, 2019})
+# Deadlock, lock wait timeout (undoes only the statement: roll back first),
+# record changed since read (MariaDB), NOWAIT lock, XA deadlock.
 _RETRYABLE = frozenset({1213, 1205, 1020, 3572, 1614})
 
 
@@ -91,10 +96,12 @@ def classify_error(exc: BaseException) -> ErrorKind:
         return ErrorKind.NOT_SENT
     if code in _RETRYABLE:
         return ErrorKind.RETRYABLE
-    if code in _LOST:
+    if code in _LOST or (code == _INACTIVITY and "inactivity" in str(exc)):
         return ErrorKind.CONNECTION_LOST
     if code in _UNREACHABLE:
         return ErrorKind.UNREACHABLE
+    if code in _UNAVAILABLE:
+        return ErrorKind.UNAVAILABLE
     if code in _AUTH:
         return ErrorKind.AUTH
     if code in _CONFIG:
@@ -168,8 +175,9 @@ class MySQLDriver(Driver):
         try:
             parts = urlsplit(url)
             port = parts.port
-        except ValueError as exc:
-            raise ConfigError(f"mysql: invalid URL: {_without_password(url)!r}: {exc}") from None
+        except ValueError:
+            raise ConfigError(f"mysql: invalid URL {redact_url(url)!r}: bad host or port "
+                              "(expected mysql://user:password@host:3306/database)") from None
         kwargs: dict[str, Any] = {}
         if parts.hostname:
             kwargs["host"] = unquote(parts.hostname)
@@ -200,9 +208,10 @@ class MySQLDriver(Driver):
             return conn
         return self._status.ServerStatus(conn)
 
-    def probe(self, conn: Any) -> None:
+    def probe(self, conn: Any, timeout: float | None = None) -> None:
         """Local checks (socket dropped, bytes the server sent unasked: a KILL or
-        shutdown notice), then ``ping()`` unless ``probe="local"``."""
+        shutdown notice), then ``ping()`` unless ``probe="local"``. mysqlclient
+        has no per-call timeout: ``read_timeout`` bounds the ping."""
         probe_connection(conn, self._status, ping=self.probe_mode == "ping")
 
     def reset(self, conn: Any) -> bool:
@@ -222,7 +231,16 @@ class MySQLDriver(Driver):
         return f"mysql {where} database={p.get('database', '')} user={p.get('user', '')}"
 
     def redact(self, text: str) -> str:
-        return text.replace(self._password, "***") if self._password else text
+        return mask(text, [self._password])
+
+    def is_fatal(self, exc: BaseException) -> bool:
+        """At connect time, any refusal by the server itself (bad init_command,
+        sql_mode, charset...) will not fix itself, beyond the known kinds."""
+        kind = classify_error(exc)
+        if kind in FATAL_KINDS:
+            return True
+        code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
+        return kind is ErrorKind.QUERY and 0 < code < 2000
 
     def __repr__(self) -> str:
         return f"<MySQLDriver {self.describe()}>"
@@ -250,9 +268,7 @@ def probe_connection(conn: Any, status: Any, ping: bool = True) -> None:
         fd = reader.socket
         if fd < 0 or reader.trans == status.BROKEN:
             raise MySQLdb.OperationalError(2006, "Server has gone away")
-        poller = select.poll()
-        poller.register(fd, select.POLLIN | select.POLLERR | select.POLLHUP)
-        if poller.poll(0):
+        if wait_readable(fd, 0.0):
             # An idle MySQL connection is never sent anything unasked.
             raise MySQLdb.OperationalError(
                 2013, "the server closed the connection (or sent an error) while idle")
@@ -277,12 +293,6 @@ def lost_connection(conn: Any, status: Any) -> bool:
     if not conn.open:
         return True
     return status is not None and status.ServerStatus(conn).socket < 0
-
-
-def _without_password(url: str) -> str:
-    from fastpool.drivers import _redact
-
-    return _redact(url)
 
 
 def _int(name: str, value: object) -> int:

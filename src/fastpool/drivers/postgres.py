@@ -13,9 +13,11 @@ fastpool's own options go in the same places (URL query or keyword):
 ``idle_in_transaction_session_timeout``, ``lock_timeout`` (seconds, sent as
 startup options so they cost no round trip), ``prepare_threshold`` (psycopg's),
 and ``probe`` (``"query"``: local checks then an empty query, the default;
-``"local"``: local checks only). Tuned defaults, each overridable:
-``application_name=fastpool``, ``connect_timeout=10``, TCP keepalives after
-30 s idle, every 10 s, 3 probes.
+``"local"``: local checks only). Keywords win over the URL. Tuned defaults,
+each overridable (and below libpq's environment variables):
+``application_name`` falls back to ``fastpool``, ``connect_timeout=10``, TCP
+keepalives after 30 s idle, every 10 s, 3 probes, and ``tcp_user_timeout``
+30 s (unacknowledged data on a dead network drops the connection).
 
 The pool reads libpq's transaction status (``pgconn.transaction_status``,
 ~16 ns, no round trip) when a connection comes back: idle goes straight back
@@ -25,15 +27,14 @@ to the ring; in a transaction or in a failed transaction is rolled back; active
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import select
 import socket
+import time
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import unquote
 
-from fastpool.drivers.base import Driver
+from fastpool.drivers.base import Driver, mask, redact_url, wait_readable
 from fastpool.errors import ConfigError, ErrorKind
 
 # libpq's enums (libpq-fe.h); stable across versions.
@@ -41,23 +42,33 @@ _CONNECTION_OK = 0
 _TRANS_IDLE, _TRANS_ACTIVE, _TRANS_INTRANS, _TRANS_INERROR, _TRANS_UNKNOWN = range(5)
 _PGRES_EMPTY_QUERY = 0
 
+#: Defaults below the URL, keywords and libpq's environment variables
+#: (PGAPPNAME, PGCONNECT_TIMEOUT... win over them). tcp_user_timeout drops a
+#: connection whose sent data goes unacknowledged for 30 s (a dead network),
+#: where keepalives alone never fire.
 DEFAULTS: dict[str, str] = {
-    "application_name": "fastpool",
+    "fallback_application_name": "fastpool",
     "connect_timeout": "10",
     "keepalives": "1",
     "keepalives_idle": "30",
     "keepalives_interval": "10",
     "keepalives_count": "3",
+    "tcp_user_timeout": "30000",
 }
+_ENV = {"connect_timeout": "PGCONNECT_TIMEOUT"}
 _TIMEOUTS = ("statement_timeout", "idle_in_transaction_session_timeout", "lock_timeout")
 _OWN = frozenset({"autocommit", "prepare_threshold", "probe", *_TIMEOUTS})
+_UNSET: Any = object()
 _BOOLS = {"on": True, "1": True, "true": True, "yes": True,
           "off": False, "0": False, "false": False, "no": False}
 
 # SQLSTATEs (PostgreSQL Appendix A).
 _RETRYABLE = frozenset({"40001", "40P01", "55P03"})  # serialization, deadlock, lock timeout
-_LOST = frozenset({"57P01", "57P02", "57P05"})  # admin/crash shutdown, idle session timeout
-_TRANSIENT_AT_CONNECT = frozenset({"57P03", "53300"})  # starting up, too many clients
+# Admin/crash shutdown, database dropped, idle-session and idle-in-transaction
+# timeouts, and "statement completion unknown": the session is gone or the
+# outcome cannot be known.
+_LOST = frozenset({"57P01", "57P02", "57P04", "57P05", "25P03", "40003"})
+_UNAVAILABLE = frozenset({"57P03", "53300"})  # starting up, too many connections
 # Server refusals at connect time that come without a SQLSTATE in psycopg's
 # exception (libpq only has the message). English server messages.
 _AUTH_PATTERNS = re.compile(
@@ -69,8 +80,8 @@ _CONFIG_PATTERNS = re.compile(
     r"|invalid connection option|unsupported startup parameter")
 _TRANSIENT_PATTERNS = re.compile(
     r"the database system is (starting up|shutting down|in recovery mode|not yet accepting)"
-    r"|too many clients|remaining connection slots are reserved")
-_KV_PASSWORD = re.compile(r"password\s*=\s*('(?:[^'\\]|\\.)*'|\S+)")
+    r"|too many clients|too many connections|remaining connection slots are reserved")
+_KV_PASSWORD = re.compile(r"password\s*=\s*('(?:[^'\\]|\\.)*'|[^\s&]+)", re.IGNORECASE)
 _CONNECT_PREFIXES = ("connection failed:", "connection is bad:", "failed to resolve host",
                      "connection timeout expired")
 
@@ -107,19 +118,21 @@ def classify_error(exc: BaseException) -> ErrorKind:
     if sqlstate:
         if sqlstate in _RETRYABLE:
             return ErrorKind.RETRYABLE
+        if sqlstate in _UNAVAILABLE:
+            return ErrorKind.UNAVAILABLE
         if sqlstate.startswith("08") or sqlstate in _LOST:
             return ErrorKind.CONNECTION_LOST
+        if exc.diag.severity_nonlocalized in ("FATAL", "PANIC"):
+            return ErrorKind.CONNECTION_LOST  # the server ended the session
         if sqlstate.startswith("28"):
             return ErrorKind.AUTH
         if sqlstate == "3D000":
             return ErrorKind.CONFIG
-        if sqlstate in _TRANSIENT_AT_CONNECT:
-            return ErrorKind.UNREACHABLE
         return ErrorKind.QUERY
     if isinstance(exc, psycopg.errors.ConnectionTimeout) or msg.startswith(_CONNECT_PREFIXES):
         # Raised by connect(): libpq's message carries the server's FATAL, if any.
         if _TRANSIENT_PATTERNS.search(msg):
-            return ErrorKind.UNREACHABLE
+            return ErrorKind.UNAVAILABLE
         if _AUTH_PATTERNS.search(msg):
             return ErrorKind.AUTH
         if _CONFIG_PATTERNS.search(msg):
@@ -148,54 +161,59 @@ class PostgresDriver(Driver):
     status_attr = "transaction_status"
     idle_status = _TRANS_IDLE
 
-    def __init__(self, conninfo: str = "", *, autocommit: bool | str = False,
-                 statement_timeout: float | None = None,
-                 idle_in_transaction_session_timeout: float | None = None,
-                 lock_timeout: float | None = None, prepare_threshold: int | str | None = 5,
-                 probe: str = "query", row_factory: Any = None, cursor_factory: Any = None,
+    def __init__(self, conninfo: str = "", *, autocommit: Any = _UNSET,
+                 statement_timeout: Any = _UNSET,
+                 idle_in_transaction_session_timeout: Any = _UNSET,
+                 lock_timeout: Any = _UNSET, prepare_threshold: Any = _UNSET,
+                 probe: Any = _UNSET, row_factory: Any = None, cursor_factory: Any = None,
                  **params: Any) -> None:
         self._psycopg = psycopg = _import_psycopg()
         if not isinstance(conninfo, str):
             raise ConfigError(f"postgresql: conninfo must be a string, got {type(conninfo)}")
-        self._password = ""
-        conninfo, own = _split_own_options(conninfo)
-        options: dict[str, Any] = {
-            "autocommit": autocommit, "statement_timeout": statement_timeout,
-            "idle_in_transaction_session_timeout": idle_in_transaction_session_timeout,
-            "lock_timeout": lock_timeout, "prepare_threshold": prepare_threshold, "probe": probe}
-        options.update(own)  # the URL's options are as explicit as keywords
+        self._secrets = _secrets_in(conninfo)
+        if conninfo.lower().startswith(("postgresql:", "postgres:")) and "://" not in conninfo:
+            raise ConfigError(f"postgresql: malformed URL {redact_url(conninfo)!r}: "
+                              "expected postgresql://...")
+        conninfo, options = _split_own_options(conninfo)
+        explicit = {"autocommit": autocommit, "statement_timeout": statement_timeout,
+                    "idle_in_transaction_session_timeout": idle_in_transaction_session_timeout,
+                    "lock_timeout": lock_timeout, "prepare_threshold": prepare_threshold,
+                    "probe": probe}
+        # Keywords win over the URL, the URL over the defaults.
+        options.update({k: v for k, v in explicit.items() if v is not _UNSET})
         try:
             given = psycopg.conninfo.conninfo_to_dict(conninfo)
         except psycopg.Error as exc:
-            raise ConfigError(
-                f"postgresql: invalid connection string: {self._scrub(str(exc), conninfo)}"
-            ) from None
+            raise ConfigError(f"postgresql: invalid connection string: {self.redact(str(exc))}") \
+                from None
         known = {o.keyword.decode() for o in psycopg.pq.Conninfo.get_defaults()}
         for key in params:
             if key not in known:
                 raise ConfigError(
                     f"postgresql: unknown option {key!r}: neither a pool option, a fastpool "
                     f"postgresql option ({', '.join(sorted(_OWN))}) nor a libpq parameter")
-        merged = {**DEFAULTS, **given,
-                  **{k: str(v) for k, v in params.items() if v is not None}}
-        self._password = str(merged.get("password") or "")
+        defaults = {k: v for k, v in DEFAULTS.items() if not os.environ.get(_ENV.get(k, ""))}
+        merged = {**defaults, **given, **{k: str(v) for k, v in params.items() if v is not None}}
+        self._secrets.append(str(merged.get("password") or ""))
 
-        self.autocommit = _bool("autocommit", options["autocommit"])
+        self.autocommit = _bool("autocommit", options.get("autocommit", False))
         startup = [f"-c {name}={_seconds_to_ms(name, options[name])}"
-                   for name in _TIMEOUTS if options[name] is not None]
+                   for name in _TIMEOUTS if options.get(name) is not None]
         if startup:
-            merged["options"] = " ".join(filter(None, [merged.get("options", ""), *startup]))
-        pt = options["prepare_threshold"]
+            # An explicit `options` replaces PGOPTIONS in libpq: keep both.
+            base = merged.get("options", os.environ.get("PGOPTIONS", ""))
+            merged["options"] = " ".join(filter(None, [base, *startup]))
+        pt: Any = options.get("prepare_threshold", 5)
         if isinstance(pt, str):
             pt = None if pt.lower() == "none" else _int("prepare_threshold", pt)
         if pt is not None and (not isinstance(pt, int) or isinstance(pt, bool) or pt < 0):
             raise ConfigError(f"postgresql: prepare_threshold must be an int >= 0 or None, "
                               f"got {pt!r}")
         self.prepare_threshold: int | None = pt
-        if options["probe"] not in ("query", "local"):
-            raise ConfigError(f"postgresql: probe must be 'query' or 'local', "
-                              f"got {options['probe']!r}")
-        self.probe_mode: str = options["probe"]
+        probe_mode = options.get("probe", "query")
+        if probe_mode not in ("query", "local"):
+            raise ConfigError(f"postgresql: probe must be 'query' or 'local', got {probe_mode!r}")
+        self.probe_mode: str = probe_mode
         self._factories = {k: v for k, v in (("row_factory", row_factory),
                                              ("cursor_factory", cursor_factory)) if v is not None}
         self.params: dict[str, str] = merged
@@ -216,10 +234,10 @@ class PostgresDriver(Driver):
     def status_source(self, conn: Any) -> Any:
         return conn.pgconn
 
-    def probe(self, conn: Any) -> None:
+    def probe(self, conn: Any, timeout: float | None = None) -> None:
         """Local checks first (libpq status, unread bytes from the server); then,
         unless ``probe="local"``, an empty query: the cheapest round trip."""
-        probe_connection(conn, query=self.probe_mode == "query")
+        probe_connection(conn, query=self.probe_mode == "query", timeout=timeout)
 
     def reset(self, conn: Any) -> bool:
         return reset_connection(conn)
@@ -239,28 +257,17 @@ class PostgresDriver(Driver):
         return f"postgresql {where} dbname={p.get('dbname', '')} user={p.get('user', '')}"
 
     def redact(self, text: str) -> str:
-        return self._scrub(text, "")
-
-    def _scrub(self, text: str, conninfo: str) -> str:
-        secrets = [self._password]
-        with contextlib.suppress(ValueError):
-            secrets.append(urlsplit(conninfo).password or "")
-        match = _KV_PASSWORD.search(conninfo)
-        if match:
-            secrets.append(match.group(1).strip("'"))
-        for secret in secrets:
-            if secret:
-                text = text.replace(secret, "***")
-        return text
+        return mask(text, self._secrets)
 
     def __repr__(self) -> str:
         return f"<PostgresDriver {self.describe()}>"
 
 
-def probe_connection(conn: Any, query: bool = True) -> None:
+def probe_connection(conn: Any, query: bool = True, timeout: float | None = None) -> None:
     """Raise unless the idle psycopg connection ``conn`` is alive: libpq's local
     status, then any bytes the server sent while it was idle (a killed
-    backend's FATAL and EOF), then, if ``query``, an empty query."""
+    backend's FATAL and EOF), then, if ``query``, an empty query answered
+    within ``timeout`` seconds (default 5)."""
     import psycopg
 
     pgconn = conn.pgconn
@@ -268,14 +275,13 @@ def probe_connection(conn: Any, query: bool = True) -> None:
         raise psycopg.OperationalError("the connection is closed")
     if pgconn.transaction_status != _TRANS_IDLE:
         raise psycopg.OperationalError("the connection is not idle")
+    fd = pgconn.socket
     # An idle connection has nothing to read unless the server spoke: a
     # notification or a parameter change (harmless), or a killed backend's
     # FATAL error and EOF. Peek at it without consuming it.
-    poller = select.poll()
-    poller.register(pgconn.socket, select.POLLIN | select.POLLERR | select.POLLHUP)
-    if poller.poll(0):
+    if wait_readable(fd, 0.0):
         if not pgconn.ssl_in_use:
-            with socket.socket(fileno=os.dup(pgconn.socket)) as sock:
+            with socket.socket(fileno=os.dup(fd)) as sock:
                 try:
                     first = sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
                 except BlockingIOError:
@@ -288,11 +294,24 @@ def probe_connection(conn: Any, query: bool = True) -> None:
         pgconn.consume_input()  # raises if the server closed the connection
         if pgconn.status != _CONNECTION_OK:
             raise psycopg.OperationalError("the server closed the connection")
-    if query:
-        res = pgconn.exec_(b"")
-        if res.status != _PGRES_EMPTY_QUERY or pgconn.status != _CONNECTION_OK:
+    if not query:
+        return
+    limit = 5.0 if timeout is None else timeout
+    deadline = time.monotonic() + limit
+    pgconn.send_query(b"")
+    while True:
+        pgconn.consume_input()
+        if not pgconn.is_busy():
+            break
+        if not wait_readable(fd, deadline - time.monotonic()):
             raise psycopg.OperationalError(
-                f"probe failed: {pgconn.error_message.decode(errors='replace').strip()}")
+                f"probe: no answer to an empty query within {limit:g} s")
+    ok = True
+    while (res := pgconn.get_result()) is not None:
+        ok = ok and res.status == _PGRES_EMPTY_QUERY
+    if not ok or pgconn.status != _CONNECTION_OK:
+        raise psycopg.OperationalError(
+            f"probe failed: {pgconn.error_message.decode(errors='replace').strip()}")
 
 
 def reset_connection(conn: Any) -> bool:
@@ -312,17 +331,34 @@ def reset_connection(conn: Any) -> bool:
     return bool(status == _TRANS_IDLE)
 
 
+def _secrets_in(conninfo: str) -> list[str]:
+    """Every spelling of a password in a URL or key=value string (raw and
+    percent-decoded), and the URL itself, to mask in messages."""
+    found = [conninfo] if "@" in conninfo or "password" in conninfo.lower() else []
+    sep, at = conninfo.find("://"), conninfo.rfind("@")
+    if 0 <= sep < at:
+        userinfo = conninfo[sep + 3:at]
+        if ":" in userinfo:
+            found.append(userinfo.split(":", 1)[1])
+    found += [m.group(1).strip("'") for m in _KV_PASSWORD.finditer(conninfo)]
+    return found + [unquote(f) for f in found]
+
+
 def _split_own_options(conninfo: str) -> tuple[str, dict[str, str]]:
-    """Take fastpool's own options out of a URL's query string (libpq rejects them)."""
-    if not conninfo.startswith(("postgresql://", "postgres://")):
+    """Take fastpool's own options out of a URL's query string (libpq rejects
+    them), leaving the rest of the query exactly as written."""
+    if not conninfo.lower().startswith(("postgresql://", "postgres://")):
         return conninfo, {}
     base, _, query = conninfo.partition("?")
-    pairs = parse_qsl(query, keep_blank_values=True)
-    own = {k: v for k, v in pairs if k in _OWN}
-    if not own:
-        return conninfo, {}
-    rest = urlencode([(k, v) for k, v in pairs if k not in _OWN])
-    return (f"{base}?{rest}" if rest else base), own
+    own: dict[str, str] = {}
+    rest: list[str] = []
+    for item in query.split("&") if query else []:
+        key, _, value = item.partition("=")
+        if unquote(key) in _OWN:
+            own[unquote(key)] = unquote(value)
+        else:
+            rest.append(item)
+    return (f"{base}?{'&'.join(rest)}" if rest else base), own
 
 
 def _bool(name: str, value: object) -> bool:

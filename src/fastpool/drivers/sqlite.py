@@ -146,7 +146,7 @@ class SQLiteDriver(Driver):
     def connect(self) -> sqlite3.Connection:
         return self._open()
 
-    def probe(self, conn: Any) -> None:
+    def probe(self, conn: Any, timeout: float | None = None) -> None:
         conn.execute("SELECT 1").fetchone()
 
     def is_fatal(self, exc: BaseException) -> bool:
