@@ -6,6 +6,7 @@ Used when the compiled module is not built or ``FASTPOOL_IMPL=python``.
 from __future__ import annotations
 
 import ctypes
+import sys
 from typing import Any
 
 _MARIADB_CONNECTION_SOCKET = 19
@@ -20,6 +21,10 @@ IN_TRANSACTION = 1
 BROKEN = 2
 #: ctypes cannot read the client's own state: a half-read result goes unseen.
 SEES_UNREAD_RESULTS = False
+
+# my_socket: int on POSIX, SOCKET (pointer-sized, INVALID_SOCKET = ~0) on Windows.
+_SOCKET_T: Any = ctypes.c_size_t if sys.platform == "win32" else ctypes.c_int
+_INVALID = (1 << (8 * ctypes.sizeof(ctypes.c_size_t))) - 1 if sys.platform == "win32" else -1
 
 _get_info: Any = None
 _get_pointer = ctypes.pythonapi.PyCapsule_GetPointer
@@ -55,9 +60,7 @@ class ServerStatus:
 
     @property
     def trans(self) -> int:
-        sock = ctypes.c_int(-1)
-        if _get_info(self._mysql, _MARIADB_CONNECTION_SOCKET, ctypes.byref(sock)) != b"\0" \
-                or sock.value < 0:
+        if self.socket < 0:
             return BROKEN
         flags = ctypes.c_uint(0)
         if _get_info(self._mysql, _MARIADB_CONNECTION_SERVER_STATUS,
@@ -68,7 +71,8 @@ class ServerStatus:
 
     @property
     def socket(self) -> int:
-        sock = ctypes.c_int(-1)
-        if _get_info(self._mysql, _MARIADB_CONNECTION_SOCKET, ctypes.byref(sock)) != b"\0":
+        sock = _SOCKET_T(_INVALID)
+        if _get_info(self._mysql, _MARIADB_CONNECTION_SOCKET, ctypes.byref(sock)) != b"\0" \
+                or sock.value == _INVALID:
             return -1
-        return sock.value
+        return int(sock.value)
