@@ -147,9 +147,10 @@ def pinned_client() -> Iterator[None]:
 
 class MariaDBPins:
     """Pins every mariadbd thread to the benchmark's CPU and, at the end, gives
-    each its original affinity back (threads started meanwhile inherited the
-    pinned mask: they get the process's original one). A mariadbd restarted
-    meanwhile (a new pid) is pinned afresh and restored the same way."""
+    each its original affinity back; threads started after the first pinning
+    inherited the pinned mask, so they get the process's original one. A
+    mariadbd restarted meanwhile (a new pid) is pinned afresh and restored the
+    same way."""
 
     def __init__(self) -> None:
         self.saved: dict[int, dict[int, set[int]]] = {}  # pid -> tid -> affinity
@@ -159,11 +160,12 @@ class MariaDBPins:
         pid = _mariadbd_pid()
         if pid is None or not PIN:
             return pid
+        first = pid not in self.saved
         saved = self.saved.setdefault(pid, {})
         with contextlib.suppress(OSError):  # the server may be restarting
             for tid in _threads(pid):
                 with contextlib.suppress(OSError):
-                    if tid not in saved:
+                    if first:
                         saved[tid] = os.sched_getaffinity(tid)
                     _pin(tid)
         return pid
