@@ -1284,13 +1284,20 @@ static int __Pyx_init_tpflags_variables(void) {
 
     #ifdef FASTPOOL_MYSQL_H
     #include <mysql.h>
-    /* The client's own state: a result not yet read to its end (an unbuffered
-       cursor left half-read) leaves it out of MYSQL_STATUS_READY. The server
-       flags cannot tell: they are those of the last packet read. */
-    static int fp_mysql_busy(void *m) { return ((MYSQL *)m)->status != MYSQL_STATUS_READY; }
+    /* Built with MariaDB Connector/C's mysql.h: read the struct directly (three
+       loads instead of two library calls), and see the client's own state too:
+       a result not yet read to its end (an unbuffered cursor left half-read)
+       leaves it out of MYSQL_STATUS_READY, which the server's flags (those of
+       the last packet read) cannot tell. */
+    static int fp_trans(void *m) {
+        MYSQL *my = (MYSQL *)m;
+        if (my->net.pvio == NULL) return 2;
+        if (my->server_status & (SERVER_STATUS_IN_TRANS | SERVER_MORE_RESULTS_EXIST)) return 1;
+        return my->status != MYSQL_STATUS_READY;
+    }
     #define FP_SEES_UNREAD_RESULTS 1
     #else
-    static int fp_mysql_busy(void *m) { (void)m; return 0; }
+    static int fp_trans(void *m) { (void)m; return -1; }
     #define FP_SEES_UNREAD_RESULTS 0
     #endif
     
@@ -1688,7 +1695,7 @@ static const char* const __pyx_f[] = {
 /*--- Type declarations ---*/
 struct __pyx_obj_8fastpool_12_mysqlstatus_ServerStatus;
 
-/* "fastpool/_mysqlstatus.pyx":49
+/* "fastpool/_mysqlstatus.pyx":56
  * 
  * # enum mariadb_value in MariaDB Connector/C's mysql.h (append-only, so stable).
  * cdef enum:             # <<<<<<<<<<<<<<
@@ -1702,7 +1709,7 @@ enum  {
   __pyx_e_8fastpool_12_mysqlstatus_SERVER_MORE_RESULTS_EXIST = 8
 };
 
-/* "fastpool/_mysqlstatus.pyx":46
+/* "fastpool/_mysqlstatus.pyx":53
  * 
  * 
  * ctypedef char (*get_info_t)(void* mysql, int value, void* arg) noexcept nogil             # <<<<<<<<<<<<<<
@@ -1711,7 +1718,7 @@ enum  {
 */
 typedef char (*__pyx_t_8fastpool_12_mysqlstatus_get_info_t)(void *, int, void *);
 
-/* "fastpool/_mysqlstatus.pyx":88
+/* "fastpool/_mysqlstatus.pyx":95
  * 
  * 
  * @cython.final             # <<<<<<<<<<<<<<
@@ -2656,7 +2663,7 @@ return 0;
 #endif
 /* #### Code section: module_code ### */
 
-/* "fastpool/_mysqlstatus.pyx":68
+/* "fastpool/_mysqlstatus.pyx":75
  * 
  * 
  * def bind(str library):             # <<<<<<<<<<<<<<
@@ -2704,32 +2711,32 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_library,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 68, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 75, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 68, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 75, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "bind", 0) < (0)) __PYX_ERR(0, 68, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "bind", 0) < (0)) __PYX_ERR(0, 75, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 1; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("bind", 1, 1, 1, i); __PYX_ERR(0, 68, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("bind", 1, 1, 1, i); __PYX_ERR(0, 75, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 1)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 68, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 75, __pyx_L3_error)
     }
     __pyx_v_library = ((PyObject*)values[0]);
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("bind", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 68, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("bind", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 75, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -2740,7 +2747,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   __Pyx_RefNannyFinishContext();
   return NULL;
   __pyx_L4_argument_unpacking_done:;
-  if (unlikely(!__Pyx_ArgTypeTest(((PyObject *)__pyx_v_library), (&PyUnicode_Type), 1, "library", 1))) __PYX_ERR(0, 68, __pyx_L1_error)
+  if (unlikely(!__Pyx_ArgTypeTest(((PyObject *)__pyx_v_library), (&PyUnicode_Type), 1, "library", 1))) __PYX_ERR(0, 75, __pyx_L1_error)
   __pyx_r = __pyx_pf_8fastpool_12_mysqlstatus_bind(__pyx_self, __pyx_v_library);
 
   /* function exit code */
@@ -2774,7 +2781,7 @@ static PyObject *__pyx_pf_8fastpool_12_mysqlstatus_bind(CYTHON_UNUSED PyObject *
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("bind", 0);
 
-  /* "fastpool/_mysqlstatus.pyx":72
+  /* "fastpool/_mysqlstatus.pyx":79
  *     ``_mysql`` extension, whose dependencies are searched too). True if found."""
  *     global _get_info
  *     cdef bytes path = library.encode()             # <<<<<<<<<<<<<<
@@ -2783,25 +2790,25 @@ static PyObject *__pyx_pf_8fastpool_12_mysqlstatus_bind(CYTHON_UNUSED PyObject *
 */
   if (unlikely(__pyx_v_library == Py_None)) {
     PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "encode");
-    __PYX_ERR(0, 72, __pyx_L1_error)
+    __PYX_ERR(0, 79, __pyx_L1_error)
   }
-  __pyx_t_1 = PyUnicode_AsEncodedString(__pyx_v_library, NULL, NULL); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 72, __pyx_L1_error)
+  __pyx_t_1 = PyUnicode_AsEncodedString(__pyx_v_library, NULL, NULL); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 79, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
   __pyx_v_path = ((PyObject*)__pyx_t_1);
   __pyx_t_1 = 0;
 
-  /* "fastpool/_mysqlstatus.pyx":73
+  /* "fastpool/_mysqlstatus.pyx":80
  *     global _get_info
  *     cdef bytes path = library.encode()
  *     cdef void* handle = dlopen(path, RTLD_NOW | RTLD_NOLOAD)             # <<<<<<<<<<<<<<
  *     if handle == NULL:
  *         return False
 */
-  __pyx_t_2 = __Pyx_PyBytes_AsString(__pyx_v_path); if (unlikely((!__pyx_t_2) && PyErr_Occurred())) __PYX_ERR(0, 73, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyBytes_AsString(__pyx_v_path); if (unlikely((!__pyx_t_2) && PyErr_Occurred())) __PYX_ERR(0, 80, __pyx_L1_error)
   __pyx_v_handle = dlopen(__pyx_t_2, (RTLD_NOW | RTLD_NOLOAD));
 
 
-  /* "fastpool/_mysqlstatus.pyx":74
+  /* "fastpool/_mysqlstatus.pyx":81
  *     cdef bytes path = library.encode()
  *     cdef void* handle = dlopen(path, RTLD_NOW | RTLD_NOLOAD)
  *     if handle == NULL:             # <<<<<<<<<<<<<<
@@ -2813,7 +2820,7 @@ static PyObject *__pyx_pf_8fastpool_12_mysqlstatus_bind(CYTHON_UNUSED PyObject *
   if (__pyx_t_3) {
 
 
-    /* "fastpool/_mysqlstatus.pyx":75
+    /* "fastpool/_mysqlstatus.pyx":82
  *     cdef void* handle = dlopen(path, RTLD_NOW | RTLD_NOLOAD)
  *     if handle == NULL:
  *         return False             # <<<<<<<<<<<<<<
@@ -2831,7 +2838,7 @@ static PyObject *__pyx_pf_8fastpool_12_mysqlstatus_bind(CYTHON_UNUSED PyObject *
     }
     goto __pyx_L0;
 
-    /* "fastpool/_mysqlstatus.pyx":74
+    /* "fastpool/_mysqlstatus.pyx":81
  *     cdef bytes path = library.encode()
  *     cdef void* handle = dlopen(path, RTLD_NOW | RTLD_NOLOAD)
  *     if handle == NULL:             # <<<<<<<<<<<<<<
@@ -2840,7 +2847,7 @@ static PyObject *__pyx_pf_8fastpool_12_mysqlstatus_bind(CYTHON_UNUSED PyObject *
 */
   }
 
-  /* "fastpool/_mysqlstatus.pyx":76
+  /* "fastpool/_mysqlstatus.pyx":83
  *     if handle == NULL:
  *         return False
  *     cdef void* fn = dlsym(handle, b"mariadb_get_info")             # <<<<<<<<<<<<<<
@@ -2849,7 +2856,7 @@ static PyObject *__pyx_pf_8fastpool_12_mysqlstatus_bind(CYTHON_UNUSED PyObject *
 */
   __pyx_v_fn = dlsym(__pyx_v_handle, __pyx_k_mariadb_get_info);
 
-  /* "fastpool/_mysqlstatus.pyx":77
+  /* "fastpool/_mysqlstatus.pyx":84
  *         return False
  *     cdef void* fn = dlsym(handle, b"mariadb_get_info")
  *     if fn == NULL:             # <<<<<<<<<<<<<<
@@ -2861,7 +2868,7 @@ static PyObject *__pyx_pf_8fastpool_12_mysqlstatus_bind(CYTHON_UNUSED PyObject *
   if (__pyx_t_3) {
 
 
-    /* "fastpool/_mysqlstatus.pyx":78
+    /* "fastpool/_mysqlstatus.pyx":85
  *     cdef void* fn = dlsym(handle, b"mariadb_get_info")
  *     if fn == NULL:
  *         return False             # <<<<<<<<<<<<<<
@@ -2879,7 +2886,7 @@ static PyObject *__pyx_pf_8fastpool_12_mysqlstatus_bind(CYTHON_UNUSED PyObject *
     }
     goto __pyx_L0;
 
-    /* "fastpool/_mysqlstatus.pyx":77
+    /* "fastpool/_mysqlstatus.pyx":84
  *         return False
  *     cdef void* fn = dlsym(handle, b"mariadb_get_info")
  *     if fn == NULL:             # <<<<<<<<<<<<<<
@@ -2888,7 +2895,7 @@ static PyObject *__pyx_pf_8fastpool_12_mysqlstatus_bind(CYTHON_UNUSED PyObject *
 */
   }
 
-  /* "fastpool/_mysqlstatus.pyx":79
+  /* "fastpool/_mysqlstatus.pyx":86
  *     if fn == NULL:
  *         return False
  *     _get_info = <get_info_t>fn             # <<<<<<<<<<<<<<
@@ -2897,7 +2904,7 @@ static PyObject *__pyx_pf_8fastpool_12_mysqlstatus_bind(CYTHON_UNUSED PyObject *
 */
   __pyx_v_8fastpool_12_mysqlstatus__get_info = ((__pyx_t_8fastpool_12_mysqlstatus_get_info_t)__pyx_v_fn);
 
-  /* "fastpool/_mysqlstatus.pyx":80
+  /* "fastpool/_mysqlstatus.pyx":87
  *         return False
  *     _get_info = <get_info_t>fn
  *     return True             # <<<<<<<<<<<<<<
@@ -2915,7 +2922,7 @@ static PyObject *__pyx_pf_8fastpool_12_mysqlstatus_bind(CYTHON_UNUSED PyObject *
   }
   goto __pyx_L0;
 
-  /* "fastpool/_mysqlstatus.pyx":68
+  /* "fastpool/_mysqlstatus.pyx":75
  * 
  * 
  * def bind(str library):             # <<<<<<<<<<<<<<
@@ -2937,7 +2944,7 @@ static PyObject *__pyx_pf_8fastpool_12_mysqlstatus_bind(CYTHON_UNUSED PyObject *
   return __pyx_r;
 }
 
-/* "fastpool/_mysqlstatus.pyx":83
+/* "fastpool/_mysqlstatus.pyx":90
  * 
  * 
  * def bound():             # <<<<<<<<<<<<<<
@@ -2971,14 +2978,14 @@ static PyObject *__pyx_pf_8fastpool_12_mysqlstatus_2bound(CYTHON_UNUSED PyObject
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("bound", 0);
 
-  /* "fastpool/_mysqlstatus.pyx":85
+  /* "fastpool/_mysqlstatus.pyx":92
  * def bound():
  *     """True once ``bind`` has found the function."""
  *     return _get_info != NULL             # <<<<<<<<<<<<<<
  * 
  * 
 */
-  __pyx_t_1 = __Pyx_PyBool_FromLong((__pyx_v_8fastpool_12_mysqlstatus__get_info != NULL)); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 85, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_PyBool_FromLong((__pyx_v_8fastpool_12_mysqlstatus__get_info != NULL)); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 92, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
   {
     PyObject *__pyx_temp;
@@ -2991,7 +2998,7 @@ static PyObject *__pyx_pf_8fastpool_12_mysqlstatus_2bound(CYTHON_UNUSED PyObject
   __pyx_t_1 = 0;
   goto __pyx_L0;
 
-  /* "fastpool/_mysqlstatus.pyx":83
+  /* "fastpool/_mysqlstatus.pyx":90
  * 
  * 
  * def bound():             # <<<<<<<<<<<<<<
@@ -3010,7 +3017,7 @@ static PyObject *__pyx_pf_8fastpool_12_mysqlstatus_2bound(CYTHON_UNUSED PyObject
   return __pyx_r;
 }
 
-/* "fastpool/_mysqlstatus.pyx":98
+/* "fastpool/_mysqlstatus.pyx":105
  *     cdef readonly object connection
  * 
  *     def __cinit__(self, connection):             # <<<<<<<<<<<<<<
@@ -3056,32 +3063,32 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_connection,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL_TPNEW(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 98, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 105, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL_TPNEW(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 98, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 105, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__cinit__", 0) < (0)) __PYX_ERR(0, 98, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__cinit__", 0) < (0)) __PYX_ERR(0, 105, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 1; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__cinit__", 1, 1, 1, i); __PYX_ERR(0, 98, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__cinit__", 1, 1, 1, i); __PYX_ERR(0, 105, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 1)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL_TPNEW(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 98, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 105, __pyx_L3_error)
     }
     __pyx_v_connection = values[0];
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("__cinit__", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 98, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("__cinit__", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 105, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -3117,7 +3124,7 @@ static int __pyx_pf_8fastpool_12_mysqlstatus_12ServerStatus___cinit__(struct __p
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__cinit__", 0);
 
-  /* "fastpool/_mysqlstatus.pyx":99
+  /* "fastpool/_mysqlstatus.pyx":106
  * 
  *     def __cinit__(self, connection):
  *         if _get_info == NULL:             # <<<<<<<<<<<<<<
@@ -3129,7 +3136,7 @@ static int __pyx_pf_8fastpool_12_mysqlstatus_12ServerStatus___cinit__(struct __p
   if (unlikely(__pyx_t_1)) {
 
 
-    /* "fastpool/_mysqlstatus.pyx":100
+    /* "fastpool/_mysqlstatus.pyx":107
  *     def __cinit__(self, connection):
  *         if _get_info == NULL:
  *             raise RuntimeError("fastpool._mysqlstatus: bind() found no mariadb_get_info")             # <<<<<<<<<<<<<<
@@ -3142,14 +3149,14 @@ static int __pyx_pf_8fastpool_12_mysqlstatus_12ServerStatus___cinit__(struct __p
       PyObject *__pyx_callargs[2] = {__pyx_t_3, __pyx_mstate_global->__pyx_kp_u_fastpool__mysqlstatus_bind_found};
       __pyx_t_2 = __Pyx_PyObject_FastCall((PyObject*)(((PyTypeObject*)PyExc_RuntimeError)), __pyx_callargs+__pyx_t_4, (2-__pyx_t_4) | (__pyx_t_4*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
-      if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 100, __pyx_L1_error)
+      if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 107, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_2);
     }
     __Pyx_Raise(__pyx_t_2, 0, 0, 0);
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-    __PYX_ERR(0, 100, __pyx_L1_error)
+    __PYX_ERR(0, 107, __pyx_L1_error)
 
-    /* "fastpool/_mysqlstatus.pyx":99
+    /* "fastpool/_mysqlstatus.pyx":106
  * 
  *     def __cinit__(self, connection):
  *         if _get_info == NULL:             # <<<<<<<<<<<<<<
@@ -3158,7 +3165,7 @@ static int __pyx_pf_8fastpool_12_mysqlstatus_12ServerStatus___cinit__(struct __p
 */
   }
 
-  /* "fastpool/_mysqlstatus.pyx":101
+  /* "fastpool/_mysqlstatus.pyx":108
  *         if _get_info == NULL:
  *             raise RuntimeError("fastpool._mysqlstatus: bind() found no mariadb_get_info")
  *         capsule = connection._get_native_connection()             # <<<<<<<<<<<<<<
@@ -3172,28 +3179,28 @@ static int __pyx_pf_8fastpool_12_mysqlstatus_12ServerStatus___cinit__(struct __p
     PyObject *__pyx_callargs[2] = {__pyx_t_3, NULL};
     __pyx_t_2 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_get_native_connection, __pyx_callargs+__pyx_t_4, (1-__pyx_t_4) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
-    if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 101, __pyx_L1_error)
+    if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 108, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
   }
   __pyx_v_capsule = __pyx_t_2;
   __pyx_t_2 = 0;
 
-  /* "fastpool/_mysqlstatus.pyx":102
+  /* "fastpool/_mysqlstatus.pyx":109
  *             raise RuntimeError("fastpool._mysqlstatus: bind() found no mariadb_get_info")
  *         capsule = connection._get_native_connection()
  *         self.mysql = PyCapsule_GetPointer(capsule, _CAPSULE_NAME)             # <<<<<<<<<<<<<<
  *         self.connection = connection
  * 
 */
-  __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_CAPSULE_NAME); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 102, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_CAPSULE_NAME); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 109, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_5 = __Pyx_PyObject_AsString(__pyx_t_2); if (unlikely((!__pyx_t_5) && PyErr_Occurred())) __PYX_ERR(0, 102, __pyx_L1_error)
-  __pyx_t_6 = PyCapsule_GetPointer(__pyx_v_capsule, __pyx_t_5); if (unlikely(__pyx_t_6 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 102, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyObject_AsString(__pyx_t_2); if (unlikely((!__pyx_t_5) && PyErr_Occurred())) __PYX_ERR(0, 109, __pyx_L1_error)
+  __pyx_t_6 = PyCapsule_GetPointer(__pyx_v_capsule, __pyx_t_5); if (unlikely(__pyx_t_6 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 109, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
   __pyx_v_self->mysql = __pyx_t_6;
 
-  /* "fastpool/_mysqlstatus.pyx":103
+  /* "fastpool/_mysqlstatus.pyx":110
  *         capsule = connection._get_native_connection()
  *         self.mysql = PyCapsule_GetPointer(capsule, _CAPSULE_NAME)
  *         self.connection = connection             # <<<<<<<<<<<<<<
@@ -3205,7 +3212,7 @@ static int __pyx_pf_8fastpool_12_mysqlstatus_12ServerStatus___cinit__(struct __p
   __Pyx_GOTREF(__pyx_v_self->connection);
   __Pyx_DECREF_SET(__pyx_v_self->connection, __pyx_v_connection);
 
-  /* "fastpool/_mysqlstatus.pyx":98
+  /* "fastpool/_mysqlstatus.pyx":105
  *     cdef readonly object connection
  * 
  *     def __cinit__(self, connection):             # <<<<<<<<<<<<<<
@@ -3228,7 +3235,7 @@ static int __pyx_pf_8fastpool_12_mysqlstatus_12ServerStatus___cinit__(struct __p
   return __pyx_r;
 }
 
-/* "fastpool/_mysqlstatus.pyx":105
+/* "fastpool/_mysqlstatus.pyx":112
  *         self.connection = connection
  * 
  *     @property             # <<<<<<<<<<<<<<
@@ -3254,91 +3261,167 @@ static PyObject *__pyx_pw_8fastpool_12_mysqlstatus_12ServerStatus_5trans_1__get_
 static PyObject *__pyx_pf_8fastpool_12_mysqlstatus_12ServerStatus_5trans___get__(struct __pyx_obj_8fastpool_12_mysqlstatus_ServerStatus *__pyx_v_self) {
   unsigned int __pyx_v_flags;
   int __pyx_v_sock;
+  int __pyx_v_state;
   PyObject *__pyx_r = NULL;
   __Pyx_RefNannyDeclarations
   int __pyx_t_1;
-  int __pyx_t_2;
+  PyObject *__pyx_t_2 = NULL;
   PyObject *__pyx_t_3 = NULL;
-  PyObject *__pyx_t_4 = NULL;
+  int __pyx_t_4;
+  PyObject *__pyx_t_5 = NULL;
   int __pyx_lineno = 0;
   const char *__pyx_filename = NULL;
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__get__", 0);
 
-  /* "fastpool/_mysqlstatus.pyx":109
+  /* "fastpool/_mysqlstatus.pyx":116
  *         """0 idle; 1 not idle (a transaction open, more results pending, a
  *         result unread); 2 broken (the client dropped the socket)."""
  *         cdef unsigned int flags = 0             # <<<<<<<<<<<<<<
  *         cdef int sock = -1
- *         if _get_info(self.mysql, MARIADB_CONNECTION_SOCKET, &sock) or sock < 0:
+ *         cdef int state
 */
   __pyx_v_flags = 0;
 
-  /* "fastpool/_mysqlstatus.pyx":110
+  /* "fastpool/_mysqlstatus.pyx":117
  *         result unread); 2 broken (the client dropped the socket)."""
  *         cdef unsigned int flags = 0
  *         cdef int sock = -1             # <<<<<<<<<<<<<<
- *         if _get_info(self.mysql, MARIADB_CONNECTION_SOCKET, &sock) or sock < 0:
- *             return BROKEN
+ *         cdef int state
+ *         if FP_SEES_UNREAD_RESULTS:
 */
   __pyx_v_sock = -1;
 
-  /* "fastpool/_mysqlstatus.pyx":111
- *         cdef unsigned int flags = 0
+  /* "fastpool/_mysqlstatus.pyx":119
  *         cdef int sock = -1
+ *         cdef int state
+ *         if FP_SEES_UNREAD_RESULTS:             # <<<<<<<<<<<<<<
+ *             state = fp_trans(self.mysql)
+ *             return IDLE if state == 0 else (IN_TRANSACTION if state == 1 else BROKEN)
+*/
+  __pyx_t_1 = (FP_SEES_UNREAD_RESULTS != 0);
+
+  if (__pyx_t_1) {
+
+
+    /* "fastpool/_mysqlstatus.pyx":120
+ *         cdef int state
+ *         if FP_SEES_UNREAD_RESULTS:
+ *             state = fp_trans(self.mysql)             # <<<<<<<<<<<<<<
+ *             return IDLE if state == 0 else (IN_TRANSACTION if state == 1 else BROKEN)
+ *         if _get_info(self.mysql, MARIADB_CONNECTION_SOCKET, &sock) or sock < 0:
+*/
+    __pyx_v_state = fp_trans(__pyx_v_self->mysql);
+
+    /* "fastpool/_mysqlstatus.pyx":121
+ *         if FP_SEES_UNREAD_RESULTS:
+ *             state = fp_trans(self.mysql)
+ *             return IDLE if state == 0 else (IN_TRANSACTION if state == 1 else BROKEN)             # <<<<<<<<<<<<<<
+ *         if _get_info(self.mysql, MARIADB_CONNECTION_SOCKET, &sock) or sock < 0:
+ *             return BROKEN
+*/
+    __pyx_t_1 = (__pyx_v_state == 0);
+
+    if (__pyx_t_1) {
+      __Pyx_GetModuleGlobalName(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_IDLE); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 121, __pyx_L1_error)
+      __Pyx_GOTREF(__pyx_t_3);
+      __pyx_t_2 = __pyx_t_3;
+      __pyx_t_3 = 0;
+    } else {
+      __pyx_t_4 = (__pyx_v_state == 1);
+
+      if (__pyx_t_4) {
+        __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_IN_TRANSACTION); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 121, __pyx_L1_error)
+        __Pyx_GOTREF(__pyx_t_5);
+        __pyx_t_3 = __pyx_t_5;
+        __pyx_t_5 = 0;
+      } else {
+        __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_BROKEN); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 121, __pyx_L1_error)
+        __Pyx_GOTREF(__pyx_t_5);
+        __pyx_t_3 = __pyx_t_5;
+        __pyx_t_5 = 0;
+      }
+
+      __pyx_t_2 = __pyx_t_3;
+      __pyx_t_3 = 0;
+    }
+
+    {
+      PyObject *__pyx_temp;
+      {
+        __pyx_temp = __pyx_r;
+        __pyx_r = __pyx_t_2;
+      }
+      __Pyx_XDECREF(__pyx_temp);
+    }
+    __pyx_t_2 = 0;
+    goto __pyx_L0;
+
+    /* "fastpool/_mysqlstatus.pyx":119
+ *         cdef int sock = -1
+ *         cdef int state
+ *         if FP_SEES_UNREAD_RESULTS:             # <<<<<<<<<<<<<<
+ *             state = fp_trans(self.mysql)
+ *             return IDLE if state == 0 else (IN_TRANSACTION if state == 1 else BROKEN)
+*/
+  }
+
+  /* "fastpool/_mysqlstatus.pyx":122
+ *             state = fp_trans(self.mysql)
+ *             return IDLE if state == 0 else (IN_TRANSACTION if state == 1 else BROKEN)
  *         if _get_info(self.mysql, MARIADB_CONNECTION_SOCKET, &sock) or sock < 0:             # <<<<<<<<<<<<<<
  *             return BROKEN
  *         if _get_info(self.mysql, MARIADB_CONNECTION_SERVER_STATUS, &flags):
 */
-  __pyx_t_2 = (__pyx_v_8fastpool_12_mysqlstatus__get_info(__pyx_v_self->mysql, __pyx_e_8fastpool_12_mysqlstatus_MARIADB_CONNECTION_SOCKET, (&__pyx_v_sock)) != 0);
+  __pyx_t_4 = (__pyx_v_8fastpool_12_mysqlstatus__get_info(__pyx_v_self->mysql, __pyx_e_8fastpool_12_mysqlstatus_MARIADB_CONNECTION_SOCKET, (&__pyx_v_sock)) != 0);
 
-  if (!__pyx_t_2) {
+  if (!__pyx_t_4) {
 
   } else {
 
-    __pyx_t_1 = __pyx_t_2;
+    __pyx_t_1 = __pyx_t_4;
 
-    goto __pyx_L4_bool_binop_done;
+    goto __pyx_L5_bool_binop_done;
   }
-  __pyx_t_2 = (__pyx_v_sock < 0);
+  __pyx_t_4 = (__pyx_v_sock < 0);
 
 
-  __pyx_t_1 = __pyx_t_2;
+  __pyx_t_1 = __pyx_t_4;
 
-  __pyx_L4_bool_binop_done:;
+  __pyx_L5_bool_binop_done:;
   if (__pyx_t_1) {
 
 
-    /* "fastpool/_mysqlstatus.pyx":112
- *         cdef int sock = -1
+    /* "fastpool/_mysqlstatus.pyx":123
+ *             return IDLE if state == 0 else (IN_TRANSACTION if state == 1 else BROKEN)
  *         if _get_info(self.mysql, MARIADB_CONNECTION_SOCKET, &sock) or sock < 0:
  *             return BROKEN             # <<<<<<<<<<<<<<
  *         if _get_info(self.mysql, MARIADB_CONNECTION_SERVER_STATUS, &flags):
  *             return BROKEN
 */
-    __Pyx_GetModuleGlobalName(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_BROKEN); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 112, __pyx_L1_error)
-    __Pyx_GOTREF(__pyx_t_3);
+    __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_BROKEN); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 123, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_2);
     {
       PyObject *__pyx_temp;
       {
         __pyx_temp = __pyx_r;
-        __pyx_r = __pyx_t_3;
+        __pyx_r = __pyx_t_2;
       }
       __Pyx_XDECREF(__pyx_temp);
     }
-    __pyx_t_3 = 0;
+    __pyx_t_2 = 0;
     goto __pyx_L0;
 
-    /* "fastpool/_mysqlstatus.pyx":111
- *         cdef unsigned int flags = 0
- *         cdef int sock = -1
+    /* "fastpool/_mysqlstatus.pyx":122
+ *             state = fp_trans(self.mysql)
+ *             return IDLE if state == 0 else (IN_TRANSACTION if state == 1 else BROKEN)
  *         if _get_info(self.mysql, MARIADB_CONNECTION_SOCKET, &sock) or sock < 0:             # <<<<<<<<<<<<<<
  *             return BROKEN
  *         if _get_info(self.mysql, MARIADB_CONNECTION_SERVER_STATUS, &flags):
 */
   }
 
-  /* "fastpool/_mysqlstatus.pyx":113
+  /* "fastpool/_mysqlstatus.pyx":124
  *         if _get_info(self.mysql, MARIADB_CONNECTION_SOCKET, &sock) or sock < 0:
  *             return BROKEN
  *         if _get_info(self.mysql, MARIADB_CONNECTION_SERVER_STATUS, &flags):             # <<<<<<<<<<<<<<
@@ -3350,27 +3433,27 @@ static PyObject *__pyx_pf_8fastpool_12_mysqlstatus_12ServerStatus_5trans___get__
   if (__pyx_t_1) {
 
 
-    /* "fastpool/_mysqlstatus.pyx":114
+    /* "fastpool/_mysqlstatus.pyx":125
  *             return BROKEN
  *         if _get_info(self.mysql, MARIADB_CONNECTION_SERVER_STATUS, &flags):
  *             return BROKEN             # <<<<<<<<<<<<<<
  *         if flags & (SERVER_STATUS_IN_TRANS | SERVER_MORE_RESULTS_EXIST):
  *             return IN_TRANSACTION
 */
-    __Pyx_GetModuleGlobalName(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_BROKEN); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 114, __pyx_L1_error)
-    __Pyx_GOTREF(__pyx_t_3);
+    __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_BROKEN); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 125, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_2);
     {
       PyObject *__pyx_temp;
       {
         __pyx_temp = __pyx_r;
-        __pyx_r = __pyx_t_3;
+        __pyx_r = __pyx_t_2;
       }
       __Pyx_XDECREF(__pyx_temp);
     }
-    __pyx_t_3 = 0;
+    __pyx_t_2 = 0;
     goto __pyx_L0;
 
-    /* "fastpool/_mysqlstatus.pyx":113
+    /* "fastpool/_mysqlstatus.pyx":124
  *         if _get_info(self.mysql, MARIADB_CONNECTION_SOCKET, &sock) or sock < 0:
  *             return BROKEN
  *         if _get_info(self.mysql, MARIADB_CONNECTION_SERVER_STATUS, &flags):             # <<<<<<<<<<<<<<
@@ -3379,80 +3462,68 @@ static PyObject *__pyx_pf_8fastpool_12_mysqlstatus_12ServerStatus_5trans___get__
 */
   }
 
-  /* "fastpool/_mysqlstatus.pyx":115
+  /* "fastpool/_mysqlstatus.pyx":126
  *         if _get_info(self.mysql, MARIADB_CONNECTION_SERVER_STATUS, &flags):
  *             return BROKEN
  *         if flags & (SERVER_STATUS_IN_TRANS | SERVER_MORE_RESULTS_EXIST):             # <<<<<<<<<<<<<<
  *             return IN_TRANSACTION
- *         return IN_TRANSACTION if fp_mysql_busy(self.mysql) else IDLE
+ *         return IDLE
 */
   __pyx_t_1 = ((__pyx_v_flags & (__pyx_e_8fastpool_12_mysqlstatus_SERVER_STATUS_IN_TRANS | __pyx_e_8fastpool_12_mysqlstatus_SERVER_MORE_RESULTS_EXIST)) != 0);
 
   if (__pyx_t_1) {
 
 
-    /* "fastpool/_mysqlstatus.pyx":116
+    /* "fastpool/_mysqlstatus.pyx":127
  *             return BROKEN
  *         if flags & (SERVER_STATUS_IN_TRANS | SERVER_MORE_RESULTS_EXIST):
  *             return IN_TRANSACTION             # <<<<<<<<<<<<<<
- *         return IN_TRANSACTION if fp_mysql_busy(self.mysql) else IDLE
+ *         return IDLE
  * 
 */
-    __Pyx_GetModuleGlobalName(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_IN_TRANSACTION); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 116, __pyx_L1_error)
-    __Pyx_GOTREF(__pyx_t_3);
+    __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_IN_TRANSACTION); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 127, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_2);
     {
       PyObject *__pyx_temp;
       {
         __pyx_temp = __pyx_r;
-        __pyx_r = __pyx_t_3;
+        __pyx_r = __pyx_t_2;
       }
       __Pyx_XDECREF(__pyx_temp);
     }
-    __pyx_t_3 = 0;
+    __pyx_t_2 = 0;
     goto __pyx_L0;
 
-    /* "fastpool/_mysqlstatus.pyx":115
+    /* "fastpool/_mysqlstatus.pyx":126
  *         if _get_info(self.mysql, MARIADB_CONNECTION_SERVER_STATUS, &flags):
  *             return BROKEN
  *         if flags & (SERVER_STATUS_IN_TRANS | SERVER_MORE_RESULTS_EXIST):             # <<<<<<<<<<<<<<
  *             return IN_TRANSACTION
- *         return IN_TRANSACTION if fp_mysql_busy(self.mysql) else IDLE
+ *         return IDLE
 */
   }
 
-  /* "fastpool/_mysqlstatus.pyx":117
+  /* "fastpool/_mysqlstatus.pyx":128
  *         if flags & (SERVER_STATUS_IN_TRANS | SERVER_MORE_RESULTS_EXIST):
  *             return IN_TRANSACTION
- *         return IN_TRANSACTION if fp_mysql_busy(self.mysql) else IDLE             # <<<<<<<<<<<<<<
+ *         return IDLE             # <<<<<<<<<<<<<<
  * 
  *     @property
 */
-  __pyx_t_1 = (fp_mysql_busy(__pyx_v_self->mysql) != 0);
-
-  if (__pyx_t_1) {
-    __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_IN_TRANSACTION); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 117, __pyx_L1_error)
-    __Pyx_GOTREF(__pyx_t_4);
-    __pyx_t_3 = __pyx_t_4;
-    __pyx_t_4 = 0;
-  } else {
-    __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_IDLE); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 117, __pyx_L1_error)
-    __Pyx_GOTREF(__pyx_t_4);
-    __pyx_t_3 = __pyx_t_4;
-    __pyx_t_4 = 0;
-  }
-
+  __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_IDLE); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 128, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_2);
   {
     PyObject *__pyx_temp;
     {
       __pyx_temp = __pyx_r;
-      __pyx_r = __pyx_t_3;
+      __pyx_r = __pyx_t_2;
     }
     __Pyx_XDECREF(__pyx_temp);
   }
-  __pyx_t_3 = 0;
+  __pyx_t_2 = 0;
   goto __pyx_L0;
 
-  /* "fastpool/_mysqlstatus.pyx":105
+  /* "fastpool/_mysqlstatus.pyx":112
  *         self.connection = connection
  * 
  *     @property             # <<<<<<<<<<<<<<
@@ -3462,11 +3533,13 @@ static PyObject *__pyx_pf_8fastpool_12_mysqlstatus_12ServerStatus_5trans___get__
 
   /* function exit code */
   __pyx_L1_error:;
+  __Pyx_XDECREF(__pyx_t_2);
   __Pyx_XDECREF(__pyx_t_3);
-  __Pyx_XDECREF(__pyx_t_4);
+  __Pyx_XDECREF(__pyx_t_5);
   __Pyx_AddTraceback("fastpool._mysqlstatus.ServerStatus.trans.__get__", __pyx_clineno, __pyx_lineno, __pyx_filename);
   __pyx_r = NULL;
   __pyx_L0:;
+
 
 
   __Pyx_XGIVEREF(__pyx_r);
@@ -3474,8 +3547,8 @@ static PyObject *__pyx_pf_8fastpool_12_mysqlstatus_12ServerStatus_5trans___get__
   return __pyx_r;
 }
 
-/* "fastpool/_mysqlstatus.pyx":119
- *         return IN_TRANSACTION if fp_mysql_busy(self.mysql) else IDLE
+/* "fastpool/_mysqlstatus.pyx":130
+ *         return IDLE
  * 
  *     @property             # <<<<<<<<<<<<<<
  *     def socket(self):
@@ -3508,7 +3581,7 @@ static PyObject *__pyx_pf_8fastpool_12_mysqlstatus_12ServerStatus_6socket___get_
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__get__", 0);
 
-  /* "fastpool/_mysqlstatus.pyx":122
+  /* "fastpool/_mysqlstatus.pyx":133
  *     def socket(self):
  *         """The connection's socket descriptor, -1 once the client dropped it."""
  *         cdef int sock = -1             # <<<<<<<<<<<<<<
@@ -3517,7 +3590,7 @@ static PyObject *__pyx_pf_8fastpool_12_mysqlstatus_12ServerStatus_6socket___get_
 */
   __pyx_v_sock = -1;
 
-  /* "fastpool/_mysqlstatus.pyx":123
+  /* "fastpool/_mysqlstatus.pyx":134
  *         """The connection's socket descriptor, -1 once the client dropped it."""
  *         cdef int sock = -1
  *         if _get_info(self.mysql, MARIADB_CONNECTION_SOCKET, &sock):             # <<<<<<<<<<<<<<
@@ -3529,7 +3602,7 @@ static PyObject *__pyx_pf_8fastpool_12_mysqlstatus_12ServerStatus_6socket___get_
   if (__pyx_t_1) {
 
 
-    /* "fastpool/_mysqlstatus.pyx":124
+    /* "fastpool/_mysqlstatus.pyx":135
  *         cdef int sock = -1
  *         if _get_info(self.mysql, MARIADB_CONNECTION_SOCKET, &sock):
  *             return -1             # <<<<<<<<<<<<<<
@@ -3546,7 +3619,7 @@ static PyObject *__pyx_pf_8fastpool_12_mysqlstatus_12ServerStatus_6socket___get_
     }
     goto __pyx_L0;
 
-    /* "fastpool/_mysqlstatus.pyx":123
+    /* "fastpool/_mysqlstatus.pyx":134
  *         """The connection's socket descriptor, -1 once the client dropped it."""
  *         cdef int sock = -1
  *         if _get_info(self.mysql, MARIADB_CONNECTION_SOCKET, &sock):             # <<<<<<<<<<<<<<
@@ -3555,12 +3628,12 @@ static PyObject *__pyx_pf_8fastpool_12_mysqlstatus_12ServerStatus_6socket___get_
 */
   }
 
-  /* "fastpool/_mysqlstatus.pyx":125
+  /* "fastpool/_mysqlstatus.pyx":136
  *         if _get_info(self.mysql, MARIADB_CONNECTION_SOCKET, &sock):
  *             return -1
  *         return sock             # <<<<<<<<<<<<<<
 */
-  __pyx_t_2 = __Pyx_PyLong_From_int(__pyx_v_sock); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 125, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyLong_From_int(__pyx_v_sock); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 136, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   {
     PyObject *__pyx_temp;
@@ -3573,8 +3646,8 @@ static PyObject *__pyx_pf_8fastpool_12_mysqlstatus_12ServerStatus_6socket___get_
   __pyx_t_2 = 0;
   goto __pyx_L0;
 
-  /* "fastpool/_mysqlstatus.pyx":119
- *         return IN_TRANSACTION if fp_mysql_busy(self.mysql) else IDLE
+  /* "fastpool/_mysqlstatus.pyx":130
+ *         return IDLE
  * 
  *     @property             # <<<<<<<<<<<<<<
  *     def socket(self):
@@ -3593,7 +3666,7 @@ static PyObject *__pyx_pf_8fastpool_12_mysqlstatus_12ServerStatus_6socket___get_
   return __pyx_r;
 }
 
-/* "fastpool/_mysqlstatus.pyx":96
+/* "fastpool/_mysqlstatus.pyx":103
  * 
  *     cdef void* mysql
  *     cdef readonly object connection             # <<<<<<<<<<<<<<
@@ -4147,14 +4220,14 @@ static int __Pyx_modinit_Exttype___pyx_obj_8fastpool_12_mysqlstatus_ServerStatus
   __Pyx_RefNannySetupContext("__Pyx_modinit_Exttype___pyx_obj_8fastpool_12_mysqlstatus_ServerStatus", 0);
   /*--- Exttype __pyx_obj_8fastpool_12_mysqlstatus_ServerStatus ---*/
   #if CYTHON_USE_TYPE_SPECS
-  __pyx_mstate->__pyx_ptype_8fastpool_12_mysqlstatus_ServerStatus = (PyTypeObject *) __Pyx_PyType_FromModuleAndSpec(__pyx_m, &__pyx_type_8fastpool_12_mysqlstatus_ServerStatus_spec, NULL); if (unlikely(!__pyx_mstate->__pyx_ptype_8fastpool_12_mysqlstatus_ServerStatus)) __PYX_ERR(0, 88, __pyx_L1_error)
+  __pyx_mstate->__pyx_ptype_8fastpool_12_mysqlstatus_ServerStatus = (PyTypeObject *) __Pyx_PyType_FromModuleAndSpec(__pyx_m, &__pyx_type_8fastpool_12_mysqlstatus_ServerStatus_spec, NULL); if (unlikely(!__pyx_mstate->__pyx_ptype_8fastpool_12_mysqlstatus_ServerStatus)) __PYX_ERR(0, 95, __pyx_L1_error)
   #else
   __pyx_mstate->__pyx_ptype_8fastpool_12_mysqlstatus_ServerStatus = &__pyx_type_8fastpool_12_mysqlstatus_ServerStatus;
   #endif
   #if !CYTHON_COMPILING_IN_LIMITED_API
   #endif
   #if !CYTHON_USE_TYPE_SPECS
-  if (__Pyx_PyType_Ready(__pyx_mstate->__pyx_ptype_8fastpool_12_mysqlstatus_ServerStatus) < (0)) __PYX_ERR(0, 88, __pyx_L1_error)
+  if (__Pyx_PyType_Ready(__pyx_mstate->__pyx_ptype_8fastpool_12_mysqlstatus_ServerStatus) < (0)) __PYX_ERR(0, 95, __pyx_L1_error)
   #endif
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount((PyObject*)__pyx_mstate->__pyx_ptype_8fastpool_12_mysqlstatus_ServerStatus);
@@ -4164,8 +4237,8 @@ static int __Pyx_modinit_Exttype___pyx_obj_8fastpool_12_mysqlstatus_ServerStatus
     __pyx_mstate->__pyx_ptype_8fastpool_12_mysqlstatus_ServerStatus->tp_getattro = PyObject_GenericGetAttr;
   }
   #endif
-  if (PyObject_SetAttr(__pyx_m, __pyx_mstate_global->__pyx_n_u_ServerStatus, (PyObject *) __pyx_mstate->__pyx_ptype_8fastpool_12_mysqlstatus_ServerStatus) < (0)) __PYX_ERR(0, 88, __pyx_L1_error)
-  if (__Pyx_setup_reduce((PyObject *) __pyx_mstate->__pyx_ptype_8fastpool_12_mysqlstatus_ServerStatus) < (0)) __PYX_ERR(0, 88, __pyx_L1_error)
+  if (PyObject_SetAttr(__pyx_m, __pyx_mstate_global->__pyx_n_u_ServerStatus, (PyObject *) __pyx_mstate->__pyx_ptype_8fastpool_12_mysqlstatus_ServerStatus) < (0)) __PYX_ERR(0, 95, __pyx_L1_error)
+  if (__Pyx_setup_reduce((PyObject *) __pyx_mstate->__pyx_ptype_8fastpool_12_mysqlstatus_ServerStatus) < (0)) __PYX_ERR(0, 95, __pyx_L1_error)
   __Pyx_RefNannyFinishContext();
   return 0;
   __pyx_L1_error:;
@@ -4481,46 +4554,46 @@ __Pyx_RefNannySetupContext("PyInit__mysqlstatus", 0);
   if (__Pyx_InitAfterSharedUtility() < (0)) __PYX_ERR(0, 1, __pyx_L1_error)
   /*--- Execution code ---*/
 
-  /* "fastpool/_mysqlstatus.pyx":56
+  /* "fastpool/_mysqlstatus.pyx":63
  * 
  * #: ``ServerStatus.trans`` values.
  * IDLE = 0             # <<<<<<<<<<<<<<
  * IN_TRANSACTION = 1
  * BROKEN = 2
 */
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_IDLE, __pyx_mstate_global->__pyx_int_0) < (0)) __PYX_ERR(0, 56, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_IDLE, __pyx_mstate_global->__pyx_int_0) < (0)) __PYX_ERR(0, 63, __pyx_L1_error)
 
-  /* "fastpool/_mysqlstatus.pyx":57
+  /* "fastpool/_mysqlstatus.pyx":64
  * #: ``ServerStatus.trans`` values.
  * IDLE = 0
  * IN_TRANSACTION = 1             # <<<<<<<<<<<<<<
  * BROKEN = 2
  * 
 */
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_IN_TRANSACTION, __pyx_mstate_global->__pyx_int_1) < (0)) __PYX_ERR(0, 57, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_IN_TRANSACTION, __pyx_mstate_global->__pyx_int_1) < (0)) __PYX_ERR(0, 64, __pyx_L1_error)
 
-  /* "fastpool/_mysqlstatus.pyx":58
+  /* "fastpool/_mysqlstatus.pyx":65
  * IDLE = 0
  * IN_TRANSACTION = 1
  * BROKEN = 2             # <<<<<<<<<<<<<<
  * 
  * #: True when built with mysql.h, so that ``trans`` also sees a result left
 */
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_BROKEN, __pyx_mstate_global->__pyx_int_2) < (0)) __PYX_ERR(0, 58, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_BROKEN, __pyx_mstate_global->__pyx_int_2) < (0)) __PYX_ERR(0, 65, __pyx_L1_error)
 
-  /* "fastpool/_mysqlstatus.pyx":62
+  /* "fastpool/_mysqlstatus.pyx":69
  * #: True when built with mysql.h, so that ``trans`` also sees a result left
  * #: unread (else only the server's flags: an open transaction, more results).
  * SEES_UNREAD_RESULTS = bool(FP_SEES_UNREAD_RESULTS)             # <<<<<<<<<<<<<<
  * 
  * cdef get_info_t _get_info = NULL
 */
-  __pyx_t_2 = __Pyx_PyBool_FromLong((!(!(FP_SEES_UNREAD_RESULTS != 0)))); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 62, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyBool_FromLong((!(!(FP_SEES_UNREAD_RESULTS != 0)))); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 69, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_SEES_UNREAD_RESULTS, __pyx_t_2) < (0)) __PYX_ERR(0, 62, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_SEES_UNREAD_RESULTS, __pyx_t_2) < (0)) __PYX_ERR(0, 69, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "fastpool/_mysqlstatus.pyx":64
+  /* "fastpool/_mysqlstatus.pyx":71
  * SEES_UNREAD_RESULTS = bool(FP_SEES_UNREAD_RESULTS)
  * 
  * cdef get_info_t _get_info = NULL             # <<<<<<<<<<<<<<
@@ -4529,37 +4602,37 @@ __Pyx_RefNannySetupContext("PyInit__mysqlstatus", 0);
 */
   __pyx_v_8fastpool_12_mysqlstatus__get_info = NULL;
 
-  /* "fastpool/_mysqlstatus.pyx":65
+  /* "fastpool/_mysqlstatus.pyx":72
  * 
  * cdef get_info_t _get_info = NULL
  * _CAPSULE_NAME = b"_mysql.connection.native_connection"             # <<<<<<<<<<<<<<
  * 
  * 
 */
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_CAPSULE_NAME, __pyx_mstate_global->__pyx_kp_b_mysql_connection_native_connect) < (0)) __PYX_ERR(0, 65, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_CAPSULE_NAME, __pyx_mstate_global->__pyx_kp_b_mysql_connection_native_connect) < (0)) __PYX_ERR(0, 72, __pyx_L1_error)
 
-  /* "fastpool/_mysqlstatus.pyx":68
+  /* "fastpool/_mysqlstatus.pyx":75
  * 
  * 
  * def bind(str library):             # <<<<<<<<<<<<<<
  *     """Find ``mariadb_get_info`` through ``library`` (mysqlclient's loaded
  *     ``_mysql`` extension, whose dependencies are searched too). True if found."""
 */
-  __pyx_t_2 = PyCFunction_NewEx(&__pyx_mdef_8fastpool_12_mysqlstatus_1bind, NULL, __pyx_mstate_global->__pyx_n_u_fastpool__mysqlstatus); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 68, __pyx_L1_error)
+  __pyx_t_2 = PyCFunction_NewEx(&__pyx_mdef_8fastpool_12_mysqlstatus_1bind, NULL, __pyx_mstate_global->__pyx_n_u_fastpool__mysqlstatus); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 75, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_bind, __pyx_t_2) < (0)) __PYX_ERR(0, 68, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_bind, __pyx_t_2) < (0)) __PYX_ERR(0, 75, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "fastpool/_mysqlstatus.pyx":83
+  /* "fastpool/_mysqlstatus.pyx":90
  * 
  * 
  * def bound():             # <<<<<<<<<<<<<<
  *     """True once ``bind`` has found the function."""
  *     return _get_info != NULL
 */
-  __pyx_t_2 = PyCFunction_NewEx(&__pyx_mdef_8fastpool_12_mysqlstatus_3bound, NULL, __pyx_mstate_global->__pyx_n_u_fastpool__mysqlstatus); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 83, __pyx_L1_error)
+  __pyx_t_2 = PyCFunction_NewEx(&__pyx_mdef_8fastpool_12_mysqlstatus_3bound, NULL, __pyx_mstate_global->__pyx_n_u_fastpool__mysqlstatus); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 90, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_bound, __pyx_t_2) < (0)) __PYX_ERR(0, 83, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_bound, __pyx_t_2) < (0)) __PYX_ERR(0, 90, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
   /* "fastpool/_mysqlstatus.pyx":1
