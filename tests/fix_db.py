@@ -12,12 +12,14 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
+from fastpool import PoolTimeout
 from fastpool.drivers import MySQLDriver, PostgresDriver
 from tests.fix_pool import IN_CI
 
@@ -32,6 +34,23 @@ def _unavailable(what: str, exc: BaseException) -> None:
     if IN_CI:
         pytest.fail(f"CI=true and {msg}")
     pytest.skip(msg)
+
+
+def hammer(pool: Any, run: Callable[[Any], object], stop: threading.Event,
+           outcomes: list[Any], timeout: float | None = None) -> None:
+    """Borrow, ``run(conn)``, return, until ``stop``; record each attempt's end:
+    "ok", "timeout" (PoolTimeout), or ``pool.classify(exc)`` of any other error."""
+    while not stop.is_set():
+        try:
+            with pool.connection(timeout=timeout) as conn:
+                run(conn)
+            result: Any = "ok"
+        except PoolTimeout:
+            result = "timeout"
+        except Exception as exc:
+            result = pool.classify(exc)
+        outcomes.append(result)  # list.append is atomic
+        time.sleep(0.001)
 
 
 def need_socket(path: str) -> str:
