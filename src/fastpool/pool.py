@@ -24,10 +24,10 @@ import random
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from fastpool import _core, _fork, leaks
+from fastpool import _core, _fork, _registry, leaks
 from fastpool.drivers import CallableDriver, Driver, from_url
 from fastpool.errors import (
     ConfigError,
@@ -38,6 +38,7 @@ from fastpool.errors import (
     PoolTimeout,
     TooManyWaiting,
 )
+from fastpool.events import HookedContext, Hooks
 from fastpool.stats import PoolStats
 
 __all__ = ["Pool", "PoolPolicy", "create_pool"]
@@ -151,6 +152,8 @@ class PoolPolicy(_Mechanism):
         reconnect_timeout: float = 300.0,
         reconnect_failed: Callable[[Any], object] | None = None,
         leak_threshold: float | None = None,
+        track_holders: bool = False,
+        hooks: Mapping[str, Callable[..., object]] | None = None,
         name: str | None = None,
     ) -> None:
         super().__init__()
@@ -179,9 +182,13 @@ class PoolPolicy(_Mechanism):
         self.reconnect_timeout = _seconds("reconnect_timeout", reconnect_timeout)
         self._reconnect_failed = _callable_or_none("reconnect_failed", reconnect_failed)
         self.leak_threshold = _optional_seconds("leak_threshold", leak_threshold)
+        if not isinstance(track_holders, bool):
+            raise ConfigError(f"track_holders must be True or False, got {track_holders!r}")
+        self.track_holders = track_holders or self.leak_threshold is not None
         if name is not None and not isinstance(name, str):
             raise ConfigError(f"name must be a string, got {name!r}")
         self.name = name or f"pool-{next(_pool_numbers)}"
+        self._hooks = Hooks(self.name)
 
         self._failures = 0
         self._failing_since = 0.0
@@ -193,7 +200,10 @@ class PoolPolicy(_Mechanism):
         self._closing = False
         self._lock = threading.Lock()
         self._apply_policy()
+        for event, fn in (hooks or {}).items():
+            self.on(event, fn)
         _fork.register(self)
+        _registry.add(self)
         self._start_worker()
 
     # ---- configuration --------------------------------------------------
@@ -209,7 +219,7 @@ class PoolPolicy(_Mechanism):
             status_attr=d.status_attr,
             idle_status=d.idle_status,
             always_slow_release=self._reset is not None,
-            track_holders=self.leak_threshold is not None,
+            track_holders=self.track_holders,
         )
         limits = [self.MAINTENANCE_INTERVAL]
         if self.max_idle is not None:
@@ -258,6 +268,7 @@ class PoolPolicy(_Mechanism):
             if time.monotonic_ns() > deadline and self._sizes()[1] == 0:
                 # Probing broken connections used up the caller's time.
                 self._count(_core.C_TIMEOUTS)
+                self._hooks.emit("timeout", (time.monotonic_ns() - start) / 1e9)
                 raise self._timeout_error(t)
             lock = threading.Lock()
             lock.acquire()
@@ -290,10 +301,11 @@ class PoolPolicy(_Mechanism):
                 state = self._state_text()  # as at the deadline, this caller included
                 if self._cancel_wait(waiter) == _core.ENQUEUED:
                     self._count(_core.C_TIMEOUTS)
+                    self._hooks.emit("timeout", t)
                     raise self._timeout_error(t, state)
             outcome = waiter.state_name
             if outcome == "given":
-                holder = None if self.leak_threshold is None else self._capture_holder()
+                holder = self._capture_holder() if self.track_holders else None
         except BaseException:
             # Interrupted, timed out or failing fast: leave the queue, and give
             # back a connection handed over in the meantime.
@@ -327,7 +339,7 @@ class PoolPolicy(_Mechanism):
                 owned = False
                 self._retire(idx, _REASONS[verdict])
                 return None
-            holder = None if self.leak_threshold is None else self._capture_holder()
+            holder = self._capture_holder() if self.track_holders else None
             owned = False
             conn = self._lend_checked(idx, time.monotonic_ns() - start_ns)
         except BaseException:
@@ -451,6 +463,8 @@ class PoolPolicy(_Mechanism):
         refused = self._putback(idx)
         if refused is not None:
             self._close_connection(refused)
+            if self._hooks.has("close"):
+                self._hooks.emit("close", refused, "closed")
             with self._signal.cond:
                 self._signal.cond.notify_all()
 
@@ -477,6 +491,8 @@ class PoolPolicy(_Mechanism):
                 _fork._orphans.append(conn)
             else:
                 self._close_connection(conn)
+            if self._hooks.has("close"):
+                self._hooks.emit("close", conn, _core.CLOSE_REASONS[reason])
         finally:
             if self._is_closed:
                 with self._signal.cond:
@@ -562,6 +578,8 @@ class PoolPolicy(_Mechanism):
         self._ever_connected = True
         with self._signal.cond:
             self._signal.cond.notify_all()
+        if self._hooks.has("connect"):
+            self._hooks.emit("connect", conn)
         return True
 
     def _connect_failed(self, exc: BaseException) -> None:
@@ -748,6 +766,48 @@ class PoolPolicy(_Mechanism):
     def driver(self) -> Driver:
         return self._driver
 
+    # ---- events ------------------------------------------------------------
+
+    def on(self, event: str, fn: Callable[..., object]) -> Callable[..., object]:
+        """Call ``fn`` on ``event`` (connect, acquire, release, close, timeout);
+        returns ``fn``, so it works as a decorator. See ``fastpool.events``."""
+        self._hooks.add(event, fn)
+        self._install_hooks()
+        return fn
+
+    def off(self, event: str, fn: Callable[..., object]) -> None:
+        """Stop calling ``fn`` on ``event``."""
+        self._hooks.remove(event, fn)
+        self._install_hooks()
+
+    def _install_hooks(self) -> None:
+        """Acquire/release callbacks need Python around the compiled calls: put
+        wrappers on this instance (they shadow the class's methods), or take
+        them away when the last such callback goes."""
+        if self._hooks.hot():
+            self.acquire = self._hooked_acquire  # type: ignore[method-assign]
+            self.release = self._hooked_release  # type: ignore[method-assign]
+            self.connection = self._hooked_connection  # type: ignore[method-assign]
+        else:
+            for name in ("acquire", "release", "connection"):
+                self.__dict__.pop(name, None)
+
+    def _hooked_acquire(self, timeout: float | None = None) -> Any:
+        t0 = time.monotonic_ns()
+        conn = type(self).acquire(self, timeout)
+        self._hooks.emit("acquire", conn, (time.monotonic_ns() - t0) / 1e9)
+        return conn
+
+    def _hooked_release(self, conn: Any) -> None:
+        idx = self._slot_of(conn)
+        started = self._slot_info(idx)["acquired_ns"] if idx >= 0 else None
+        type(self).release(self, conn)
+        if started is not None:
+            self._hooks.emit("release", conn, (time.monotonic_ns() - started) / 1e9)
+
+    def _hooked_connection(self, timeout: float | None = None) -> Any:
+        return HookedContext(self._hooks, type(self).connection(self, timeout))
+
     def classify(self, exc: BaseException) -> ErrorKind:
         """What the driver's exception ``exc`` means (lost connection, retryable
         transaction, the caller's query error...); see ``fastpool.ErrorKind``."""
@@ -764,6 +824,36 @@ class PoolPolicy(_Mechanism):
             self._connect_errors = 0
         return PoolStats.from_snapshot(raw, name=self.name, min_size=self.min_size,
                                        max_size=self.max_size, connect_errors=errors)
+
+    def server_activity(self) -> list[dict[str, Any]]:
+        """This pool's sessions as the server sees them: one dict per open
+        connection with the server's ``state``, current ``query``, timings
+        (pg_stat_activity / the MySQL process list) and ``pool_state``
+        (``idle`` or ``in_use`` here). Uses a connection of its own, so it
+        answers while the pool is exhausted. NotImplementedError for SQLite."""
+        ours = self._open_connections()
+        states = {}
+        for conn, state in ours:
+            sid = self._driver.session_id(conn)
+            if sid is not None:
+                states[sid] = state
+        rows = self._driver.server_activity(sorted(states))
+        for row in rows:
+            row["pool_state"] = states.get(row["session_id"])
+        return rows
+
+    def _open_connections(self) -> list[tuple[Any, str]]:
+        """(connection, slot state name) of every slot holding one now."""
+        found: list[tuple[Any, str]] = []
+        idx = 0
+        while True:
+            try:
+                state = self._slot_info(idx)["state"]
+            except IndexError:
+                return found
+            if state != _FREE:
+                found.append((self._conn_at(idx), _core.SLOT_STATES[state]))
+            idx += 1
 
     def holders(self) -> list[dict[str, Any]]:
         """The connections in use now: how long held and where acquired (if tracked)."""
@@ -786,6 +876,7 @@ class PoolPolicy(_Mechanism):
 
 
 _CHECKING = _core.SLOT_STATES.index("checking")
+_FREE = _core.SLOT_STATES.index("free")
 
 _REASONS = {
     _core.EXPIRED: _core.REASON_LIFETIME,

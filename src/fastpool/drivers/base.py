@@ -119,6 +119,15 @@ class Driver(abc.ABC):
         """True when the client knows locally that ``conn`` is broken (no round trip)."""
         return False
 
+    def session_id(self, conn: Any) -> int | None:
+        """The server's id for ``conn``'s session, read locally (None: no server)."""
+        return None
+
+    def server_activity(self, session_ids: list[int]) -> list[dict[str, Any]]:
+        """The server's view of these sessions (state, current query...), read
+        over a connection of its own, so it works while the pool is exhausted."""
+        raise NotImplementedError(f"{self.name}: the database has no server-side session view")
+
     def describe(self) -> str:
         """Where this driver connects, safe for logs (no password)."""
         return self.name

@@ -82,6 +82,13 @@ _TRANSIENT_PATTERNS = re.compile(
     r"the database system is (starting up|shutting down|in recovery mode|not yet accepting)"
     r"|too many clients|too many connections|remaining connection slots are reserved")
 _KV_PASSWORD = re.compile(r"password\s*=\s*('(?:[^'\\]|\\.)*'|[^\s&]+)", re.IGNORECASE)
+_ACTIVITY_SQL = """
+SELECT pid AS session_id, state, query, wait_event_type, wait_event,
+       extract(epoch FROM now() - backend_start)::float8 AS connected_seconds,
+       extract(epoch FROM now() - xact_start)::float8 AS transaction_seconds,
+       extract(epoch FROM now() - query_start)::float8 AS query_seconds,
+       application_name, usename AS user, client_addr::text AS client
+FROM pg_stat_activity WHERE pid = ANY(%s) ORDER BY pid"""
 _CONNECT_PREFIXES = ("connection failed:", "connection is bad:", "failed to resolve host",
                      "connection timeout expired")
 
@@ -247,6 +254,20 @@ class PostgresDriver(Driver):
 
     def classify(self, exc: BaseException) -> ErrorKind:
         return classify_error(exc)
+
+    def session_id(self, conn: Any) -> int | None:
+        return int(conn.pgconn.backend_pid) or None
+
+    def server_activity(self, session_ids: list[int]) -> list[dict[str, Any]]:
+        conn = self.connect()
+        try:
+            cur = conn.execute(_ACTIVITY_SQL, (session_ids,))
+            names = [d.name for d in cur.description]
+            rows = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+            conn.rollback()
+            return rows
+        finally:
+            conn.close()
 
     # ---- messages -----------------------------------------------------------
 
