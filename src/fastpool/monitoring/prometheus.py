@@ -1,0 +1,134 @@
+"""A Prometheus collector for every live pool (``pip install 'fastpool[prometheus]'``).
+
+::
+
+    from prometheus_client import start_http_server
+    fastpool.monitoring.register_prometheus()      # the default registry
+    start_http_server(9100)
+
+Metrics (label ``pool`` on each; counters count since the pool started; a
+``pool.stats(reset=True)`` restarts them, which Prometheus treats as a counter
+reset):
+
+========================================== ======= =============================================
+fastpool_connections{state=idle|in_use}    gauge   connections idle in the pool / lent out
+fastpool_connections_open                  gauge   open connections (idle + in use + in checks)
+fastpool_connections_min / _max            gauge   min_size / max_size
+fastpool_waiting_callers                   gauge   callers queued for a connection now
+fastpool_utilization_ratio                 gauge   busy / open connection-seconds
+fastpool_acquisitions_total                counter connections handed out
+fastpool_releases_total                    counter connections given back
+fastpool_waits_total                       counter acquisitions that had to wait
+fastpool_handoffs_total                    counter connections passed straight to a waiter
+fastpool_timeouts_total                    counter acquisitions that gave up (PoolTimeout)
+fastpool_rejected_total                    counter acquisitions refused (max_waiting)
+fastpool_connections_opened_total          counter connections opened
+fastpool_connections_closed_total{reason}  counter connections closed, by reason
+fastpool_connect_errors_total              counter failed connection attempts
+fastpool_probes_total                      counter liveness probes
+fastpool_probe_seconds_total               counter time spent probing
+fastpool_leaks_total                       counter connections reported as leaked
+fastpool_acquire_wait_seconds              histo.  time from acquire() to a connection
+fastpool_hold_seconds                      histo.  time a connection was held
+========================================== ======= =============================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client.core import (
+    REGISTRY,
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from fastpool.monitoring.snapshot import histogram, pools, read
+
+__all__ = ["PrometheusCollector", "register_prometheus"]
+
+_COUNTERS = (
+    ("acquisitions", "fastpool_acquisitions", "Connections handed out."),
+    ("releases", "fastpool_releases", "Connections given back."),
+    ("waits", "fastpool_waits", "Acquisitions that had to wait."),
+    ("handoffs", "fastpool_handoffs", "Connections passed straight to a waiting caller."),
+    ("timeouts", "fastpool_timeouts", "Acquisitions that gave up (PoolTimeout)."),
+    ("rejected", "fastpool_rejected", "Acquisitions refused at once (max_waiting)."),
+    ("opened", "fastpool_connections_opened", "Connections opened."),
+    ("connect_errors", "fastpool_connect_errors", "Failed connection attempts."),
+    ("probes", "fastpool_probes", "Liveness probes run."),
+    ("probe_time", "fastpool_probe_seconds", "Time spent in liveness probes."),
+    ("leaks", "fastpool_leaks", "Connections reported held past leak_threshold."),
+)
+
+
+class PrometheusCollector(Collector):
+    """Collects every live pool of the process (or the given ``pools``) at scrape time."""
+
+    def __init__(self, pools: list[Any] | None = None) -> None:
+        self._pools = pools
+
+    def describe(self) -> list[Metric]:
+        return []  # metric families depend on the pools alive at scrape time
+
+    def collect(self) -> Iterator[Metric]:
+        targets = [p for p in self._pools if not p.closed] if self._pools is not None \
+            else pools()
+        conns = GaugeMetricFamily("fastpool_connections", "Connections by state.",
+                                  labels=["pool", "state"])
+        gauges = {
+            "open": GaugeMetricFamily("fastpool_connections_open", "Open connections.",
+                                      labels=["pool"]),
+            "min_size": GaugeMetricFamily("fastpool_connections_min", "min_size.",
+                                          labels=["pool"]),
+            "max_size": GaugeMetricFamily("fastpool_connections_max", "max_size.",
+                                          labels=["pool"]),
+            "waiting": GaugeMetricFamily("fastpool_waiting_callers",
+                                         "Callers queued for a connection.", labels=["pool"]),
+            "utilization": GaugeMetricFamily("fastpool_utilization_ratio",
+                                             "Busy over open connection-seconds.",
+                                             labels=["pool"]),
+        }
+        counters = {key: CounterMetricFamily(name, doc, labels=["pool"])
+                    for key, name, doc in _COUNTERS}
+        closed = CounterMetricFamily("fastpool_connections_closed",
+                                     "Connections closed, by reason.", labels=["pool", "reason"])
+        wait = HistogramMetricFamily("fastpool_acquire_wait_seconds",
+                                     "Time from acquire() to a connection.", labels=["pool"])
+        hold = HistogramMetricFamily("fastpool_hold_seconds", "Time a connection was held.",
+                                     labels=["pool"])
+        for pool in targets:
+            stats, raw = read(pool)
+            name = [pool.name]
+            conns.add_metric([pool.name, "idle"], stats.idle)
+            conns.add_metric([pool.name, "in_use"], stats.in_use)
+            for key, gauge in gauges.items():
+                gauge.add_metric(name, getattr(stats, key))
+            for key, counter in counters.items():
+                counter.add_metric(name, getattr(stats, key))
+            for reason, n in stats.closed.items():
+                closed.add_metric([pool.name, reason], n)
+            for histo, hist in ((wait, raw["wait"]), (hold, raw["hold"])):
+                h = histogram(hist)
+                buckets = [("+Inf" if le == float("inf") else repr(le), n)
+                           for le, n in zip(h["le"], h["cumulative"], strict=True)]
+                histo.add_metric(name, buckets, sum_value=h["sum"])
+        yield conns
+        yield from gauges.values()
+        yield from counters.values()
+        yield closed
+        yield wait
+        yield hold
+
+
+def register_prometheus(registry: CollectorRegistry | None = None,
+                        pools: list[Any] | None = None) -> PrometheusCollector:
+    """Register a collector (of every live pool, or of ``pools``) with
+    ``registry`` (default: prometheus_client's global one) and return it."""
+    collector = PrometheusCollector(pools)
+    (REGISTRY if registry is None else registry).register(collector)
+    return collector

@@ -1,0 +1,78 @@
+"""One JSON-ready picture of every live pool: stats, wait histogram, holders."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from fastpool import _registry
+from fastpool.stats import PoolStats
+
+__all__ = ["histogram", "pool_snapshot", "pools", "snapshot"]
+
+#: Bucket bounds reported for the log2 histograms: 1 µs .. ~68.7 s, then +Inf.
+FIRST_BUCKET, LAST_BUCKET = 10, 36
+
+
+def pools() -> list[Any]:
+    """The open pools of this process, by name."""
+    return _registry.pools()
+
+
+def histogram(raw: dict[str, Any]) -> dict[str, Any]:
+    """A core log2 histogram (nanoseconds) as cumulative buckets in seconds.
+
+    ``le`` holds the upper bounds (the last is ``inf``), ``cumulative`` the
+    number of observations <= each bound; ``count`` and ``sum`` (seconds) as in
+    Prometheus. Core bucket ``b`` holds values in ``[2**(b-1), 2**b)`` ns, so
+    everything in buckets ``<= b`` is ``< 2**b`` ns.
+    """
+    buckets = raw["buckets"]
+    les: list[float] = []
+    cumulative: list[int] = []
+    running = sum(buckets[:FIRST_BUCKET])
+    for b in range(FIRST_BUCKET, LAST_BUCKET + 1):
+        running += buckets[b]
+        les.append((1 << b) / 1e9)
+        cumulative.append(running)
+    les.append(float("inf"))
+    cumulative.append(raw["count"])
+    return {"le": les, "cumulative": cumulative, "count": raw["count"],
+            "sum": raw["total"] / 1e9}
+
+
+def read(pool: Any) -> tuple[PoolStats, dict[str, Any]]:
+    """The pool's stats and the raw core numbers they came from (one read, so
+    the histograms and the counters agree)."""
+    raw = pool._snapshot(False)
+    stats = PoolStats.from_snapshot(raw, name=pool.name, min_size=pool.min_size,
+                                    max_size=pool.max_size,
+                                    connect_errors=pool._connect_errors)
+    return stats, raw
+
+
+def pool_snapshot(pool: Any) -> dict[str, Any]:
+    """One pool: its stats, histograms, settings and the connections in use."""
+    stats_, raw = read(pool)
+    stats = stats_.as_dict()
+    return {
+        "name": pool.name,
+        "database": pool.driver.describe(),
+        "closed": pool.closed,
+        "stats": stats,
+        "acquire_wait": histogram(raw["wait"]),
+        "hold": histogram(raw["hold"]),
+        "holders": sorted(pool.holders(), key=lambda h: -h["held"]),
+        "settings": {"min_size": pool.min_size, "max_size": pool.max_size,
+                     "timeout": pool.timeout, "max_lifetime": pool.max_lifetime,
+                     "max_idle": pool.max_idle, "alive_bypass": pool.alive_bypass,
+                     "leak_threshold": pool.leak_threshold,
+                     "track_holders": pool.track_holders},
+    }
+
+
+def snapshot() -> dict[str, Any]:
+    """Every live pool of this process (``{"pid", "time", "pools": [...]}``)."""
+    return {"pid": os.getpid(), "time": time.time(),
+            "pools": [pool_snapshot(p) for p in pools()]}
