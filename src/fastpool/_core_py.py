@@ -135,7 +135,7 @@ class ConnectionContext:
             raise RuntimeError("this pool.connection() context is already entered")
         self.conn = _ENTERING
         try:
-            self.conn = self.pool.acquire(self.timeout)
+            self.conn = self.pool._acquire(self.timeout)
         except BaseException:
             self.conn = None
             raise
@@ -189,6 +189,9 @@ class PoolCore:
 
     def acquire(self, timeout: float | None = None) -> Any:
         """Borrow a connection; wait up to ``timeout`` seconds (default: the pool's)."""
+        return self._acquire(timeout)
+
+    def _acquire(self, timeout: float | None) -> Any:
         idx = -1
         if timeout is not None and not (
                 type(timeout) in (float, int) and 0 <= timeout <= MAX_TIMEOUT):

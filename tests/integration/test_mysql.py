@@ -395,3 +395,38 @@ def test_per_user_connection_limit_is_unavailable_not_a_fast_failure(pool_cls, m
         pool.close()
         holder.close()
         mysql_query(mysql_admin, "DROP USER 'fp_lim'@'%'")
+
+
+def test_server_activity_shows_this_pools_sessions(make_mysql_pool):
+    pool = make_mysql_pool(min_size=2, max_size=2)
+    pool.wait()
+    held = pool.acquire()
+    cid = held.thread_id()
+    def sleeper() -> None:
+        with contextlib.suppress(MySQLdb.OperationalError):  # 1317 when we KILL QUERY it
+            mysql_query(held, "SELECT SLEEP(5)")
+
+    t = threading.Thread(target=sleeper)
+    t.start()  # held is busy in that thread from now on: the pool must not touch it
+    try:
+        running = None
+        for _ in range(200):
+            rows = {r["session_id"]: r for r in pool.server_activity()}
+            running = rows.get(cid)
+            if running and running["query"]:
+                break
+            threading.Event().wait(0.01)
+        assert running is not None
+        assert (running["pool_state"], running["query"]) == ("in_use", "SELECT SLEEP(5)")
+        assert len(rows) == 2
+        assert [r["pool_state"] for r in rows.values()].count("idle") == 1
+    finally:
+        with pool.connection() as spare:  # the idle one still works meanwhile
+            mysql_query(spare, f"KILL QUERY {cid}")
+        t.join(10)
+        pool.release(held)
+
+
+def test_sqlite_has_no_server_activity(make_pool):
+    with pytest.raises(NotImplementedError, match="no server-side session view"):
+        make_pool().server_activity()

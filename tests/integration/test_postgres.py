@@ -526,3 +526,25 @@ def test_key_value_conninfo_errors_never_echo_the_password():
     with pytest.raises(ConfigError) as info:
         PostgresDriver(f"host=x password={SECRET} garbage")
     assert SECRET not in str(info.value)
+
+
+# ---- server-side view ------------------------------------------------------------
+
+def test_server_activity_shows_this_pools_sessions_even_when_exhausted(make_pg_pool):
+    pool = make_pg_pool(min_size=2, max_size=2, timeout=0.2)
+    pool.wait()
+    held = [pool.acquire(), pool.acquire()]
+    try:
+        held[0].execute("SELECT 42")  # then idle in its transaction
+        rows = {r["session_id"]: r for r in pool.server_activity()}
+        assert set(rows) == {c.info.backend_pid for c in held}
+        busy = rows[held[0].info.backend_pid]
+        assert (busy["pool_state"], busy["state"], busy["query"]) == \
+            ("in_use", "idle in transaction", "SELECT 42")
+        assert busy["transaction_seconds"] >= 0
+        assert rows[held[1].info.backend_pid]["state"] == "idle"
+    finally:
+        for conn in held:
+            pool.release(conn)
+    pool.release(pool.acquire())
+    assert {r["pool_state"] for r in pool.server_activity()} == {"idle"}

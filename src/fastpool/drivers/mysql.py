@@ -25,6 +25,7 @@ return rolls back, as other pools do.
 from __future__ import annotations
 
 import os
+import weakref
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -166,6 +167,7 @@ class MySQLDriver(Driver):
         self.params = kwargs
 
         self._status = status_reader()
+        self._session_ids: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
         # No reader: every return takes the reset path (a ROLLBACK round trip).
         self.status_attr = "trans" if self._status is not None else None
 
@@ -201,7 +203,11 @@ class MySQLDriver(Driver):
     # ---- connections ------------------------------------------------------
 
     def connect(self) -> Any:
-        return self._mysqldb.connect(**self.params)
+        conn = self._mysqldb.connect(**self.params)
+        # Read now: mysqlclient refuses calls on a connection another thread
+        # is using, and server_activity() asks about connections in use.
+        self._session_ids[conn] = int(conn.thread_id())
+        return conn
 
     def status_source(self, conn: Any) -> Any:
         if self._status is None:
@@ -224,7 +230,7 @@ class MySQLDriver(Driver):
         return classify_error(exc)
 
     def session_id(self, conn: Any) -> int | None:
-        return int(conn.thread_id()) if conn.open else None
+        return self._session_ids.get(conn)
 
     def server_activity(self, session_ids: list[int]) -> list[dict[str, Any]]:
         if not session_ids:
