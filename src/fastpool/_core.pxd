@@ -36,6 +36,7 @@ cdef class Waiter:
         readonly int idx
         readonly int64_t enqueued_ns
         public object error
+        public object holder
         object wakeup
         Waiter prev
         Waiter next

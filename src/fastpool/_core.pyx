@@ -187,6 +187,7 @@ cdef class Waiter:
         self.wakeup = wakeup
         self.state = W_NEW
         self.idx = -1
+        self.holder = None  # where the caller waits from, recorded at hand-off
 
     @property
     def state_name(self):
@@ -478,7 +479,7 @@ cdef class PoolCore:
             s.state = IDLE
             self._ring_push(idx)
             return
-        self.holders[idx] = None
+        self.holders[idx] = w.holder
         self.n_waiting -= 1
         self.counters[C_HANDOFFS] += 1
         self._lend(idx, now, now - w.enqueued_ns)
@@ -718,12 +719,15 @@ cdef class PoolCore:
             return PROBE
         return OK
 
-    def _lend_checked(self, int idx, int64_t wait_ns):
-        """Lend a CHECKING slot that the policy has verified."""
+    def _lend_checked(self, int idx, int64_t wait_ns, holder=None):
+        """Lend a CHECKING slot that the policy has verified (recording
+        ``holder`` in the same step)."""
         self._check_idx(idx)
         if self.slots[idx].state != CHECKING:
             raise ValueError("slot %d is not being checked" % idx)
-        return self._lend(idx, _now(), wait_ns)
+        conn = self._lend(idx, _now(), wait_ns)
+        self.holders[idx] = holder
+        return conn
 
     def _putback(self, int idx):
         """Return a CHECKING or RELEASING slot to service (waiter or ring).

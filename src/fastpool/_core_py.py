@@ -109,6 +109,7 @@ class Waiter:
         self.idx = -1
         self.enqueued_ns = 0
         self.error: BaseException | None = None
+        self.holder: object = None
         self.prev: Waiter | None = None
         self.next: Waiter | None = None
 
@@ -305,7 +306,7 @@ class PoolCore:
             s.state = IDLE
             self._ring.append(idx)
             return
-        self._holders_[idx] = None
+        self._holders_[idx] = w.holder
         self._n_waiting -= 1
         self._counters[C_HANDOFFS] += 1
         self._lend(idx, now, now - w.enqueued_ns)
@@ -481,12 +482,14 @@ class PoolCore:
                 return PROBE
             return OK
 
-    def _lend_checked(self, idx: int, wait_ns: int) -> Any:
+    def _lend_checked(self, idx: int, wait_ns: int, holder: object = None) -> Any:
         self._check_idx(idx)
         with self._mutex:
             if self._slots[idx].state != CHECKING:
                 raise ValueError(f"slot {idx} is not being checked")
-            return self._lend(idx, monotonic_ns(), wait_ns)
+            conn = self._lend(idx, monotonic_ns(), wait_ns)
+            self._holders_[idx] = holder
+            return conn
 
     def _putback(self, idx: int) -> Any:
         self._check_idx(idx)

@@ -273,6 +273,8 @@ class PoolPolicy(_Mechanism):
             lock = threading.Lock()
             lock.acquire()
             waiter = self._new_waiter(lock.release)
+            if self.track_holders:  # recorded by the core at hand-off, with no gap
+                waiter.holder = self._capture_holder()
             idx = self._pop_or_wait(waiter, self.max_waiting)
             if idx >= 0:
                 conn = self._check_out(idx, start, deadline)
@@ -304,16 +306,12 @@ class PoolPolicy(_Mechanism):
                     self._hooks.emit("timeout", t)
                     raise self._timeout_error(t, state)
             outcome = waiter.state_name
-            if outcome == "given":
-                holder = self._capture_holder() if self.track_holders else None
         except BaseException:
             # Interrupted, timed out or failing fast: leave the queue, and give
             # back a connection handed over in the meantime.
             self._cancel_and_return(waiter)
             raise
         if outcome == "given":
-            if holder is not None:
-                self._set_holder(waiter.idx, holder)
             return self._conn_at(waiter.idx)
         if outcome == "closed":
             raise PoolClosed(f"pool {self.name!r} was closed while waiting")
@@ -341,14 +339,11 @@ class PoolPolicy(_Mechanism):
                 return None
             holder = self._capture_holder() if self.track_holders else None
             owned = False
-            conn = self._lend_checked(idx, time.monotonic_ns() - start_ns)
+            return self._lend_checked(idx, time.monotonic_ns() - start_ns, holder)
         except BaseException:
             if owned:  # interrupted while checking: its state is unknown
                 self._retire(idx, _core.REASON_BROKEN)
             raise
-        if holder is not None:
-            self._set_holder(idx, holder)
-        return conn
 
     def _probe(self, idx: int, timeout: float | None = None) -> bool:
         """Probe a CHECKING slot's connection within ``timeout`` (at most

@@ -267,3 +267,26 @@ def test_opentelemetry_metrics_and_span_events(make_pool):
     events = [e for e in span.events if e.name == "fastpool.acquire"]
     assert len(events) == 1 and events[0].attributes["fastpool.wait_seconds"] > 0
     assert "acquire" not in vars(pool)  # stop() removed the hooks
+
+
+def test_a_handed_over_connection_shows_its_new_holder_at_once(make_pool):
+    pool = make_pool(min_size=1, max_size=1, track_holders=True)
+    first = pool.acquire()
+    got = threading.Event()
+    done = threading.Event()
+
+    def waiting_caller() -> None:
+        conn = pool.acquire(timeout=10)  # queued until the release below
+        got.set()
+        done.wait(10)
+        pool.release(conn)
+
+    t = threading.Thread(target=waiting_caller)
+    t.start()
+    wait_until(lambda: pool.stats().waiting == 1)
+    pool.release(first)  # handed straight to the waiter, in this thread
+    (holder,) = pool.holders()  # before the waiter may even have woken up
+    assert "in waiting_caller" in holder["acquired_at"]
+    got.wait(10)
+    done.set()
+    t.join(10)
