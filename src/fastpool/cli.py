@@ -5,18 +5,25 @@ duration, against the embedded default (an SQLite file in a temporary
 directory) or ``--url``; a progress bar while it runs, then a table of
 throughput, fairness, acquire-wait percentiles, utilization and the pool's
 stats (``--json`` for machine-readable output).
+
+``fastpool top``: a live view of pools (gauges, counters with rates, the
+acquire-wait histogram, the connections in use) refreshed every second, from a
+running process's debug endpoint (``--endpoint``, see
+``fastpool.monitoring.serve``) or from a pool it opens on ``--url`` and keeps
+busy with the bench workload.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, TextIO
 
 from fastpool.errors import FastpoolError
@@ -50,7 +57,33 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", action="store_true", help="print the results as JSON")
     bench.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
                        help="progress bar on stderr (auto: when it is a terminal)")
+    top = sub.add_parser(
+        "top", help="live view of pools: gauges, rates, acquire waits, holders",
+        description="Watch a process's pools through its debug endpoint (--endpoint), or "
+                    "open a pool on --url, keep it busy like bench does and watch it.")
+    source = top.add_mutually_exclusive_group()
+    source.add_argument("--endpoint", help="debug endpoint of a running process, "
+                                           "e.g. http://127.0.0.1:9187")
+    source.add_argument("--url", help="database URL to open a pool on and drive "
+                                      "(default: an SQLite file in a temp dir)")
+    top.add_argument("--threads", type=_positive_int, help="worker threads without "
+                                                           "--endpoint (8)")
+    top.add_argument("--max-size", type=_positive_int, help="pool max_size without "
+                                                            "--endpoint (4)")
+    top.add_argument("--query", help="statement each cycle runs without --endpoint (SELECT 1)")
+    top.add_argument("--interval", type=_positive_float, default=1.0,
+                     help="seconds between refreshes (1)")
+    top.add_argument("--iterations", type=_non_negative_int, default=0,
+                     help="stop after N refreshes (0: until Ctrl-C)")
+    top.add_argument("--once", action="store_true", help="print one frame to stdout and exit")
     return parser
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
 
 
 def _worker(pool: Any, query: str, start: threading.Barrier, stop: threading.Event,
@@ -88,50 +121,69 @@ def _progress(out: TextIO, elapsed: float, duration: float, done: int) -> None:
     out.flush()
 
 
+class _Workload:
+    """``threads`` workers doing acquire -> ``query`` -> release on ``pool``, all
+    released together by ``start()`` and joined by ``stop()``."""
+
+    def __init__(self, pool: Any, threads: int, query: str) -> None:
+        self.stop_event = threading.Event()
+        self.barrier = threading.Barrier(threads + 1)
+        self.counts = [0] * threads
+        self.gaps = [0.0] * threads
+        self.errors: list[BaseException] = []
+        self.threads = [threading.Thread(target=_worker, daemon=True,
+                                         args=(pool, query, self.barrier, self.stop_event,
+                                               self.counts, i, self.gaps, self.errors))
+                        for i in range(threads)]
+
+    def start(self) -> None:
+        for t in self.threads:
+            t.start()
+        self.barrier.wait()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        for t in self.threads:
+            t.join()
+
+
+@contextlib.contextmanager
+def _database_url(url: str | None, command: str) -> Iterator[str]:
+    """``url``, or an SQLite file in a temporary directory removed afterwards."""
+    if url is not None:
+        yield url
+        return
+    with tempfile.TemporaryDirectory(prefix=f"fastpool-{command}-") as tmp:
+        yield f"sqlite:///{os.path.join(tmp, command + '.db')}"
+
+
 def run_bench(args: argparse.Namespace) -> dict[str, Any]:
-    tmp = None
-    url = args.url
-    if url is None:
-        tmp = tempfile.TemporaryDirectory(prefix="fastpool-bench-")
-        url = f"sqlite:///{os.path.join(tmp.name, 'bench.db')}"
     min_size = args.max_size if args.min_size is None else args.min_size
-    try:
-        with create_pool(url, min_size=min_size, max_size=args.max_size, name="bench") as pool:
-            pool.wait(timeout=30.0)
-            pool.stats(reset=True)
-            stop = threading.Event()
-            barrier = threading.Barrier(args.threads + 1)
-            counts = [0] * args.threads
-            gaps = [0.0] * args.threads
-            errors: list[BaseException] = []
-            threads = [threading.Thread(target=_worker, daemon=True,
-                                        args=(pool, args.query, barrier, stop, counts, i, gaps,
-                                              errors))
-                       for i in range(args.threads)]
-            show = args.progress == "always" or (
-                args.progress == "auto" and sys.stderr.isatty() and not args.json)
-            for t in threads:
-                t.start()
-            barrier.wait()
-            start = time.perf_counter()
+    with _database_url(args.url, "bench") as url, \
+            create_pool(url, min_size=min_size, max_size=args.max_size, name="bench") as pool:
+        pool.wait(timeout=30.0)
+        pool.stats(reset=True)
+        work = _Workload(pool, args.threads, args.query)
+        counts, gaps, errors = work.counts, work.gaps, work.errors
+        show = args.progress == "always" or (
+            args.progress == "auto" and sys.stderr.isatty() and not args.json)
+        work.start()
+        start = time.perf_counter()
+        try:
             while (elapsed := time.perf_counter() - start) < args.duration and not errors:
                 if show:
                     _progress(sys.stderr, elapsed, args.duration, sum(counts))
                 time.sleep(min(0.2, max(args.duration - elapsed, 0.0)))
-            stop.set()
-            for t in threads:
-                t.join()
-            elapsed = time.perf_counter() - start
-            if show:
-                _progress(sys.stderr, elapsed, args.duration, sum(counts))
-                sys.stderr.write("\n")
-            if errors:
-                raise errors[0]
-            stats = pool.stats()
-            driver = pool.driver.describe()
-    finally:
-        if tmp is not None:
-            tmp.cleanup()
+        finally:
+            work.stop()
+        elapsed = time.perf_counter() - start
+        if show:
+            _progress(sys.stderr, elapsed, args.duration, sum(counts))
+            sys.stderr.write("\n")
+        if errors:
+            raise errors[0]
+        stats = pool.stats()
+        driver = pool.driver.describe()
     total = sum(counts)
     return {
         "url": driver,
@@ -188,8 +240,60 @@ def format_table(r: dict[str, Any]) -> str:
     return "\n".join(["fastpool bench", rule, *lines, rule])
 
 
+def run_top(args: argparse.Namespace) -> int:
+    """``fastpool top``: watch an endpoint, or a pool of our own under the bench workload."""
+    try:
+        from fastpool.monitoring import top
+    except ImportError as exc:  # rich is an optional dependency
+        print(f"fastpool top: needs rich ({exc}): pip install 'fastpool[top]'", file=sys.stderr)
+        return 2
+    watch = {"interval": args.interval, "iterations": args.iterations, "once": args.once}
+    try:
+        if args.endpoint is not None:
+            if (args.threads, args.max_size, args.query) != (None, None, None):
+                print("fastpool top: --threads, --max-size and --query drive a workload of "
+                      "its own: not with --endpoint", file=sys.stderr)
+                return 2
+            top.watch(lambda: top.fetch_endpoint(args.endpoint),
+                      source=top.endpoint_url(args.endpoint), **watch)
+            return 0
+        with _database_url(args.url, "top") as url, \
+                create_pool(url, max_size=args.max_size or 4, track_holders=True,
+                            name="top") as pool:
+            pool.wait(timeout=30.0)
+            work = _Workload(pool, args.threads or 8, args.query or "SELECT 1")
+
+            def fetch() -> dict[str, Any]:
+                if work.errors:
+                    raise work.errors[0]
+                from fastpool.monitoring import snapshot
+
+                return snapshot()
+
+            work.start()
+            try:
+                if args.once:
+                    time.sleep(args.interval)  # one frame: show the workload under way
+                top.watch(fetch, source=f"in-process: {pool.driver.describe()}, "
+                                        f"{len(work.threads)} threads", **watch)
+            finally:
+                work.stop()
+    except top.TopError as exc:
+        print(f"fastpool top: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        pass  # Ctrl-C before the first frame: the pool is closed all the same
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "top":
+        try:
+            return run_top(args)
+        except (FastpoolError, OSError) as exc:
+            print(f"fastpool top: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 1
     if args.min_size is not None and not 0 <= args.min_size <= args.max_size:
         print(f"fastpool bench: --min-size must be between 0 and --max-size "
               f"({args.max_size}), got {args.min_size}", file=sys.stderr)
