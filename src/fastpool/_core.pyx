@@ -920,6 +920,12 @@ cdef class PoolCore:
         return [(self.conns[idx], now - self.slots[idx].acquired_ns, self.holders[idx])
                 for idx in range(self.cap) if self.slots[idx].state == IN_USE]
 
+    def _open_slots(self):
+        """``[(conn, state)]`` for every slot holding a connection, in one step."""
+        cdef int idx
+        return [(self.conns[idx], self.slots[idx].state)
+                for idx in range(self.cap) if self.slots[idx].state != FREE]
+
     def _count(self, int counter, uint64_t amount=1):
         if counter < 0 or counter >= N_COUNTERS:
             raise ValueError("no counter %d" % counter)

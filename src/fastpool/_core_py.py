@@ -639,6 +639,11 @@ class PoolCore:
             return [(self._conns[i], now - s.acquired_ns, self._holders_[i])
                     for i, s in enumerate(self._slots) if s.state == IN_USE]
 
+    def _open_slots(self) -> list[tuple[Any, int]]:
+        with self._mutex:
+            return [(self._conns[i], s.state) for i, s in enumerate(self._slots)
+                    if s.state != FREE]
+
     def _count(self, counter: int, amount: int = 1) -> None:
         if not 0 <= counter < len(COUNTER_NAMES):
             raise ValueError(f"no counter {counter}")

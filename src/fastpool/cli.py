@@ -76,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     top.add_argument("--iterations", type=_non_negative_int, default=0,
                      help="stop after N refreshes (0: until Ctrl-C)")
     top.add_argument("--once", action="store_true", help="print one frame to stdout and exit")
+    top.add_argument("--pool", action="append", metavar="NAME",
+                     help="show only this pool (repeatable; default: every pool)")
     return parser
 
 
@@ -240,6 +242,13 @@ def format_table(r: dict[str, Any]) -> str:
     return "\n".join(["fastpool bench", rule, *lines, rule])
 
 
+def _only(snap: dict[str, Any], names: list[str] | None) -> dict[str, Any]:
+    """``snap`` with just the named pools (all of them when ``names`` is None)."""
+    if not names:
+        return snap
+    return {**snap, "pools": [p for p in snap["pools"] if p.get("name") in names]}
+
+
 def run_top(args: argparse.Namespace) -> int:
     """``fastpool top``: watch an endpoint, or a pool of our own under the bench workload."""
     try:
@@ -254,7 +263,7 @@ def run_top(args: argparse.Namespace) -> int:
                 print("fastpool top: --threads, --max-size and --query drive a workload of "
                       "its own: not with --endpoint", file=sys.stderr)
                 return 2
-            top.watch(lambda: top.fetch_endpoint(args.endpoint),
+            top.watch(lambda: _only(top.fetch_endpoint(args.endpoint), args.pool),
                       source=top.endpoint_url(args.endpoint), **watch)
             return 0
         with _database_url(args.url, "top") as url, \
@@ -268,7 +277,7 @@ def run_top(args: argparse.Namespace) -> int:
                     raise work.errors[0]
                 from fastpool.monitoring import snapshot
 
-                return snapshot()
+                return _only(snapshot(), args.pool)
 
             work.start()
             try:

@@ -32,6 +32,7 @@ cycle), and removing the last one takes them away again.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -51,21 +52,24 @@ class Hooks:
 
     def __init__(self, pool_name: str) -> None:
         self._name = pool_name
+        self._lock = threading.Lock()  # for add/remove; emit reads an immutable tuple
         self._callbacks: dict[str, tuple[Callable[..., object], ...]] = {e: () for e in EVENTS}
 
     def add(self, event: str, fn: Callable[..., object]) -> None:
         self._check(event)
         if not callable(fn):
             raise ConfigError(f"the callback for {event!r} must be callable, got {fn!r}")
-        self._callbacks[event] += (fn,)
+        with self._lock:
+            self._callbacks[event] += (fn,)
 
     def remove(self, event: str, fn: Callable[..., object]) -> None:
         self._check(event)
-        callbacks = list(self._callbacks[event])
-        if fn not in callbacks:
-            raise ValueError(f"{fn!r} is not a {event!r} callback of pool {self._name!r}")
-        callbacks.remove(fn)
-        self._callbacks[event] = tuple(callbacks)
+        with self._lock:
+            callbacks = list(self._callbacks[event])
+            if fn not in callbacks:
+                raise ValueError(f"{fn!r} is not a {event!r} callback of pool {self._name!r}")
+            callbacks.remove(fn)
+            self._callbacks[event] = tuple(callbacks)
 
     def has(self, event: str) -> bool:
         return bool(self._callbacks[event])
@@ -104,7 +108,11 @@ class HookedContext:
         t0 = time.monotonic_ns()
         self._conn = self._ctx.__enter__()
         self._started = time.monotonic_ns()
-        self._hooks.emit("acquire", self._conn, (self._started - t0) / 1e9)
+        try:
+            self._hooks.emit("acquire", self._conn, (self._started - t0) / 1e9)
+        except BaseException as exc:  # interrupted in a callback: give it back
+            self.__exit__(type(exc), exc, exc.__traceback__)
+            raise
         return self._conn
 
     def __exit__(self, et: Any, ev: Any, tb: Any) -> bool:

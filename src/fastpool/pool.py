@@ -303,7 +303,7 @@ class PoolPolicy(_Mechanism):
                 state = self._state_text()  # as at the deadline, this caller included
                 if self._cancel_wait(waiter) == _core.ENQUEUED:
                     self._count(_core.C_TIMEOUTS)
-                    self._hooks.emit("timeout", t)
+                    self._hooks.emit("timeout", t - (deadline - time.monotonic_ns()) / 1e9)
                     raise self._timeout_error(t, state)
             outcome = waiter.state_name
         except BaseException:
@@ -779,29 +779,51 @@ class PoolPolicy(_Mechanism):
         """Acquire/release callbacks need Python around the compiled calls: put
         wrappers on this instance (they shadow the class's methods), or take
         them away when the last such callback goes."""
-        if self._hooks.hot():
-            self.acquire = self._hooked_acquire  # type: ignore[method-assign]
-            self.release = self._hooked_release  # type: ignore[method-assign]
-            self.connection = self._hooked_connection  # type: ignore[method-assign]
-        else:
+        if not self._hooks.hot():
             for name in ("acquire", "release", "connection"):
                 self.__dict__.pop(name, None)
+            return
+        # Closures over a weak reference: bound methods stored on the instance
+        # would make a cycle that keeps an abandoned pool (and its worker and
+        # connections) alive until the next garbage collection.
+        ref = weakref.ref(self)
+        cls = type(self)
+
+        def acquire(timeout: float | None = None) -> Any:
+            return cls._hooked_acquire(ref(), timeout)  # type: ignore[arg-type]
+
+        def release(conn: Any) -> None:
+            cls._hooked_release(ref(), conn)  # type: ignore[arg-type]
+
+        def connection(timeout: float | None = None) -> Any:
+            pool = ref()
+            return HookedContext(pool._hooks, cls.connection(pool, timeout))  # type: ignore[union-attr, arg-type]
+
+        self.acquire = acquire  # type: ignore[method-assign]
+        self.release = release  # type: ignore[method-assign]
+        self.connection = connection  # type: ignore[method-assign]
 
     def _hooked_acquire(self, timeout: float | None = None) -> Any:
         t0 = time.monotonic_ns()
         conn = type(self).acquire(self, timeout)
-        self._hooks.emit("acquire", conn, (time.monotonic_ns() - t0) / 1e9)
+        try:
+            self._hooks.emit("acquire", conn, (time.monotonic_ns() - t0) / 1e9)
+        except BaseException:  # interrupted in a callback: the caller never gets it
+            type(self).release(self, conn)
+            raise
         return conn
 
     def _hooked_release(self, conn: Any) -> None:
         idx = self._slot_of(conn)
-        started = self._slot_info(idx)["acquired_ns"] if idx >= 0 else None
-        type(self).release(self, conn)
-        if started is not None:
-            self._hooks.emit("release", conn, (time.monotonic_ns() - started) / 1e9)
-
-    def _hooked_connection(self, timeout: float | None = None) -> Any:
-        return HookedContext(self._hooks, type(self).connection(self, timeout))
+        info = self._slot_info(idx) if idx >= 0 else None
+        ours = info is not None and info["state"] == _IN_USE and self._conn_at(idx) is conn
+        try:
+            type(self).release(self, conn)
+        finally:  # released (or retired) even if a commit or the reset failed
+            if ours:
+                assert info is not None
+                self._hooks.emit("release", conn,
+                                 (time.monotonic_ns() - info["acquired_ns"]) / 1e9)
 
     def classify(self, exc: BaseException) -> ErrorKind:
         """What the driver's exception ``exc`` means (lost connection, retryable
@@ -826,29 +848,18 @@ class PoolPolicy(_Mechanism):
         (pg_stat_activity / the MySQL process list) and ``pool_state``
         (``idle`` or ``in_use`` here). Uses a connection of its own, so it
         answers while the pool is exhausted. NotImplementedError for SQLite."""
-        ours = self._open_connections()
         states = {}
-        for conn, state in ours:
-            sid = self._driver.session_id(conn)
+        for conn, state in self._open_slots():
+            try:  # recorded at connect: nothing is asked of connections in use
+                sid = self._driver.session_id(conn)
+            except Exception:
+                sid = None
             if sid is not None:
-                states[sid] = state
+                states[sid] = _core.SLOT_STATES[state]
         rows = self._driver.server_activity(sorted(states))
         for row in rows:
             row["pool_state"] = states.get(row["session_id"])
         return rows
-
-    def _open_connections(self) -> list[tuple[Any, str]]:
-        """(connection, slot state name) of every slot holding one now."""
-        found: list[tuple[Any, str]] = []
-        idx = 0
-        while True:
-            try:
-                state = self._slot_info(idx)["state"]
-            except IndexError:
-                return found
-            if state != _FREE:
-                found.append((self._conn_at(idx), _core.SLOT_STATES[state]))
-            idx += 1
 
     def holders(self) -> list[dict[str, Any]]:
         """The connections in use now: how long held and where acquired (if tracked)."""
@@ -871,7 +882,7 @@ class PoolPolicy(_Mechanism):
 
 
 _CHECKING = _core.SLOT_STATES.index("checking")
-_FREE = _core.SLOT_STATES.index("free")
+_IN_USE = _core.SLOT_STATES.index("in_use")
 
 _REASONS = {
     _core.EXPIRED: _core.REASON_LIFETIME,

@@ -548,3 +548,16 @@ def test_server_activity_shows_this_pools_sessions_even_when_exhausted(make_pg_p
             pool.release(conn)
     pool.release(pool.acquire())
     assert {r["pool_state"] for r in pool.server_activity()} == {"idle"}
+
+
+def test_server_activity_copes_with_a_connection_its_borrower_closed(make_pg_pool):
+    pool = make_pg_pool(min_size=2, max_size=2)
+    pool.wait()
+    a, b = pool.acquire(), pool.acquire()
+    a.close()  # the borrower closed it; the pool still counts it in use
+    try:
+        rows = pool.server_activity()
+        assert [r["session_id"] for r in rows] == [b.info.backend_pid]
+    finally:
+        pool.release(a)
+        pool.release(b)

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from fastpool import ConfigError, PoolTimeout
+from fastpool.drivers import from_url
 from fastpool.events import EVENTS
 from fastpool.monitoring import serve, snapshot
 from tests.fix_pool import wait_until
@@ -224,7 +225,7 @@ def test_removing_the_last_hot_callback_restores_the_compiled_path(make_pool):
 
 # ---- OpenTelemetry ----------------------------------------------------------------
 
-def test_opentelemetry_metrics_and_span_events(make_pool):
+def test_opentelemetry_metrics_and_span_events(make_pool, tmp_path):
     pytest.importorskip("opentelemetry.sdk")
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -242,30 +243,45 @@ def test_opentelemetry_metrics_and_span_events(make_pool):
     tracer = tracer_provider.get_tracer("test")
 
     pool = make_pool(name="otel", min_size=1, max_size=1)
+    second = make_pool(name="otel-2", url=f"sqlite:///{tmp_path}/second.db")
     stop = instrument_opentelemetry(pool, meter_provider=provider)
+    stop_second = instrument_opentelemetry(second, meter_provider=provider)
     work(pool, 3)
+    work(second, 2)
     held = pool.acquire()
     threading.Timer(0.05, pool.release, args=(held,)).start()
     # The acquire waits ~50 ms for the holder, inside a traced request.
     with tracer.start_as_current_span("request"), pool.connection(timeout=5):
         pass
-    stop()
 
-    points: dict[str, list[Any]] = {}
-    for rm in reader.get_metrics_data().resource_metrics:
-        for sm in rm.scope_metrics:
-            for metric in sm.metrics:
-                points[metric.name] = list(metric.data.data_points)
+    def collect() -> dict[str, list[Any]]:
+        points: dict[str, list[Any]] = {}
+        for rm in reader.get_metrics_data().resource_metrics:
+            for sm in rm.scope_metrics:
+                for metric in sm.metrics:
+                    points[metric.name] = list(metric.data.data_points)
+        return points
+
+    def of(points: list[Any], name: str) -> list[Any]:
+        return [p for p in points if p.attributes["db.client.connection.pool.name"] == name]
+
+    points = collect()
     wait = points["db.client.connection.wait_time"]
-    assert sum(p.count for p in wait) == pool.stats().acquisitions == 5
-    assert sum(p.count for p in points["db.client.connection.use_time"]) == 5
+    assert sum(p.count for p in of(wait, "otel")) == pool.stats().acquisitions == 5
+    assert sum(p.count for p in of(wait, "otel-2")) == 2
+    assert sum(p.count for p in of(points["db.client.connection.use_time"], "otel")) == 5
     states = {p.attributes["db.client.connection.state"]: p.value
-              for p in points["db.client.connection.count"]}
+              for p in of(points["db.client.connection.count"], "otel")}
     assert states == {"idle": 1, "used": 0}
-    assert all(p.attributes["db.client.connection.pool.name"] == "otel" for p in wait)
+    assert of(points["db.client.connection.count"], "otel-2")  # both pools observed
     (span,) = exporter.get_finished_spans()
     events = [e for e in span.events if e.name == "fastpool.acquire"]
     assert len(events) == 1 and events[0].attributes["fastpool.wait_seconds"] > 0
+
+    stop()
+    stop()  # idempotent
+    assert not of(collect().get("db.client.connection.count", []), "otel")
+    stop_second()
     assert "acquire" not in vars(pool)  # stop() removed the hooks
 
 
@@ -290,3 +306,75 @@ def test_a_handed_over_connection_shows_its_new_holder_at_once(make_pool):
     got.wait(10)
     done.set()
     t.join(10)
+
+
+# ---- found in review ---------------------------------------------------------------
+
+def test_pools_with_the_same_name_get_distinct_labels(make_pool, endpoint, tmp_path, caplog):
+    pytest.importorskip("prometheus_client")
+    first = make_pool(name="twin")
+    with caplog.at_level(logging.WARNING, logger="fastpool"):
+        second = make_pool(name="twin", url=f"sqlite:///{tmp_path}/twin2.db")
+    assert "monitoring shows this one as 'twin#2'" in caplog.text
+    work(first, 2)
+    work(second, 3)
+    samples = scrape(f"{endpoint.url}/metrics")
+    assert samples[("fastpool_acquisitions_total", (("pool", "twin"),))] == 2
+    assert samples[("fastpool_acquisitions_total", (("pool", "twin#2"),))] == 3
+    names = [p["name"] for p in snapshot()["pools"]]
+    assert names.count("twin") == 1 and names.count("twin#2") == 1
+
+
+def test_registering_the_collector_twice_is_refused():
+    prometheus_client = pytest.importorskip("prometheus_client")
+    from fastpool.monitoring import register_prometheus
+
+    registry = prometheus_client.CollectorRegistry()
+    register_prometheus(registry)
+    with pytest.raises(ConfigError, match="already registered"):
+        register_prometheus(registry)
+
+
+def test_endpoint_refuses_requests_addressed_to_another_host(endpoint):
+    request = urllib.request.Request(f"{endpoint.url}/debug/fastpool",
+                                     headers={"Host": "attacker.example"})
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(request, timeout=10)
+    assert info.value.code == 403
+    info.value.close()
+    assert get(f"http://localhost:{endpoint.port}/debug/fastpool")[0] == 200
+
+
+def test_an_interrupt_in_an_acquire_callback_gives_the_connection_back(make_pool):
+    pool = make_pool(min_size=1, max_size=1, timeout=2)
+
+    def interrupted(conn: Any, waited: float) -> None:
+        raise KeyboardInterrupt
+
+    pool.on("acquire", interrupted)
+    for borrow in (pool.acquire, pool.connection().__enter__):
+        with pytest.raises(KeyboardInterrupt):
+            borrow()
+        assert pool.stats().in_use == 0
+    pool.off("acquire", interrupted)
+    with pool.connection() as conn:  # the one connection is still there
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_an_abandoned_pool_with_callbacks_is_freed_without_the_cycle_collector(pool_cls,
+                                                                             db_path):
+    import gc
+    import weakref
+
+    gc.disable()
+    try:
+        pool = pool_cls(driver=from_url(f"sqlite:///{db_path}"))
+        pool.on("acquire", lambda conn, waited: None)
+        with pool.connection():
+            pass
+        ref = weakref.ref(pool)
+        pool.close()
+        del pool
+        assert ref() is None
+    finally:
+        gc.enable()

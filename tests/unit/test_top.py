@@ -31,6 +31,11 @@ def text_of(renderable, width=120):
     return console.export_text()
 
 
+def only_toptest(snap):
+    """The snapshot lists every live pool of the process: keep this test's."""
+    return {**snap, "pools": [p for p in snap["pools"] if p["name"] == "toptest"]}
+
+
 @pytest.fixture
 def held_pool():
     """A real pool with one connection held by this test, and the endpoint serving it."""
@@ -51,8 +56,8 @@ def test_renders_a_real_snapshot(held_pool):
     before = monitoring.snapshot()
     with pool.connection():
         pass
-    snap = monitoring.snapshot()
-    out = text_of(top.render(snap, before, source="test"))
+    snap = only_toptest(monitoring.snapshot())
+    out = text_of(top.render(snap, only_toptest(before), source="test"))
     assert "toptest" in out and "sqlite :memory:" in out and f"pid {os.getpid()}" in out
     assert Path(__file__).name in out  # the holder's acquired_at: this file
     (line,) = [ln for ln in out.splitlines() if "in_use" in ln]
@@ -70,7 +75,7 @@ def test_wait_histogram_buckets_skip_empty_ends():
 
 
 def test_rates_come_from_the_previous_frame_and_survive_a_reset(held_pool):
-    snap = top.fetch_endpoint(held_pool[1].url)  # JSON as the endpoint says it ("+Inf")
+    snap = only_toptest(top.fetch_endpoint(held_pool[1].url))  # JSON as served ("+Inf")
     assert snap["pools"][0]["acquire_wait"]["le"][-1] == "+Inf"
     later = {**snap, "time": snap["time"] + 2.0,
              "pools": [{**p, "stats": {**p["stats"], "acquisitions": p["stats"]["acquisitions"]
@@ -93,7 +98,7 @@ def run_top(*args, timeout=60):
 
 def test_top_once_against_a_real_endpoint(held_pool):
     _, server = held_pool
-    proc = run_top("--endpoint", server.url, "--once")
+    proc = run_top("--endpoint", server.url, "--once", "--pool", "toptest")
     assert proc.returncode == 0, proc.stderr
     assert "toptest" in proc.stdout
     (line,) = [ln for ln in proc.stdout.splitlines() if "in_use" in ln]
@@ -154,7 +159,8 @@ def test_top_in_a_real_terminal(held_pool):
     env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "120", "LINES": "50"}
     env.pop("NO_COLOR", None)
     proc = subprocess.Popen([sys.executable, "-m", "fastpool", "top", "--endpoint",
-                             server.url, "--iterations", "2", "--interval", "0.5"],
+                             server.url, "--iterations", "2", "--interval", "0.5",
+                             "--pool", "toptest"],
                             stdin=slave, stdout=slave, stderr=slave, env=env,
                             start_new_session=True)
     os.close(slave)
@@ -170,4 +176,5 @@ def test_top_in_a_real_terminal(held_pool):
     assert code == 0, screen
     assert "\x1b[" in raw  # it drew on a terminal: colors and cursor moves
     assert "toptest" in screen and "in_use" in screen
+    assert screen.count("toptest") >= 2  # a refresh redrew the frame
     assert "Traceback" not in screen

@@ -31,6 +31,7 @@ import os
 import re
 import socket
 import time
+import weakref
 from typing import Any
 from urllib.parse import unquote
 
@@ -225,6 +226,7 @@ class PostgresDriver(Driver):
                                              ("cursor_factory", cursor_factory)) if v is not None}
         self.params: dict[str, str] = merged
         self._conninfo = psycopg.conninfo.make_conninfo("", **merged)
+        self._session_ids: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
 
     @classmethod
     def from_url(cls, url: str, rest: str, query: dict[str, str],
@@ -234,9 +236,12 @@ class PostgresDriver(Driver):
     # ---- connections ------------------------------------------------------
 
     def connect(self) -> Any:
-        return self._psycopg.Connection.connect(
+        conn = self._psycopg.Connection.connect(
             self._conninfo, autocommit=self.autocommit,
             prepare_threshold=self.prepare_threshold, **self._factories)
+        # Kept for server_activity(), which must not touch connections in use.
+        self._session_ids[conn] = int(conn.pgconn.backend_pid)
+        return conn
 
     def status_source(self, conn: Any) -> Any:
         return conn.pgconn
@@ -256,7 +261,7 @@ class PostgresDriver(Driver):
         return classify_error(exc)
 
     def session_id(self, conn: Any) -> int | None:
-        return int(conn.pgconn.backend_pid) or None
+        return self._session_ids.get(conn)
 
     def server_activity(self, session_ids: list[int]) -> list[dict[str, Any]]:
         conn = self.connect()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import math
@@ -34,6 +35,27 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "fastpool-debug"
 
     def do_GET(self) -> None:
+        if not self._host_allowed():
+            self._reply(403, "text/plain", b"the Host header must name this loopback server\n")
+            return
+        try:
+            self._route()
+        except Exception as exc:
+            logger.exception("fastpool debug endpoint: %s failed", self.path)
+            self._reply(500, "text/plain", f"{type(exc).__name__}: {exc}\n".encode())
+
+    def _host_allowed(self) -> bool:
+        """On a loopback address, answer only requests addressed to loopback: a
+        web page that rebinds its DNS name to 127.0.0.1 must not read holders."""
+        address = self.server.server_address
+        bound = str(address[0]) if isinstance(address, tuple) else str(address)
+        if not _is_loopback(bound):
+            return True  # bound to a public address on purpose
+        host = self.headers.get("Host", "")
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        return _is_loopback(name.strip("[]")) or name == "localhost"
+
+    def _route(self) -> None:
         path = self.path.split("?", 1)[0]
         if path in JSON_PATHS:
             body = json.dumps(_jsonable(snapshot()), indent=1, default=str).encode()
@@ -67,6 +89,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         logger.debug("fastpool debug endpoint: " + format, *args)
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 class DebugServer:

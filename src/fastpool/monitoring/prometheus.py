@@ -6,7 +6,8 @@
     fastpool.monitoring.register_prometheus()      # the default registry
     start_http_server(9100)
 
-Metrics (label ``pool`` on each; counters count since the pool started; a
+Metrics (label ``pool`` on each: the pool's name, ``name#2`` for a second live
+pool of the same name; counters count since the pool started; a
 ``pool.stats(reset=True)`` restarts them, which Prometheus treats as a counter
 reset):
 
@@ -16,6 +17,7 @@ fastpool_connections_open                  gauge   open connections (idle + in u
 fastpool_connections_min / _max            gauge   min_size / max_size
 fastpool_waiting_callers                   gauge   callers queued for a connection now
 fastpool_utilization_ratio                 gauge   busy / open connection-seconds
+fastpool_generation                        gauge   1 + the number of drain() calls
 fastpool_acquisitions_total                counter connections handed out
 fastpool_releases_total                    counter connections given back
 fastpool_waits_total                       counter acquisitions that had to wait
@@ -35,6 +37,7 @@ fastpool_hold_seconds                      histo.  time a connection was held
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -47,6 +50,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from fastpool import _registry
+from fastpool.errors import ConfigError
 from fastpool.monitoring.snapshot import histogram, pools, read
 
 __all__ = ["PrometheusCollector", "register_prometheus"]
@@ -92,6 +97,9 @@ class PrometheusCollector(Collector):
             "utilization": GaugeMetricFamily("fastpool_utilization_ratio",
                                              "Busy over open connection-seconds.",
                                              labels=["pool"]),
+            "generation": GaugeMetricFamily("fastpool_generation",
+                                            "Connection generation (1 + drains).",
+                                            labels=["pool"]),
         }
         counters = {key: CounterMetricFamily(name, doc, labels=["pool"])
                     for key, name, doc in _COUNTERS}
@@ -103,15 +111,16 @@ class PrometheusCollector(Collector):
                                      labels=["pool"])
         for pool in targets:
             stats, raw = read(pool)
-            name = [pool.name]
-            conns.add_metric([pool.name, "idle"], stats.idle)
-            conns.add_metric([pool.name, "in_use"], stats.in_use)
+            label = _registry.label(pool)
+            name = [label]
+            conns.add_metric([label, "idle"], stats.idle)
+            conns.add_metric([label, "in_use"], stats.in_use)
             for key, gauge in gauges.items():
                 gauge.add_metric(name, getattr(stats, key))
             for key, counter in counters.items():
                 counter.add_metric(name, getattr(stats, key))
             for reason, n in stats.closed.items():
-                closed.add_metric([pool.name, reason], n)
+                closed.add_metric([label, reason], n)
             for histo, hist in ((wait, raw["wait"]), (hold, raw["hold"])):
                 h = histogram(hist)
                 buckets = [("+Inf" if le == float("inf") else repr(le), n)
@@ -129,6 +138,15 @@ def register_prometheus(registry: CollectorRegistry | None = None,
                         pools: list[Any] | None = None) -> PrometheusCollector:
     """Register a collector (of every live pool, or of ``pools``) with
     ``registry`` (default: prometheus_client's global one) and return it."""
+    target = REGISTRY if registry is None else registry
+    if target in _registered:
+        # describe() is empty (the pools vary), so prometheus_client cannot
+        # see the duplicate itself: every series would be exported twice.
+        raise ConfigError("fastpool's collector is already registered with this registry")
     collector = PrometheusCollector(pools)
-    (REGISTRY if registry is None else registry).register(collector)
+    target.register(collector)
+    _registered.add(target)
     return collector
+
+
+_registered: weakref.WeakSet[CollectorRegistry] = weakref.WeakSet()

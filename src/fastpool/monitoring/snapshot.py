@@ -56,8 +56,9 @@ def pool_snapshot(pool: Any) -> dict[str, Any]:
     """One pool: its stats, histograms, settings and the connections in use."""
     stats_, raw = read(pool)
     stats = stats_.as_dict()
+    stats["name"] = _registry.label(pool)
     return {
-        "name": pool.name,
+        "name": _registry.label(pool),
         "database": pool.driver.describe(),
         "closed": pool.closed,
         "stats": stats,
@@ -75,4 +76,13 @@ def pool_snapshot(pool: Any) -> dict[str, Any]:
 def snapshot() -> dict[str, Any]:
     """Every live pool of this process (``{"pid", "time", "pools": [...]}``)."""
     return {"pid": os.getpid(), "time": time.time(),
-            "pools": [pool_snapshot(p) for p in pools()]}
+            "pools": [_guarded(p) for p in pools()]}
+
+
+def _guarded(pool: Any) -> dict[str, Any]:
+    """One pool's snapshot, or what went wrong: one bad pool (a connection whose
+    repr raises, a pool closing meanwhile) must not hide the others."""
+    try:
+        return pool_snapshot(pool)
+    except Exception as exc:
+        return {"name": _registry.label(pool), "error": f"{type(exc).__name__}: {exc}"}
