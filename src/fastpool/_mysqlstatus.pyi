@@ -6,7 +6,6 @@ BROKEN: int
 SEES_UNREAD_RESULTS: bool
 
 def bind(library: str) -> bool: ...
-def bound() -> bool: ...
 
 class ServerStatus:
     connection: Any

@@ -87,11 +87,6 @@ def bind(str library):
     return True
 
 
-def bound():
-    """True once ``bind`` has found the function."""
-    return _get_info != NULL
-
-
 @cython.final
 cdef class ServerStatus:
     """The local view of one mysqlclient connection's state.

@@ -37,24 +37,19 @@ def from_url(url: str, **options: Any) -> Driver:
         raise ConfigError(f"url must be a string, got {type(url).__name__}")
     scheme, sep, rest = url.partition(":")
     if not sep or not _SCHEME.fullmatch(scheme):
-        raise ConfigError(f"not a database URL (no scheme): {_redact(url)!r}; "
+        raise ConfigError(f"not a database URL (no scheme): {redact_url(url)!r}; "
                           f"expected e.g. sqlite:///app.db")
     scheme = scheme.lower()
     driver_cls = _SCHEMES.get(scheme)
     if driver_cls is None:
         known = ", ".join(sorted(_SCHEMES))
-        raise ConfigError(f"unknown URL scheme {scheme!r} in {_redact(url)!r}; known: {known}")
+        raise ConfigError(f"unknown URL scheme {scheme!r} in {redact_url(url)!r}; known: {known}")
     if scheme != "sqlite" and scheme != "sqlite3" and not rest.startswith("//"):
-        raise ConfigError(f"malformed URL {_redact(url)!r}: expected {scheme}://...")
+        raise ConfigError(f"malformed URL {redact_url(url)!r}: expected {scheme}://...")
     rest, _, query_string = rest.partition("?")
     try:
         query = dict(parse_qsl(query_string, keep_blank_values=True, strict_parsing=False))
     except ValueError as exc:
-        raise ConfigError(f"bad query string in {_redact(url)!r}: {exc}") from None
+        raise ConfigError(f"bad query string in {redact_url(url)!r}: {exc}") from None
     driver: Driver = driver_cls.from_url(url, rest, query, options)
     return driver
-
-
-def _redact(url: str) -> str:
-    """``url`` with any user/password part replaced by ``***``."""
-    return redact_url(url)

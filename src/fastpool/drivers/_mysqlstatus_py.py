@@ -44,10 +44,6 @@ def bind(library: str) -> bool:
     return True
 
 
-def bound() -> bool:
-    return _get_info is not None
-
-
 class ServerStatus:
     __slots__ = ("_mysql", "connection")
 

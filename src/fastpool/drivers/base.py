@@ -128,6 +128,20 @@ class Driver(abc.ABC):
         over a connection of its own, so it works while the pool is exhausted."""
         raise NotImplementedError(f"{self.name}: the database has no server-side session view")
 
+    def query_dicts(self, sql: str, params: Any) -> list[dict[str, Any]]:
+        """Run one query on a fresh connection of this driver (outside any pool)
+        and return its rows as dicts; for the monitoring views."""
+        conn = self.connect()
+        try:
+            cur = conn.cursor()
+            cur.execute(sql, params)
+            names = [d[0] for d in cur.description]
+            rows = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+            conn.rollback()
+            return rows
+        finally:
+            conn.close()
+
     def describe(self) -> str:
         """Where this driver connects, safe for logs (no password)."""
         return self.name

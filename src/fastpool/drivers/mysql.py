@@ -235,21 +235,12 @@ class MySQLDriver(Driver):
     def server_activity(self, session_ids: list[int]) -> list[dict[str, Any]]:
         if not session_ids:
             return []
-        conn = self.connect()
-        try:
-            cur = conn.cursor()
-            marks = ", ".join(["%s"] * len(session_ids))
-            cur.execute(
-                "SELECT id AS session_id, command, state, info AS query, time AS state_seconds,"
-                " user, host AS client, db AS `database`"
-                f" FROM information_schema.processlist WHERE id IN ({marks}) ORDER BY id",
-                tuple(session_ids))
-            names = [d[0] for d in cur.description]
-            rows = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
-            conn.rollback()
-            return rows
-        finally:
-            conn.close()
+        marks = ", ".join(["%s"] * len(session_ids))
+        return self.query_dicts(
+            "SELECT id AS session_id, command, state, info AS query, time AS state_seconds,"
+            " user, host AS client, db AS `database`"
+            f" FROM information_schema.processlist WHERE id IN ({marks}) ORDER BY id",
+            tuple(session_ids))
 
     # ---- messages -----------------------------------------------------------
 

@@ -264,15 +264,7 @@ class PostgresDriver(Driver):
         return self._session_ids.get(conn)
 
     def server_activity(self, session_ids: list[int]) -> list[dict[str, Any]]:
-        conn = self.connect()
-        try:
-            cur = conn.execute(_ACTIVITY_SQL, (session_ids,))
-            names = [d.name for d in cur.description]
-            rows = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
-            conn.rollback()
-            return rows
-        finally:
-            conn.close()
+        return self.query_dicts(_ACTIVITY_SQL, (session_ids,))
 
     # ---- messages -----------------------------------------------------------
 
