@@ -22,10 +22,11 @@ from tests.fix_db import (
     hammer,
     mysql_kill,
     mysql_query,
+    need_driver,
     need_socket,
 )
 
-MySQLdb = pytest.importorskip("MySQLdb")
+MySQLdb = need_driver("MySQLdb", "mysql")
 
 
 def session_counter(conn: Any, name: str) -> int:

@@ -23,12 +23,13 @@ from tests.fix_db import (
     PG_SOCKET_DIR,
     free_port,
     hammer,
+    need_driver,
     need_socket,
     pg_backend_pids,
     pg_terminate,
 )
 
-psycopg = pytest.importorskip("psycopg")
+psycopg = need_driver("psycopg", "postgres")
 
 
 @contextlib.contextmanager
@@ -516,7 +517,6 @@ SECRET = "S3CRETpw"
     f"postgresql://app:{SECRET}@127.0.0.1/test?no_such_param=1",
 ])
 def test_malformed_urls_never_echo_the_password(url):
-    pytest.importorskip("MySQLdb")
     with pytest.raises(ConfigError) as info:
         fastpool.create_pool(url)
     assert SECRET not in str(info.value) and "S3C" not in str(info.value)

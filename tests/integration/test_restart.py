@@ -17,6 +17,7 @@ from tests.fix_db import (
     can_restart_servers,
     hammer,
     mysql_query,
+    need_driver,
     restart_postgres,
     start_mariadb,
     stop_mariadb,
@@ -29,7 +30,7 @@ pytestmark = [
 
 
 def test_pool_survives_a_postgres_restart(make_pg_pool):
-    psycopg = pytest.importorskip("psycopg")
+    psycopg = need_driver("psycopg", "postgres")
     pool = make_pg_pool(min_size=2, max_size=4)
     pool.wait()
     stop = threading.Event()
