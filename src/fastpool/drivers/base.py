@@ -15,7 +15,7 @@ import select
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from fastpool.errors import ErrorKind
+from fastpool.errors import ConfigError, ErrorKind
 
 #: Connect errors that retrying cannot fix (UNREACHABLE only until the pool
 #: has connected once: afterwards it is a server restarting).
@@ -40,6 +40,31 @@ def redact_url(url: str) -> str:
             keep = url[:colon + 1] if 0 <= colon < at else ""
         url = f"{keep}***{url[at:]}"
     return _KV_PASSWORD.sub(r"\1***", url)
+
+
+_BOOLS = {"on": True, "1": True, "true": True, "yes": True,
+          "off": False, "0": False, "false": False, "no": False}
+
+
+def option_bool(driver: str, name: str, value: object) -> bool:
+    """A boolean driver option: a bool, 0/1, or on/off, true/false, yes/no, 1/0."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in _BOOLS:
+        return _BOOLS[value.lower()]
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    raise ConfigError(f"{driver}: {name} must be true or false (on/off), got {value!r}")
+
+
+def option_int(driver: str, name: str, value: object) -> int:
+    """An integer driver option, from an int or a decimal string (not a bool)."""
+    if not isinstance(value, bool):
+        try:
+            return int(value)  # type: ignore[call-overload, no-any-return]
+        except (TypeError, ValueError):
+            pass
+    raise ConfigError(f"{driver}: {name} must be an integer, got {value!r}")
 
 
 def wait_readable(fd: int, timeout: float) -> bool:
@@ -169,8 +194,6 @@ class CallableDriver(Driver):
 
     def __init__(self, connect: Callable[[], Any]) -> None:
         if not callable(connect):
-            from fastpool.errors import ConfigError
-
             raise ConfigError(f"connect must be callable, got {connect!r}")
         self._connect = connect
         self._detected = False
@@ -245,12 +268,6 @@ class CallableDriver(Driver):
 
             return lost_connection(conn, self._mysql_status)
         return False
-
-    def is_fatal(self, exc: BaseException) -> bool:
-        # The errors known not to fix themselves, whatever made the connection.
-        from fastpool.drivers.sqlite import unfixable_sqlite_error
-
-        return unfixable_sqlite_error(exc) or super().is_fatal(exc)
 
     def classify(self, exc: BaseException) -> ErrorKind:
         """By the exception's own package, whatever made the connection."""

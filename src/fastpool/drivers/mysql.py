@@ -29,11 +29,17 @@ import weakref
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from fastpool.drivers.base import FATAL_KINDS, Driver, mask, redact_url, wait_readable
+from fastpool.drivers.base import (
+    FATAL_KINDS,
+    Driver,
+    mask,
+    option_bool,
+    option_int,
+    redact_url,
+    wait_readable,
+)
 from fastpool.errors import ConfigError, ErrorKind
 
-_BOOLS = {"on": True, "1": True, "true": True, "yes": True,
-          "off": False, "0": False, "false": False, "no": False}
 _INT_OPTIONS = ("connect_timeout", "read_timeout", "write_timeout", "client_flag")
 _STR_OPTIONS = ("charset", "init_command", "unix_socket", "ssl_mode", "sql_mode",
                 "auth_plugin", "server_public_key_path")
@@ -136,7 +142,7 @@ class MySQLDriver(Driver):
             else:
                 kwargs["host"] = host
         if port is not None:
-            kwargs["port"] = _int("port", port)
+            kwargs["port"] = option_int("mysql", "port", port)
             if not 0 < kwargs["port"] < 65536:
                 raise ConfigError(f"mysql: port must be 1..65535, got {port!r}")
         if user is not None:
@@ -146,20 +152,20 @@ class MySQLDriver(Driver):
         if database:
             kwargs["database"] = database
         if connect_timeout is not None:
-            kwargs["connect_timeout"] = _int("connect_timeout", connect_timeout)
+            kwargs["connect_timeout"] = option_int("mysql", "connect_timeout", connect_timeout)
         for key, value in options.items():
             if value is None:
                 continue
             if key in _INT_OPTIONS:
-                kwargs[key] = _int(key, value)
+                kwargs[key] = option_int("mysql", key, value)
             elif key in _BOOL_OPTIONS:
-                kwargs[key] = _bool(key, value)
+                kwargs[key] = option_bool("mysql", key, value)
             else:
                 kwargs[key] = value
         for key in ("connect_timeout", "read_timeout", "write_timeout"):
             if key in kwargs and kwargs[key] < 0:
                 raise ConfigError(f"mysql: {key} must be >= 0 seconds, got {kwargs[key]!r}")
-        self.autocommit = _bool("autocommit", autocommit)
+        self.autocommit = option_bool("mysql", "autocommit", autocommit)
         kwargs["autocommit"] = self.autocommit
         if probe not in ("ping", "local"):
             raise ConfigError(f"mysql: probe must be 'ping' or 'local', got {probe!r}")
@@ -312,22 +318,3 @@ def lost_connection(conn: Any, status: Any) -> bool:
     if not conn.open:
         return True
     return status is not None and status.ServerStatus(conn).socket < 0
-
-
-def _int(name: str, value: object) -> int:
-    if isinstance(value, bool):
-        raise ConfigError(f"mysql: {name} must be an integer, got {value!r}")
-    try:
-        return int(value)  # type: ignore[call-overload, no-any-return]
-    except (TypeError, ValueError):
-        raise ConfigError(f"mysql: {name} must be an integer, got {value!r}") from None
-
-
-def _bool(name: str, value: object) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in _BOOLS:
-        return _BOOLS[value.lower()]
-    if isinstance(value, int) and value in (0, 1):
-        return bool(value)
-    raise ConfigError(f"mysql: {name} must be true or false, got {value!r}")

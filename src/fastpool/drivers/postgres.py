@@ -35,7 +35,7 @@ import weakref
 from typing import Any
 from urllib.parse import unquote
 
-from fastpool.drivers.base import Driver, mask, redact_url, wait_readable
+from fastpool.drivers.base import Driver, mask, option_bool, option_int, redact_url, wait_readable
 from fastpool.errors import ConfigError, ErrorKind
 
 # libpq's enums (libpq-fe.h); stable across versions.
@@ -60,8 +60,6 @@ _ENV = {"connect_timeout": "PGCONNECT_TIMEOUT"}
 _TIMEOUTS = ("statement_timeout", "idle_in_transaction_session_timeout", "lock_timeout")
 _OWN = frozenset({"autocommit", "prepare_threshold", "probe", *_TIMEOUTS})
 _UNSET: Any = object()
-_BOOLS = {"on": True, "1": True, "true": True, "yes": True,
-          "off": False, "0": False, "false": False, "no": False}
 
 # SQLSTATEs (PostgreSQL Appendix A).
 _RETRYABLE = frozenset({"40001", "40P01", "55P03"})  # serialization, deadlock, lock timeout
@@ -204,7 +202,7 @@ class PostgresDriver(Driver):
         merged = {**defaults, **given, **{k: str(v) for k, v in params.items() if v is not None}}
         self._secrets.append(str(merged.get("password") or ""))
 
-        self.autocommit = _bool("autocommit", options.get("autocommit", False))
+        self.autocommit = option_bool("postgresql", "autocommit", options.get("autocommit", False))
         startup = [f"-c {name}={_seconds_to_ms(name, options[name])}"
                    for name in _TIMEOUTS if options.get(name) is not None]
         if startup:
@@ -213,7 +211,7 @@ class PostgresDriver(Driver):
             merged["options"] = " ".join(filter(None, [base, *startup]))
         pt: Any = options.get("prepare_threshold", 5)
         if isinstance(pt, str):
-            pt = None if pt.lower() == "none" else _int("prepare_threshold", pt)
+            pt = None if pt.lower() == "none" else option_int("postgresql", "prepare_threshold", pt)
         if pt is not None and (not isinstance(pt, int) or isinstance(pt, bool) or pt < 0):
             raise ConfigError(f"postgresql: prepare_threshold must be an int >= 0 or None, "
                               f"got {pt!r}")
@@ -377,18 +375,3 @@ def _split_own_options(conninfo: str) -> tuple[str, dict[str, str]]:
         else:
             rest.append(item)
     return (f"{base}?{'&'.join(rest)}" if rest else base), own
-
-
-def _bool(name: str, value: object) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in _BOOLS:
-        return _BOOLS[value.lower()]
-    raise ConfigError(f"postgresql: {name} must be true or false, got {value!r}")
-
-
-def _int(name: str, value: str) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        raise ConfigError(f"postgresql: {name} must be an integer, got {value!r}") from None

@@ -18,13 +18,11 @@ import os
 import sqlite3
 from typing import Any
 
-from fastpool.drivers.base import Driver
+from fastpool.drivers.base import Driver, option_bool
 from fastpool.errors import ConfigError, ErrorKind
 
 _JOURNAL_MODES = {"wal", "delete", "truncate", "persist", "memory", "off"}
 _SYNC_MODES = {"off", "normal", "full", "extra"}
-_BOOLS = {"on": True, "1": True, "true": True, "yes": True,
-          "off": False, "0": False, "false": False, "no": False}
 _memdb_names = itertools.count(1)
 # memdb with a shared "/name" needs SQLite 3.36; before that, a shared cache.
 _HAS_MEMDB = sqlite3.sqlite_version_info >= (3, 36, 0)
@@ -110,9 +108,7 @@ class SQLiteDriver(Driver):
             elif key in ("journal_mode", "synchronous"):
                 kwargs[key] = None if value.lower() == "default" else value
             elif key == "foreign_keys":
-                if value.lower() not in _BOOLS:
-                    raise ConfigError(f"sqlite: foreign_keys must be on/off, got {value!r}")
-                kwargs[key] = _BOOLS[value.lower()]
+                kwargs[key] = option_bool("sqlite", "foreign_keys", value)
             elif key == "isolation_level":
                 kwargs[key] = None if value.lower() == "autocommit" else value.upper()
             else:
@@ -148,9 +144,6 @@ class SQLiteDriver(Driver):
 
     def probe(self, conn: Any, timeout: float | None = None) -> None:
         conn.execute("SELECT 1").fetchone()
-
-    def is_fatal(self, exc: BaseException) -> bool:
-        return unfixable_sqlite_error(exc)
 
     def classify(self, exc: BaseException) -> ErrorKind:
         return classify_sqlite_error(exc)
