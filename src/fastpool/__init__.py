@@ -28,6 +28,7 @@ from fastpool.errors import (  # noqa: E402
     PoolClosed,
     PoolTimeout,
     TooManyWaiting,
+    TransactionOutcomeUnknown,
 )
 from fastpool.pool import Pool, create_pool  # noqa: E402
 from fastpool.stats import PoolStats  # noqa: E402
@@ -50,6 +51,7 @@ __all__ = [
     "PostgresDriver",
     "SQLiteDriver",
     "TooManyWaiting",
+    "TransactionOutcomeUnknown",
     "__version__",
     "create_pool",
 ]

@@ -19,6 +19,7 @@ __all__ = [
     "PoolClosed",
     "PoolTimeout",
     "TooManyWaiting",
+    "TransactionOutcomeUnknown",
 ]
 
 
@@ -70,6 +71,15 @@ class ConnectionAlreadyReleased(FastpoolError, ValueError):
 
 class ForeignConnection(FastpoolError, ValueError):
     """``release()`` was called with a connection this pool did not hand out."""
+
+
+class TransactionOutcomeUnknown(FastpoolError):
+    """The connection was lost after COMMIT was sent: the transaction may or may
+    not have been committed, so ``pool.transaction()`` does not run it again.
+
+    The driver's error is ``__cause__``. Check the database (e.g. look the row
+    up by its key) before doing the work a second time.
+    """
 
 
 class ErrorKind(enum.Enum):
