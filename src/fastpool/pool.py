@@ -39,6 +39,7 @@ from fastpool.errors import (
     TooManyWaiting,
 )
 from fastpool.events import HookedContext, Hooks
+from fastpool.query import QueryLayer, QueryMethods
 from fastpool.stats import PoolStats
 
 __all__ = ["Pool", "PoolPolicy", "create_pool"]
@@ -113,7 +114,7 @@ def _worker_main(ref: weakref.ReferenceType[PoolPolicy], signal: _Signal) -> Non
             signal.kicked = False
 
 
-class PoolPolicy(_Mechanism):
+class PoolPolicy(QueryMethods, _Mechanism):
     """The Python policy of a pool; combined with a core class to make ``Pool``.
 
     Kept apart from ``Pool`` so that the same policy runs over the compiled
@@ -155,6 +156,10 @@ class PoolPolicy(_Mechanism):
         track_holders: bool = False,
         hooks: Mapping[str, Callable[..., object]] | None = None,
         name: str | None = None,
+        statement_cache_size: int = 256,
+        result_cache_entries: int = 10_000,
+        result_cache_bytes: int = 64 * 1024 * 1024,
+        slow_query_ms: float | None = None,
     ) -> None:
         super().__init__()
         if (connect is None) == (driver is None):
@@ -189,6 +194,10 @@ class PoolPolicy(_Mechanism):
             raise ConfigError(f"name must be a string, got {name!r}")
         self.name = name or f"pool-{next(_pool_numbers)}"
         self._hooks = Hooks(self.name)
+        self._queries = QueryLayer(
+            self.name, _DIALECTS.get(driver.name), statement_cache_size=statement_cache_size,
+            result_cache_entries=result_cache_entries, result_cache_bytes=result_cache_bytes,
+            slow_query_ms=slow_query_ms)
 
         self._failures = 0
         self._failing_since = 0.0
@@ -946,6 +955,8 @@ def create_pool(url: str, **options: Any) -> Pool:
         driver.close_pool()
         raise
 
+
+_DIALECTS = {"postgresql": "postgres", "mysql": "mysql", "sqlite": "sqlite"}
 
 _POOL_OPTIONS = frozenset(inspect.signature(PoolPolicy.__init__).parameters) - {
     "self", "connect", "driver"}

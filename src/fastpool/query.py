@@ -1,0 +1,344 @@
+"""The query helpers: ``pool.execute/fetch/fetchrow/fetchval/executemany``.
+
+Each helper takes a connection, runs one statement, fetches, and gives the
+connection back, with the statement cache, the result cache, the N+1 guard and
+the slow-query log applied. Outside a transaction the statement runs on its
+own (autocommit on PostgreSQL, switched locally without a round trip; a COMMIT
+when the session left a transaction open on MySQL/MariaDB and SQLite), so a
+helper costs one round trip, not BEGIN + statement + COMMIT.
+
+Inside a transaction the helpers take the native connection::
+
+    def move(conn):
+        pool.execute("UPDATE acct SET n = n - 1 WHERE id = %s", (1,), conn=conn)
+        pool.execute("UPDATE acct SET n = n + 1 WHERE id = %s", (2,), conn=conn)
+    pool.transaction(move)
+
+and so never wrap it: ``conn`` stays the driver's own object.
+
+SQL errors pass through as the driver's exception, the connection going back
+to the pool healthy. A statement lost with its connection is run again on
+another connection only when that is safe: nothing was sent (``NOT_SENT``),
+or it only reads. A PostgreSQL plan that went stale under a prepared
+statement (a table dropped and re-created with other columns) is prepared
+again and the statement re-run once.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from fastpool.errors import ConfigError, ErrorKind
+from fastpool.results import ResultCache, cache_key
+from fastpool.statements import StatementCache
+from fastpool.tables import ANY, Access, access
+
+if TYPE_CHECKING:
+    from fastpool.observe import NPlusOneGuard, QueryObserver
+
+__all__ = ["QueryLayer", "QueryMethods"]
+
+EXEC, FETCH, ROW, VAL, MANY = "execute", "fetch", "fetchrow", "fetchval", "executemany"
+_PREPARABLE = re.compile(r"\s*(?:select|insert|update|delete|with|values|merge|table)\b",
+                         re.IGNORECASE)
+_INFO_CACHE_SIZE = 4096
+_NO_TABLES: frozenset[str] = frozenset()
+
+# psycopg's PGconn transaction status IDLE.
+_PQ_IDLE = 0
+
+
+class _Info:
+    """What fastpool needs to know about one SQL text, computed once."""
+
+    __slots__ = ("access", "prepare", "writes")
+
+    def __init__(self, sql: str, dialect: str | None, track_writes: bool) -> None:
+        self.prepare = bool(_PREPARABLE.match(sql))
+        self.access: Access | None = None
+        self.writes = _NO_TABLES
+        if track_writes and not re.match(r"\s*select\b", sql, re.IGNORECASE):
+            self.access = access(sql, dialect)
+            self.writes = self.access.writes
+
+    def reads(self, sql: str, dialect: str | None) -> frozenset[str]:
+        if self.access is None:
+            self.access = access(sql, dialect)
+        return self.access.reads or _NO_TABLES
+
+
+def _value(row: Any) -> Any:
+    if row is None:
+        return None
+    if isinstance(row, dict):
+        return next(iter(row.values()), None)
+    return row[0]
+
+
+def _extract(kind: str, cur: Any) -> Any:
+    if kind is FETCH:
+        rows = cur.fetchall()
+        return rows if type(rows) is list else list(rows)  # mysqlclient gives a tuple
+    if kind is ROW:
+        return cur.fetchone()
+    if kind is VAL:
+        return _value(cur.fetchone())
+    return cur.rowcount
+
+
+def _stale_plan(exc: BaseException) -> bool:
+    """PostgreSQL's 'cached plan must not change result type' (0A000)."""
+    return getattr(exc, "sqlstate", None) == "0A000" and "cached plan" in str(exc)
+
+
+class QueryLayer:
+    """The query helpers' state for one pool: caches, observer, dialect.
+
+    Holds no reference to the pool (the pool holds this), so an abandoned pool
+    is still freed by reference counting.
+    """
+
+    def __init__(self, pool_name: str, dialect: str | None, *, statement_cache_size: int,
+                 result_cache_entries: int, result_cache_bytes: int,
+                 slow_query_ms: float | None) -> None:
+        from fastpool.observe import QueryObserver
+
+        self.statements = StatementCache(statement_cache_size)
+        if not isinstance(result_cache_entries, int) or result_cache_entries < 0:
+            raise ConfigError("result_cache_entries must be an int >= 0 (0 turns the result "
+                              f"cache off), got {result_cache_entries!r}")
+        self.results: ResultCache | None = (
+            ResultCache(result_cache_entries, result_cache_bytes) if result_cache_entries
+            else None)
+        self.observer: QueryObserver = QueryObserver(pool_name, slow_query_ms)
+        self.dialect = dialect
+        self._kind: str | None = None  # "pg", "mysql", "sqlite", "dbapi"
+        self._infos: OrderedDict[str, _Info] = OrderedDict()
+        self._info_lock = threading.Lock()
+        self._pending: dict[int, set[str]] = {}
+        self.retried = 0
+
+    # ---- per-SQL facts -----------------------------------------------------
+
+    def _info(self, sql: str) -> _Info:
+        info = self._infos.get(sql)
+        if info is None:
+            if not isinstance(sql, str):
+                raise TypeError(f"sql must be a str, got {type(sql).__name__}")
+            info = _Info(sql, self.dialect, self.results is not None)
+            with self._info_lock:
+                self._infos[sql] = info
+                if len(self._infos) > _INFO_CACHE_SIZE:
+                    self._infos.popitem(last=False)
+        return info
+
+    def _client(self, conn: Any) -> str:
+        module = type(conn).__module__.split(".", 1)[0]
+        kind = {"psycopg": "pg", "MySQLdb": "mysql", "sqlite3": "sqlite"}.get(module, "dbapi")
+        self._kind = kind
+        return kind
+
+    # ---- running one statement on one connection ---------------------------
+
+    def run_on(self, conn: Any, kind: str, sql: str, params: Any, info: _Info,
+               standalone: bool) -> Any:
+        """Run ``sql`` on ``conn``; ``standalone``: not inside the caller's transaction."""
+        client = self._kind or self._client(conn)
+        t0 = time.perf_counter_ns()
+        if client == "pg":
+            result = self._run_pg(conn, kind, sql, params, info, standalone)
+        elif client == "sqlite":
+            cur = (conn.executemany(sql, params) if kind is MANY
+                   else conn.execute(sql, () if params is None else params))
+            result = _extract(kind, cur)
+            if standalone and conn.in_transaction:
+                conn.commit()
+        else:
+            cur = conn.cursor()
+            try:
+                if kind is MANY:
+                    cur.executemany(sql, params)
+                else:
+                    cur.execute(sql, params)
+                result = _extract(kind, cur)
+            finally:
+                cur.close()
+            if standalone and (client != "mysql" or not conn.get_autocommit()):
+                conn.commit()
+        elapsed = time.perf_counter_ns() - t0
+        self.observer.observe(sql, _count(params, kind), elapsed)
+        return result
+
+    def _run_pg(self, conn: Any, kind: str, sql: str, params: Any, info: _Info,
+                standalone: bool) -> Any:
+        statements = self.statements
+        statements.bind_pg(conn)
+        switch = standalone and not conn.autocommit
+        if switch:
+            conn.autocommit = True
+        try:
+            if kind is MANY:
+                cur = conn.cursor()
+                cur.executemany(sql, params)
+                return cur.rowcount
+            prepare = statements.size > 0 and info.prepare
+            return _extract(kind, conn.execute(sql, params, prepare=prepare or None))
+        finally:
+            if switch and conn.pgconn.transaction_status == _PQ_IDLE:
+                conn.autocommit = False
+
+    # ---- the helpers --------------------------------------------------------
+
+    def call(self, pool: Any, kind: str, sql: str, params: Any, conn: Any,
+             cache_ttl: float | None) -> Any:
+        info = self._info(sql)
+        if conn is not None:
+            if info.writes and self.results is not None:
+                self.results.begin_write(info.writes)
+                self._pending.setdefault(id(conn), set()).update(info.writes)
+            return self._on_tx(conn, kind, sql, params, info)
+        if cache_ttl is not None and kind is not EXEC and kind is not MANY:
+            ttl = _ttl(cache_ttl)
+            key = cache_key(kind, sql, params)
+            if self.results is not None and key is not None and not info.writes:
+                value = self.results.get_or_run(
+                    key, ttl, info.reads(sql, self.dialect),
+                    lambda: self._standalone(pool, kind, sql, params, info))
+                return list(value) if kind is FETCH else value  # callers may mutate lists
+        if info.writes and self.results is not None:
+            self.results.begin_write(info.writes)
+            try:
+                return self._standalone(pool, kind, sql, params, info)
+            finally:
+                self.results.end_write(info.writes)
+        return self._standalone(pool, kind, sql, params, info)
+
+    def _on_tx(self, conn: Any, kind: str, sql: str, params: Any, info: _Info) -> Any:
+        return self.run_on(conn, kind, sql, params, info, standalone=False)
+
+    def _standalone(self, pool: Any, kind: str, sql: str, params: Any, info: _Info) -> Any:
+        retried = False
+        while True:
+            conn = pool.acquire()
+            try:
+                result = self.run_on(conn, kind, sql, params, info, standalone=True)
+            except Exception as exc:
+                again = not retried and self._may_retry(pool, conn, exc, info)
+                pool.release(conn)
+                if not again:
+                    raise
+                retried = True
+                self.retried += 1
+                continue
+            except BaseException:
+                pool.release(conn)
+                raise
+            pool.release(conn)
+            return result
+
+    def _may_retry(self, pool: Any, conn: Any, exc: Exception, info: _Info) -> bool:
+        if _stale_plan(exc):
+            self.statements.forget(conn)
+            return True
+        # Nothing reached the server: safe. A statement lost in flight is not
+        # run again: even a SELECT may call a function that writes.
+        return bool(pool.classify(exc) is ErrorKind.NOT_SENT)
+
+    # ---- transactions --------------------------------------------------------
+
+    def finished(self, conn: Any, committed: bool) -> None:
+        """After a pool.transaction() attempt: invalidate what it wrote, again."""
+        written = self._pending.pop(id(conn), None)
+        if written and self.results is not None:
+            self.results.end_write(written)
+
+    # ---- invalidation and stats ----------------------------------------------
+
+    def invalidate(self, tables: Iterable[str]) -> int:
+        names = list(tables)
+        for t in names:
+            if not isinstance(t, str) or not t:
+                raise ConfigError(f"invalidate() takes table names, got {t!r}")
+        if self.results is None:
+            return 0
+        return self.results.invalidate(names or [ANY])
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "statements": self.statements.stats(),
+            "results": self.results.stats() if self.results is not None else None,
+            "slow_queries": self.observer.slow_queries,
+            "retried": self.retried,
+        }
+
+
+def _ttl(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ConfigError(f"cache_ttl must be a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+def _count(params: Any, kind: str) -> int:
+    if params is None:
+        return 0
+    if kind is MANY:
+        return -1
+    try:
+        return len(params)
+    except TypeError:
+        return 0
+
+
+class QueryMethods:
+    """The pool's query helpers; each is a delegation to its own module."""
+
+    _queries: QueryLayer
+
+    def execute(self, sql: str, params: Any = None, *, conn: Any = None) -> int:
+        """Run one statement; returns the number of rows it affected.
+
+        Without ``conn`` the statement runs on its own and is committed; with
+        ``conn`` (a connection of a transaction) it runs there, uncommitted.
+        """
+        return int(self._queries.call(self, EXEC, sql, params, conn, None))
+
+    def executemany(self, sql: str, params_seq: Iterable[Any], *, conn: Any = None) -> int:
+        """Run one statement for each parameter set, in one transaction; returns rows affected."""
+        return int(self._queries.call(self, MANY, sql, params_seq, conn, None))
+
+    def fetch(self, sql: str, params: Any = None, *, cache_ttl: float | None = None,
+              conn: Any = None) -> list[Any]:
+        """All rows of a query. ``cache_ttl`` (seconds) serves it from the result cache."""
+        return self._queries.call(self, FETCH, sql, params, conn, cache_ttl)  # type: ignore[no-any-return]
+
+    def fetchrow(self, sql: str, params: Any = None, *, cache_ttl: float | None = None,
+                 conn: Any = None) -> Any:
+        """The first row of a query, or None."""
+        return self._queries.call(self, ROW, sql, params, conn, cache_ttl)
+
+    def fetchval(self, sql: str, params: Any = None, *, cache_ttl: float | None = None,
+                 conn: Any = None) -> Any:
+        """The first column of the first row, or None."""
+        return self._queries.call(self, VAL, sql, params, conn, cache_ttl)
+
+    def invalidate(self, *tables: str) -> int:
+        """Drop cached results of ``tables`` (all of them when none is named)."""
+        return self._queries.invalidate(tables)
+
+    def invalidate_statements(self) -> None:
+        """Deallocate every prepared statement (after a schema change); re-prepared lazily."""
+        self._queries.statements.invalidate()
+
+    def query_stats(self) -> dict[str, Any]:
+        """Statement cache, result cache, slow queries and retried statements."""
+        return self._queries.stats()
+
+    def n_plus_one_guard(self, threshold: int = 10, action: str = "warn") -> NPlusOneGuard:
+        """A scope reporting any statement shape this pool runs more than ``threshold`` times."""
+        return self._queries.observer.n_plus_one_guard(threshold, action)  # type: ignore[arg-type]
+

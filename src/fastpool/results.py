@@ -1,0 +1,238 @@
+"""The query result cache: TTL + LRU, bounded by entries and bytes, single flight.
+
+Opt-in per call (``pool.fetch(sql, params, cache_ttl=5.0)``). Entries are
+keyed by the kind of fetch, the SQL and the parameters (with their types, so
+``1`` and ``True`` are different keys). Each entry remembers the tables its
+statement reads (``fastpool.tables``); a write through the pool's helpers
+invalidates the entries of the tables it touches.
+
+No stale read after a write through the pool: the writer calls
+``begin_write(tables)`` before it runs and ``end_write(tables)`` after its
+commit, and each bumps the tables' versions and drops their entries and
+in-flight reads. A read notes the versions when it starts and stores its
+result only if none changed meanwhile, so a read that overlapped a write is
+returned to its caller (it was concurrent with the write) but never cached.
+
+Concurrent misses for one key run the query once: the first caller runs it
+and the others wait for its result (or its exception).
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from fastpool.errors import ConfigError
+from fastpool.tables import ANY
+
+__all__ = ["ResultCache"]
+
+
+class _Entry:
+    __slots__ = ("expires", "nbytes", "tables", "value")
+
+    def __init__(self, value: Any, expires: float, nbytes: int, tables: frozenset[str]) -> None:
+        self.value = value
+        self.expires = expires
+        self.nbytes = nbytes
+        self.tables = tables
+
+
+class _Flight:
+    """One in-flight read that later callers for the same key wait on."""
+
+    __slots__ = ("done", "error", "tables", "value")
+
+    def __init__(self, tables: frozenset[str]) -> None:
+        self.done = threading.Event()
+        self.value: Any = None
+        self.error: BaseException | None = None
+        self.tables = tables
+
+
+def _sizeof(value: Any) -> int:
+    """Approximate bytes held by a fetched result (rows of scalars)."""
+    size = sys.getsizeof(value)
+    if isinstance(value, (list, tuple)):
+        for row in value:
+            size += sys.getsizeof(row)
+            if isinstance(row, (tuple, list)):
+                size += sum(sys.getsizeof(v) for v in row)
+            elif isinstance(row, dict):
+                size += sum(sys.getsizeof(v) for v in row.values())
+    return size
+
+
+def cache_key(kind: str, sql: str, params: Any) -> tuple[Any, ...] | None:
+    """A hashable key for the call, or None when the parameters are not hashable."""
+    if params is None:
+        typed: Any = None
+    elif isinstance(params, dict):
+        typed = tuple(sorted((k, type(v), v) for k, v in params.items()))
+    elif isinstance(params, (list, tuple)):
+        typed = tuple((type(v), v) for v in params)
+    else:
+        return None
+    key = (kind, sql, typed)
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
+
+
+class ResultCache:
+    """TTL + LRU cache of fetched results, bounded by ``max_entries`` and ``max_bytes``."""
+
+    def __init__(self, max_entries: int = 10_000, max_bytes: int = 64 * 1024 * 1024) -> None:
+        if not isinstance(max_entries, int) or isinstance(max_entries, bool) or max_entries < 1:
+            raise ConfigError(f"result_cache_entries must be a positive int, got {max_entries!r}")
+        if not isinstance(max_bytes, int) or isinstance(max_bytes, bool) or max_bytes < 1:
+            raise ConfigError(f"result_cache_bytes must be a positive int, got {max_bytes!r}")
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[Any, _Entry] = OrderedDict()
+        self._by_table: dict[str, set[Any]] = {}
+        self._flights: dict[Any, _Flight] = {}
+        self._versions: dict[str, int] = {}
+        self._writes = 0
+        self._lock = threading.Lock()
+        self.bytes = 0
+        self.hits = 0
+        self.misses = 0
+        self.evictions = 0
+        self.invalidations = 0
+        self.expirations = 0
+        self.waits = 0
+
+    # ---- reads ----------------------------------------------------------
+
+    def get_or_run(self, key: Any, ttl: float, tables: frozenset[str],
+                   run: Callable[[], Any]) -> Any:
+        """The cached value for ``key``, or ``run()``'s, cached for ``ttl`` seconds."""
+        now = time.monotonic()
+        leader = False
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None:
+                if entry.expires > now:
+                    self._entries.move_to_end(key)
+                    self.hits += 1
+                    return entry.value
+                self._drop(key)
+                self.expirations += 1
+            flight = self._flights.get(key)
+            if flight is not None:
+                self.hits += 1
+                self.waits += 1
+            else:
+                self.misses += 1
+                flight = self._flights[key] = _Flight(tables)
+                versions = self._snapshot(tables)
+                leader = True
+        if not leader:
+            flight.done.wait()
+            if flight.error is not None:
+                raise flight.error
+            return flight.value
+        try:
+            value = run()
+        except BaseException as exc:
+            flight.error = exc
+            with self._lock:
+                if self._flights.get(key) is flight:
+                    del self._flights[key]
+            flight.done.set()
+            raise
+        flight.value = value
+        with self._lock:
+            if self._flights.get(key) is flight:
+                del self._flights[key]
+            if versions == self._snapshot(tables):
+                self._store(key, value, now + ttl, tables)
+        flight.done.set()
+        return value
+
+    def _snapshot(self, tables: frozenset[str]) -> tuple[int, ...]:
+        if ANY in tables:  # reads unknown tables: any write at all makes it stale
+            return (self._writes,)
+        v = self._versions
+        return (v.get(ANY, 0), *(v.get(t, 0) for t in tables))
+
+    def _store(self, key: Any, value: Any, expires: float, tables: frozenset[str]) -> None:
+        nbytes = _sizeof(value)
+        if nbytes > self.max_bytes:
+            return
+        if key in self._entries:
+            self._drop(key)
+        self._entries[key] = _Entry(value, expires, nbytes, tables)
+        self.bytes += nbytes
+        for table in tables or (ANY,):
+            self._by_table.setdefault(table, set()).add(key)
+        while len(self._entries) > self.max_entries or self.bytes > self.max_bytes:
+            self._drop(next(iter(self._entries)))
+            self.evictions += 1
+
+    def _drop(self, key: Any) -> None:
+        entry = self._entries.pop(key)
+        self.bytes -= entry.nbytes
+        for table in entry.tables or (ANY,):
+            keys = self._by_table.get(table)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self._by_table[table]
+
+    # ---- writes ---------------------------------------------------------
+
+    def invalidate(self, tables: Iterable[str]) -> int:
+        """Drop the cached results of ``tables`` (``"*"``: all); returns how many."""
+        names = {n for t in tables for n in (t, t.lower())}
+        with self._lock:
+            self._writes += 1
+            for t in names:
+                self._versions[t] = self._versions.get(t, 0) + 1
+            if ANY in names:
+                doomed = list(self._entries)
+                self._flights.clear()
+            else:
+                doomed = [k for t in (*names, ANY) for k in self._by_table.get(t, ())]
+                for key in [k for k, f in self._flights.items()
+                            if ANY in f.tables or not f.tables.isdisjoint(names)]:
+                    del self._flights[key]
+            dropped = 0
+            for key in set(doomed):
+                if key in self._entries:
+                    self._drop(key)
+                    dropped += 1
+            self.invalidations += dropped
+            return dropped
+
+    begin_write = invalidate
+    end_write = invalidate
+
+    def clear(self) -> None:
+        """Drop every entry."""
+        self.invalidate((ANY,))
+
+    def stats(self) -> dict[str, Any]:
+        """Counters and sizes: hits, misses, hit_rate, evictions, invalidations, bytes..."""
+        with self._lock:
+            looked = self.hits + self.misses
+            return {
+                "hits": self.hits,
+                "misses": self.misses,
+                "hit_rate": self.hits / looked if looked else None,
+                "single_flight_waits": self.waits,
+                "evictions": self.evictions,
+                "expirations": self.expirations,
+                "invalidations": self.invalidations,
+                "entries": len(self._entries),
+                "bytes": self.bytes,
+                "max_entries": self.max_entries,
+                "max_bytes": self.max_bytes,
+            }
