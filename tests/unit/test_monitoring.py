@@ -147,6 +147,26 @@ def test_prometheus_metrics_match_pool_stats(make_pool, endpoint, tmp_path):
         other.close()
 
 
+def test_query_layer_metrics_are_exported(make_pool, endpoint):
+    pytest.importorskip("prometheus_client")
+    pool = make_pool(name="queried", max_size=1)
+    pool.execute("CREATE TABLE IF NOT EXISTS fp_q_mon (x)")
+    for _ in range(3):
+        pool.fetchval("SELECT count(*) FROM fp_q_mon", cache_ttl=60)
+    pool.execute("INSERT INTO fp_q_mon VALUES (1)")
+    samples = scrape(f"{endpoint.url}/metrics")
+    label = (("pool", "queried"),)
+    stats = pool.query_stats()["results"]
+    assert samples[("fastpool_result_cache_hits_total", label)] == stats["hits"] == 2
+    assert samples[("fastpool_result_cache_misses_total", label)] == stats["misses"] == 1
+    assert samples[("fastpool_result_cache_invalidations_total", label)] == 1
+    assert samples[("fastpool_result_cache_entries", label)] == 0
+    assert samples[("fastpool_slow_queries_total", label)] == 0
+    snap = json.loads(urllib.request.urlopen(f"{endpoint.url}/debug/fastpool").read())
+    mine = next(p for p in snap["pools"] if p["name"] == "queried")
+    assert mine["queries"]["results"]["hits"] == 2
+
+
 def test_register_prometheus_with_the_client_libraries_own_server(make_pool):
     prometheus_client = pytest.importorskip("prometheus_client")
     from fastpool.monitoring import register_prometheus

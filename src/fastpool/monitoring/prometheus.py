@@ -70,6 +70,26 @@ _COUNTERS = (
     ("leaks", "fastpool_leaks", "Connections reported held past leak_threshold."),
 )
 
+# (section of pool.query_stats(), key, metric name, help, counter?)
+_QUERY_METRICS = (
+    ("statements", "prepares", "fastpool_statements_prepared", "Statements prepared.", True),
+    ("statements", "hits", "fastpool_statement_cache_hits",
+     "Executions of an already prepared statement.", True),
+    ("statements", "evictions", "fastpool_statement_cache_evictions",
+     "Prepared statements deallocated to make room.", True),
+    ("statements", "cached", "fastpool_statements_cached",
+     "Prepared statements held by open connections.", False),
+    ("results", "hits", "fastpool_result_cache_hits", "Fetches served from the cache.", True),
+    ("results", "misses", "fastpool_result_cache_misses", "Fetches that ran the query.", True),
+    ("results", "evictions", "fastpool_result_cache_evictions",
+     "Results dropped to stay within the bounds.", True),
+    ("results", "invalidations", "fastpool_result_cache_invalidations",
+     "Results dropped because a write touched their tables.", True),
+    ("results", "entries", "fastpool_result_cache_entries", "Cached results.", False),
+    ("results", "bytes", "fastpool_result_cache_bytes", "Approximate bytes cached.", False),
+    ("", "slow_queries", "fastpool_slow_queries", "Statements above slow_query_ms.", True),
+)
+
 
 class PrometheusCollector(Collector):
     """Collects every live pool of the process (or the given ``pools``) at scrape time."""
@@ -109,6 +129,9 @@ class PrometheusCollector(Collector):
                                      "Time from acquire() to a connection.", labels=["pool"])
         hold = HistogramMetricFamily("fastpool_hold_seconds", "Time a connection was held.",
                                      labels=["pool"])
+        query = [(section, key, (CounterMetricFamily if is_counter else GaugeMetricFamily)(
+                     metric, doc, labels=["pool"]))
+                 for section, key, metric, doc, is_counter in _QUERY_METRICS]
         for pool in targets:
             stats, raw = read(pool)
             label = _registry.label(pool)
@@ -126,12 +149,19 @@ class PrometheusCollector(Collector):
                 buckets = [("+Inf" if le == float("inf") else repr(le), n)
                            for le, n in zip(h["le"], h["cumulative"], strict=True)]
                 histo.add_metric(name, buckets, sum_value=h["sum"])
+            qstats = pool.query_stats()
+            for section, key, family in query:
+                values = qstats[section] if section else qstats
+                if values is not None:
+                    family.add_metric(name, values[key])
         yield conns
         yield from gauges.values()
         yield from counters.values()
         yield closed
         yield wait
         yield hold
+        for _, _, family in query:
+            yield family
 
 
 def register_prometheus(registry: CollectorRegistry | None = None,

@@ -65,6 +65,7 @@ def pool_snapshot(pool: Any) -> dict[str, Any]:
         "acquire_wait": histogram(raw["wait"]),
         "hold": histogram(raw["hold"]),
         "holders": sorted(pool.holders(), key=lambda h: -h["held"]),
+        "queries": pool.query_stats(),
         "settings": {"min_size": pool.min_size, "max_size": pool.max_size,
                      "timeout": pool.timeout, "max_lifetime": pool.max_lifetime,
                      "max_idle": pool.max_idle, "alive_bypass": pool.alive_bypass,
