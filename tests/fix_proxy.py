@@ -3,6 +3,9 @@
 ``proxy.stall()`` stops forwarding in both directions while keeping the
 sockets open (a network partition: sent data is never answered);
 ``proxy.resume()`` forwards again; ``proxy.close()`` drops every connection.
+``proxy.cut_on(pattern)`` cuts the next connection whose client sends
+``pattern`` (e.g. a COMMIT), once the server has answered it or before the
+server sees it: "the request was sent, no answer came back".
 """
 
 from __future__ import annotations
@@ -26,6 +29,9 @@ class Proxy:
         self._stop = threading.Event()
         self._pairs: list[tuple[socket.socket, socket.socket]] = []
         self._lock = threading.Lock()
+        self._cut_rule: tuple[bytes, bool] | None = None
+        #: Set when a connection was cut by ``cut_on``.
+        self.cut_done = threading.Event()
         self._thread = threading.Thread(target=self._accept, daemon=True)
         self._thread.start()
 
@@ -34,6 +40,35 @@ class Proxy:
 
     def resume(self) -> None:
         self._forwarding.set()
+
+    def cut_on(self, pattern: bytes, *, after_reply: bool = True) -> None:
+        """Cut the next connection whose client sends a chunk containing
+        ``pattern`` (one shot). With ``after_reply`` the chunk reaches the
+        server and the connection is cut as soon as the server answers, the
+        answer dropped (the server did the work, the client never hears of
+        it); without, the chunk is dropped and the connection cut at once."""
+        self.cut_done.clear()
+        with self._lock:
+            self._cut_rule = (pattern, after_reply)
+
+    def _take_cut(self, data: bytes) -> tuple[bytes, bool] | None:
+        with self._lock:
+            rule = self._cut_rule
+            if rule is None or rule[0] not in data:
+                return None
+            self._cut_rule = None
+            return rule
+
+    def _cut(self, client: socket.socket, server: socket.socket, data: bytes,
+             after_reply: bool) -> None:
+        if after_reply:
+            server.sendall(data)
+            server.settimeout(10)
+            server.recv(65536)  # the answer, which the client will not get
+        self.cut_done.set()  # before the client can notice the cut
+        for s in (client, server):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
 
     def _accept(self) -> None:
         self._listener.settimeout(0.1)
@@ -66,6 +101,10 @@ class Proxy:
                     data = key.fileobj.recv(65536)  # type: ignore[union-attr]
                     if not data:
                         return
+                    rule = self._take_cut(data) if key.fileobj is a else None
+                    if rule is not None:
+                        self._cut(a, b, data, rule[1])
+                        return
                     key.data.sendall(data)
         except OSError:
             return
@@ -89,6 +128,15 @@ class Proxy:
 def pg_proxy(pg_url: str) -> Iterator[Proxy]:
     """A proxy to the test PostgreSQL server (TCP on 127.0.0.1:5432)."""
     proxy = Proxy("127.0.0.1", 5432)
+    yield proxy
+    proxy.resume()
+    proxy.close()
+
+
+@pytest.fixture
+def mysql_proxy(mysql_url: str) -> Iterator[Proxy]:
+    """A proxy to the test MariaDB server (TCP on 127.0.0.1:3306)."""
+    proxy = Proxy("127.0.0.1", 3306)
     yield proxy
     proxy.resume()
     proxy.close()

@@ -28,6 +28,7 @@ from fastpool.errors import (  # noqa: E402
     PoolClosed,
     PoolTimeout,
     TooManyWaiting,
+    TransactionAborted,
     TransactionOutcomeUnknown,
 )
 from fastpool.pool import Pool, create_pool  # noqa: E402
@@ -51,6 +52,7 @@ __all__ = [
     "PostgresDriver",
     "SQLiteDriver",
     "TooManyWaiting",
+    "TransactionAborted",
     "TransactionOutcomeUnknown",
     "__version__",
     "create_pool",

@@ -19,6 +19,7 @@ __all__ = [
     "PoolClosed",
     "PoolTimeout",
     "TooManyWaiting",
+    "TransactionAborted",
     "TransactionOutcomeUnknown",
 ]
 
@@ -80,6 +81,13 @@ class TransactionOutcomeUnknown(FastpoolError):
     The driver's error is ``__cause__``. Check the database (e.g. look the row
     up by its key) before doing the work a second time.
     """
+
+
+class TransactionAborted(FastpoolError):
+    """``fn`` returned normally but its PostgreSQL transaction had failed (an
+    error inside ``fn`` was caught and not re-raised): COMMIT would silently
+    have rolled it back, so it is rolled back and this is raised instead of
+    returning as if the work were saved."""
 
 
 class ErrorKind(enum.Enum):

@@ -30,11 +30,12 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from fastpool.errors import ConfigError, ErrorKind
 from fastpool.results import ResultCache, cache_key
+from fastpool.retry import DEFAULT_BACKOFF, Backoff, RetryStats, run_transaction, transactional
 from fastpool.statements import StatementCache
 from fastpool.tables import ANY, Access, access
 
@@ -42,6 +43,8 @@ if TYPE_CHECKING:
     from fastpool.observe import NPlusOneGuard, QueryObserver
 
 __all__ = ["QueryLayer", "QueryMethods"]
+
+R = TypeVar("R")
 
 EXEC, FETCH, ROW, VAL, MANY = "execute", "fetch", "fetchrow", "fetchval", "executemany"
 _PREPARABLE = re.compile(r"\s*(?:select|insert|update|delete|with|values|merge|table)\b",
@@ -122,6 +125,7 @@ class QueryLayer:
         self._info_lock = threading.Lock()
         self._pending: dict[int, set[str]] = {}
         self.retried = 0
+        self.transactions = RetryStats()
 
     # ---- per-SQL facts -----------------------------------------------------
 
@@ -274,6 +278,7 @@ class QueryLayer:
             "results": self.results.stats() if self.results is not None else None,
             "slow_queries": self.observer.slow_queries,
             "retried": self.retried,
+            "transactions": self.transactions.as_dict(),
         }
 
 
@@ -325,6 +330,23 @@ class QueryMethods:
                  conn: Any = None) -> Any:
         """The first column of the first row, or None."""
         return self._queries.call(self, VAL, sql, params, conn, cache_ttl)
+
+    def transaction(self, fn: Callable[[Any], R], *, retries: int = 3,
+                    backoff: Backoff = DEFAULT_BACKOFF) -> R:
+        """Run ``fn(conn)`` in a transaction, commit, return its value; run it
+        again on serialization failures, deadlocks, lock-wait timeouts and
+        connections lost before COMMIT (see ``fastpool.retry``)."""
+        q = self._queries
+        return run_transaction(self, fn, retries=retries, backoff=backoff,  # type: ignore[arg-type]
+                               finished=q.finished, stats=q.transactions)
+
+    def transactional(self, fn: Callable[..., Any] | None = None, /, *, retries: int = 3,
+                      backoff: Backoff = DEFAULT_BACKOFF) -> Any:
+        """``@pool.transactional`` / ``@pool.transactional(retries=5)``: calling the
+        function runs it through ``pool.transaction`` with ``conn`` first."""
+        q = self._queries
+        return transactional(self, fn, retries=retries, backoff=backoff,  # type: ignore[call-overload]
+                             finished=q.finished, stats=q.transactions)
 
     def invalidate(self, *tables: str) -> int:
         """Drop cached results of ``tables`` (all of them when none is named)."""

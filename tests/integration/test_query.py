@@ -384,3 +384,47 @@ def test_mysql_helpers_commit_writes(make_mysql_pool: Callable[..., Any],
         assert pool.fetchval("SELECT count(*) FROM fp_q_my") == 1
     finally:
         mysql_query(mysql_admin, "DROP TABLE IF EXISTS fp_q_my")
+
+
+# ---- transactions through the pool ---------------------------------------------
+
+def test_transaction_helpers_and_cache_invalidation_at_commit(
+        table: tuple[Any, str, str]) -> None:
+    """A reader between the write and the COMMIT reads (and may cache) the old
+    value; the commit invalidates again, so no stale read follows it."""
+    pool, ph, _ = table
+    q = f"SELECT n FROM fp_q_items WHERE id = {ph}"
+    assert pool.fetchval(q, (2,), cache_ttl=60) == 20
+    seen_inside: list[Any] = []
+
+    def bump(conn: Any) -> int:
+        pool.execute(f"UPDATE fp_q_items SET n = n + 5 WHERE id = {ph}", (2,), conn=conn)
+        seen_inside.append(pool.fetchval(q, (2,), conn=conn))  # own write, not cached
+        seen_inside.append(pool.fetchval(q, (2,), cache_ttl=60))  # other session: old value
+        return 1
+
+    assert pool.transaction(bump) == 1
+    assert seen_inside == [25, 20]
+    assert pool.fetchval(q, (2,), cache_ttl=60) == 25
+    assert pool.query_stats()["transactions"]["attempts"] == 1
+
+
+def test_transactional_decorator(table: tuple[Any, str, str]) -> None:
+    pool, ph, _ = table
+
+    @pool.transactional(retries=1)
+    def rename(conn: Any, key: int, name: str) -> int:
+        return int(pool.execute(f"UPDATE fp_q_items SET name = {ph} WHERE id = {ph}",
+                                (name, key), conn=conn))
+
+    assert rename(5, "renamed") == 1
+    assert pool.fetchval(f"SELECT name FROM fp_q_items WHERE id = {ph}", (5,)) == "renamed"
+
+    @pool.transactional
+    def fail(conn: Any) -> None:
+        pool.execute(f"UPDATE fp_q_items SET name = 'lost' WHERE id = {ph}", (5,), conn=conn)
+        raise KeyError("mine")
+
+    with pytest.raises(KeyError, match="mine"):
+        fail()
+    assert pool.fetchval(f"SELECT name FROM fp_q_items WHERE id = {ph}", (5,)) == "renamed"
