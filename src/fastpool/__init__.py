@@ -31,11 +31,19 @@ from fastpool.errors import (  # noqa: E402
     TransactionAborted,
     TransactionOutcomeUnknown,
 )
+from fastpool.explain import AnalyzeRefused, Plan, ScanFinding  # noqa: E402
+from fastpool.observe import (  # noqa: E402
+    NPlusOneDetected,
+    NPlusOneWarning,
+    n_plus_one_guard,
+    normalize,
+)
 from fastpool.pool import Pool, create_pool  # noqa: E402
 from fastpool.stats import PoolStats  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = [
+    "AnalyzeRefused",
     "CallableDriver",
     "ConfigError",
     "ConnectError",
@@ -45,15 +53,21 @@ __all__ = [
     "FastpoolError",
     "ForeignConnection",
     "MySQLDriver",
+    "NPlusOneDetected",
+    "NPlusOneWarning",
+    "Plan",
     "Pool",
     "PoolClosed",
     "PoolStats",
     "PoolTimeout",
     "PostgresDriver",
     "SQLiteDriver",
+    "ScanFinding",
     "TooManyWaiting",
     "TransactionAborted",
     "TransactionOutcomeUnknown",
     "__version__",
     "create_pool",
+    "n_plus_one_guard",
+    "normalize",
 ]

@@ -26,6 +26,7 @@ again and the statement re-run once.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 import time
@@ -34,13 +35,15 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from fastpool.errors import ConfigError, ErrorKind
+from fastpool.explain import Plan, explain
+from fastpool.observe import QueryObserver
 from fastpool.results import ResultCache, cache_key
 from fastpool.retry import DEFAULT_BACKOFF, Backoff, RetryStats, run_transaction, transactional
 from fastpool.statements import StatementCache
 from fastpool.tables import ANY, Access, access
 
 if TYPE_CHECKING:
-    from fastpool.observe import NPlusOneGuard, QueryObserver
+    from fastpool.observe import Action, NPlusOneGuard
 
 __all__ = ["QueryLayer", "QueryMethods"]
 
@@ -109,8 +112,6 @@ class QueryLayer:
     def __init__(self, pool_name: str, dialect: str | None, *, statement_cache_size: int,
                  result_cache_entries: int, result_cache_bytes: int,
                  slow_query_ms: float | None) -> None:
-        from fastpool.observe import QueryObserver
-
         self.statements = StatementCache(statement_cache_size)
         if not isinstance(result_cache_entries, int) or result_cache_entries < 0:
             raise ConfigError("result_cache_entries must be an int >= 0 (0 turns the result "
@@ -154,6 +155,19 @@ class QueryLayer:
         """Run ``sql`` on ``conn``; ``standalone``: not inside the caller's transaction."""
         client = self._kind or self._client(conn)
         t0 = time.perf_counter_ns()
+        try:
+            result = self._run_client(client, conn, kind, sql, params, info, standalone)
+        except BaseException:
+            # A failed statement is still logged if slow (e.g. a statement_timeout),
+            # but nothing the observer raises may replace the driver's error.
+            with contextlib.suppress(Exception):
+                self.observer.observe(sql, _count(params, kind), time.perf_counter_ns() - t0)
+            raise
+        self.observer.observe(sql, _count(params, kind), time.perf_counter_ns() - t0)
+        return result
+
+    def _run_client(self, client: str, conn: Any, kind: str, sql: str, params: Any,
+                    info: _Info, standalone: bool) -> Any:
         if client == "pg":
             result = self._run_pg(conn, kind, sql, params, info, standalone)
         elif client == "sqlite":
@@ -174,8 +188,6 @@ class QueryLayer:
                 cur.close()
             if standalone and (client != "mysql" or not conn.get_autocommit()):
                 conn.commit()
-        elapsed = time.perf_counter_ns() - t0
-        self.observer.observe(sql, _count(params, kind), elapsed)
         return result
 
     def _run_pg(self, conn: Any, kind: str, sql: str, params: Any, info: _Info,
@@ -360,7 +372,14 @@ class QueryMethods:
         """Statement cache, result cache, slow queries and retried statements."""
         return self._queries.stats()
 
-    def n_plus_one_guard(self, threshold: int = 10, action: str = "warn") -> NPlusOneGuard:
-        """A scope reporting any statement shape this pool runs more than ``threshold`` times."""
-        return self._queries.observer.n_plus_one_guard(threshold, action)  # type: ignore[arg-type]
+    def n_plus_one_guard(self, threshold: int = 10, action: Action = "warn") -> NPlusOneGuard:
+        """A scope reporting any statement shape this pool runs more than ``threshold`` times
+        (``action``: "warn", "raise" or "log"); also a decorator, e.g. of a request handler."""
+        return self._queries.observer.n_plus_one_guard(threshold, action)
+
+    def explain(self, sql: str, params: Any = None, *, analyze: bool = False,
+                scan_rows: int = 1000) -> Plan:
+        """The plan of ``sql``, with sequential / full scans of tables above
+        ``scan_rows`` rows flagged in ``.warnings`` (``analyze`` runs it, rolled back)."""
+        return explain(self, sql, params, analyze=analyze, scan_rows=scan_rows)  # type: ignore[arg-type]
 

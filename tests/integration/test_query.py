@@ -428,3 +428,45 @@ def test_transactional_decorator(table: tuple[Any, str, str]) -> None:
     with pytest.raises(KeyError, match="mine"):
         fail()
     assert pool.fetchval(f"SELECT name FROM fp_q_items WHERE id = {ph}", (5,)) == "renamed"
+
+
+# ---- N+1 guard, slow-query log and EXPLAIN through the helpers -------------------
+
+def test_n_plus_one_guard_sees_the_helpers(table: tuple[Any, str, str]) -> None:
+    pool, ph, _ = table
+    with pytest.raises(fastpool.NPlusOneDetected, match="4 times") as info:  # noqa: PT012
+        with pool.n_plus_one_guard(threshold=3, action="raise") as guard:
+            for key in range(10):  # the classic loop of lookups
+                pool.fetchrow(f"SELECT name FROM fp_q_items WHERE id = {ph}", (key,))
+    assert __file__ in str(info.value)
+    assert list(guard.counts.values()) == [4]
+    # Under the threshold, or spread over shapes: nothing reported.
+    with pool.n_plus_one_guard(threshold=3, action="raise") as guard:
+        for key in range(3):
+            pool.fetchrow(f"SELECT name FROM fp_q_items WHERE id = {ph}", (key,))
+        pool.fetch("SELECT id FROM fp_q_items")
+    assert sorted(guard.counts.values()) == [1, 3]
+
+
+def test_slow_queries_are_logged_and_counted_even_when_they_fail(
+        make_pg_pool: Callable[..., Any], caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    caplog.set_level(logging.WARNING, logger="fastpool.slow")
+    pool = make_pg_pool(max_size=1, slow_query_ms=20, statement_timeout=0.1)
+    pool.fetchval("SELECT 1 FROM pg_sleep(%s)", (0.05,))
+    with pytest.raises(Exception, match="statement timeout"):
+        pool.fetchval("SELECT 1 FROM pg_sleep(%s)", (1,))
+    pool.fetchval("SELECT 1")
+    records = [r for r in caplog.records if r.name == "fastpool.slow"]
+    assert len(records) == 2 and pool.query_stats()["slow_queries"] == 2
+    assert all("pg_sleep(?)" in r.getMessage() and "0.05" not in r.getMessage()
+               for r in records)
+
+
+def test_pool_explain_flags_a_full_scan(table: tuple[Any, str, str]) -> None:
+    pool, ph, _ = table
+    plan = pool.explain(f"SELECT * FROM fp_q_items WHERE n = {ph}", (10,), scan_rows=5)
+    assert [w.table.split(".")[-1] for w in plan.warnings] == ["fp_q_items"]
+    assert pool.explain(f"SELECT * FROM fp_q_items WHERE n = {ph}", (10,),
+                        scan_rows=1_000_000).warnings == []

@@ -1,0 +1,588 @@
+"""Watching the statements a pool runs: statement shapes, N+1 detection, slow-query log.
+
+After every statement a query helper runs (``pool.fetch``, ``pool.execute``...)
+it calls ``observer.observe(sql, nparams, elapsed_ns)`` on the pool's
+:class:`QueryObserver`. That call costs one context-variable read and one
+comparison unless a guard is active or the statement was slow, so it stays on
+in production.
+
+**Shapes.** :func:`normalize` turns a statement into its *shape*: literals and
+placeholders become ``?``, ``IN`` lists and multi-row ``VALUES`` collapse,
+comments go, whitespace shrinks to single spaces. Statements that differ only
+in their values have the same shape::
+
+    >>> normalize("SELECT * FROM users WHERE id IN (1, 2, 3) -- admin")
+    'SELECT * FROM users WHERE id IN (...)'
+
+**N+1 detection.** Inside an :func:`n_plus_one_guard` scope (a ``with`` block
+or a decorated function, e.g. a web request handler) every execution is
+counted by shape; a shape executed more than ``threshold`` times is reported
+once, with the call site of the execution that crossed the threshold::
+
+    with pool.n_plus_one_guard(threshold=10, action="raise"):
+        for order in pool.fetch("SELECT id FROM orders"):
+            pool.fetch("SELECT * FROM lines WHERE order_id = %s", (order[0],))
+    # NPlusOneDetected: ... 11 times ... at app.py:42 in totals:
+    #     SELECT * FROM lines WHERE order_id = ?
+
+**Slow-query log.** A pool with ``slow_query_ms`` logs every statement that took
+longer at WARNING on the ``fastpool.slow`` logger: duration, shape, parameter
+count and call site; never the parameter values (the shape has no literals
+either).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import inspect
+import logging
+import math
+import os
+import re
+import sys
+import threading
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import FrameType, TracebackType
+from typing import Any, Literal, ParamSpec, TypeVar, cast
+
+from fastpool.errors import ConfigError, FastpoolError
+
+__all__ = [
+    "NPlusOneDetected",
+    "NPlusOneGuard",
+    "NPlusOneWarning",
+    "QueryObserver",
+    "ShapeCount",
+    "n_plus_one_guard",
+    "normalize",
+]
+
+slow_logger = logging.getLogger("fastpool.slow")
+nplusone_logger = logging.getLogger("fastpool.nplusone")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+Action = Literal["warn", "raise", "log"]
+_ACTIONS = ("warn", "raise", "log")
+
+# ---- statement shapes ---------------------------------------------------------
+
+#: Statements up to this many characters are cached (the same SQL text comes
+#: back millions of times); longer ones, typically carrying inline data, are
+#: normalized every time rather than filling the cache.
+CACHE_MAX_CHARS = 8192
+#: Distinct statements kept in the cache (least recently used go first).
+CACHE_SIZE = 1024
+
+# One token per match, the common kinds first. Every literal is matched whole,
+# an unterminated one running to the end of the text. Block comments are
+# matched up to the first */; one that nests (PostgreSQL) is re-scanned.
+_TOKEN = re.compile(r"""
+      (?P<space>(?:\s+|--[^\n]*)+)                 # whitespace and -- comments
+    | (?P<pstr>(?:[eEbBxXnN]|[uU]&|_[A-Za-z][A-Za-z0-9]*)'  # E'..' B'01' X'ff' N'..' U&'..'
+               (?:[^'\\]+|\\.|'')*'?)             # and MySQL's _utf8mb4'..'
+    | (?P<word>[^\W\d][\w$]*)
+    | (?P<value>
+          '(?:[^'\\]+|\\.|'')*'?                   # '' and \' both escape a quote
+        | 0[xX][0-9A-Fa-f_]+
+        | (?:\d[\d_]*(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?
+        | %\([^()]*\)[sbt] | %[sbt] | \?\d* | \$\d+ | :[^\W\d]\w*)
+    | (?P<dollar>\$(?P<tag>(?:[^\W\d]\w*)?)\$      # $$..$$, $tag$..$tag$
+                 (?:.*?\$(?P=tag)\$|.*))
+    | (?P<param>\$[^\W\d]\w*)                      # SQLite's $name
+    | (?P<block>/\*(?:[^*]+|\*(?!/))*(?:\*/)?)
+    | (?P<other>"(?:[^"]|"")*"?|`(?:[^`]|``)*`?)  # quoted identifiers stay as written
+    | (?P<op>::|%%|.)
+""", re.VERBOSE | re.DOTALL)
+
+_BLOCK_MARK = re.compile(r"/\*|\*/")
+
+_VALUE, _WORD, _OP, _OTHER, _SPACE = range(5)
+_KINDS = {"value": _VALUE, "pstr": _VALUE, "dollar": _VALUE, "param": _VALUE, "word": _WORD,
+          "op": _OP, "other": _OTHER, "space": _SPACE, "block": _SPACE}
+
+# After these words a sign belongs to the number that follows (`= -1`, `THEN -1`),
+# after an identifier, a value or a closing bracket it is arithmetic (`a - 1`).
+_PREFIX_WORDS = frozenset((
+    "SELECT", "WHERE", "AND", "OR", "NOT", "THEN", "ELSE", "WHEN", "BETWEEN", "IN", "IS", "LIKE",
+    "ILIKE", "VALUES", "SET", "RETURN", "LIMIT", "OFFSET", "BY", "ON", "AS", "CASE", "DEFAULT",
+    "HAVING", "ANY", "ALL", "SOME", "EXISTS", "DISTINCT", "INTERVAL", "ESCAPE", "FETCH", "FIRST",
+    "NEXT"))
+
+
+def _skip_block_comment(sql: str, pos: int, first_close: int) -> int:
+    """The end of the /* comment opened at ``pos``: PostgreSQL nests them; if
+    the nesting never closes, it is MySQL's kind, ending at ``first_close``."""
+    depth = 0
+    for mark in _BLOCK_MARK.finditer(sql, pos):
+        depth += 1 if mark.group() == "/*" else -1
+        if depth == 0:
+            return mark.end()
+    return first_close
+
+
+class _Tokens:
+    """``sql`` as parallel lists: kind, text (``?`` for every value) and
+    whether whitespace or a comment came before each token."""
+
+    __slots__ = ("kinds", "spaces", "texts")
+
+    def __init__(self, sql: str) -> None:
+        kinds: list[int] = []
+        texts: list[str] = []
+        spaces: list[bool] = []
+        self.kinds, self.texts, self.spaces = kinds, texts, spaces
+        pos, end, space = 0, len(sql), False
+        while pos < end:
+            for m in _TOKEN.finditer(sql, pos):
+                kind = _KINDS[m.lastgroup]  # type: ignore[index]
+                if kind == _SPACE:
+                    space = True
+                    if m.lastgroup == "block" and "/*" in m.group()[2:]:
+                        pos = _skip_block_comment(sql, m.start(), m.end())  # nested: rescan
+                        break
+                elif kind == _VALUE:
+                    if texts and kinds[-1] == _OP and texts[-1] in ("-", "+") and self._unary():
+                        kinds[-1], texts[-1] = _VALUE, "?"  # -1 is one value, a - 1 is not
+                    else:
+                        kinds.append(_VALUE)
+                        texts.append("?")
+                        spaces.append(space)
+                    space = False
+                else:
+                    kinds.append(kind)
+                    texts.append(m.group())
+                    spaces.append(space)
+                    space = False
+            else:
+                pos = end
+        while texts and texts[-1] == ";" and kinds[-1] == _OP:
+            del kinds[-1], texts[-1], spaces[-1]
+
+    def _unary(self) -> bool:
+        """Is the sign just appended a prefix of the value that follows it?"""
+        if len(self.texts) < 2:
+            return True
+        kind, text = self.kinds[-2], self.texts[-2]
+        if kind == _OP:
+            return text not in (")", "]")
+        return kind == _WORD and text.upper() in _PREFIX_WORDS
+
+    def brackets(self) -> list[int]:
+        """For each opening ( or [ the index of its closing partner (-1: none)."""
+        partner = [-1] * len(self.texts)
+        stack: list[int] = []
+        for i, (kind, text) in enumerate(zip(self.kinds, self.texts, strict=True)):
+            if kind == _OP:
+                if text == "(" or text == "[":
+                    stack.append(i)
+                elif (text == ")" or text == "]") and stack:
+                    partner[stack.pop()] = i
+        return partner
+
+    def only_values(self, start: int, stop: int) -> bool:
+        """``[start:stop]`` is ``?, ?, ..., ?`` (at least one value)."""
+        if stop <= start or (stop - start) % 2 == 0:
+            return False
+        return (all(k == _VALUE for k in self.kinds[start:stop:2])
+                and all(t == "," for t in self.texts[start + 1:stop:2]))
+
+    def group_run(self, partner: list[int], start: int) -> tuple[int, int]:
+        """From the group opening at ``start``: (index after it, index after the
+        run of identical comma-separated groups that begins with it)."""
+        texts = self.texts
+        after_first = partner[start] + 1
+        key = texts[start:after_first]
+        width = after_first - start
+        stop = after_first
+        while (stop + 1 < len(texts) and texts[stop] == "," and texts[stop + 1] == "("
+               and partner[stop + 1] == stop + width
+               and texts[stop + 1:stop + 1 + width] == key):
+            stop += 1 + width
+        return after_first, stop
+
+
+def _shape(sql: str) -> str:
+    tokens = _Tokens(sql)
+    kinds, texts, spaces = tokens.kinds, tokens.texts, tokens.spaces
+    partner: list[int] | None = None
+    out: list[str] = []
+    resume_at: dict[int, int] = {}  # index -> where to go on after writing ", ..."
+    i, n = 0, len(texts)
+    while i < n:
+        if i in resume_at:
+            out.append(", ...")
+            i = resume_at.pop(i)
+            continue
+        text = texts[i]
+        if spaces[i] and out:
+            out.append(" ")
+        out.append(text)
+        i += 1
+        if i < n and kinds[i - 1] == _WORD and (texts[i] == "(" or texts[i] == "[") \
+                and text.upper() in ("IN", "ARRAY", "VALUES"):
+            if partner is None:
+                partner = tokens.brackets()
+            closing = partner[i]
+            if closing < 0:
+                continue
+            word = text.upper()
+            if word != "VALUES" and tokens.only_values(i + 1, closing):
+                # IN (?, ?, ?) / ARRAY[?, ?]: a list of any length is one shape.
+                if spaces[i]:
+                    out.append(" ")
+                out.append(texts[i] + "..." + texts[closing])
+                i = closing + 1
+                continue
+            # VALUES (?, ?), (?, ?) / IN ((?, ?), (?, ?)): the rows collapse.
+            first = i + 1 if word == "IN" and texts[i + 1] == "(" else i
+            if texts[first] == "(" and partner[first] > 0:
+                after_first, after_run = tokens.group_run(partner, first)
+                if after_run > after_first:
+                    resume_at[after_first] = after_run
+    return "".join(out)
+
+
+_cached_shape = functools.lru_cache(maxsize=CACHE_SIZE)(_shape)
+
+
+def normalize(sql: str) -> str:
+    """The shape of ``sql``: what stays the same when only its values change.
+
+    - string literals (``'..'`` with ``''`` or ``\\'`` escapes, ``E'..'``,
+      ``$$..$$``, ``$tag$..$tag$``, ``B'..'``, ``X'..'``, ``N'..'``,
+      ``_utf8mb4'..'``), numbers (with a unary sign) and placeholders (``%s``,
+      ``%(name)s``, ``?``, ``?1``, ``:name``, ``$1``) become ``?``;
+    - ``IN (?, ?, ?)`` and ``ARRAY[?, ?]`` become ``IN (...)``/``ARRAY[...]``;
+      repeated rows ``VALUES (?, ?), (?, ?)`` become ``VALUES (?, ?), ...``;
+    - comments go; runs of whitespace become one space; a trailing ``;`` goes;
+    - keywords and identifiers (plain, ``"quoted"`` or in backticks) stay as written.
+
+    Results for statements up to CACHE_MAX_CHARS long are cached (LRU of
+    CACHE_SIZE entries). Backslashes escape quotes inside ``'..'`` as in MySQL;
+    a PostgreSQL string that *ends* with a backslash (``'C:\\'``) therefore
+    swallows what follows into the literal, which only blurs that shape.
+
+    >>> normalize("select * from t where a = 'x''y' and b in (1, -2, %s)")
+    'select * from t where a = ? and b in (...)'
+    """
+    if type(sql) is not str:
+        raise TypeError(f"normalize() needs the SQL text as a str, got {type(sql).__name__}")
+    if len(sql) > CACHE_MAX_CHARS:
+        return _shape(sql)
+    return _cached_shape(sql)
+
+
+def _sql_text(sql: object) -> str:
+    """The text of a statement object (str, bytes, psycopg.sql.Composable...)."""
+    if isinstance(sql, str):
+        return sql
+    if isinstance(sql, (bytes, bytearray, memoryview)):
+        return bytes(sql).decode("utf-8", "replace")
+    as_string = getattr(sql, "as_string", None)
+    if as_string is not None:
+        try:
+            return str(as_string(None))
+        except Exception:
+            pass
+    return str(sql)
+
+
+# ---- call sites ------------------------------------------------------------------
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _call_site() -> tuple[int, str]:
+    """(stacklevel for warnings.warn from our caller, ``file:line in function``)
+    of the innermost frame outside the fastpool package."""
+    frame: FrameType | None = sys._getframe(2)  # our caller's caller
+    level = 2
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame = frame.f_back
+        level += 1
+    if frame is None:
+        return 1, "(unknown)"
+    code = frame.f_code
+    return level, f"{code.co_filename}:{frame.f_lineno} in {code.co_name}"
+
+
+# ---- N+1 detection ---------------------------------------------------------------
+
+class NPlusOneWarning(UserWarning):
+    """One statement shape ran more than a guard's ``threshold`` times.
+
+    ``shape``, ``count``, ``threshold``, ``site`` (``file:line in function``)
+    and ``pool`` (its name) say which, how often and where.
+    """
+
+    def __init__(self, message: str, *, shape: str = "", count: int = 0, threshold: int = 0,
+                 site: str = "", pool: str = "") -> None:
+        super().__init__(message)
+        self.shape, self.count, self.threshold, self.site, self.pool = \
+            shape, count, threshold, site, pool
+
+
+class NPlusOneDetected(FastpoolError):
+    """Raised by the statement that made one shape run more than a guard's
+    ``threshold`` times (``action="raise"``), after that statement ran.
+
+    Attributes as for NPlusOneWarning. Inside ``with pool.connection()`` the
+    transaction rolls back, as for any exception.
+    """
+
+    def __init__(self, message: str, *, shape: str = "", count: int = 0, threshold: int = 0,
+                 site: str = "", pool: str = "") -> None:
+        super().__init__(message)
+        self.shape, self.count, self.threshold, self.site, self.pool = \
+            shape, count, threshold, site, pool
+
+
+@dataclass(frozen=True)
+class ShapeCount:
+    """A shape that ran more than the threshold in a guard's scope."""
+
+    shape: str
+    #: Executions in the scope so far.
+    count: int
+    #: Where the execution that crossed the threshold came from.
+    site: str
+
+
+class _Scope:
+    """The counts of one entered guard; shared by the tasks and threads that
+    inherit its context, hence the lock."""
+
+    __slots__ = ("action", "active", "counts", "lock", "observer", "sites", "threshold")
+
+    def __init__(self, threshold: int, action: Action, observer: QueryObserver | None) -> None:
+        self.threshold = threshold
+        self.action: Action = action
+        self.observer = observer
+        self.active = True  # False once the guard exits (a task may outlive it)
+        self.counts: dict[str, int] = {}
+        self.sites: dict[str, str] = {}  # reported shapes -> call site
+        self.lock = threading.Lock()
+
+
+_scopes: contextvars.ContextVar[tuple[_Scope, ...] | None] = contextvars.ContextVar(
+    "fastpool_n_plus_one_scopes", default=None)
+_active_scopes = _scopes.get
+
+
+class NPlusOneGuard:
+    """Counts statement executions per shape in a scope and reports N+1 patterns.
+
+    Use it as a context manager (``with guard: ...``) or as a decorator
+    (each call of the decorated function, sync or async, is a scope of its
+    own). State lives in a context variable: a scope covers the thread or
+    asyncio task that entered it (and tasks it starts inside), never other
+    threads; scopes nest, and each reports on its own.
+
+    ``counts`` and ``report()`` show what ran, during and after the scope.
+    """
+
+    def __init__(self, threshold: int = 10, action: Action = "warn",
+                 observer: QueryObserver | None = None) -> None:
+        if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 1:
+            raise ConfigError(f"n_plus_one_guard: threshold must be an integer >= 1 "
+                              f"(reports a shape run more than threshold times), got {threshold!r}")
+        if action not in _ACTIONS:
+            raise ConfigError(f"n_plus_one_guard: action must be one of 'warn', 'raise', 'log', "
+                              f"got {action!r}")
+        self.threshold = threshold
+        self.action: Action = action
+        self._observer = observer
+        self._scope: _Scope | None = None
+        self._token: contextvars.Token[tuple[_Scope, ...] | None] | None = None
+
+    def __enter__(self) -> NPlusOneGuard:
+        if self._token is not None:
+            raise RuntimeError("this n_plus_one_guard is already active; make one guard per "
+                               "scope, or use it as a decorator")
+        self._scope = scope = _Scope(self.threshold, self.action, self._observer)
+        self._token = _scopes.set((*(_scopes.get() or ()), scope))
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        token, self._token = self._token, None
+        if token is not None:
+            _scopes.reset(token)
+        if self._scope is not None:
+            self._scope.active = False
+
+    def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
+        """Decorate ``fn``: each call runs in a fresh scope with these settings."""
+        threshold, action, observer = self.threshold, self.action, self._observer
+        if inspect.iscoroutinefunction(fn):
+            @functools.wraps(fn)
+            async def guarded_async(*args: Any, **kwargs: Any) -> Any:
+                with NPlusOneGuard(threshold, action, observer):
+                    return await fn(*args, **kwargs)
+
+            return cast(Callable[P, R], guarded_async)
+
+        @functools.wraps(fn)
+        def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
+            with NPlusOneGuard(threshold, action, observer):
+                return fn(*args, **kwargs)
+
+        return guarded
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Executions per shape in the (current or last) scope; a copy."""
+        scope = self._scope
+        if scope is None:
+            return {}
+        with scope.lock:
+            return dict(scope.counts)
+
+    def report(self) -> list[ShapeCount]:
+        """The shapes that ran more than ``threshold`` times, most executed first."""
+        scope = self._scope
+        if scope is None:
+            return []
+        with scope.lock:
+            found = [ShapeCount(shape, scope.counts[shape], site)
+                     for shape, site in scope.sites.items()]
+        return sorted(found, key=lambda s: -s.count)
+
+    def __repr__(self) -> str:
+        which = f"pool {self._observer.pool_name!r}" if self._observer else "all pools"
+        return (f"<NPlusOneGuard {which} threshold={self.threshold} action={self.action!r} "
+                f"{'active' if self._token is not None else 'inactive'}>")
+
+
+def n_plus_one_guard(threshold: int = 10, action: Action = "warn") -> NPlusOneGuard:
+    """A guard counting the statements of every pool in its scope.
+
+    ``threshold``: report a shape executed more than this many times (once per
+    shape per scope). ``action``: ``"warn"`` (an NPlusOneWarning at the call
+    site), ``"raise"`` (NPlusOneDetected from the statement that crossed the
+    threshold, after it ran) or ``"log"`` (WARNING on ``fastpool.nplusone``).
+    ``pool.n_plus_one_guard(...)`` counts that pool's statements only.
+
+    >>> with fastpool.n_plus_one_guard(threshold=5) as guard:
+    ...     handle_request()
+    >>> guard.report()
+    [ShapeCount(shape='SELECT * FROM lines WHERE order_id = ?', count=40,
+                site='/srv/app.py:42 in totals')]
+    """
+    return NPlusOneGuard(threshold, action)
+
+
+# ---- the observer -----------------------------------------------------------------
+
+_NEVER_NS = 1 << 62
+
+
+class QueryObserver:
+    """What a pool's query helpers report each statement to.
+
+    ``slow_query_ms``: log statements that take longer at WARNING on the
+    ``fastpool.slow`` logger and count them in ``slow_queries``; None disables.
+    """
+
+    __slots__ = ("_count_lock", "_slow_ns", "_slow_queries", "pool_name", "slow_query_ms")
+
+    def __init__(self, pool_name: str, slow_query_ms: float | None = None) -> None:
+        if slow_query_ms is not None and (
+                isinstance(slow_query_ms, bool) or not isinstance(slow_query_ms, (int, float))
+                or not math.isfinite(slow_query_ms) or slow_query_ms < 0):
+            raise ConfigError(f"slow_query_ms must be a number of milliseconds >= 0 or None, "
+                              f"got {slow_query_ms!r}")
+        self.pool_name = pool_name
+        self.slow_query_ms = slow_query_ms
+        self._slow_ns = _NEVER_NS if slow_query_ms is None else int(slow_query_ms * 1e6)
+        self._slow_queries = 0
+        self._count_lock = threading.Lock()
+
+    @property
+    def slow_queries(self) -> int:
+        """Statements logged as slow so far."""
+        return self._slow_queries
+
+    def observe(self, sql: object, nparams: int, elapsed_ns: int) -> None:
+        """Called after each statement: ``sql`` as given to the driver,
+        ``nparams`` parameters (never their values), ``elapsed_ns`` its duration.
+
+        May raise NPlusOneDetected (a guard with ``action="raise"``).
+        """
+        scopes = _active_scopes()
+        if scopes is None and elapsed_ns <= self._slow_ns:
+            return
+        self._observe(scopes, sql, nparams, elapsed_ns)
+
+    def _observe(self, scopes: tuple[_Scope, ...] | None, sql: object, nparams: int,
+                 elapsed_ns: int) -> None:
+        shape = normalize(_sql_text(sql))
+        if elapsed_ns > self._slow_ns:
+            self._log_slow(shape, nparams, elapsed_ns)
+        if not scopes:
+            return
+        crossed = [scope for scope in scopes
+                   if (scope.observer is None or scope.observer is self)
+                   and self._count(scope, shape)]
+        if not crossed:
+            return
+        # Every scope has counted this execution before any of them raises.
+        level, site = _call_site()
+        error: NPlusOneDetected | None = None
+        for scope in crossed:
+            with scope.lock:
+                count = scope.counts[shape]
+                scope.sites[shape] = site
+            message = (f"N+1 queries: pool {self.pool_name!r} ran the same statement {count} "
+                       f"times in one n_plus_one_guard scope (threshold {scope.threshold}), "
+                       f"last at {site}: {shape}")
+            threshold, pool = scope.threshold, self.pool_name
+            if scope.action == "raise":  # the innermost raising scope's error wins
+                error = NPlusOneDetected(message, shape=shape, count=count, threshold=threshold,
+                                         site=site, pool=pool)
+            elif scope.action == "warn":
+                warnings.warn(NPlusOneWarning(message, shape=shape, count=count,
+                                              threshold=threshold, site=site, pool=pool),
+                              stacklevel=level)
+            else:
+                nplusone_logger.warning(message, extra={
+                    "fastpool_pool": pool, "fastpool_sql": shape, "fastpool_count": count,
+                    "fastpool_threshold": threshold, "fastpool_site": site})
+        if error is not None:
+            raise error
+
+    def _log_slow(self, shape: str, nparams: int, elapsed_ns: int) -> None:
+        with self._count_lock:
+            self._slow_queries += 1
+        _, site = _call_site()
+        ms = elapsed_ns / 1e6
+        slow_logger.warning(
+            "fastpool: pool %r: slow query, %.1f ms (slow_query_ms=%g), %d parameter(s), "
+            "at %s: %s", self.pool_name, ms, self.slow_query_ms, nparams, site, shape,
+            extra={"fastpool_pool": self.pool_name, "fastpool_duration_ms": ms,
+                   "fastpool_sql": shape, "fastpool_nparams": nparams, "fastpool_site": site})
+
+    @staticmethod
+    def _count(scope: _Scope, shape: str) -> bool:
+        """Count one execution; True if it is the first above the threshold."""
+        if not scope.active:  # the guard exited; a task that inherited it runs on
+            return False
+        with scope.lock:
+            count = scope.counts.get(shape, 0) + 1
+            scope.counts[shape] = count
+            if count <= scope.threshold or shape in scope.sites:
+                return False
+            scope.sites[shape] = ""  # reported once: the site follows
+            return True
+
+    def n_plus_one_guard(self, threshold: int = 10, action: Action = "warn") -> NPlusOneGuard:
+        """A guard counting only this pool's statements; see ``n_plus_one_guard``."""
+        return NPlusOneGuard(threshold, action, self)
+
+    def __repr__(self) -> str:
+        return (f"<QueryObserver pool={self.pool_name!r} slow_query_ms={self.slow_query_ms} "
+                f"slow_queries={self._slow_queries}>")
