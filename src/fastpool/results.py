@@ -190,30 +190,42 @@ class ResultCache:
     # ---- writes ---------------------------------------------------------
 
     def invalidate(self, tables: Iterable[str]) -> int:
-        """Drop the cached results of ``tables`` (``"*"``: all); returns how many."""
-        names = {n for t in tables for n in (t, t.lower())}
+        """Drop the cached results of ``tables`` (``"*"``: all); returns how many.
+
+        Names are matched as given and lowercased (unquoted SQL names are
+        case-insensitive).
+        """
+        return self.bump(frozenset(n for t in tables for n in (t, t.lower())))
+
+    def bump(self, tables: frozenset[str]) -> int:
+        """A write to ``tables`` starts or ended: new versions, entries and flights dropped."""
         with self._lock:
             self._writes += 1
-            for t in names:
-                self._versions[t] = self._versions.get(t, 0) + 1
-            if ANY in names:
-                doomed = list(self._entries)
+            versions = self._versions
+            for t in tables:
+                versions[t] = versions.get(t, 0) + 1
+            if not self._entries and not self._flights:
+                return 0
+            if ANY in tables:
+                doomed: Iterable[Any] = list(self._entries)
                 self._flights.clear()
             else:
-                doomed = [k for t in (*names, ANY) for k in self._by_table.get(t, ())]
-                for key in [k for k, f in self._flights.items()
-                            if ANY in f.tables or not f.tables.isdisjoint(names)]:
-                    del self._flights[key]
+                by_table = self._by_table
+                doomed = {k for t in (*tables, ANY) for k in by_table.get(t, ())}
+                if self._flights:
+                    for key in [k for k, f in self._flights.items()
+                                if ANY in f.tables or not f.tables.isdisjoint(tables)]:
+                        del self._flights[key]
             dropped = 0
-            for key in set(doomed):
+            for key in doomed:
                 if key in self._entries:
                     self._drop(key)
                     dropped += 1
             self.invalidations += dropped
             return dropped
 
-    begin_write = invalidate
-    end_write = invalidate
+    begin_write = bump
+    end_write = bump
 
     def clear(self) -> None:
         """Drop every entry."""
