@@ -271,7 +271,7 @@ class QueryLayer:
         """After a pool.transaction() attempt: invalidate what it wrote, again."""
         written = self._pending.pop(id(conn), None)
         if written and self.results is not None:
-            self.results.end_write(written)
+            self.results.end_write(frozenset(written))
 
     # ---- invalidation and stats ----------------------------------------------
 
