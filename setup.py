@@ -2,7 +2,8 @@
 
 ``fastpool._core`` is the pool's hot path; ``fastpool._mysqlstatus`` reads a
 mysqlclient connection's transaction state (it finds the client library's
-function at run time, so it needs no MySQL headers to build).
+function at run time, so it needs no MySQL headers to build);
+``fastpool._bulkenc`` encodes rows for bulk loads (COPY data, INSERT values).
 
 FASTPOOL_DEBUG=1 builds with -O0 -g, Cython line tracing and an annotated HTML
 report (src/fastpool/_core.html) for profiling and debugging.
@@ -24,6 +25,12 @@ extensions = [
     Extension(
         "fastpool._core",
         ["src/fastpool/_core.pyx"],
+        define_macros=macros,
+        extra_compile_args=extra,
+    ),
+    Extension(
+        "fastpool._bulkenc",
+        ["src/fastpool/_bulkenc.pyx"],
         define_macros=macros,
         extra_compile_args=extra,
     ),

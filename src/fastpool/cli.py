@@ -11,14 +11,25 @@ acquire-wait histogram, the connections in use) refreshed every second, from a
 running process's debug endpoint (``--endpoint``, see
 ``fastpool.monitoring.serve``) or from a pool it opens on ``--url`` and keeps
 busy with the bench workload.
+
+``fastpool load``: load a CSV file (or standard input) into a table in one
+transaction through ``fastpool.bulk`` (COPY on PostgreSQL, multi-row INSERTs
+on MySQL, executemany on SQLite), with a progress bar, then the rows loaded
+and rows/s. Fields arrive as strings and the server converts them; a field
+becomes NULL only when it equals ``--null`` (``--null ''`` for empty fields).
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
+import csv
+import io
 import json
+import logging
 import os
+import stat
 import sys
 import tempfile
 import threading
@@ -78,7 +89,48 @@ def build_parser() -> argparse.ArgumentParser:
     top.add_argument("--once", action="store_true", help="print one frame to stdout and exit")
     top.add_argument("--pool", action="append", metavar="NAME",
                      help="show only this pool (repeatable; default: every pool)")
+    load = sub.add_parser(
+        "load", help="load a CSV file into a table (COPY / multi-row INSERT / executemany)",
+        description="Load a CSV file (FILE '-': standard input) into a table in one "
+                    "transaction: all rows or none. The first line names the columns unless "
+                    "--no-header or --columns is given. Fields are loaded as strings, which "
+                    "the server converts to the columns' types.")
+    load.add_argument("file", metavar="FILE.csv", help="CSV file, or - for standard input")
+    load.add_argument("--url", required=True, help="database URL")
+    load.add_argument("--table", required=True, help="table to load into")
+    load.add_argument("--schema", help="the table's schema (PostgreSQL), database (MySQL) or "
+                                       "attached database (SQLite)")
+    load.add_argument("--columns", type=_name_list, help="comma-separated columns the CSV "
+                                                         "fields go to (default: the header)")
+    load.add_argument("--on-conflict", type=_name_list, metavar="COLUMNS",
+                      help="comma-separated key columns: update the rows whose key exists")
+    load.add_argument("--delimiter", type=_delimiter, default=",",
+                      help="field delimiter, one character (default ','; 'tab' or '\\t')")
+    load.add_argument("--no-header", action="store_true",
+                      help="the first line is data (needs --columns)")
+    load.add_argument("--null", metavar="TEXT",
+                      help="load fields equal to TEXT as NULL (--null '' for empty fields); "
+                           "without it every field is a string, '' included")
+    load.add_argument("--encoding", default="utf-8", help="the file's encoding (utf-8)")
+    load.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
+                      help="progress bar on stderr (auto: when it is a terminal)")
     return parser
+
+
+def _name_list(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"expected comma-separated names, got {text!r}")
+    return names
+
+
+def _delimiter(text: str) -> str:
+    if text in ("\\t", "tab", "TAB"):
+        return "\t"
+    if len(text) != 1 or text in ('"', "\r", "\n"):
+        raise argparse.ArgumentTypeError(f"must be one character (not a quote or a line "
+                                          f"break), got {text!r}")
+    return text
 
 
 def _non_negative_int(text: str) -> int:
@@ -295,8 +347,164 @@ def run_top(args: argparse.Namespace) -> int:
     return 0
 
 
+class _CountingReader(io.RawIOBase):
+    """A binary file that counts the bytes read through it (for the progress bar)."""
+
+    def __init__(self, raw: Any) -> None:
+        self.raw = raw
+        self.count = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = int(self.raw.readinto(buffer) or 0)
+        self.count += n
+        return n
+
+
+class _LoadProgress:
+    """Rows loaded, rows/s and (for a file) the share of it read, on stderr:
+    a rich progress bar on a terminal when rich is installed, else one line
+    rewritten in place."""
+
+    def __init__(self, show: bool, table: str, source: _CountingReader, total: int | None
+                 ) -> None:
+        self.show = show
+        self.source = source
+        self.total = total
+        self.start = time.perf_counter()
+        self.last = 0.0
+        self.rich: Any = None
+        if show and sys.stderr.isatty():
+            with contextlib.suppress(ImportError):
+                from rich.console import Console
+                from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+                self.rich = Progress(
+                    TextColumn(f"loading {table}"), BarColumn(),
+                    TextColumn("{task.fields[rows]:>12,} rows  {task.fields[rate]:>10,.0f} "
+                               "rows/s"),
+                    TimeElapsedColumn(), console=Console(stderr=True))
+                self.task = self.rich.add_task("load", total=total, rows=0, rate=0.0)
+                self.rich.start()
+
+    def __call__(self, rows: int) -> None:
+        now = time.perf_counter()
+        if not self.show or (now - self.last < 0.1 and self.rich is None):
+            return
+        self.last = now
+        rate = rows / max(now - self.start, 1e-9)
+        if self.rich is not None:
+            self.rich.update(self.task, completed=self.source.count, rows=rows, rate=rate)
+            return
+        share = f" {min(self.source.count / self.total, 1.0):6.1%}" if self.total else ""
+        sys.stderr.write(f"\rloading:{share} {rows:>12,} rows {rate:>10,.0f} rows/s")
+        sys.stderr.flush()
+
+    def close(self, rows: int | None) -> None:
+        if self.rich is not None:
+            if rows is not None:
+                self.rich.update(self.task, completed=self.total or self.source.count)
+            self.rich.stop()
+        elif self.show and self.last:
+            if rows is not None:
+                self.last = 0.0
+                self(rows)
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+class _LineLog:
+    """The CSV line numbers of the rows read lately, to name a bad row's line
+    (the loader reads at most a chunk ahead of the row it checks)."""
+
+    def __init__(self, keep: int) -> None:
+        self.lines: collections.deque[int] = collections.deque(maxlen=keep)
+        self.count = 0
+
+    def add(self, line: int) -> None:
+        self.lines.append(line)
+        self.count += 1
+
+    def line_of(self, index: int) -> int | None:
+        back = self.count - 1 - index
+        return self.lines[-1 - back] if 0 <= back < len(self.lines) else None
+
+
+def run_load(args: argparse.Namespace) -> int:
+    """``fastpool load``: the CSV file into the table; 0 on success, 1 on failure."""
+    from fastpool import bulk
+
+    # Errors are reported once, below, not also by the pool's logger.
+    logging.getLogger("fastpool").addHandler(logging.NullHandler())
+    if args.no_header and args.columns is None:
+        print("fastpool load: --no-header needs --columns", file=sys.stderr)
+        return 2
+    table: Any = args.table if args.schema is None else (args.schema, args.table)
+    try:
+        raw: Any = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")  # noqa: SIM115
+    except OSError as exc:
+        print(f"fastpool load: cannot read {args.file}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    st = os.fstat(raw.fileno())
+    total = st.st_size if stat.S_ISREG(st.st_mode) and st.st_size else None
+    counted = _CountingReader(raw)
+    text = io.TextIOWrapper(io.BufferedReader(counted), encoding=args.encoding, newline="")
+    reader = csv.reader(text, delimiter=args.delimiter)
+    log = _LineLog(bulk.DEFAULT_CHUNK_ROWS + 1)
+    null = args.null
+    show = args.progress == "always" or (args.progress == "auto" and sys.stderr.isatty())
+    progress = _LoadProgress(show, args.table, counted, total)
+    loaded = None
+
+    def rows() -> Iterator[Any]:
+        for row in reader:
+            if not row:
+                continue  # a blank line
+            log.add(reader.line_num)
+            yield row if null is None else [None if v == null else v for v in row]
+
+    try:
+        columns = args.columns
+        if not args.no_header:
+            header = next(reader, None)
+            if header is None:
+                print(f"fastpool load: {args.file}: empty file, no header line",
+                      file=sys.stderr)
+                return 1
+            columns = columns or [name.strip() for name in header]
+        start = time.perf_counter()
+        with create_pool(args.url, min_size=1, max_size=1, name="load") as pool:
+            pool.wait(timeout=30.0)
+            loaded = bulk.copy_rows(pool, table, columns, rows(), on_conflict=args.on_conflict,
+                                    pg_format="text", progress=progress)
+        elapsed = time.perf_counter() - start
+    except bulk.RowError as exc:
+        line = log.line_of(exc.index)
+        where = f" line {line}" if line is not None else ""
+        print(f"fastpool load: {args.file}{where}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\nfastpool load: interrupted; nothing was loaded", file=sys.stderr)
+        return 130
+    except Exception as exc:  # the driver's errors too: a message, never a traceback
+        message = str(exc).strip() or repr(exc)
+        print(f"fastpool load: {type(exc).__name__}: {message}", file=sys.stderr)
+        return 1
+    finally:
+        progress.close(loaded)
+        if args.file != "-":
+            text.close()
+    rate = loaded / elapsed if elapsed > 0 else 0.0
+    print(f"loaded {loaded:,} rows into {args.table} in {elapsed:.2f} s ({rate:,.0f} rows/s)")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "load":
+        return run_load(args)
     if args.command == "top":
         try:
             return run_top(args)

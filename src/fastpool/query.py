@@ -31,9 +31,10 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from fastpool.bulk import Table, copy_records, copy_rows
 from fastpool.errors import ConfigError, ErrorKind
 from fastpool.explain import Plan, explain
 from fastpool.observe import QueryObserver
@@ -273,6 +274,19 @@ class QueryLayer:
         if written and self.results is not None:
             self.results.end_write(frozenset(written))
 
+    @contextlib.contextmanager
+    def writing(self, tables: Iterable[str]) -> Iterator[None]:
+        """Around a write fastpool did not parse (a bulk load): invalidate before and after."""
+        if self.results is None:
+            yield
+            return
+        names = frozenset(n for t in tables for n in (t, t.lower()))
+        self.results.begin_write(names)
+        try:
+            yield
+        finally:
+            self.results.end_write(names)
+
     # ---- invalidation and stats ----------------------------------------------
 
     def invalidate(self, tables: Iterable[str]) -> int:
@@ -292,6 +306,10 @@ class QueryLayer:
             "retried": self.retried,
             "transactions": self.transactions.as_dict(),
         }
+
+
+def _table_name(table: Table) -> str:
+    return table if isinstance(table, str) else table[-1]
 
 
 def _ttl(value: object) -> float:
@@ -359,6 +377,20 @@ class QueryMethods:
         q = self._queries
         return transactional(self, fn, retries=retries, backoff=backoff,  # type: ignore[call-overload]
                              finished=q.finished, stats=q.transactions)
+
+    def copy_rows(self, table: Table, columns: Sequence[str], rows: Iterable[Any],
+                  **options: Any) -> int:
+        """Bulk-load ``rows`` (any iterable of tuples, e.g. a generator) in one
+        transaction and bounded memory: COPY on PostgreSQL, multi-row INSERTs on
+        MySQL, executemany on SQLite; ``on_conflict=("id",)`` upserts (see ``fastpool.bulk``)."""
+        with self._queries.writing([_table_name(table)]):
+            return copy_rows(self, table, columns, rows, **options)  # type: ignore[arg-type]
+
+    def copy_records(self, table: Table, records: Iterable[Mapping[str, Any]],
+                     columns: Sequence[str] | None = None, **options: Any) -> int:
+        """``copy_rows`` for dicts (columns from the first record unless given)."""
+        with self._queries.writing([_table_name(table)]):
+            return copy_records(self, table, records, columns, **options)  # type: ignore[arg-type]
 
     def invalidate(self, *tables: str) -> int:
         """Drop cached results of ``tables`` (all of them when none is named)."""

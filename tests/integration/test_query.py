@@ -470,3 +470,14 @@ def test_pool_explain_flags_a_full_scan(table: tuple[Any, str, str]) -> None:
     assert [w.table.split(".")[-1] for w in plan.warnings] == ["fp_q_items"]
     assert pool.explain(f"SELECT * FROM fp_q_items WHERE n = {ph}", (10,),
                         scan_rows=1_000_000).warnings == []
+
+
+def test_bulk_loads_through_the_pool_invalidate_the_result_cache(
+        table: tuple[Any, str, str]) -> None:
+    pool, _, _ = table
+    assert pool.fetchval("SELECT count(*) FROM fp_q_items", cache_ttl=60) == 20
+    assert pool.copy_rows("fp_q_items", ("id", "name", "n"),
+                          ((i, f"bulk{i}", i) for i in range(100, 110))) == 10
+    assert pool.fetchval("SELECT count(*) FROM fp_q_items", cache_ttl=60) == 30
+    assert pool.copy_records("fp_q_items", [{"id": 200, "name": "rec", "n": 1}]) == 1
+    assert pool.fetchval("SELECT count(*) FROM fp_q_items", cache_ttl=60) == 31
