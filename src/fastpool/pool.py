@@ -195,7 +195,7 @@ class PoolPolicy(QueryMethods, _Mechanism):
         self.name = name or f"pool-{next(_pool_numbers)}"
         self._hooks = Hooks(self.name)
         self._queries = QueryLayer(
-            self.name, _DIALECTS.get(driver.name), statement_cache_size=statement_cache_size,
+            self.name, driver, statement_cache_size=statement_cache_size,
             result_cache_entries=result_cache_entries, result_cache_bytes=result_cache_bytes,
             slow_query_ms=slow_query_ms)
 
@@ -955,8 +955,6 @@ def create_pool(url: str, **options: Any) -> Pool:
         driver.close_pool()
         raise
 
-
-_DIALECTS = {"postgresql": "postgres", "mysql": "mysql", "sqlite": "sqlite"}
 
 _POOL_OPTIONS = frozenset(inspect.signature(PoolPolicy.__init__).parameters) - {
     "self", "connect", "driver"}

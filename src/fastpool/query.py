@@ -30,6 +30,7 @@ import contextlib
 import re
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -44,6 +45,7 @@ from fastpool.statements import StatementCache
 from fastpool.tables import ANY, Access, access
 
 if TYPE_CHECKING:
+    from fastpool.drivers.base import Driver
     from fastpool.observe import Action, NPlusOneGuard
 
 __all__ = ["QueryLayer", "QueryMethods"]
@@ -51,10 +53,11 @@ __all__ = ["QueryLayer", "QueryMethods"]
 R = TypeVar("R")
 
 EXEC, FETCH, ROW, VAL, MANY = "execute", "fetch", "fetchrow", "fetchval", "executemany"
-_PREPARABLE = re.compile(r"\s*(?:select|insert|update|delete|with|values|merge|table)\b",
+_PREPARABLE = re.compile(r"\s*(?:select|insert|update|delete|with|values|merge|table|replace)\b",
                          re.IGNORECASE)
 _INFO_CACHE_SIZE = 4096
 _NO_TABLES: frozenset[str] = frozenset()
+_ANY_TABLE = frozenset({ANY})
 
 # psycopg's PGconn transaction status IDLE.
 _PQ_IDLE = 0
@@ -69,14 +72,17 @@ class _Info:
         self.prepare = bool(_PREPARABLE.match(sql))
         self.access: Access | None = None
         self.writes = _NO_TABLES
-        if track_writes and not re.match(r"\s*select\b", sql, re.IGNORECASE):
+        # A lone SELECT writes nothing fastpool could see (a function it calls
+        # is invisible to any parser); anything else is parsed once.
+        if track_writes and (";" in sql or not re.match(r"\s*select\b", sql, re.IGNORECASE)):
             self.access = access(sql, dialect)
             self.writes = self.access.writes
 
     def reads(self, sql: str, dialect: str | None) -> frozenset[str]:
+        """The tables read; ANY when none is named (``SELECT f()`` may read any)."""
         if self.access is None:
             self.access = access(sql, dialect)
-        return self.access.reads or _NO_TABLES
+        return self.access.reads or _ANY_TABLE
 
 
 def _value(row: Any) -> Any:
@@ -110,7 +116,7 @@ class QueryLayer:
     is still freed by reference counting.
     """
 
-    def __init__(self, pool_name: str, dialect: str | None, *, statement_cache_size: int,
+    def __init__(self, pool_name: str, driver: Driver, *, statement_cache_size: int,
                  result_cache_entries: int, result_cache_bytes: int,
                  slow_query_ms: float | None) -> None:
         self.statements = StatementCache(statement_cache_size)
@@ -121,12 +127,17 @@ class QueryLayer:
             ResultCache(result_cache_entries, result_cache_bytes) if result_cache_entries
             else None)
         self.observer: QueryObserver = QueryObserver(pool_name, slow_query_ms)
-        self.dialect = dialect
+        self.dialect = _DIALECTS.get(driver.name)
+        self._driver = driver
+        # Writes made with conn= whose transaction has not ended yet:
+        # id(conn) -> (weak ref to conn, tables). Their tables are not cached.
+        self._open: dict[int, tuple[Callable[[], Any], set[str]]] = {}
+        self._open_lock = threading.Lock()
         self._kind: str | None = None  # "pg", "mysql", "sqlite", "dbapi"
         self._infos: OrderedDict[str, _Info] = OrderedDict()
         self._info_lock = threading.Lock()
-        self._pending: dict[int, set[str]] = {}
         self.retried = 0
+        self._stats_lock = threading.Lock()
         self.transactions = RetryStats()
 
     # ---- per-SQL facts -----------------------------------------------------
@@ -182,6 +193,8 @@ class QueryLayer:
             try:
                 if kind is MANY:
                     cur.executemany(sql, params)
+                elif client == "mysql" and info.prepare and self.statements.size:
+                    self.statements.execute_mysql(conn, cur, sql, params)
                 else:
                     cur.execute(sql, params)
                 result = _extract(kind, cur)
@@ -203,7 +216,10 @@ class QueryLayer:
                 cur = conn.cursor()
                 cur.executemany(sql, params)
                 return cur.rowcount
-            prepare = statements.size > 0 and info.prepare
+            # Without parameters a script of several statements is valid SQL
+            # (simple protocol), but cannot be prepared.
+            prepare = statements.size > 0 and info.prepare and (
+                params is not None or ";" not in sql.strip().rstrip(";"))
             return _extract(kind, conn.execute(sql, params, prepare=prepare or None))
         finally:
             if switch and conn.pgconn.transaction_status == _PQ_IDLE:
@@ -216,17 +232,17 @@ class QueryLayer:
         info = self._info(sql)
         if conn is not None:
             if info.writes and self.results is not None:
-                self.results.begin_write(info.writes)
-                self._pending.setdefault(id(conn), set()).update(info.writes)
-            return self._on_tx(conn, kind, sql, params, info)
+                self._open_write(conn, info.writes)
+            return self.run_on(conn, kind, sql, params, info, standalone=False)
         if cache_ttl is not None and kind is not EXEC and kind is not MANY:
             ttl = _ttl(cache_ttl)
             key = cache_key(kind, sql, params)
             if self.results is not None and key is not None and not info.writes:
-                value = self.results.get_or_run(
-                    key, ttl, info.reads(sql, self.dialect),
-                    lambda: self._standalone(pool, kind, sql, params, info))
-                return list(value) if kind is FETCH else value  # callers may mutate lists
+                reads = info.reads(sql, self.dialect)
+                if not self._open or not self._blocked(reads):
+                    value = self.results.get_or_run(
+                        key, ttl, reads, lambda: self._standalone(pool, kind, sql, params, info))
+                    return list(value) if kind is FETCH else value  # callers may mutate lists
         if info.writes and self.results is not None:
             self.results.begin_write(info.writes)
             try:
@@ -235,9 +251,6 @@ class QueryLayer:
                 self.results.end_write(info.writes)
         return self._standalone(pool, kind, sql, params, info)
 
-    def _on_tx(self, conn: Any, kind: str, sql: str, params: Any, info: _Info) -> Any:
-        return self.run_on(conn, kind, sql, params, info, standalone=False)
-
     def _standalone(self, pool: Any, kind: str, sql: str, params: Any, info: _Info) -> Any:
         retried = False
         while True:
@@ -245,12 +258,15 @@ class QueryLayer:
             try:
                 result = self.run_on(conn, kind, sql, params, info, standalone=True)
             except Exception as exc:
-                again = not retried and self._may_retry(pool, conn, exc, info)
-                pool.release(conn)
+                try:
+                    again = not retried and self._may_retry(pool, conn, exc, info)
+                finally:
+                    pool.release(conn)
                 if not again:
                     raise
                 retried = True
-                self.retried += 1
+                with self._stats_lock:
+                    self.retried += 1
                 continue
             except BaseException:
                 pool.release(conn)
@@ -268,11 +284,48 @@ class QueryLayer:
 
     # ---- transactions --------------------------------------------------------
 
+    def _open_write(self, conn: Any, tables: frozenset[str]) -> None:
+        """A write with conn=: invalidate now, and keep its tables out of the
+        cache until its transaction ends (pool.transaction() says when; for
+        your own transactions the connection's local status tells)."""
+        assert self.results is not None
+        self.results.begin_write(tables)
+        with self._open_lock:
+            entry = self._open.get(id(conn))
+            if entry is None or entry[0]() is not conn:
+                entry = self._open[id(conn)] = (_ref(conn), set())
+            entry[1].update(tables)
+
+    def _blocked(self, reads: frozenset[str]) -> bool:
+        """Whether a read of ``reads`` must bypass the cache: a transaction
+        that wrote one of them has not ended. Ended ones are settled here."""
+        blocked = False
+        for key, (ref, tables) in list(self._open.items()):
+            conn = ref()
+            if conn is not None and self._in_transaction(conn):
+                blocked = blocked or ANY in reads or ANY in tables or not reads.isdisjoint(tables)
+            else:
+                self._settle(key)
+        return blocked
+
+    def _in_transaction(self, conn: Any) -> bool:
+        d = self._driver
+        if d.status_attr is None or getattr(conn, "closed", False):
+            return False  # no local status to read: settled at the next read
+        try:
+            return bool(getattr(d.status_source(conn), d.status_attr) != d.idle_status)
+        except Exception:  # a closed connection
+            return False
+
+    def _settle(self, key: int) -> None:
+        with self._open_lock:
+            entry = self._open.pop(key, None)
+        if entry is not None and self.results is not None:
+            self.results.end_write(frozenset(entry[1]))
+
     def finished(self, conn: Any, committed: bool) -> None:
         """After a pool.transaction() attempt: invalidate what it wrote, again."""
-        written = self._pending.pop(id(conn), None)
-        if written and self.results is not None:
-            self.results.end_write(frozenset(written))
+        self._settle(id(conn))
 
     @contextlib.contextmanager
     def writing(self, tables: Iterable[str]) -> Iterator[None]:
@@ -306,6 +359,18 @@ class QueryLayer:
             "retried": self.retried,
             "transactions": self.transactions.as_dict(),
         }
+
+
+_DIALECTS = {"postgresql": "postgres", "mysql": "mysql", "sqlite": "sqlite"}
+
+
+def _ref(conn: Any) -> Callable[[], Any]:
+    """A weak reference where the class allows one (sqlite3's does not: then a
+    strong one, dropped when the connection's transaction is seen to end)."""
+    try:
+        return weakref.ref(conn)
+    except TypeError:
+        return lambda: conn
 
 
 def _table_name(table: Table) -> str:

@@ -136,9 +136,11 @@ class ResultCache:
                 leader = True
         if not leader:
             flight.done.wait()
-            if flight.error is not None:
-                raise flight.error
-            return flight.value
+            if flight.error is None:
+                return flight.value
+            if not isinstance(flight.error, Exception):
+                return run()  # the leader was interrupted: not this caller's error
+            raise flight.error
         try:
             value = run()
         except BaseException as exc:
@@ -158,7 +160,7 @@ class ResultCache:
         return value
 
     def _snapshot(self, tables: frozenset[str]) -> tuple[int, ...]:
-        if ANY in tables:  # reads unknown tables: any write at all makes it stale
+        if not tables or ANY in tables:  # unknown tables: any write at all makes it stale
             return (self._writes,)
         v = self._versions
         return (v.get(ANY, 0), *(v.get(t, 0) for t in tables))
@@ -214,7 +216,8 @@ class ResultCache:
                 doomed = {k for t in (*tables, ANY) for k in by_table.get(t, ())}
                 if self._flights:
                     for key in [k for k, f in self._flights.items()
-                                if ANY in f.tables or not f.tables.isdisjoint(tables)]:
+                                if not f.tables or ANY in f.tables
+                                or not f.tables.isdisjoint(tables)]:
                         del self._flights[key]
             dropped = 0
             for key in doomed:

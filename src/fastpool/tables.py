@@ -8,7 +8,7 @@ answer is ``ANY``, which matches every table, so a statement fastpool does not
 understand can only cause extra invalidation, never a stale read.
 
 Table names are compared by their last part (``public.orders`` and
-``orders`` are the same table for the cache), lowercased unless quoted.
+``orders`` are the same table for the cache), lowercased.
 """
 
 from __future__ import annotations
@@ -109,10 +109,21 @@ def without_placeholders(sql: str) -> str:
 
 
 def _name(table: object) -> str:
+    # Always lowercased, quoted or not: SQLite and MySQL compare names without
+    # case even when quoted; on PostgreSQL "Orders" and orders then share a
+    # key, which can only cause an extra invalidation.
     ident = table.this  # type: ignore[attr-defined]
     name: str = ident.name if hasattr(ident, "name") else str(ident)
-    quoted = bool(getattr(ident, "args", {}).get("quoted"))
-    return name if quoted else name.lower()
+    return name.lower()
+
+
+# MySQL's statement modifiers and SQLite's conflict clauses, which sqlglot may
+# take for the table name: removed before parsing (they name no table).
+_MODIFIERS = re.compile(
+    r"^(\s*(?:update|delete|insert|replace)\s+)"
+    r"((?:(?:low_priority|quick|ignore|delayed|high_priority"
+    r"|or\s+(?:rollback|abort|replace|fail|ignore))\s+)+)",
+    re.IGNORECASE)
 
 
 def _analyse(sql: str, dialect: str | None) -> Access:
@@ -122,7 +133,7 @@ def _analyse(sql: str, dialect: str | None) -> Access:
     except ImportError:  # pragma: no cover - sqlglot is a dependency
         return _fallback(sql)
     try:
-        trees = sqlglot.parse(without_placeholders(sql), read=dialect)
+        trees = sqlglot.parse(_MODIFIERS.sub(r"\1", without_placeholders(sql)), read=dialect)
     except Exception:  # sqlglot raises several error types; any means "not understood"
         return _fallback(sql)
     reads: set[str] = set()
@@ -137,16 +148,22 @@ def _analyse(sql: str, dialect: str | None) -> Access:
             reads |= fallback.reads
             writes |= fallback.writes
             continue
-        ctes = {cte.alias_or_name.lower() for cte in tree.find_all(exp.CTE)}
+        # CTE names are kept as if they were tables: a CTE may share its name
+        # with a real table (read inside it, or the target of the DML after
+        # it), and an extra name can only cause an extra invalidation.
         for node in tree.find_all(*write_types):
             if node.find_ancestor(exp.Merge) is not None:
                 continue  # WHEN MATCHED THEN UPDATE/INSERT: the MERGE's own target
-            for target in _targets(node, exp):
-                if target.lower() not in ctes:
-                    writes.add(target)
+            writes.update(_targets(node, exp))
+            if isinstance(node, exp.Update):
+                # Multi-table UPDATE (MySQL: joins or a comma list; PostgreSQL:
+                # FROM): any of them may be written.
+                for part in (node.this, node.args.get("from"), *(node.args.get("joins") or ())):
+                    if part is not None:
+                        writes.update(_name(t) for t in part.find_all(exp.Table))
         for table in tree.find_all(exp.Table):
             name = _name(table)
-            if name and name.lower() not in ctes:
+            if name:
                 reads.add(name)
     if not reads and not writes and not _is_plain_read(sql):
         return _fallback(sql)
@@ -184,6 +201,4 @@ def _fallback(sql: str) -> Access:
         return Access(frozenset({ANY}), frozenset({ANY}))
     raw = next(g for g in m.groups() if g)
     last = raw.split(".")[-1]
-    quoted = last[:1] in "\"`["
-    name = last.strip("\"`[]")
-    return Access(frozenset({ANY}), frozenset({name if quoted else name.lower()}))
+    return Access(frozenset({ANY}), frozenset({last.strip("\"`[]").lower()}))

@@ -434,10 +434,10 @@ def test_transactional_decorator(table: tuple[Any, str, str]) -> None:
 
 def test_n_plus_one_guard_sees_the_helpers(table: tuple[Any, str, str]) -> None:
     pool, ph, _ = table
-    with pytest.raises(fastpool.NPlusOneDetected, match="4 times") as info:  # noqa: PT012
-        with pool.n_plus_one_guard(threshold=3, action="raise") as guard:
-            for key in range(10):  # the classic loop of lookups
-                pool.fetchrow(f"SELECT name FROM fp_q_items WHERE id = {ph}", (key,))
+    with pytest.raises(fastpool.NPlusOneDetected, match="4 times") as info, \
+            pool.n_plus_one_guard(threshold=3, action="raise") as guard:
+        for key in range(10):  # the classic loop of lookups
+            pool.fetchrow(f"SELECT name FROM fp_q_items WHERE id = {ph}", (key,))
     assert __file__ in str(info.value)
     assert list(guard.counts.values()) == [4]
     # Under the threshold, or spread over shapes: nothing reported.
@@ -481,3 +481,58 @@ def test_bulk_loads_through_the_pool_invalidate_the_result_cache(
     assert pool.fetchval("SELECT count(*) FROM fp_q_items", cache_ttl=60) == 30
     assert pool.copy_records("fp_q_items", [{"id": 200, "name": "rec", "n": 1}]) == 1
     assert pool.fetchval("SELECT count(*) FROM fp_q_items", cache_ttl=60) == 31
+
+
+# ---- statement cache (MariaDB: SQL-level PREPARE / EXECUTE ... USING) ------------
+
+def _session_status(conn: Any, name: str) -> int:
+    return int(mysql_query(conn, f"SHOW SESSION STATUS LIKE '{name}'")[0][1])
+
+
+def test_mariadb_statements_are_prepared_once_and_executed_with_literals(
+        make_mysql_pool: Callable[..., Any]) -> None:
+    pool = make_mysql_pool(min_size=1, max_size=1, autocommit=True)
+    for i in range(50):
+        assert pool.fetchval("SELECT %s + 1", (i,)) == i + 1
+    s = pool.query_stats()["statements"]
+    assert s["prepares"] == 1 and s["hits"] == 49 and s["reuse_rate"] > 0.95
+    with pool.connection() as conn:
+        assert _session_status(conn, "Com_prepare_sql") == 1
+        assert _session_status(conn, "Com_execute_sql") == 50
+    # Values arrive intact: quotes, backslashes, NULL, bytes, named parameters, %%.
+    tricky = "it's a \\ 'test' %s ?"
+    assert pool.fetchval("SELECT %s", (tricky,)) == tricky
+    assert pool.fetchval("SELECT %s", (None,)) is None
+    assert pool.fetchval("SELECT CONCAT(%(a)s, '%%', %(b)s)", {"b": "y", "a": "x"}) == "x%y"
+    assert pool.fetchval("SELECT '%%'", ()) == "%"
+    # A mismatch is the driver's own error, as without the cache.
+    import MySQLdb
+
+    with pytest.raises(MySQLdb.ProgrammingError, match="not enough arguments"):
+        pool.fetchval("SELECT %s + %s", (1,))
+
+
+def test_mariadb_eviction_and_invalidation_deallocate(
+        make_mysql_pool: Callable[..., Any]) -> None:
+    pool = make_mysql_pool(min_size=1, max_size=1, autocommit=True, statement_cache_size=2)
+    for k in range(5):
+        pool.fetchval(f"SELECT {k} + %s", (0,))
+    s = pool.query_stats()["statements"]
+    assert s["prepares"] == 5 and s["evictions"] == 3 and s["cached"] == 2
+    with pool.connection() as conn:
+        assert _session_status(conn, "Com_dealloc_sql") == 3
+    pool.invalidate_statements()
+    assert pool.fetchval("SELECT 4 + %s", (1,)) == 5
+    with pool.connection() as conn:
+        assert _session_status(conn, "Com_dealloc_sql") == 5
+    assert pool.query_stats()["statements"]["prepares"] == 6
+
+
+def test_mariadb_statement_cache_off_and_unpreparable_statements_use_text(
+        make_mysql_pool: Callable[..., Any]) -> None:
+    pool = make_mysql_pool(min_size=1, max_size=1, autocommit=True, statement_cache_size=0)
+    assert pool.fetchval("SELECT %s", (3,)) == 3
+    assert pool.query_stats()["statements"]["prepares"] == 0
+    on = make_mysql_pool(min_size=1, max_size=1, autocommit=True)
+    assert on.fetchval("SELECT %s FROM DUAL WHERE '?' = '?'", (3,)) == 3  # a ? in the text
+    assert on.query_stats()["statements"]["prepares"] == 0
