@@ -135,6 +135,8 @@ class QueryLayer:
         self._open_lock = threading.Lock()
         self._kind: str | None = None  # "pg", "mysql", "sqlite", "dbapi"
         self._pg_flag = False  # psycopg's private _autocommit flag is there
+        # mysqlclient connections opened by the MySQL driver have multi-statements on.
+        self._mysql_multi = driver.name == "mysql"
         self._infos: OrderedDict[str, _Info] = OrderedDict()
         self._info_lock = threading.Lock()
         self.retried = 0
@@ -190,19 +192,39 @@ class QueryLayer:
             result = _extract(kind, cur)
             if standalone and conn.in_transaction:
                 conn.commit()
+        elif client == "mysql":
+            # Outside autocommit a standalone statement needs a COMMIT: sent in
+            # the statement's own packet (mysqlclient enables multi-statements),
+            # one round trip instead of two. Not for SQL with a ";" of its own.
+            inline = (standalone and kind is not MANY and self._mysql_multi
+                      and ";" not in sql and not conn.get_autocommit())
+            suffix = "\n;COMMIT" if inline else ""
+            cur = conn.cursor()
+            try:
+                if kind is MANY:
+                    cur.executemany(sql, params)
+                elif info.prepare and self.statements.size:
+                    self.statements.execute_mysql(conn, cur, sql, params, suffix)
+                else:
+                    cur.execute(sql + suffix, params)
+                result = _extract(kind, cur)
+                if inline:
+                    cur.nextset()  # the COMMIT's answer (raises if it failed)
+            finally:
+                cur.close()
+            if standalone and not inline and not conn.get_autocommit():
+                conn.commit()
         else:
             cur = conn.cursor()
             try:
                 if kind is MANY:
                     cur.executemany(sql, params)
-                elif client == "mysql" and info.prepare and self.statements.size:
-                    self.statements.execute_mysql(conn, cur, sql, params)
                 else:
                     cur.execute(sql, params)
                 result = _extract(kind, cur)
             finally:
                 cur.close()
-            if standalone and (client != "mysql" or not conn.get_autocommit()):
+            if standalone:
                 conn.commit()
         return result
 

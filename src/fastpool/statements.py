@@ -208,23 +208,24 @@ class StatementCache:
             mgr.generation = self.generation
             _deallocate_all(conn, mgr)
 
-    def execute_mysql(self, conn: Any, cur: Any, sql: str, params: Any) -> None:
+    def execute_mysql(self, conn: Any, cur: Any, sql: str, params: Any, suffix: str = "") -> None:
         """Run ``sql`` on a mysqlclient cursor as a prepared statement (MariaDB),
-        or as text where that is not possible."""
+        or as text where that is not possible. ``suffix`` (e.g. ``"\n;COMMIT"``)
+        is sent in the same packet."""
         if params is None:  # mysqlclient does no %-processing then: nothing to bind
-            cur.execute(sql)
+            cur.execute(sql + suffix)
             return
         st = conn.__dict__.get("_fastpool_statements")
         if st is None or st.generation != self.generation:
             st = self._bind_mysql(conn, cur, st)
         if st is False:
-            cur.execute(sql, params)
+            cur.execute(sql + suffix, params)
             return
         entry = st._names.get(sql)
         if entry is None:
             entry = self._prepare_mysql(st, cur, sql)
             if entry is None:
-                cur.execute(sql, params)
+                cur.execute(sql + suffix, params)
                 return
         else:
             st._names.move_to_end(sql)
@@ -234,7 +235,7 @@ class StatementCache:
         if args is _MISMATCH:
             cur.execute(sql, params)  # the driver raises its own error
         else:
-            cur.execute(execute, args)
+            cur.execute(execute + suffix, args)
 
     def _prepare_mysql(self, st: _MySQLStatements, cur: Any,
                        sql: str) -> tuple[str, _MySQLText, str] | None:

@@ -536,3 +536,26 @@ def test_mariadb_statement_cache_off_and_unpreparable_statements_use_text(
     on = make_mysql_pool(min_size=1, max_size=1, autocommit=True)
     assert on.fetchval("SELECT %s FROM DUAL WHERE '?' = '?'", (3,)) == 3  # a ? in the text
     assert on.query_stats()["statements"]["prepares"] == 0
+
+
+def test_mariadb_default_pool_commits_each_helper_statement_in_its_own_packet(
+        make_mysql_pool: Callable[..., Any], mysql_admin: Any) -> None:
+    """autocommit off (the default): the COMMIT rides in the statement's packet."""
+    pool = make_mysql_pool(min_size=1, max_size=1)
+    mysql_query(mysql_admin, "DROP TABLE IF EXISTS fp_q_inline")
+    mysql_query(mysql_admin, "CREATE TABLE fp_q_inline (id INT PRIMARY KEY) ENGINE=InnoDB")
+    try:
+        with pool.connection() as conn:
+            before = _session_status(conn, "Com_commit")
+        assert pool.execute("INSERT INTO fp_q_inline VALUES (%s)", (1,)) == 1
+        assert pool.fetchval("SELECT count(*) FROM fp_q_inline") == 1
+        assert mysql_query(mysql_admin, "SELECT id FROM fp_q_inline") == [(1,)]
+        with pool.connection() as conn:
+            assert _session_status(conn, "Com_commit") == before + 2  # one per helper
+            assert conn.get_autocommit() is False
+        with pytest.raises(Exception, match="Duplicate"):
+            pool.execute("INSERT INTO fp_q_inline VALUES (%s)", (1,))
+        assert pool.fetchval("SELECT count(*) FROM fp_q_inline") == 1
+        assert pool.stats().closed_total == 0
+    finally:
+        mysql_query(mysql_admin, "DROP TABLE IF EXISTS fp_q_inline")
