@@ -11,6 +11,8 @@ from fastpool._loader import load_core as _load_core
 _load_core()  # binds fastpool._core to the compiled core or to its Python twin
 
 from fastpool import _core as _core  # noqa: E402
+from fastpool.batch import Batcher, BatcherClosed, BatcherFull, BatchResult  # noqa: E402
+from fastpool.bulk import RowError  # noqa: E402
 from fastpool.drivers import (  # noqa: E402
     CallableDriver,
     Driver,
@@ -44,6 +46,10 @@ from fastpool.stats import PoolStats  # noqa: E402
 __version__ = "0.1.0"
 __all__ = [
     "AnalyzeRefused",
+    "BatchResult",
+    "Batcher",
+    "BatcherClosed",
+    "BatcherFull",
     "CallableDriver",
     "ConfigError",
     "ConnectError",
@@ -61,6 +67,7 @@ __all__ = [
     "PoolStats",
     "PoolTimeout",
     "PostgresDriver",
+    "RowError",
     "SQLiteDriver",
     "ScanFinding",
     "TooManyWaiting",

@@ -35,6 +35,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from fastpool.batch import Batcher
 from fastpool.bulk import Table, copy_records, copy_rows
 from fastpool.errors import ConfigError, ErrorKind
 from fastpool.explain import Plan, explain
@@ -379,6 +380,15 @@ class QueryLayer:
         finally:
             self.results.end_write(names)
 
+    def writing_statements(self, sqls: Iterable[str]) -> contextlib.AbstractContextManager[None]:
+        """``writing()`` for the tables these statements write (the batcher's batches)."""
+        if self.results is None:
+            return contextlib.nullcontext()
+        tables: set[str] = set()
+        for sql in sqls:
+            tables |= self._info(sql).writes
+        return self.writing(tables) if tables else contextlib.nullcontext()
+
     # ---- invalidation and stats ----------------------------------------------
 
     def invalidate(self, tables: Iterable[str]) -> int:
@@ -495,6 +505,12 @@ class QueryMethods:
         """``copy_rows`` for dicts (columns from the first record unless given)."""
         with self._queries.writing([_table_name(table)]):
             return copy_records(self, table, records, columns, **options)  # type: ignore[arg-type]
+
+    def batcher(self, **options: Any) -> Batcher:
+        """A group-commit batcher over this pool (``fastpool.batch.Batcher``):
+        ``batcher.execute(sql, params)`` returns once the write is committed,
+        many callers' writes sharing one transaction."""
+        return Batcher(self, **options)  # type: ignore[arg-type]
 
     def invalidate(self, *tables: str) -> int:
         """Drop cached results of ``tables`` (all of them when none is named)."""

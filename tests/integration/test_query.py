@@ -559,3 +559,15 @@ def test_mariadb_default_pool_commits_each_helper_statement_in_its_own_packet(
         assert pool.stats().closed_total == 0
     finally:
         mysql_query(mysql_admin, "DROP TABLE IF EXISTS fp_q_inline")
+
+
+def test_batched_writes_invalidate_the_result_cache(table: tuple[Any, str, str]) -> None:
+    pool, ph, _ = table
+    q = "SELECT count(*) FROM fp_q_items"
+    assert pool.fetchval(q, cache_ttl=60) == 20
+    with pool.batcher(max_batch=10) as batcher:
+        futures = [batcher.submit(f"INSERT INTO fp_q_items VALUES ({ph}, {ph}, {ph})",
+                                  (i, "b", 0)) for i in range(300, 305)]
+        for f in futures:
+            f.result(timeout=30)
+    assert pool.fetchval(q, cache_ttl=60) == 25
