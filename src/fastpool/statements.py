@@ -204,7 +204,10 @@ class StatementCache:
                 new.prepared_max = self.size
             else:
                 new.prepare_threshold = None
-        if mgr.generation != self.generation:
+        # Not inside a failed transaction (status 3, INERROR): the server would
+        # refuse DEALLOCATE there; the statement about to run fails anyway, and
+        # the next use after the rollback drops them.
+        if mgr.generation != self.generation and conn.pgconn.transaction_status != 3:
             mgr.generation = self.generation
             _deallocate_all(conn, mgr)
 

@@ -571,3 +571,24 @@ def test_batched_writes_invalidate_the_result_cache(table: tuple[Any, str, str])
         for f in futures:
             f.result(timeout=30)
     assert pool.fetchval(q, cache_ttl=60) == 25
+
+
+def test_invalidated_statements_inside_a_failed_transaction(
+        make_pg_pool: Callable[..., Any]) -> None:
+    """The statement's own error, not a DEALLOCATE refused by the aborted
+    transaction; the statements go after the rollback."""
+    import psycopg
+
+    pool = make_pg_pool(min_size=1, max_size=1)
+    pool.fetchval("SELECT %s::int", (1,))
+    with pool.connection() as conn:
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            conn.execute("SELECT 1/0")
+        pool.invalidate_statements()
+        with pytest.raises(psycopg.errors.InFailedSqlTransaction, match="aborted"):
+            pool.fetchval("SELECT %s::int", (2,), conn=conn)
+        conn.rollback()
+        assert pool.fetchval("SELECT %s::int", (3,), conn=conn) == 3
+        assert _prepared(conn) == ["SELECT $1::int"]
+        conn.rollback()
+    assert pool.query_stats()["statements"]["prepares"] == 2
