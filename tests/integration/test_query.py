@@ -592,3 +592,23 @@ def test_invalidated_statements_inside_a_failed_transaction(
         assert _prepared(conn) == ["SELECT $1::int"]
         conn.rollback()
     assert pool.query_stats()["statements"]["prepares"] == 2
+
+
+def test_mariadb_prepared_statement_survives_its_table_being_recreated(
+        make_mysql_pool: Callable[..., Any], mysql_admin: Any) -> None:
+    pool = make_mysql_pool(min_size=1, max_size=1, autocommit=True)
+    q = "SELECT * FROM fp_q_dd WHERE a = %s"
+    mysql_query(mysql_admin, "DROP TABLE IF EXISTS fp_q_dd")
+    mysql_query(mysql_admin, "CREATE TABLE fp_q_dd (a INT)")
+    mysql_query(mysql_admin, "INSERT INTO fp_q_dd VALUES (1)")
+    try:
+        assert pool.fetch(q, (1,)) == [(1,)]
+        mysql_query(mysql_admin, "DROP TABLE fp_q_dd")
+        with pytest.raises(Exception, match="doesn't exist"):
+            pool.fetch(q, (1,))
+        mysql_query(mysql_admin, "CREATE TABLE fp_q_dd (a INT, b TEXT)")
+        mysql_query(mysql_admin, "INSERT INTO fp_q_dd VALUES (1, 'x')")
+        assert pool.fetch(q, (1,)) == [(1, "x")]  # not a permanent failure
+        assert pool.query_stats()["statements"]["prepares"] == 1
+    finally:
+        mysql_query(mysql_admin, "DROP TABLE IF EXISTS fp_q_dd")
