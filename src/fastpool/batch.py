@@ -545,6 +545,11 @@ class _Engine:
             if self.closing:
                 raise BatcherClosed(f"batcher {self.name!r} is closed")
             if self.pending >= self.max_pending:
+                if getattr(_tls, "flusher", False):
+                    # A done-callback submitting from a flusher: waiting would
+                    # stop the very thread that makes room.
+                    raise BatcherFull(f"batcher {self.name!r} is full ({self.pending} writes "
+                                      "pending) and a flusher thread cannot wait for room")
                 self._wait_for_room()
             self.seq += 1
             item.seq = self.seq
@@ -630,15 +635,6 @@ class _Engine:
                 counters.record_latency((now - it.t0) // 1000)
         first = None
         with self.lock:
-            self.pending -= len(batch)
-            self.committed += committed
-            self.cancelled += cancelled
-            self.failed += len(batch) - committed - cancelled
-            del self.inflight[me]
-            if self.room_waiters:
-                self.room.notify(len(batch))
-            if self.flushing:
-                self.done.notify_all()
             prev = None
             for it in batch:
                 if it.waiter is not None and not it.abandoned:
@@ -650,13 +646,29 @@ class _Engine:
                     prev = it
         if first is not None:
             first.release()
+        # Every future is resolved before flush() can see the batch done, and
+        # a done-callback that raises (even a BaseException) stops none of them.
         for it in batch:
             future = it.future
-            if future is not None:  # running: flush_batch() set it so
+            if future is None:
+                continue  # not running: cancelled
+            try:
                 if it.error is None:
                     future.set_result(it.result)  # type: ignore[arg-type]
                 else:
                     future.set_exception(it.error)
+            except BaseException:
+                logger.exception("fastpool: batcher %r: a done-callback failed", self.name)
+        with self.lock:
+            self.pending -= len(batch)
+            self.committed += committed
+            self.cancelled += cancelled
+            self.failed += len(batch) - committed - cancelled
+            del self.inflight[me]
+            if self.room_waiters:
+                self.room.notify(len(batch))
+            if self.flushing:
+                self.done.notify_all()
 
     def abandon(self, item: _Item) -> None:
         """An ``execute`` caller stopped waiting (interrupted): keep the wake-up
@@ -799,8 +811,12 @@ class _Engine:
             except Exception as exc:
                 error = exc
                 _rollback(conn)  # MySQL's 1205 undid only the statement
+            except BaseException:
+                # Rolled back (the pool does it on release): no result stands.
+                for it in items:
+                    it.result = None
+                raise
             finally:
-                # Also on BaseException: the pool rolls back what is still open.
                 self.pool.release(conn)
             if error is None:
                 return
@@ -932,12 +948,17 @@ def _rollback(conn: Any) -> None:
 
 def _flusher_main(engine: _Engine, me: int) -> None:
     _tls.lock = None  # execute() from a flusher (a done-callback) would wait on itself
+    _tls.flusher = True
     while True:
         batch = engine.take(me)
         if batch is None:
             return
-        with contextlib.suppress(Exception):  # logged; each write of the batch got an error
+        try:
             engine.flush_batch(me, batch)
+        except BaseException:  # logged; each write of the batch got an error
+            # The thread lives on: it is the only one that commits this
+            # flusher's share of the writes.
+            continue
 
 
 _engines: weakref.WeakSet[_Engine] = weakref.WeakSet()

@@ -427,11 +427,19 @@ def _pg_upsert(target: Any, stage: Any, columns: list[str], keys: list[str]) -> 
     action = sql.SQL("UPDATE SET ") + sql.SQL(", ").join(
         sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in others) \
         if others else sql.SQL("NOTHING")
-    # A temp table filled by one COPY keeps insertion order in ctid.
-    return sql.SQL("INSERT INTO {target} ({cols}) SELECT DISTINCT ON ({keys}) {cols} "
-                   "FROM {stage} ORDER BY {keys}, ctid DESC "
+    # A temp table filled by one COPY keeps insertion order in ctid. Rows
+    # with a NULL in the key never conflict (NULLs are distinct for a unique
+    # index), so they all go in, as on MySQL and SQLite; DISTINCT ON would
+    # keep only one of them.
+    any_null = sql.SQL(" OR ").join(sql.SQL("{} IS NULL").format(sql.Identifier(k))
+                                    for k in keys)
+    return sql.SQL("INSERT INTO {target} ({cols}) "
+                   "(SELECT DISTINCT ON ({keys}) {cols} FROM {stage} WHERE NOT ({any_null}) "
+                   "ORDER BY {keys}, ctid DESC) "
+                   "UNION ALL (SELECT {cols} FROM {stage} WHERE {any_null}) "
                    "ON CONFLICT ({keys}) DO {action}").format(
-        target=target, cols=idents(columns), keys=idents(keys), stage=stage, action=action)
+        target=target, cols=idents(columns), keys=idents(keys), stage=stage, action=action,
+        any_null=any_null)
 
 
 # ---- MySQL / MariaDB ------------------------------------------------------------
@@ -500,8 +508,13 @@ def _copy_sqlite(conn: sqlite3.Connection, table: tuple[str, ...], columns: list
                  chunk_rows: int, error: _ErrorFactory) -> int:
     target = ".".join(map(_doublequote, table))
     names = ", ".join(map(_doublequote, columns))
-    # The driver's own error for a table or column that does not exist.
-    conn.execute(f"SELECT {names} FROM {target} LIMIT 0").fetchall()
+    # The driver's own error for a table or column that does not exist
+    # (SQLite would read an unknown "name" in a SELECT as a string literal;
+    # an INSERT's column list it checks).
+    conn.execute(f"SELECT * FROM {target} LIMIT 0").fetchall()
+    if not conn.in_transaction:
+        conn.execute("BEGIN")
+    conn.execute(f"INSERT INTO {target} ({names}) SELECT {names} FROM {target} WHERE 0")
     statement = f"INSERT INTO {target} ({names}) VALUES ({', '.join('?' * len(columns))})"
     if keys:
         others = [c for c in columns if c not in keys]
