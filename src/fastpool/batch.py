@@ -767,9 +767,11 @@ class _Engine:
             if it.key is not None:
                 keyed = True
         if keyed:
-            for group in by_sql.values():
+            for sql, group in by_sql.items():
+                if any(it.key is None for it in group):
+                    continue  # partly keyed: submission order (an unkeyed write has no place)
                 try:  # stable: writes of the same key keep their order
-                    group.sort(key=lambda it: (it.key is not None, it.key))
+                    by_sql[sql] = sorted(group, key=lambda it: it.key)
                 except TypeError as exc:
                     if not self.sort_warned:
                         self.sort_warned = True

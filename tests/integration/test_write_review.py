@@ -166,6 +166,22 @@ def test_flush_returns_only_once_every_future_it_covers_is_resolved(
     assert second.result(timeout=30).rowcount == 1
 
 
+def test_an_unkeyed_write_after_a_keyed_one_keeps_its_place(
+        db: Db, batchers: list[Batcher]) -> None:
+    # Key ordering sorted unkeyed writes before keyed ones of the same
+    # statement: the later write ran first and the earlier value won.
+    db.query("INSERT INTO fp_wr_rows (id, v) VALUES (1, 'start')")
+    batcher = Batcher(db.pool, flushers=1)
+    batchers.append(batcher)
+    update = db.sql("UPDATE fp_wr_rows SET v = %s WHERE id = %s")
+    with flusher_parked(batcher, db):
+        first = batcher.submit(update, ("keyed", 1), key=1)
+        second = batcher.submit(update, ("unkeyed, later", 1))
+    assert first.result(timeout=30).rowcount == 1
+    assert second.result(timeout=30).rowcount == 1
+    assert db.query("SELECT v FROM fp_wr_rows WHERE id = 1") == [("unkeyed, later",)]
+
+
 # ---- bulk.py --------------------------------------------------------------------
 
 def test_pg_upsert_keeps_every_row_whose_key_is_null(make_pg_pool: Callable[..., Any],
