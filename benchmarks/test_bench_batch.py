@@ -187,6 +187,29 @@ def run_batcher(benchmark: Any, pool: Any, make: Callable[[Any], Any]) -> dict[s
     return result
 
 
+def run_autocommit(benchmark: Any, pool: Any, connection: Callable[[], Any] | None = None,
+                   admin: Any = None) -> dict[str, Any]:
+    """Drive ``autocommit_insert`` through ``connection`` (``pool.connection`` by
+    default) on a fresh table that ``admin`` (``pool`` by default) makes and
+    drops; close ``pool`` (and ``admin``) at the end."""
+    owner = pool if admin is None else admin
+    fresh_table(owner)
+    try:
+        return benchmark.pedantic(drive, args=(autocommit_insert(connection or pool.connection),),
+                                  rounds=1, iterations=1)
+    finally:
+        if admin is None:
+            drop_table(pool)
+            pool.close()
+        else:
+            pool.close()
+            drop_table(admin)
+            admin.close()
+
+
+BATCHERS = {"batcher_execute": batcher_execute, "batcher_submit16": batcher_submit16}
+
+
 def report(benchmark: Any, contender: str, result: dict[str, Any]) -> None:
     benchmark.extra_info.update(result, contender=contender)
     print(f"\n{contender:26s} {result['writes_per_s']:8.0f} writes/s  "
@@ -202,30 +225,16 @@ PG_CONTENDERS = ["batcher_execute", "batcher_submit16", "fastpool_autocommit",
 @pytest.mark.parametrize("contender", PG_CONTENDERS)
 def test_pg_single_row_writes(benchmark: Any, pg_dsn: str, contender: str) -> None:
     benchmark.group = f"batch-insert-postgresql-{THREADS}-threads"
-    if contender.startswith("batcher"):
-        make = batcher_execute if contender == "batcher_execute" else batcher_submit16
-        result = run_batcher(benchmark, pg_pool(pg_dsn, 2), make)
+    if contender in BATCHERS:
+        result = run_batcher(benchmark, pg_pool(pg_dsn, 2), BATCHERS[contender])
     elif contender == "fastpool_autocommit":
-        pool = pg_pool(pg_dsn, THREADS, autocommit=True)
-        fresh_table(pool)
-        try:
-            result = benchmark.pedantic(drive, args=(autocommit_insert(pool.connection),),
-                                        rounds=1, iterations=1)
-        finally:
-            drop_table(pool)
-            pool.close()
+        result = run_autocommit(benchmark, pg_pool(pg_dsn, THREADS, autocommit=True))
     else:
         psycopg_pool = pytest.importorskip("psycopg_pool")
         pool = psycopg_pool.ConnectionPool(pg_dsn, min_size=THREADS, max_size=THREADS,
                                            timeout=60, kwargs={"autocommit": True}, open=True)
         pool.wait()
-        fresh_table(pool)
-        try:
-            result = benchmark.pedantic(drive, args=(autocommit_insert(pool.connection),),
-                                        rounds=1, iterations=1)
-        finally:
-            drop_table(pool)
-            pool.close()
+        result = run_autocommit(benchmark, pool)
     report(benchmark, contender, result)
 
 
@@ -236,18 +245,10 @@ MYSQL_CONTENDERS = ["batcher_execute", "batcher_submit16", "fastpool_autocommit"
 @pytest.mark.parametrize("contender", MYSQL_CONTENDERS)
 def test_mysql_single_row_writes(benchmark: Any, mysql_url: str, contender: str) -> None:
     benchmark.group = f"batch-insert-mariadb-{THREADS}-threads"
-    if contender.startswith("batcher"):
-        make = batcher_execute if contender == "batcher_execute" else batcher_submit16
-        result = run_batcher(benchmark, mysql_pool(mysql_url, 2), make)
+    if contender in BATCHERS:
+        result = run_batcher(benchmark, mysql_pool(mysql_url, 2), BATCHERS[contender])
     elif contender == "fastpool_autocommit":
-        pool = mysql_pool(mysql_url, THREADS, autocommit=True)
-        fresh_table(pool)
-        try:
-            result = benchmark.pedantic(drive, args=(autocommit_insert(pool.connection),),
-                                        rounds=1, iterations=1)
-        finally:
-            drop_table(pool)
-            pool.close()
+        result = run_autocommit(benchmark, mysql_pool(mysql_url, THREADS, autocommit=True))
     else:
         pooled_db = pytest.importorskip("dbutils.pooled_db")
         import MySQLdb
@@ -255,8 +256,6 @@ def test_mysql_single_row_writes(benchmark: Any, mysql_url: str, contender: str)
         params = from_url(mysql_url, autocommit=True).params
         pool = pooled_db.PooledDB(MySQLdb, mincached=THREADS, maxcached=THREADS,
                                   maxconnections=THREADS, blocking=True, ping=0, **params)
-        admin = mysql_pool(mysql_url, 1)
-        fresh_table(admin)
 
         def connection() -> Any:
             conn = pool.connection()
@@ -270,13 +269,7 @@ def test_mysql_single_row_writes(benchmark: Any, mysql_url: str, contender: str)
 
             return Borrowed()
 
-        try:
-            result = benchmark.pedantic(drive, args=(autocommit_insert(connection),),
-                                        rounds=1, iterations=1)
-        finally:
-            pool.close()
-            drop_table(admin)
-            admin.close()
+        result = run_autocommit(benchmark, pool, connection, admin=mysql_pool(mysql_url, 1))
     report(benchmark, contender, result)
 
 

@@ -52,8 +52,8 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol, TypeVar
 
 import pytest
 
@@ -67,6 +67,13 @@ TABLE = "fp_bulk_bench"
 COLUMNS = ["id", "name", "score", "at"]
 PG_TYPES = ["int8", "text", "float8", "timestamptz"]
 SECOND = dt.timedelta(seconds=1)
+
+
+class Closable(Protocol):
+    def close(self) -> None: ...
+
+
+C = TypeVar("C", bound=Closable)
 
 
 def pg_rows(n: int) -> Iterator[tuple[Any, ...]]:
@@ -93,6 +100,32 @@ def impl(name: str) -> Iterator[None]:
             del os.environ["FASTPOOL_IMPL"]
         else:
             os.environ["FASTPOOL_IMPL"] = old
+
+
+def _with_table(execute: Callable[[str], Any], close_admin: Callable[[], Any], ddl: str,
+                make: Callable[[], C]) -> Iterator[C]:
+    """The body of a contenders fixture: (re)create TABLE with ``ddl`` through
+    ``execute``, yield ``make()``; then close it, drop TABLE, ``close_admin()``."""
+    execute(f"DROP TABLE IF EXISTS {TABLE}")
+    execute(ddl)
+    contenders = make()
+    try:
+        yield contenders
+    finally:
+        contenders.close()
+        execute(f"DROP TABLE IF EXISTS {TABLE}")
+        close_admin()
+
+
+def _standalone(benchmark: Any, group: str, contenders: Any, contender: str) -> None:
+    """One pytest-benchmark entry: ``contender`` loads ``contenders.n`` rows into
+    the TRUNCATEd table, ROUNDS times; then check they all arrived."""
+    benchmark.group = group
+    benchmark.extra_info.update(contender=contender, rows=contenders.n)
+    benchmark.pedantic(getattr(contenders, contender), setup=contenders.truncate, rounds=ROUNDS,
+                       iterations=1)
+    if contender != "generate":
+        assert contenders.count() == contenders.n
 
 
 # ---- PostgreSQL -------------------------------------------------------------------
@@ -175,25 +208,15 @@ def pg() -> Iterator[PgContenders]:
         admin = psycopg.connect(PG_URL, autocommit=True, connect_timeout=3)
     except psycopg.OperationalError as exc:
         pytest.skip(f"PostgreSQL not reachable at {PG_URL!r}: {exc}")
-    admin.execute(f"DROP TABLE IF EXISTS {TABLE}")
-    admin.execute(f"CREATE UNLOGGED TABLE {TABLE} (id bigint, name text, "
-                  "score double precision, at timestamptz)")
-    contenders = PgContenders(PG_ROWS)
-    try:
-        yield contenders
-    finally:
-        contenders.close()
-        admin.execute(f"DROP TABLE IF EXISTS {TABLE}")
-        admin.close()
+    yield from _with_table(admin.execute, admin.close,
+                           f"CREATE UNLOGGED TABLE {TABLE} (id bigint, name text, "
+                           "score double precision, at timestamptz)",
+                           lambda: PgContenders(PG_ROWS))
 
 
 @pytest.mark.parametrize("contender", PG_CONTENDERS)
 def test_pg(benchmark: Any, pg: PgContenders, contender: str) -> None:
-    benchmark.group = "bulk-pg"
-    benchmark.extra_info.update(contender=contender, rows=pg.n)
-    benchmark.pedantic(getattr(pg, contender), setup=pg.truncate, rounds=ROUNDS, iterations=1)
-    if contender != "generate":
-        assert pg.count() == pg.n
+    _standalone(benchmark, "bulk-pg", pg, contender)
 
 
 def _interleave(benchmark: Any, contenders: Any, names: list[str], rounds: int) -> None:
@@ -313,26 +336,15 @@ def my() -> Iterator[MySQLContenders]:
         admin = from_url(MYSQL_URL, autocommit=True).connect()
     except mysqldb.OperationalError as exc:
         pytest.skip(f"MariaDB not reachable at {MYSQL_URL!r}: {exc}")
-    cur = admin.cursor()
-    cur.execute(f"DROP TABLE IF EXISTS {TABLE}")
-    cur.execute(f"CREATE TABLE {TABLE} (id bigint, name text, score double, at datetime(6)) "
-                "ENGINE=InnoDB DEFAULT CHARSET=utf8mb4")
-    contenders = MySQLContenders(MYSQL_ROWS)
-    try:
-        yield contenders
-    finally:
-        contenders.close()
-        cur.execute(f"DROP TABLE IF EXISTS {TABLE}")
-        admin.close()
+    yield from _with_table(admin.cursor().execute, admin.close,
+                           f"CREATE TABLE {TABLE} (id bigint, name text, score double, "
+                           "at datetime(6)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
+                           lambda: MySQLContenders(MYSQL_ROWS))
 
 
 @pytest.mark.parametrize("contender", MYSQL_CONTENDERS)
 def test_mysql(benchmark: Any, my: MySQLContenders, contender: str) -> None:
-    benchmark.group = "bulk-mysql"
-    benchmark.extra_info.update(contender=contender, rows=my.n)
-    benchmark.pedantic(getattr(my, contender), setup=my.truncate, rounds=ROUNDS, iterations=1)
-    if contender != "generate":
-        assert my.count() == my.n
+    _standalone(benchmark, "bulk-mysql", my, contender)
 
 
 def test_mysql_interleaved(benchmark: Any, my: MySQLContenders) -> None:

@@ -66,18 +66,17 @@ URLs: ``FASTPOOL_PG_UNIX_URL``, ``FASTPOOL_PG_TCP_URL``, ``FASTPOOL_MYSQL_URL``.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import statistics
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
 import fastpool
+from _common import CPU, PIN, MariaDBPins, mariadbd_pid, mysql_kwargs, pin, pinned_to_cpu, switches
 
 SQL = "SELECT 1"
 QUERIES = 200  # cycles per timed round
@@ -93,8 +92,6 @@ PG_URLS = {
 }
 MYSQL_URL = os.environ.get("FASTPOOL_MYSQL_URL",
                            "mysql://root@/test?unix_socket=/run/mysqld/mysqld.sock")
-PIN = os.environ.get("FASTPOOL_BENCH_PIN", "1") != "0"
-CPU = int(os.environ.get("FASTPOOL_BENCH_CPU", "1"))
 
 
 def select_one(conn: Any) -> None:
@@ -108,77 +105,10 @@ def select_one(conn: Any) -> None:
 # ---- pinning and round-trip counting -------------------------------------
 
 
-def _pin(tid: int) -> None:
-    if PIN:
-        os.sched_setaffinity(tid, {CPU})
-
-
-def _mariadbd_pid() -> int | None:
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            with contextlib.suppress(OSError), open(f"/proc/{pid}/comm") as f:
-                if f.read().strip() in ("mariadbd", "mysqld"):
-                    return int(pid)
-    return None
-
-
-def _threads(pid: int) -> list[int]:
-    return [int(t) for t in os.listdir(f"/proc/{pid}/task")]
-
-
-def _switches(status_path: str) -> int:
-    """Voluntary + involuntary context switches of one process or thread."""
-    total = 0
-    with open(status_path) as f:
-        for line in f:
-            if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
-                total += int(line.split(":")[1])
-    return total
-
-
 @pytest.fixture(scope="module", autouse=True)
 def pinned_client() -> Iterator[None]:
-    before = os.sched_getaffinity(0)
-    if PIN and CPU in before:
-        os.sched_setaffinity(0, {CPU})
-    yield
-    os.sched_setaffinity(0, before)
-
-
-class MariaDBPins:
-    """Pins every mariadbd thread to the benchmark's CPU and, at the end, gives
-    each its original affinity back; threads started after the first pinning
-    inherited the pinned mask, so they get the process's original one. A
-    mariadbd restarted meanwhile (a new pid) is pinned afresh and restored the
-    same way."""
-
-    def __init__(self) -> None:
-        self.saved: dict[int, dict[int, set[int]]] = {}  # pid -> tid -> affinity
-
-    def pin(self) -> int | None:
-        """Pin the running mariadbd's threads; its pid, or None if not local."""
-        pid = _mariadbd_pid()
-        if pid is None or not PIN:
-            return pid
-        first = pid not in self.saved
-        saved = self.saved.setdefault(pid, {})
-        with contextlib.suppress(OSError):  # the server may be restarting
-            for tid in _threads(pid):
-                with contextlib.suppress(OSError):
-                    if first:
-                        saved[tid] = os.sched_getaffinity(tid)
-                    _pin(tid)
-        return pid
-
-    def restore(self) -> None:
-        for pid, saved in self.saved.items():
-            original = saved.get(pid)  # the main thread's (= the process's) affinity
-            with contextlib.suppress(OSError):  # gone: nothing to restore
-                for tid in _threads(pid):
-                    mask = saved.get(tid, original)
-                    if mask is not None:
-                        with contextlib.suppress(OSError):
-                            os.sched_setaffinity(tid, mask)
+    with pinned_to_cpu():
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -329,28 +259,10 @@ def pg_dbutils_pooleddb(url: str) -> Contender:
     return _dbutils(psycopg, **_pg_kwargs(url))
 
 
-def _mysql_kwargs(url: str) -> dict[str, Any]:
-    """MySQLdb.connect() arguments equal to what fastpool's driver makes of ``url``."""
-    parts = urlsplit(url)
-    kwargs: dict[str, Any] = {"charset": "utf8mb4", "connect_timeout": 10, "autocommit": True}
-    if parts.hostname:
-        kwargs["host"] = parts.hostname
-    if parts.port:
-        kwargs["port"] = parts.port
-    if parts.username:
-        kwargs["user"] = parts.username
-    if parts.password:
-        kwargs["password"] = parts.password
-    if parts.path.lstrip("/"):
-        kwargs["database"] = parts.path.lstrip("/")
-    kwargs.update(parse_qsl(parts.query))
-    return kwargs
-
-
 def my_raw(url: str) -> Contender:
     import MySQLdb
 
-    conn = MySQLdb.connect(**_mysql_kwargs(url))
+    conn = MySQLdb.connect(**mysql_kwargs(url))
     return Contender(_loop_raw(conn), conn, conn.close)
 
 
@@ -365,14 +277,14 @@ def my_fastpool_with(url: str) -> Contender:
 def my_sqlalchemy_queuepool(url: str) -> Contender:
     import MySQLdb
 
-    kwargs = _mysql_kwargs(url)
+    kwargs = mysql_kwargs(url)
     return _sqlalchemy(lambda: MySQLdb.connect(**kwargs))
 
 
 def my_dbutils_pooleddb(url: str) -> Contender:
     import MySQLdb
 
-    return _dbutils(MySQLdb, **_mysql_kwargs(url))
+    return _dbutils(MySQLdb, **mysql_kwargs(url))
 
 
 PG_CONTENDERS = {
@@ -459,10 +371,10 @@ def measure(benchmark: Any, group: str, name: str, contender: Contender,
         pool = contender.pool
         slow = _count_slow_paths(pool) if pool is not None else None
         n = max(1, ROUND_TRIP_CYCLES // QUERIES)
-        before = _switches(server_status)
+        before = switches(server_status)
         for _ in range(n):
             contender.cycle()
-        trips = (_switches(server_status) - before) / (n * QUERIES)
+        trips = (switches(server_status) - before) / (n * QUERIES)
         benchmark.extra_info["server_round_trips_per_query"] = round(trips, 2)
         if pool is not None:
             assert slow is not None
@@ -494,7 +406,7 @@ def pg_urls() -> dict[str, str]:
 def mysql_url() -> str:
     MySQLdb = pytest.importorskip("MySQLdb")
     try:
-        MySQLdb.connect(**_mysql_kwargs(MYSQL_URL)).close()
+        MySQLdb.connect(**mysql_kwargs(MYSQL_URL)).close()
     except MySQLdb.OperationalError as exc:
         pytest.skip(f"MariaDB not reachable at {MYSQL_URL!r}: {exc}")
     return MYSQL_URL
@@ -503,7 +415,7 @@ def mysql_url() -> str:
 def _pg(benchmark: Any, url: str, where: str, name: str) -> None:
     contender = PG_CONTENDERS[name](url)
     pid = contender.native.execute("SELECT pg_backend_pid()").fetchone()[0]
-    _pin(pid)
+    pin(pid)
     benchmark.extra_info["server_pid"] = pid
     measure(benchmark, f"drivers-pg-{where}", name, contender, f"/proc/{pid}/status")
 
@@ -525,7 +437,7 @@ def test_pg_tcp(benchmark, pg_urls, name):
 @pytest.mark.filterwarnings("ignore:The reconnect parameter of ping:DeprecationWarning")
 @pytest.mark.parametrize("name", list(MYSQL_CONTENDERS))
 def test_mysql_unix(benchmark, mysql_url, mariadbd, name):
-    if _mariadbd_pid() is None:
+    if mariadbd_pid() is None:
         pytest.skip("mariadbd is not a local process: cannot pin it or count its round trips")
     contender = MYSQL_CONTENDERS[name](mysql_url)
     cur = contender.native.cursor()

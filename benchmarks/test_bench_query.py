@@ -99,9 +99,9 @@ import pytest
 
 import fastpool
 
-# Pinning, round-trip counting and MySQLdb arguments as the driver benchmarks do
-# them (pytest puts benchmarks/ on sys.path; so does running this file).
-from test_bench_drivers import CPU, PIN, MariaDBPins, _mariadbd_pid, _mysql_kwargs, _pin, _switches
+# Pinning, round-trip counting and MySQLdb arguments, shared with the driver benchmarks
+# (pytest puts benchmarks/ on sys.path; so does running this file).
+from _common import CPU, PIN, MariaDBPins, mariadbd_pid, mysql_kwargs, pin, pinned_to_cpu, switches
 
 PG_URL = os.environ.get("FASTPOOL_PG_UNIX_URL",
                         "postgresql:///test?host=/var/run/postgresql&user=postgres")
@@ -186,11 +186,8 @@ _DROP = "DROP TABLE IF EXISTS fp_qb_orders, fp_qb_customers, fp_qb_products"
 
 @pytest.fixture(scope="module", autouse=True)
 def pinned_client() -> Iterator[None]:
-    before = os.sched_getaffinity(0)
-    if PIN and CPU in before:
-        os.sched_setaffinity(0, {CPU})
-    yield
-    os.sched_setaffinity(0, before)
+    with pinned_to_cpu():
+        yield
 
 
 def _timed(work: Callable[[], object]) -> float:
@@ -251,10 +248,10 @@ def measure(benchmark: Any, group: str, name: str, contender: Contender,
             extra["paired_same_conn_overhead_pct"] = round(_same_conn_overhead(contender), 3)
         if contender.server is not None:
             n = max(1, ROUND_TRIP_QUERIES // queries)
-            before = _switches(contender.server)
+            before = switches(contender.server)
             for _ in range(n):
                 contender.cycle()
-            trips = (_switches(contender.server) - before) / (n * queries)
+            trips = (switches(contender.server) - before) / (n * queries)
             extra["server_round_trips_per_query"] = round(trips, 2)
             print(f"\n{group} {name}: {trips:.2f} server round trips per query")
     finally:
@@ -312,7 +309,7 @@ def _psycopg_loop(conn: Any, next_round: Callable[[], Round],
 
 
 def _pg_status(pid: int) -> str:
-    _pin(pid)
+    pin(pid)
     return f"/proc/{pid}/status"
 
 
@@ -514,7 +511,7 @@ def _mysql_two(conn: Any, statements: list[tuple[str, str, Any]]) -> Callable[[]
 def _mysql_raw_conn(server_pid: int) -> tuple[Any, str]:
     import MySQLdb
 
-    conn = MySQLdb.connect(**_mysql_kwargs(MYSQL_URL))
+    conn = MySQLdb.connect(**mysql_kwargs(MYSQL_URL))
     return conn, f"/proc/{server_pid}/task/{_mysql_tid(conn)}/status"
 
 
@@ -681,7 +678,7 @@ def pg_reference(pg_tables: None) -> Iterator[dict[str, Callable[[], object]]]:
     import psycopg
 
     conn = psycopg.connect(PG_URL, autocommit=True)
-    _pin(conn.info.backend_pid)
+    pin(conn.info.backend_pid)
     keys = _zipf_rounds(SEED + 1)  # not the contenders' keys, in the same order
 
     def zipf_round() -> None:
@@ -728,10 +725,10 @@ def mysql() -> Iterator[tuple[int, dict[str, Callable[[], object]]]]:
     """Tables on MariaDB, mariadbd pinned (restored at the end), the reference rounds."""
     MySQLdb = pytest.importorskip("MySQLdb")
     try:
-        conn = MySQLdb.connect(**_mysql_kwargs(MYSQL_URL))
+        conn = MySQLdb.connect(**mysql_kwargs(MYSQL_URL))
     except MySQLdb.OperationalError as exc:
         pytest.skip(f"MariaDB not reachable at {MYSQL_URL!r}: {exc}")
-    pid = _mariadbd_pid()
+    pid = mariadbd_pid()
     if pid is None:
         conn.close()
         pytest.skip("mariadbd is not a local process: cannot pin it or count its round trips")

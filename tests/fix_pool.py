@@ -9,8 +9,10 @@ one that is loaded.
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -51,6 +53,31 @@ def wait_until(predicate: Callable[[], object], timeout: float = 5.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
         time.sleep(0.002)
+
+
+def run_in_child(fn: Callable[[], Any]) -> Any:
+    """Run ``fn()`` in a forked child and return what it returned (through JSON).
+    A child that raised fails the calling test with the child's error."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        os.close(r)
+        code = 0
+        try:
+            out = fn()
+        except BaseException as exc:
+            out, code = {"error": f"{type(exc).__name__}: {exc}"}, 1
+        os.write(w, json.dumps(out).encode())
+        os.close(w)
+        sys.stdout.flush()
+        os._exit(code)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        data = f.read()
+    _, status = os.waitpid(pid, 0)
+    result = json.loads(data)
+    assert os.waitstatus_to_exitcode(status) == 0, result
+    return result
 
 
 def check_accounting(pool: Any) -> None:

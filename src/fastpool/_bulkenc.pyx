@@ -41,6 +41,7 @@ from cpython.datetime cimport (
 from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_AsDouble, PyFloat_CheckExact
 from cpython.list cimport PyList_CheckExact, PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.long cimport PyLong_AsLongLong, PyLong_Check
+from cpython.object cimport PyObject
 from cpython.tuple cimport PyTuple_CheckExact, PyTuple_GET_ITEM, PyTuple_GET_SIZE
 from cpython.unicode cimport PyUnicode_Check
 from libc.stdint cimport INT64_MAX, INT64_MIN, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
@@ -103,6 +104,56 @@ def _rejected(value, exc):
     if len(text) > 60:
         text = text[:57] + "..."
     return f"cannot take {type(value).__name__} {text} ({type(exc).__name__}: {exc})"
+
+
+cdef int _grow(char** buf, Py_ssize_t* cap, Py_ssize_t need) except -1:
+    """Reallocate ``*buf`` (of ``*cap`` bytes) to hold at least ``need`` bytes,
+    doubling from 64 KiB."""
+    cdef Py_ssize_t new_cap = cap[0] * 2 if cap[0] else 65536
+    cdef char* new
+    while new_cap < need:
+        new_cap *= 2
+    new = <char*>realloc(buf[0], new_cap)
+    if new == NULL:
+        raise MemoryError()
+    buf[0] = new
+    cap[0] = new_cap
+    return 0
+
+
+cdef inline bint _is_row(object row, Py_ssize_t ncols) noexcept:
+    """Whether ``row`` is an exact tuple or list of ``ncols`` values: the
+    common case, checked inline without reference counting."""
+    if PyTuple_CheckExact(row):
+        return PyTuple_GET_SIZE(row) == ncols
+    return PyList_CheckExact(row) and PyList_GET_SIZE(row) == ncols
+
+
+cdef object _as_tuple(object row, Py_ssize_t index, Py_ssize_t ncols, object error):
+    """``row`` as an exact tuple or list of ``ncols`` values (another sized
+    iterable is copied into a tuple), or raise ``error(index, -1, problem, None)``."""
+    cdef Py_ssize_t n
+    if not PyTuple_CheckExact(row) and not PyList_CheckExact(row):
+        if isinstance(row, (str, bytes, bytearray, dict)) or not hasattr(row, "__len__"):
+            raise error(index, -1, f"is a {type(row).__name__}, not a tuple or list of values",
+                        None)
+        row = tuple(row)
+    n = len(row)
+    if n != ncols:
+        raise error(index, -1, f"has {n} values, expected {ncols}", None)
+    return row
+
+
+cdef inline object _item(object row, bint is_tuple, Py_ssize_t i, Py_ssize_t n,
+                         Py_ssize_t index, PyObject* error):
+    """Value ``i`` of a row from ``_as_tuple`` of ``n`` values; a list that a
+    fallback resized meanwhile raises ``error(index, -1, problem, None)``.
+    (``error`` is borrowed: passing it for every value costs no reference counting.)"""
+    if is_tuple:
+        return <object>PyTuple_GET_ITEM(row, i)
+    if PyList_GET_SIZE(row) != n:
+        raise (<object>error)(index, -1, "changed size while being encoded", None)
+    return <object>PyList_GET_ITEM(row, i)
 
 
 @cython.final
@@ -187,21 +238,9 @@ cdef class Encoder:
 
     # ---- the buffer ---------------------------------------------------
 
-    cdef int _grow(self, Py_ssize_t need) except -1:
-        cdef Py_ssize_t cap = self.cap * 2 if self.cap else 65536
-        cdef char* new
-        while cap < self.size + need:
-            cap *= 2
-        new = <char*>realloc(self.buf, cap)
-        if new == NULL:
-            raise MemoryError()
-        self.buf = new
-        self.cap = cap
-        return 0
-
     cdef inline int _reserve(self, Py_ssize_t need) except -1:
         if self.size + need > self.cap:
-            self._grow(need)
+            _grow(&self.buf, &self.cap, self.size + need)
         return 0
 
     cdef inline int _put(self, const char* data, Py_ssize_t n) except -1:
@@ -231,28 +270,17 @@ cdef class Encoder:
     # ---- rows -----------------------------------------------------------
 
     cdef int _row(self, object row) except -1:
-        cdef Py_ssize_t n, i
+        cdef Py_ssize_t i
+        cdef Py_ssize_t n = self.ncols
         cdef bint is_tuple
-        if PyTuple_CheckExact(row):
-            n = PyTuple_GET_SIZE(row)
-        elif PyList_CheckExact(row):
-            n = PyList_GET_SIZE(row)
-        else:
-            if isinstance(row, (str, bytes, bytearray, dict)) or not hasattr(row, "__len__"):
-                raise self.error(self.rows, -1, f"is a {type(row).__name__}, not a tuple "
-                                 "or list of values", None)
-            row = tuple(row)
-            n = PyTuple_GET_SIZE(row)
+        if not _is_row(row, n):
+            row = _as_tuple(row, self.rows, n, self.error)
         is_tuple = PyTuple_CheckExact(row)
-        if n != self.ncols:
-            raise self.error(self.rows, -1, f"has {n} values, expected {self.ncols}", None)
         if self.binary:
             self._reserve(2)
             self._be16(<uint16_t>n)
         for i in range(n):
-            if not is_tuple and PyList_GET_SIZE(row) != n:  # a fallback changed it
-                raise self.error(self.rows, -1, "changed size while being encoded", None)
-            value = <object>(PyTuple_GET_ITEM(row, i) if is_tuple else PyList_GET_ITEM(row, i))
+            value = _item(row, is_tuple, i, n, self.rows, <PyObject*>self.error)
             if self.binary:
                 self._binary_value(i, value)
             else:
@@ -534,49 +562,25 @@ cdef class ValuesEncoder:
             self.done = True
         return PyBytes_FromStringAndSize(self.buf, self.size)
 
-    cdef int _grow(self, Py_ssize_t need) except -1:
-        cdef Py_ssize_t cap = self.cap * 2 if self.cap else 65536
-        cdef char* new
-        while cap < self.size + need:
-            cap *= 2
-        new = <char*>realloc(self.buf, cap)
-        if new == NULL:
-            raise MemoryError()
-        self.buf = new
-        self.cap = cap
-        return 0
-
     cdef inline int _put(self, const char* data, Py_ssize_t n) except -1:
         if self.size + n > self.cap:
-            self._grow(n)
+            _grow(&self.buf, &self.cap, self.size + n)
         memcpy(self.buf + self.size, data, n)
         self.size += n
         return 0
 
     cdef int _row(self, object row) except -1:
-        cdef Py_ssize_t n, i
+        cdef Py_ssize_t i
+        cdef Py_ssize_t n = self.ncols
         cdef bint is_tuple
-        if PyTuple_CheckExact(row):
-            n = PyTuple_GET_SIZE(row)
-        elif PyList_CheckExact(row):
-            n = PyList_GET_SIZE(row)
-        else:
-            if isinstance(row, (str, bytes, bytearray, dict)) or not hasattr(row, "__len__"):
-                raise self.error(self.rows, -1, f"is a {type(row).__name__}, not a tuple "
-                                 "or list of values", None)
-            row = tuple(row)
-            n = PyTuple_GET_SIZE(row)
+        if not _is_row(row, n):
+            row = _as_tuple(row, self.rows, n, self.error)
         is_tuple = PyTuple_CheckExact(row)
-        if n != self.ncols:
-            raise self.error(self.rows, -1, f"has {n} values, expected {self.ncols}", None)
         self._put("(", 1)
         for i in range(n):
             if i:
                 self._put(",", 1)
-            if not is_tuple and PyList_GET_SIZE(row) != n:  # a fallback changed it
-                raise self.error(self.rows, -1, "changed size while being encoded", None)
-            self._value(i, <object>(PyTuple_GET_ITEM(row, i) if is_tuple
-                                    else PyList_GET_ITEM(row, i)))
+            self._value(i, _item(row, is_tuple, i, n, self.rows, <PyObject*>self.error))
         self._put(")", 1)
         return 0
 

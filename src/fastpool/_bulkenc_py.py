@@ -48,6 +48,9 @@ def _rejected(value: Any, exc: BaseException) -> str:
 
 
 def _as_tuple(row: Any, index: int, ncols: int, error: ErrorFactory) -> Sequence[Any]:
+    """``row`` as an exact tuple or list of ``ncols`` values (another sized
+    iterable is copied into a tuple), or raise ``error(index, -1, problem, None)``.
+    Shared by both encoders, like ``_as_tuple`` in the compiled module."""
     if type(row) is not tuple and type(row) is not list:
         if isinstance(row, (str, bytes, bytearray, dict)) or not hasattr(row, "__len__"):
             raise error(index, -1, f"is a {type(row).__name__}, not a tuple or list of values",

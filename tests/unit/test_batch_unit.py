@@ -9,7 +9,6 @@ which writes make up the next batch.
 from __future__ import annotations
 
 import gc
-import json
 import os
 import random
 import signal
@@ -26,7 +25,7 @@ import pytest
 
 from fastpool import ConfigError, PoolClosed
 from fastpool.batch import Batcher, BatcherClosed, BatcherFull, BatchResult
-from tests.fix_pool import wait_until
+from tests.fix_pool import run_in_child, wait_until
 
 INSERT = "INSERT INTO fp_batch_t (id, v) VALUES (?, ?)"
 GATE = "INSERT INTO fp_batch_t (id, v) VALUES (fp_gate(?), 'gate')"
@@ -557,29 +556,6 @@ def test_an_abandoned_batcher_is_collected_and_flushes(pool: Any) -> None:
         t.join(10)
         assert not t.is_alive()
     assert len(rows(pool)) == 50
-
-
-def run_in_child(fn: Any) -> Any:
-    """Run fn() in a forked child; return what it returned (as JSON)."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child
-        os.close(r)
-        code = 0
-        try:
-            out = fn()
-        except BaseException as exc:
-            out, code = {"error": f"{type(exc).__name__}: {exc}"}, 1
-        os.write(w, json.dumps(out).encode())
-        os.close(w)
-        os._exit(code)
-    os.close(w)
-    with os.fdopen(r, "rb") as f:
-        data = f.read()
-    _, status = os.waitpid(pid, 0)
-    result = json.loads(data)
-    assert os.waitstatus_to_exitcode(status) == 0, result
-    return result
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")

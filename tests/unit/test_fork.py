@@ -2,38 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
-import sys
 
 import pytest
 
+from tests.fix_pool import run_in_child
+
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-
-
-def run_in_child(fn):
-    """Run fn() in a forked child; return what it wrote as JSON."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child
-        os.close(r)
-        code = 0
-        try:
-            out = fn()
-        except BaseException as exc:
-            out = {"error": f"{type(exc).__name__}: {exc}"}
-            code = 1
-        os.write(w, json.dumps(out).encode())
-        os.close(w)
-        sys.stdout.flush()
-        os._exit(code)
-    os.close(w)
-    with os.fdopen(r, "rb") as f:
-        data = f.read()
-    _, status = os.waitpid(pid, 0)
-    result = json.loads(data)
-    assert os.waitstatus_to_exitcode(status) == 0, result
-    return result
 
 
 @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
