@@ -199,20 +199,27 @@ def test_zipf_reads_hit_the_cache_and_concurrent_writes_leave_no_stale_read(
     assert hits / (hits + misses) > 0.8
 
 
-def test_single_flight_runs_a_missed_query_once(make_pg_pool: Callable[..., Any]) -> None:
+def test_single_flight_runs_a_missed_query_once(make_pg_pool: Callable[..., Any],
+                                                pg_admin: Any) -> None:
+    from tests.fix_pool import wait_until
+
     pool = make_pg_pool(max_size=8)
-    barrier = threading.Barrier(6)
+    pg_admin.execute("SELECT pg_advisory_lock(4242)")  # the first reader blocks on it
     results: list[Any] = []
 
     def read() -> None:
-        barrier.wait()
-        results.append(pool.fetchval("SELECT 7 FROM pg_sleep(0.3)", cache_ttl=60))
+        results.append(pool.fetchval(
+            "SELECT 7 FROM pg_advisory_xact_lock_shared(4242)", cache_ttl=60))
 
     threads = [threading.Thread(target=read) for _ in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    try:
+        for t in threads:
+            t.start()
+        wait_until(lambda: pool.query_stats()["results"]["single_flight_waits"] == 5, 30)
+    finally:
+        pg_admin.execute("SELECT pg_advisory_unlock(4242)")
+        for t in threads:
+            t.join()
     assert results == [7] * 6
     stats = pool.query_stats()["results"]
     assert stats["misses"] == 1 and stats["single_flight_waits"] == 5
