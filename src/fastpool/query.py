@@ -40,7 +40,7 @@ from fastpool.bulk import Table, copy_records, copy_rows
 from fastpool.errors import ConfigError, ErrorKind
 from fastpool.explain import Plan, explain
 from fastpool.observe import QueryObserver
-from fastpool.results import ResultCache, cache_key
+from fastpool.results import ResultCache, cache_key, table_names
 from fastpool.retry import DEFAULT_BACKOFF, Backoff, RetryStats, run_transaction, transactional
 from fastpool.statements import StatementCache
 from fastpool.tables import ANY, Access, access
@@ -103,6 +103,18 @@ def _extract(kind: str, cur: Any) -> Any:
     if kind is VAL:
         return _value(cur.fetchone())
     return cur.rowcount
+
+
+def _switch_flag(conn: Any, on: bool) -> None:
+    """psycopg's own autocommit flag, set directly: the connection is idle (the
+    pool lends no other), which is all the public setter checks, at ~1.6 µs."""
+    conn._autocommit = on
+
+
+def _switch_setter(conn: Any, on: bool) -> None:
+    """The public setter, for a psycopg without the flag; not on a broken connection."""
+    if on or conn.pgconn.transaction_status == _PQ_IDLE:
+        conn.autocommit = on
 
 
 def _stale_plan(exc: BaseException) -> bool:
@@ -235,24 +247,15 @@ class QueryLayer:
         statements.bind_pg(conn)
         if not standalone:
             return self._pg_statement(conn, kind, sql, params, info)
-        if self._pg_flag:
-            # psycopg's own flag, set directly: the connection is idle (the pool
-            # lends no other), which is all the public setter checks, at ~1.6 µs.
-            if conn._autocommit:
-                return self._pg_statement(conn, kind, sql, params, info)
-            conn._autocommit = True
-            try:
-                return self._pg_statement(conn, kind, sql, params, info)
-            finally:
-                conn._autocommit = False
-        if conn.autocommit:
+        autocommit = conn._autocommit if self._pg_flag else conn.autocommit
+        if autocommit:
             return self._pg_statement(conn, kind, sql, params, info)
-        conn.autocommit = True
+        switch = _switch_flag if self._pg_flag else _switch_setter
+        switch(conn, True)
         try:
             return self._pg_statement(conn, kind, sql, params, info)
         finally:
-            if conn.pgconn.transaction_status == _PQ_IDLE:
-                conn.autocommit = False
+            switch(conn, False)
 
     def _pg_statement(self, conn: Any, kind: str, sql: str, params: Any, info: _Info) -> Any:
         if kind is MANY:
@@ -373,7 +376,7 @@ class QueryLayer:
         if self.results is None:
             yield
             return
-        names = frozenset(n for t in tables for n in (t, t.lower()))
+        names = table_names(tables)
         self.results.begin_write(names)
         try:
             yield

@@ -67,6 +67,11 @@ def _sizeof(value: Any) -> int:
     return size
 
 
+def table_names(tables: Iterable[str]) -> frozenset[str]:
+    """Names as given and lowercased (unquoted SQL names are case-insensitive)."""
+    return frozenset(n for t in tables for n in (t, t.lower()))
+
+
 def cache_key(kind: str, sql: str, params: Any) -> tuple[Any, ...] | None:
     """A hashable key for the call, or None when the parameters are not hashable."""
     if params is None:
@@ -197,7 +202,7 @@ class ResultCache:
         Names are matched as given and lowercased (unquoted SQL names are
         case-insensitive).
         """
-        return self.bump(frozenset(n for t in tables for n in (t, t.lower())))
+        return self.bump(table_names(tables))
 
     def bump(self, tables: frozenset[str]) -> int:
         """A write to ``tables`` starts or ended: new versions, entries and flights dropped."""
