@@ -8,6 +8,12 @@ prints the instructions each cycle adds over the empty loop:
     python3 benchmarks/instructions.py            # SQLite connections
     python3 benchmarks/instructions.py --pg DSN   # psycopg connections, and
                                                   # psycopg_pool for comparison
+    python3 benchmarks/instructions.py --runs 3   # median of 3 runs per mode
+
+What is counted is the whole process, so everything that is not the loop is
+kept still: a fixed hash seed, no garbage collection, and a maintenance timer
+(fastpool's background worker) that does not fire during the run. What is
+left varies by a few instructions per cycle between runs; compare medians.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -22,7 +29,8 @@ import tempfile
 N = 100_000
 
 CHILD = """
-import sys, sqlite3, fastpool
+import gc, sys, sqlite3, fastpool
+gc.disable()
 mode, dsn, path = sys.argv[1], sys.argv[2], sys.argv[3]
 if dsn:
     import psycopg
@@ -36,6 +44,9 @@ if mode.startswith("psycopg_pool"):
     pool.acquire, pool.release = pool.getconn, pool.putconn
     mode = mode.split(":")[1]
 else:
+    # The worker's rounds (every second by default) cost thousands of
+    # instructions each and come at wall-clock times: not during the count.
+    fastpool.Pool.MAINTENANCE_INTERVAL = 3600.0
     pool = fastpool.Pool(connect=connect, min_size=1, max_size=1)
     pool.wait(10)
 def main(n):
@@ -55,11 +66,12 @@ pool.close()
 """
 
 
-def count(mode: str, dsn: str, path: str) -> int:
+def count(mode: str, dsn: str, path: str, n: int) -> int:
     exe = os.path.realpath(sys.executable)
     proc = subprocess.run(
         ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", exe, "-c", CHILD,
-         mode, dsn, path, str(N)], capture_output=True, text=True, check=True)
+         mode, dsn, path, str(n)], capture_output=True, text=True, check=True,
+        env={**os.environ, "PYTHONHASHSEED": "0"})
     match = re.search(r"Collected : (\d+)", proc.stderr)
     if not match:
         raise SystemExit(f"no callgrind total in:\n{proc.stderr[-2000:]}")
@@ -69,15 +81,22 @@ def count(mode: str, dsn: str, path: str) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pg", default="", help="PostgreSQL DSN (default: SQLite)")
+    parser.add_argument("--n", type=int, default=N, help=f"cycles per run (default {N})")
+    parser.add_argument("--runs", type=int, default=1, help="runs per mode; prints the median")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "i.db")
-        base = count("empty", args.pg, path)
+
+        def median(mode: str) -> float:
+            return statistics.median(count(mode, args.pg, path, args.n)
+                                     for _ in range(args.runs))
+
+        base = median("empty")
         modes = ["cycle", "with"]
         if args.pg:
             modes += ["psycopg_pool:cycle", "psycopg_pool:with"]
         for mode in modes:
-            extra = (count(mode, args.pg, path) - base) / N
+            extra = (median(mode) - base) / args.n
             who, _, what = mode.rpartition(":")
             label = (who or "fastpool") + (
                 " getconn+putconn" if what == "cycle" and who else

@@ -36,7 +36,7 @@ from typing import Any
 import pytest
 
 import fastpool
-from fastpool.batch import Batcher
+from fastpool.writes.batch import Batcher
 from fastpool.drivers import PostgresDriver, from_url
 
 DURATION = float(os.environ.get("FASTPOOL_BENCH_DURATION", "3"))

@@ -1,4 +1,4 @@
-"""Bulk loads: ``fastpool.bulk`` against the best a user would write by hand.
+"""Bulk loads: ``fastpool.writes.bulk`` against the best a user would write by hand.
 
 PostgreSQL (group ``bulk-pg``): ``PG_ROWS`` (1,000,000) rows of (bigint, text,
 double precision, timestamptz) from a generator into an UNLOGGED table,
@@ -166,13 +166,13 @@ class PgContenders:
             pass
 
     def fastpool(self) -> None:
-        from fastpool import bulk
+        from fastpool.writes import bulk
 
         with impl("c"):
             bulk.copy_rows(self.pool, TABLE, COLUMNS, pg_rows(self.n))
 
     def fastpool_python(self) -> None:
-        from fastpool import bulk
+        from fastpool.writes import bulk
 
         with impl("python"):
             bulk.copy_rows(self.pool, TABLE, COLUMNS, pg_rows(self.n))
@@ -289,13 +289,13 @@ class MySQLContenders:
             pass
 
     def fastpool(self) -> None:
-        from fastpool import bulk
+        from fastpool.writes import bulk
 
         with impl("c"):
             bulk.copy_rows(self.pool, TABLE, COLUMNS, mysql_rows(self.n))
 
     def fastpool_python(self) -> None:
-        from fastpool import bulk
+        from fastpool.writes import bulk
 
         with impl("python"):
             bulk.copy_rows(self.pool, TABLE, COLUMNS, mysql_rows(self.n))

@@ -9,12 +9,15 @@ server-side state.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import os
 import socket
+import sqlite3
 import subprocess
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -124,10 +127,10 @@ def pg_terminate(admin: Any, pids: list[int]) -> None:
 def make_pg_pool(make_pool: Callable[..., Any], pg_url: str) -> Callable[..., Any]:
     """``make_pg_pool(url=None, **options)``: pool options go to the pool, the
     rest to PostgresDriver; accounting is checked at teardown (make_pool)."""
-    from fastpool.pool import _POOL_OPTIONS
+    from fastpool.pool import POOL_OPTIONS
 
     def make(url: str | None = None, **options: Any) -> Any:
-        driver_opts = {k: options.pop(k) for k in list(options) if k not in _POOL_OPTIONS}
+        driver_opts = {k: options.pop(k) for k in list(options) if k not in POOL_OPTIONS}
         return make_pool(driver=PostgresDriver(url or pg_url, **driver_opts), **options)
 
     return make
@@ -181,10 +184,10 @@ def mysql_kill(admin: Any, ids: list[int]) -> None:
 @pytest.fixture
 def make_mysql_pool(make_pool: Callable[..., Any], mysql_url: str) -> Callable[..., Any]:
     from fastpool.drivers import from_url
-    from fastpool.pool import _POOL_OPTIONS
+    from fastpool.pool import POOL_OPTIONS
 
     def make(url: str | None = None, **options: Any) -> Any:
-        driver_opts = {k: options.pop(k) for k in list(options) if k not in _POOL_OPTIONS}
+        driver_opts = {k: options.pop(k) for k in list(options) if k not in POOL_OPTIONS}
         driver = from_url(url or mysql_url, **driver_opts)
         assert isinstance(driver, MySQLDriver)
         return make_pool(driver=driver, **options)
@@ -237,3 +240,97 @@ def can_restart_servers() -> bool:
     """Restarting needs the local servers' admin commands and root."""
     return os.geteuid() == 0 and os.path.isdir("/etc/postgresql") \
         and os.path.exists("/usr/sbin/mariadbd")
+
+
+# ---- one table on every backend (the transaction and batch tests) ----------------
+
+def q(conn: Any, sql: str, params: tuple[Any, ...] | None = None) -> list[tuple[Any, ...]]:
+    """Run one statement on any of the three clients (``%s`` placeholders)."""
+    if isinstance(conn, sqlite3.Connection):
+        sql = sql.replace("%s", "?")
+    cur = conn.cursor()
+    try:
+        if params:
+            cur.execute(sql, params)
+        else:
+            cur.execute(sql)
+        return list(cur.fetchall()) if cur.description else []
+    finally:
+        cur.close()
+
+
+@dataclasses.dataclass
+class Db:
+    """One backend for a test: a pool factory, an admin connection outside any
+    pool (autocommit), and a fresh table ``(id INT PRIMARY KEY, n INT)``."""
+
+    kind: str
+    make: Callable[..., Any]
+    admin: Any
+    table: str
+
+    def rows(self) -> list[tuple[int, int]]:
+        return [tuple(r) for r in q(self.admin, f"SELECT id, n FROM {self.table} ORDER BY id")]
+
+    def insert(self, *rows: tuple[int, int]) -> None:
+        for row in rows:
+            q(self.admin, f"INSERT INTO {self.table} VALUES (%s, %s)", row)
+
+    def session_id(self, conn: Any) -> int:
+        if self.kind == "postgresql":
+            return int(conn.pgconn.backend_pid)
+        return int(conn.thread_id())
+
+    def kill(self, conn: Any) -> None:
+        if self.kind == "postgresql":
+            pg_terminate(self.admin, [self.session_id(conn)])
+        else:
+            mysql_kill(self.admin, [self.session_id(conn)])
+
+
+def _table_of(kind: str, admin: Any) -> Iterator[str]:
+    table = f"fp_tx_{uuid.uuid4().hex[:10]}"
+    engine = " ENGINE=InnoDB" if kind == "mysql" else ""
+    q(admin, f"CREATE TABLE {table} (id INT PRIMARY KEY, n INT){engine}")
+    try:
+        yield table
+    finally:
+        q(admin, f"DROP TABLE IF EXISTS {table}")
+
+
+@pytest.fixture
+def pg_db(make_pg_pool: Callable[..., Any], pg_admin: Any) -> Iterator[Db]:
+    for table in _table_of("postgresql", pg_admin):
+        yield Db("postgresql", make_pg_pool, pg_admin, table)
+
+
+@pytest.fixture
+def mysql_db(make_mysql_pool: Callable[..., Any], mysql_admin: Any) -> Iterator[Db]:
+    for table in _table_of("mysql", mysql_admin):
+        yield Db("mysql", make_mysql_pool, mysql_admin, table)
+
+
+@pytest.fixture
+def sqlite_db(make_pool: Callable[..., Any], db_path: str) -> Iterator[Db]:
+    admin = sqlite3.connect(db_path, isolation_level=None, timeout=10)
+    try:
+        for table in _table_of("sqlite", admin):
+            yield Db("sqlite", make_pool, admin, table)
+    finally:
+        admin.close()
+
+
+DB_FIXTURES = {"postgresql": "pg_db", "mysql": "mysql_db", "sqlite": "sqlite_db"}
+
+
+@pytest.fixture(params=["postgresql", "mysql", "sqlite"])
+def db(request: pytest.FixtureRequest, pool_cls: Any) -> Db:
+    """Every backend (a missing server skips only its own runs); ``pool_cls``
+    is named so that pytest knows the pools are parametrized by core."""
+    return request.getfixturevalue(DB_FIXTURES[request.param])
+
+
+@pytest.fixture(params=["postgresql", "mysql"])
+def server_db(request: pytest.FixtureRequest, pool_cls: Any) -> Db:
+    """The client/server backends, where connections can be killed."""
+    return request.getfixturevalue(DB_FIXTURES[request.param])

@@ -22,12 +22,12 @@ import pytest
 
 import fastpool
 from fastpool import _core_py
-from fastpool.pool import Pool, PoolPolicy
+from fastpool.pool import Pool, PoolFeatures, PoolPolicy
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
-class PurePool(PoolPolicy, _core_py.PoolCore):
+class PurePool(PoolFeatures, PoolPolicy, _core_py.PoolCore):
     """The same policy over the pure-Python core."""
 
 

@@ -11,8 +11,7 @@ from fastpool._loader import load_core as _load_core
 _load_core()  # binds fastpool._core to the compiled core or to its Python twin
 
 from fastpool import _core as _core  # noqa: E402
-from fastpool.batch import Batcher, BatcherClosed, BatcherFull, BatchResult  # noqa: E402
-from fastpool.bulk import RowError  # noqa: E402
+from fastpool.backoff import ExponentialBackoff  # noqa: E402
 from fastpool.drivers import (  # noqa: E402
     CallableDriver,
     Driver,
@@ -32,16 +31,20 @@ from fastpool.errors import (  # noqa: E402
     TooManyWaiting,
     TransactionAborted,
     TransactionOutcomeUnknown,
+    UnsupportedClient,
 )
-from fastpool.explain import AnalyzeRefused, Plan, ScanFinding  # noqa: E402
-from fastpool.observe import (  # noqa: E402
+from fastpool.pool import Pool, create_pool  # noqa: E402
+from fastpool.pool.stats import PoolStats  # noqa: E402
+from fastpool.query.explain import AnalyzeRefused, Plan, ScanFinding  # noqa: E402
+from fastpool.query.observe import (  # noqa: E402
     NPlusOneDetected,
     NPlusOneWarning,
     n_plus_one_guard,
     normalize,
 )
-from fastpool.pool import Pool, create_pool  # noqa: E402
-from fastpool.stats import PoolStats  # noqa: E402
+from fastpool.source import ConnectionSource  # noqa: E402
+from fastpool.writes.batch import Batcher, BatcherClosed, BatcherFull, BatchResult  # noqa: E402
+from fastpool.writes.bulk import RowError  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = [
@@ -54,8 +57,10 @@ __all__ = [
     "ConfigError",
     "ConnectError",
     "ConnectionAlreadyReleased",
+    "ConnectionSource",
     "Driver",
     "ErrorKind",
+    "ExponentialBackoff",
     "FastpoolError",
     "ForeignConnection",
     "MySQLDriver",
@@ -73,6 +78,7 @@ __all__ = [
     "TooManyWaiting",
     "TransactionAborted",
     "TransactionOutcomeUnknown",
+    "UnsupportedClient",
     "__version__",
     "create_pool",
     "n_plus_one_guard",

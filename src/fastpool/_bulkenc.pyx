@@ -2,7 +2,7 @@
 # cython: binding=False
 """Encodes rows of Python values into PostgreSQL COPY data, in compiled code.
 
-``fastpool.bulk`` streams a generator of tuples into ``COPY ... FROM STDIN``.
+``fastpool.writes.bulk`` streams a generator of tuples into ``COPY ... FROM STDIN``.
 psycopg's ``write_row`` looks up a dumper and calls it for every value; this
 encoder knows each column's type in advance (read from the catalog) and
 writes the common ones (integers, floats, text, bytea, bool, date and

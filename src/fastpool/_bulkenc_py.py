@@ -1,7 +1,7 @@
 """The pure-Python twin of ``fastpool._bulkenc``: the same API and output.
 
 Used when the compiled encoder is not built, or with ``FASTPOOL_IMPL=python``.
-It is several times slower per value; ``fastpool.bulk`` works the same.
+It is several times slower per value; ``fastpool.writes.bulk`` works the same.
 """
 
 from __future__ import annotations

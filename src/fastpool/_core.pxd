@@ -90,6 +90,20 @@ cdef class PoolCore:
         int64_t open_ns
         int64_t open_mark_ns
         int64_t window_start_ns
+        object clock  # None: CLOCK_MONOTONIC; else a callable returning int ns
+
+    # Called by the core, provided by the pool's policy: a Python subclass, or
+    # a mixin placed before PoolCore in the MRO, overrides them (cpdef).
+    cpdef object _acquire_slow(self, object timeout, int idx)
+    cpdef object _release_slow(self, int idx, bint commit)
+    cpdef object _release_unknown(self, object conn)
+    cpdef object _capture_holder(self)
+
+    @cython.final
+    cdef inline int64_t _clock_ns(self) except? -1
+
+    @cython.final
+    cdef int64_t _call_clock(self) except? -1
 
     @cython.final
     cdef object _acquire(self, object timeout)

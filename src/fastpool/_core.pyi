@@ -78,6 +78,47 @@ class PoolCore:
         """Give back a connection obtained from ``acquire()``."""
     def connection(self, timeout: float | None = None) -> ConnectionContext:
         """A context manager lending a connection: commit on success, roll back on error."""
+    # Provided by the pool's policy: the core calls them when a decision needs
+    # more than comparing numbers. The policy class is combined with the core
+    # (``class Pool(PoolPolicy, PoolCore)``) and overrides them; the compiled
+    # core declares them cpdef, so its C code calls the override.
+    def _acquire_slow(self, timeout: float | None, idx: int) -> Any:
+        """Lend a connection when the fast path could not; return it.
+
+        ``idx`` is a slot the core popped (now CHECKING) but could not vouch
+        for (needs a probe, expired, older generation, another process, pool
+        over ``max_open``): the policy owns it and must lend it
+        (``_lend_checked``), put it back (``_putback``) or retire it
+        (``_discard``). ``idx`` is -1 when no idle slot was at hand, the pool
+        is closed, or ``timeout`` is not a number of seconds in
+        [0, MAX_TIMEOUT] (the core passes it on unchecked; the policy raises).
+        Default: NotImplementedError.
+        """
+    def _release_slow(self, idx: int, commit: bool) -> None:
+        """Take back a RELEASING slot the core cannot simply shelve (open
+        transaction, expired, pool closed/resized/drained, or every return goes
+        through the policy): commit if ``commit`` (a ``with`` block ended
+        without an exception) or roll back, reset, then ``_putback`` or
+        ``_discard``. Default: NotImplementedError.
+        """
+    def _release_unknown(self, conn: Any) -> None:
+        """``conn`` was released to this pool but is not one it has lent:
+        raise the error (or ignore a connection inherited over a fork).
+        Default: NotImplementedError.
+        """
+    def _capture_holder(self) -> object:
+        """Where the caller acquires from, stored opaquely with the lend when
+        holders are tracked (leak reports). Default: None.
+        """
+    # The clock.
+    def _now_ns(self) -> int:
+        """The core's clock now (int ns): stamp connections with it (``_add``'s
+        ``created_ns``, ``deadline_ns``) so they compare with the core's readings."""
+    def _set_clock(self, clock: Callable[[], int] | None) -> None:
+        """Read time from ``clock()`` (int ns, never going back) instead of
+        CLOCK_MONOTONIC; None restores it. Timestamps already held move by the
+        difference between the two readings, so what is under way carries over.
+        For tests of lifetime, idle and leak limits that must not sleep."""
     # For the policy.
     def _release(self, conn: Any, commit: bool) -> None: ...
     def _set_policy(self, *, lifo: bool, bypass_ns: int, max_open: int, status_attr: str | None,
@@ -93,7 +134,6 @@ class PoolCore:
     def _discard(self, idx: int, reason: int) -> Any: ...
     def _slot_info(self, idx: int) -> dict[str, int]: ...
     def _conn_at(self, idx: int) -> Any: ...
-    def _set_holder(self, idx: int, holder: object) -> None: ...
     def _slot_of(self, conn: Any) -> int: ...
     def _suspect_idle(self) -> int: ...
     def _take_idle(self, max_idle_ns: int = -1, min_keep: int = 0,
@@ -107,8 +147,6 @@ class PoolCore:
     def _count(self, counter: int, amount: int = 1) -> None: ...
     def _sizes(self) -> tuple[int, int, int, int]: ...
     def _snapshot(self, reset: bool = False) -> dict[str, Any]: ...
-    @property
-    def _generation(self) -> int: ...
     @property
     def _is_closed(self) -> bool: ...
     @property

@@ -6,8 +6,10 @@ It holds the ring of idle connection slots, the FIFO queue of waiters with the
 hand-off handshake, the per-slot numbers the policy checks (generation, pid,
 lifetime deadline, last use) and the uint64 counters and log2 histograms.
 It imports no driver and does no logging, I/O, sleeping or timeout policy:
-whenever a decision needs more than comparing numbers, it calls a method of
-the Python subclass (``_acquire_slow``, ``_release_slow``, ``_capture_holder``).
+whenever a decision needs more than comparing numbers, it calls a method the
+pool's policy provides (``_acquire_slow``, ``_release_slow``,
+``_release_unknown``, ``_capture_holder``: declared here as cpdef methods,
+overridden by the policy class that is combined with this one).
 
 Every method runs under the GIL without calling back into Python in the middle
 of a state change, so each one is atomic with respect to other threads.
@@ -16,8 +18,9 @@ of a state change, so each one is atomic with respect to other threads.
 
 cimport cython
 from cpython.exc cimport PyErr_Clear
+from cpython.number cimport PyNumber_Index
 from cpython.object cimport PyObject
-from libc.stdint cimport int64_t, uint64_t
+from libc.stdint cimport INT64_MAX, INT64_MIN, int64_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
@@ -149,11 +152,21 @@ SLOT_STATES = ("free", "idle", "in_use", "checking", "releasing")
 
 
 cdef inline int64_t _now() noexcept nogil:
-    # CLOCK_MONOTONIC, the clock of time.monotonic_ns() on Linux: the policy's
-    # timestamps (created_ns, deadlines) compare with the core's.
+    # CLOCK_MONOTONIC, the clock of time.monotonic_ns() on Linux. The core
+    # reads it through PoolCore._clock_ns (a test may inject another clock);
+    # the policy's timestamps (created_ns, deadlines) come from _now_ns().
     cdef timespec ts
     clock_gettime(CLOCK_MONOTONIC, &ts)
     return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
+
+
+cdef inline int64_t _shifted(int64_t t, int64_t shift) noexcept:
+    """``t + shift``, saturating (a "never" deadline stays far away)."""
+    if shift > 0 and t > INT64_MAX - shift:
+        return INT64_MAX
+    if shift < 0 and t < INT64_MIN - shift:
+        return INT64_MIN
+    return t + shift
 
 
 cdef inline void _hist_add(Histogram* h, int64_t value) noexcept:
@@ -294,6 +307,7 @@ cdef class PoolCore:
         self.generation = 1
         self.status_attr = None
         self.idle_status = None
+        self.clock = None
         now = _now()
         self.open_mark_ns = now
         self.window_start_ns = now
@@ -330,10 +344,12 @@ cdef class PoolCore:
             # Anything unusual (a bool, a negative or non-number): let the
             # policy raise its clear error.
             return self._acquire_slow(timeout, -1)
+        # Read before anything changes: an injected clock runs Python code
+        # (which may raise, or let another thread take the last idle slot).
+        now = self._clock_ns()
         if self.ring_count > 0 and not self.closed:
             idx = self._ring_pop()
             s = &self.slots[idx]
-            now = _now()
             s.state = CHECKING
             if (s.generation == self.generation and s.pid == self.pid
                     and now < s.deadline_ns and now - s.last_used_ns <= self.bypass_ns
@@ -353,7 +369,7 @@ cdef class PoolCore:
         try:
             holder = self._capture_holder()
         except BaseException:
-            self._put(idx, _now())
+            self._put(idx, now)
             raise
         conn = self._lend(idx, now, 0)
         self.holders[idx] = holder
@@ -370,9 +386,11 @@ cdef class PoolCore:
         return self.conns[idx]
 
     cdef int _release(self, object conn, bint commit) except -1:
+        # The clock first, as in _acquire: nothing may run between the state
+        # check below and marking the slot RELEASING.
+        cdef int64_t now = self._clock_ns()
         cdef int idx = self._slot_index(conn)
         cdef Slot* s
-        cdef int64_t now
         if idx < 0:
             self._release_unknown(conn)
             return 0
@@ -387,7 +405,6 @@ cdef class PoolCore:
         # Mark it first: reading the status may run Python code (and switch
         # threads), and a concurrent double release must see it gone.
         s.state = RELEASING
-        now = _now()
         if self._clean(idx, now):
             self._end_hold(idx, now)
             self._put(idx, now)
@@ -519,6 +536,101 @@ cdef class PoolCore:
         self.open_mark_ns = now
         self.n_open += delta
 
+    # ---- the policy's side ----------------------------------------------
+    # The core calls these when a decision needs more than comparing numbers.
+    # They are cpdef so that a Python class overrides them even when it is a
+    # mixin listed before the core (``class Pool(PoolPolicy, PoolCore)``):
+    # the C call looks the name up on the instance's type. The defaults only
+    # say that no policy provides them.
+
+    cpdef object _acquire_slow(self, object timeout, int idx):
+        """Lend a connection when the fast path could not; return it.
+
+        ``idx`` is a slot the core popped (now CHECKING) but could not vouch
+        for: it needs a probe, expired, is of an older generation or another
+        process, or the pool is over ``max_open``. The policy owns it: lend it
+        (``_lend_checked``), put it back (``_putback``) or retire it
+        (``_discard``). ``idx`` is -1 when no idle slot was at hand, the pool
+        is closed, or ``timeout`` is not a number of seconds in
+        [0, MAX_TIMEOUT] (then the policy raises the error).
+        """
+        raise NotImplementedError("_acquire_slow must be provided by the pool's policy")
+
+    cpdef object _release_slow(self, int idx, bint commit):
+        """Take back a connection the core cannot simply shelve.
+
+        The slot is RELEASING (its driver status says a transaction is open,
+        or it expired, or the pool closed, resized or drained, or every
+        return goes through the policy): the policy commits (``commit``: a
+        ``with pool.connection()`` block ended without an exception) or rolls
+        back, resets, then shelves (``_putback``) or retires (``_discard``) it.
+        """
+        raise NotImplementedError("_release_slow must be provided by the pool's policy")
+
+    cpdef object _release_unknown(self, object conn):
+        """``conn`` was released to this pool but is not one it has lent
+        (another pool's, already discarded, or an equal but different object):
+        the policy raises its error (or ignores a connection inherited over a
+        fork)."""
+        raise NotImplementedError("_release_unknown must be provided by the pool's policy")
+
+    cpdef object _capture_holder(self):
+        """Where the caller acquires from, recorded with the lend when the
+        policy tracks holders (leak reports); the core keeps it opaque. The
+        default records nothing."""
+        return None
+
+    # ---- the clock --------------------------------------------------------
+
+    cdef inline int64_t _clock_ns(self) except? -1:
+        if self.clock is None:
+            return _now()
+        return self._call_clock()
+
+    cdef int64_t _call_clock(self) except? -1:
+        return PyNumber_Index(self.clock())
+
+    def _now_ns(self):
+        """The core's clock now, in nanoseconds: what the policy stamps
+        connections with (``_add``'s created and deadline) so that they compare
+        with the core's own readings."""
+        return self._clock_ns()
+
+    def _set_clock(self, clock):
+        """Read time from ``clock()`` (int nanoseconds, never going back), or
+        from CLOCK_MONOTONIC again with None. For tests of lifetime and idle
+        limits that must not sleep.
+
+        Every timestamp the core holds moves by the difference between the two
+        clocks' readings now, so what is under way carries over: idle time,
+        time held, remaining lifetime, time waited.
+        """
+        cdef int64_t shift
+        cdef int idx
+        cdef Slot* s
+        cdef Waiter w
+        if clock is not None and not callable(clock):
+            raise TypeError("clock must be None or a callable returning int nanoseconds, "
+                            "not %r" % (clock,))
+        old_now = self._clock_ns()
+        new_now = _now() if clock is None else PyNumber_Index(clock())
+        shift = new_now - old_now  # OverflowError if beyond int64
+        # No Python code runs from here on: the switch is atomic.
+        for idx in range(self.cap):
+            s = &self.slots[idx]
+            if s.state != FREE:
+                s.created_ns = _shifted(s.created_ns, shift)
+                s.last_used_ns = _shifted(s.last_used_ns, shift)
+                s.acquired_ns = _shifted(s.acquired_ns, shift)
+                s.deadline_ns = _shifted(s.deadline_ns, shift)
+        w = self.wait_head
+        while w is not None:
+            w.enqueued_ns = _shifted(w.enqueued_ns, shift)
+            w = w.next
+        self.open_mark_ns = _shifted(self.open_mark_ns, shift)
+        self.window_start_ns = _shifted(self.window_start_ns, shift)
+        self.clock = clock
+
     # ---- waiters --------------------------------------------------------
 
     cdef inline Waiter _pop_waiter(self):
@@ -549,6 +661,7 @@ cdef class PoolCore:
         Returns the slot index, ENQUEUED, REJECTED when ``max_waiting``
         callers already wait (0 = unbounded), or POOL_CLOSED.
         """
+        cdef int64_t now = self._clock_ns()  # before any change (see _acquire)
         cdef int idx
         if self.closed:
             return POOL_CLOSED
@@ -562,7 +675,7 @@ cdef class PoolCore:
         if waiter.state != W_NEW:
             raise ValueError("a Waiter can be queued only once")
         waiter.state = W_WAITING
-        waiter.enqueued_ns = _now()
+        waiter.enqueued_ns = now
         waiter.prev = self.wait_tail
         if self.wait_tail is None:
             self.wait_head = waiter
@@ -658,8 +771,8 @@ cdef class PoolCore:
     def _add(self, conn, status_src, int64_t created_ns, int64_t deadline_ns):
         """Register a new connection and hand it to the oldest waiter, else put
         it in the ring. Returns its slot, or -1 if the pool is closed."""
+        cdef int64_t now = self._clock_ns()
         cdef int idx = -1, i
-        cdef int64_t now = _now()
         cdef Slot* s
         if self.closed:
             return -1
@@ -696,9 +809,9 @@ cdef class PoolCore:
 
     def _verdict(self, int idx):
         """Why a CHECKING or RELEASING slot cannot simply be lent or put back."""
+        cdef int64_t now = self._clock_ns()  # before taking a slot pointer
         self._check_idx(idx)
         cdef Slot* s = &self.slots[idx]
-        cdef int64_t now = _now()
         if self.closed:
             return CLOSED
         if s.pid != self.pid:
@@ -722,10 +835,11 @@ cdef class PoolCore:
     def _lend_checked(self, int idx, int64_t wait_ns, holder=None):
         """Lend a CHECKING slot that the policy has verified (recording
         ``holder`` in the same step)."""
+        cdef int64_t now = self._clock_ns()
         self._check_idx(idx)
         if self.slots[idx].state != CHECKING:
             raise ValueError("slot %d is not being checked" % idx)
-        conn = self._lend(idx, _now(), wait_ns)
+        conn = self._lend(idx, now, wait_ns)
         self.holders[idx] = holder
         return conn
 
@@ -735,8 +849,8 @@ cdef class PoolCore:
         Once the pool is closed nothing goes back into service: the slot is
         discarded instead and its connection returned, for the caller to close.
         """
+        cdef int64_t now = self._clock_ns()
         self._check_idx(idx)
-        cdef int64_t now = _now()
         cdef int state = self.slots[idx].state
         if state != RELEASING and state != CHECKING:
             raise ValueError("slot %d is neither being checked nor released" % idx)
@@ -751,11 +865,11 @@ cdef class PoolCore:
 
     def _discard(self, int idx, int reason):
         """Remove a CHECKING, RELEASING or IN_USE slot; returns its connection to close."""
+        cdef int64_t now = self._clock_ns()
         self._check_idx(idx)
         if reason < 0 or reason >= N_REASONS:
             raise ValueError("no close reason %d" % reason)
         cdef Slot* s = &self.slots[idx]
-        cdef int64_t now = _now()
         if s.state == IN_USE or s.state == RELEASING:
             self._end_hold(idx, now)
         elif s.state != CHECKING:
@@ -787,10 +901,6 @@ cdef class PoolCore:
         self._check_idx(idx)
         return self.conns[idx]
 
-    def _set_holder(self, int idx, holder):
-        self._check_idx(idx)
-        self.holders[idx] = holder
-
     def _slot_of(self, conn):
         """The slot index of a connection of this pool, or -1."""
         return self._slot_index(conn)
@@ -799,7 +909,7 @@ cdef class PoolCore:
         """Make every idle connection be probed before it is lent again (their
         last use moves back past the bypass window); returns how many. For when
         one connection was found dead: its siblings may be dead too."""
-        cdef int64_t now = _now()
+        cdef int64_t now = self._clock_ns()
         cdef int64_t before = now - self.bypass_ns - 1
         cdef int i, pos, n = self.ring_count
         cdef Slot* s
@@ -823,7 +933,7 @@ cdef class PoolCore:
         while more than ``min_keep`` connections are open. Taken slots are
         CHECKING; the caller discards or puts them back.
         """
-        cdef int64_t now = _now()
+        cdef int64_t now = self._clock_ns()
         cdef int i, idx, pos, kept = 0, n = self.ring_count
         cdef int open_after = self.n_open
         cdef Slot* s
@@ -878,7 +988,7 @@ cdef class PoolCore:
         that no finalizer closes a socket the parent still uses.
         """
         cdef int idx
-        cdef int64_t now = _now()
+        cdef int64_t now = self._clock_ns()
         orphans = [c for c in self.conns if c is not None]
         self.closed_by[REASON_FORK] += self.n_open
         self.counters[C_RELEASED] += self.n_in_use
@@ -901,7 +1011,7 @@ cdef class PoolCore:
 
     def _leaks(self, int64_t threshold_ns):
         """In-use slots held longer than the threshold and not reported yet."""
-        cdef int64_t now = _now()
+        cdef int64_t now = self._clock_ns()
         cdef int idx
         cdef Slot* s
         found = []
@@ -915,7 +1025,7 @@ cdef class PoolCore:
 
     def _holders(self):
         """``[(conn, held_ns, holder)]`` for every connection in use."""
-        cdef int64_t now = _now()
+        cdef int64_t now = self._clock_ns()
         cdef int idx
         return [(self.conns[idx], now - self.slots[idx].acquired_ns, self.holders[idx])
                 for idx in range(self.cap) if self.slots[idx].state == IN_USE]
@@ -936,10 +1046,6 @@ cdef class PoolCore:
         return (self.n_open, self.ring_count, self.n_in_use, self.n_waiting)
 
     @property
-    def _generation(self):
-        return self.generation
-
-    @property
     def _is_closed(self):
         return self.closed
 
@@ -949,7 +1055,7 @@ cdef class PoolCore:
 
     def _snapshot(self, bint reset=False):
         """Counters, histograms and gauges as plain Python values."""
-        cdef int64_t now = _now()
+        cdef int64_t now = self._clock_ns()
         cdef int64_t busy = self.busy_ns, start
         cdef int idx
         for idx in range(self.cap):

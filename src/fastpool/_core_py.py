@@ -14,6 +14,7 @@ its state changes.
 from __future__ import annotations
 
 import contextlib
+import operator
 import os
 import threading
 from collections.abc import Callable
@@ -70,6 +71,8 @@ C_LEAKS = 8
 C_HANDOFFS = 9
 
 N_BUCKETS = 64
+_INT64_MIN = -(1 << 63)
+_INT64_MAX = (1 << 63) - 1
 
 
 def _blank_hist() -> dict[str, Any]:
@@ -83,6 +86,22 @@ def _hist_add(h: dict[str, Any], value: int) -> None:
     h["total"] += v
     if v > h["max"]:
         h["max"] = v
+
+
+def _shifted(t: int, shift: int) -> int:
+    """``t + shift`` within int64, saturating, as in the compiled core."""
+    return min(max(t + shift, _INT64_MIN), _INT64_MAX)
+
+
+def _int64_clock(clock: Callable[[], object]) -> Callable[[], int]:
+    """``clock`` checked as the compiled core converts it: an int (``__index__``)
+    that fits in int64."""
+    def read() -> int:
+        value = operator.index(clock())  # type: ignore[arg-type]
+        if not _INT64_MIN <= value <= _INT64_MAX:
+            raise OverflowError(f"clock reading {value} does not fit in int64")
+        return value
+    return read
 
 
 class _Slot:
@@ -182,6 +201,7 @@ class PoolCore:
         self._hold_hist = _blank_hist()
         self._busy_ns = 0
         self._open_ns = 0
+        self._core_clock: Callable[[], int] = monotonic_ns
         now = monotonic_ns()
         self._open_mark_ns = now
         self._window_start_ns = now
@@ -196,14 +216,14 @@ class PoolCore:
         idx = -1
         if timeout is not None and not (
                 type(timeout) in (float, int) and 0 <= timeout <= MAX_TIMEOUT):
-            return self._acquire_slow(timeout, -1)  # type: ignore[attr-defined]
+            return self._acquire_slow(timeout, -1)
         usable = False
+        now = self._core_clock()  # before any change: an injected clock may raise
         with self._mutex:
             if self._ring and not self._closed:
                 idx = self._ring_pop()
                 s = self._slots[idx]
                 s.state = CHECKING
-                now = monotonic_ns()
                 usable = (s.generation == self._gen and s.pid == self._pid_
                           and now < s.deadline_ns and now - s.last_used_ns <= self._bypass_ns
                           and self._n_open <= self._max_open)
@@ -211,16 +231,16 @@ class PoolCore:
                     return self._lend(idx, now, 0)
         if usable:
             return self._lend_with_holder(idx, now)
-        return self._acquire_slow(timeout, idx)  # type: ignore[attr-defined]
+        return self._acquire_slow(timeout, idx)
 
     def _lend_with_holder(self, idx: int, now: int) -> Any:
         # As in the compiled core: capture first, so an interrupted capture
         # puts the slot back instead of lending it to nobody.
         try:
-            holder = self._capture_holder()  # type: ignore[attr-defined]
+            holder = self._capture_holder()
         except BaseException:
             with self._mutex:
-                self._put(idx, monotonic_ns())
+                self._put(idx, now)
             raise
         with self._mutex:
             conn = self._lend(idx, now, 0)
@@ -236,6 +256,7 @@ class PoolCore:
         return ConnectionContext(self, timeout)
 
     def _release(self, conn: Any, commit: bool) -> None:
+        now = self._core_clock()  # before any change, as in _acquire
         with self._mutex:
             idx = self._slot_index(conn)
             if idx >= 0 and self._conns[idx] is not conn:
@@ -246,15 +267,67 @@ class PoolCore:
                     raise ConnectionAlreadyReleased(
                         f"connection {conn!r} was already released to this pool")
                 s.state = RELEASING
-                now = monotonic_ns()
                 clean = self._clean(idx, now)
                 if clean:
                     self._end_hold(idx, now)
                     self._put(idx, now)
         if idx < 0:
-            self._release_unknown(conn)  # type: ignore[attr-defined]
+            self._release_unknown(conn)
         elif not clean:
-            self._release_slow(idx, commit)  # type: ignore[attr-defined]
+            self._release_slow(idx, commit)
+
+    # ---- the policy's side ----------------------------------------------
+    # Provided by the policy class combined with this one (a mixin listed
+    # before PoolCore); see the compiled core for what each must do.
+
+    def _acquire_slow(self, timeout: float | None, idx: int) -> Any:
+        """Lend a connection when the fast path could not (``idx``: a CHECKING
+        slot the policy now owns, or -1)."""
+        raise NotImplementedError("_acquire_slow must be provided by the pool's policy")
+
+    def _release_slow(self, idx: int, commit: bool) -> None:
+        """Take back a RELEASING slot the core cannot simply shelve."""
+        raise NotImplementedError("_release_slow must be provided by the pool's policy")
+
+    def _release_unknown(self, conn: Any) -> None:
+        """``conn`` was released to this pool but is not one it has lent."""
+        raise NotImplementedError("_release_unknown must be provided by the pool's policy")
+
+    def _capture_holder(self) -> object:
+        """Where the caller acquires from (leak reports); nothing by default."""
+        return None
+
+    # ---- the clock --------------------------------------------------------
+
+    def _now_ns(self) -> int:
+        """The core's clock now, in nanoseconds (see the compiled core)."""
+        return self._core_clock()
+
+    def _set_clock(self, clock: Callable[[], int] | None) -> None:
+        """Read time from ``clock()`` (int ns), or the monotonic clock with None;
+        every timestamp held moves so that what is under way carries over."""
+        if clock is not None and not callable(clock):
+            raise TypeError("clock must be None or a callable returning int nanoseconds, "
+                            f"not {clock!r}")
+        read = monotonic_ns if clock is None else _int64_clock(clock)
+        old_now = self._core_clock()
+        shift = read() - old_now
+        if not _INT64_MIN <= shift <= _INT64_MAX:
+            raise OverflowError("the clocks are too far apart")
+        with self._mutex:
+            for s in self._slots:
+                if s.state != FREE:
+                    s.created_ns = _shifted(s.created_ns, shift)
+                    s.last_used_ns = _shifted(s.last_used_ns, shift)
+                    s.acquired_ns = _shifted(s.acquired_ns, shift)
+                    s.deadline_ns = _shifted(s.deadline_ns, shift)
+            w = self._wait_head
+            while w is not None:
+                w.enqueued_ns = _shifted(w.enqueued_ns, shift)
+                w = w.next
+            self._open_mark_ns = _shifted(self._open_mark_ns, shift)
+            self._window_start_ns = _shifted(self._window_start_ns, shift)
+            self._core_clock = read
 
     def _slot_index(self, conn: Any) -> int:
         try:
@@ -349,6 +422,7 @@ class PoolCore:
     def _pop_or_wait(self, waiter: Waiter, max_waiting: int) -> int:
         if not isinstance(waiter, Waiter):
             raise TypeError(f"waiter must be a Waiter, not {type(waiter).__name__}")
+        now = self._core_clock()
         with self._mutex:
             if self._closed:
                 return POOL_CLOSED
@@ -362,7 +436,7 @@ class PoolCore:
             if waiter.state != W_NEW:
                 raise ValueError("a Waiter can be queued only once")
             waiter.state = W_WAITING
-            waiter.enqueued_ns = monotonic_ns()
+            waiter.enqueued_ns = now
             waiter.prev = self._wait_tail
             if self._wait_tail is None:
                 self._wait_head = waiter
@@ -421,12 +495,12 @@ class PoolCore:
             self._track_holders = track_holders
 
     def _add(self, conn: Any, status_src: Any, created_ns: int, deadline_ns: int) -> int:
+        now = self._core_clock()
         with self._mutex:
             if self._closed:
                 return -1
             if conn in self._index:
                 raise ValueError(f"connection {conn!r} is already in this pool")
-            now = monotonic_ns()
             free = [i for i, slot in enumerate(self._slots) if slot.state == FREE]
             if free:
                 idx = free[0]
@@ -459,9 +533,9 @@ class PoolCore:
 
     def _verdict(self, idx: int) -> int:
         self._check_idx(idx)
+        now = self._core_clock()
         with self._mutex:
             s = self._slots[idx]
-            now = monotonic_ns()
             if self._closed:
                 return CLOSED
             if s.pid != self._pid_:
@@ -484,22 +558,23 @@ class PoolCore:
 
     def _lend_checked(self, idx: int, wait_ns: int, holder: object = None) -> Any:
         self._check_idx(idx)
+        now = self._core_clock()
         with self._mutex:
             if self._slots[idx].state != CHECKING:
                 raise ValueError(f"slot {idx} is not being checked")
-            conn = self._lend(idx, monotonic_ns(), wait_ns)
+            conn = self._lend(idx, now, wait_ns)
             self._holders_[idx] = holder
             return conn
 
     def _putback(self, idx: int) -> Any:
         self._check_idx(idx)
+        now = self._core_clock()
         with self._mutex:
-            now = monotonic_ns()
             state = self._slots[idx].state
             if state not in (RELEASING, CHECKING):
                 raise ValueError(f"slot {idx} is neither being checked nor released")
             if self._closed:
-                return self._discard_locked(idx, REASON_CLOSED)
+                return self._discard_locked(idx, REASON_CLOSED, now)
             if state == RELEASING:
                 self._end_hold(idx, now)
             else:
@@ -511,12 +586,12 @@ class PoolCore:
         self._check_idx(idx)
         if not 0 <= reason < len(CLOSE_REASONS):
             raise ValueError(f"no close reason {reason}")
+        now = self._core_clock()
         with self._mutex:
-            return self._discard_locked(idx, reason)
+            return self._discard_locked(idx, reason, now)
 
-    def _discard_locked(self, idx: int, reason: int) -> Any:
+    def _discard_locked(self, idx: int, reason: int, now: int) -> Any:
         s = self._slots[idx]
-        now = monotonic_ns()
         if s.state in (IN_USE, RELEASING):
             self._end_hold(idx, now)
         elif s.state != CHECKING:
@@ -542,18 +617,15 @@ class PoolCore:
         self._check_idx(idx)
         return self._conns[idx]
 
-    def _set_holder(self, idx: int, holder: Any) -> None:
-        self._check_idx(idx)
-        self._holders_[idx] = holder
-
     def _slot_of(self, conn: Any) -> int:
         return self._slot_index(conn)
 
     def _suspect_idle(self) -> int:
+        now = self._core_clock()
         with self._mutex:
             if self._bypass_ns < 0:
                 return 0
-            before = monotonic_ns() - self._bypass_ns - 1
+            before = now - self._bypass_ns - 1
             for idx in self._ring:
                 s = self._slots[idx]
                 s.last_used_ns = min(s.last_used_ns, before)
@@ -561,8 +633,8 @@ class PoolCore:
 
     def _take_idle(self, max_idle_ns: int = -1, min_keep: int = 0,
                    everything: bool = False) -> list[tuple[int, int]]:
+        now = self._core_clock()
         with self._mutex:
-            now = monotonic_ns()
             open_after = self._n_open
             taken: list[tuple[int, int]] = []
             kept: list[int] = []
@@ -603,7 +675,7 @@ class PoolCore:
     def _after_fork(self, pid: int) -> list[Any]:
         # The mutex may have been held by a thread that does not exist in the child.
         self._mutex = threading.Lock()
-        now = monotonic_ns()
+        now = self._core_clock()
         orphans = [c for c in self._conns if c is not None]
         self._closed_by[REASON_FORK] += self._n_open
         self._counters[C_RELEASED] += self._n_in_use
@@ -623,8 +695,8 @@ class PoolCore:
         return orphans
 
     def _leaks(self, threshold_ns: int) -> list[tuple[Any, int, Any]]:
+        now = self._core_clock()
         with self._mutex:
-            now = monotonic_ns()
             found = []
             for idx, s in enumerate(self._slots):
                 if s.state == IN_USE and not s.leak_reported and now - s.acquired_ns > threshold_ns:
@@ -634,8 +706,8 @@ class PoolCore:
             return found
 
     def _holders(self) -> list[tuple[Any, int, Any]]:
+        now = self._core_clock()
         with self._mutex:
-            now = monotonic_ns()
             return [(self._conns[i], now - s.acquired_ns, self._holders_[i])
                     for i, s in enumerate(self._slots) if s.state == IN_USE]
 
@@ -654,10 +726,6 @@ class PoolCore:
         return (self._n_open, len(self._ring), self._n_in_use, self._n_waiting)
 
     @property
-    def _generation(self) -> int:
-        return self._gen
-
-    @property
     def _is_closed(self) -> bool:
         return self._closed
 
@@ -666,8 +734,8 @@ class PoolCore:
         return self._pid_
 
     def _snapshot(self, reset: bool = False) -> dict[str, Any]:
+        now = self._core_clock()
         with self._mutex:
-            now = monotonic_ns()
             busy = self._busy_ns
             for s in self._slots:
                 if s.state in (IN_USE, RELEASING):

@@ -1,8 +1,16 @@
-"""Chooses the core: the compiled ``fastpool._core`` or its pure-Python twin.
+"""Chooses between fastpool's compiled extensions and their pure-Python twins.
 
-``FASTPOOL_IMPL=c`` requires the compiled core, ``FASTPOOL_IMPL=python`` uses
-the twin, and by default the compiled core is preferred with the twin as a
-fallback. ``fastpool._core.__impl__`` says which one loaded.
+``FASTPOOL_IMPL`` is read here and nowhere else, with one meaning for every
+extension (the core, the bulk encoder, the MySQL status reader):
+
+- ``c``: the compiled module is required; an ImportError lists what was tried;
+- ``python``: the pure-Python twin;
+- unset (or empty): the compiled module, else the twin.
+
+Any other value is an ImportError naming the valid ones. The variable is read
+at each call, so a test may switch it between loads of an extension (the core
+is loaded once, when ``fastpool`` is imported). Each module says which kind it
+is in ``__impl__`` (``"compiled"`` or ``"python"``).
 """
 
 from __future__ import annotations
@@ -12,32 +20,51 @@ import os
 import sys
 from types import ModuleType
 
-_CHOICES = {"": "auto", "c": "compiled", "compiled": "compiled", "cython": "compiled",
-            "python": "python", "py": "python"}
+_VALUES = {"": "auto", "c": "compiled", "python": "python"}
 
 
-def load_core() -> ModuleType:
+def implementation() -> str:
+    """What FASTPOOL_IMPL asks for: ``"auto"``, ``"compiled"`` or ``"python"``."""
     raw = os.environ.get("FASTPOOL_IMPL", "")
-    impl = _CHOICES.get(raw.strip().lower())
+    impl = _VALUES.get(raw)
     if impl is None:
-        raise ImportError(f"FASTPOOL_IMPL={raw!r} is not valid: use 'c' (the compiled core) "
-                          "or 'python' (the pure-Python twin), or leave it unset")
+        raise ImportError(f"FASTPOOL_IMPL={raw!r} is not valid: use 'c' (compiled code), "
+                          "'python' (the pure-Python twins), or leave it unset (compiled "
+                          "if it imports, else Python)")
+    return impl
+
+
+def load_extension(compiled: str, twin: str, *, what: str | None = None) -> ModuleType:
+    """The compiled module ``compiled`` or its pure-Python ``twin``, as
+    FASTPOOL_IMPL says; ``what`` names it in errors (default: ``compiled``)::
+
+        encoders = load_extension("fastpool._bulkenc", "fastpool._bulkenc_py")
+        encoders.__impl__  # "compiled" or "python"
+    """
+    impl = implementation()
+    name = what or compiled
     tried: list[str] = []
-    if impl in ("auto", "compiled"):
+    if impl != "python":
         try:
-            return importlib.import_module("fastpool._core")
+            return importlib.import_module(compiled)
         except ImportError as exc:
-            tried.append(f"fastpool._core (compiled): {exc}")
+            tried.append(f"{compiled} (compiled): {exc}")
             if impl == "compiled":
                 raise ImportError(
-                    "FASTPOOL_IMPL asks for the compiled core, but it cannot be imported. "
+                    f"FASTPOOL_IMPL asks for the compiled {name}, but it cannot be imported. "
                     f"Tried: {'; '.join(tried)}. Reinstall fastpool from a wheel, or build "
                     "it with a C compiler and Cython (pip install .)") from exc
     try:
-        module = importlib.import_module("fastpool._core_py")
+        return importlib.import_module(twin)
     except ImportError as exc:
-        tried.append(f"fastpool._core_py (pure Python): {exc}")
-        raise ImportError(f"no fastpool core could be imported. Tried: {'; '.join(tried)}") \
-            from exc
+        tried.append(f"{twin} (pure Python): {exc}")
+        raise ImportError(f"neither the compiled {name} nor its pure-Python twin could be "
+                          f"imported. Tried: {'; '.join(tried)}") from exc
+
+
+def load_core() -> ModuleType:
+    """Load the core and bind it as ``fastpool._core`` (the twin too, so that
+    ``from fastpool import _core`` finds whichever was chosen)."""
+    module = load_extension("fastpool._core", "fastpool._core_py", what="core")
     sys.modules["fastpool._core"] = module
     return module

@@ -21,6 +21,7 @@ __all__ = [
     "TooManyWaiting",
     "TransactionAborted",
     "TransactionOutcomeUnknown",
+    "UnsupportedClient",
 ]
 
 
@@ -88,6 +89,13 @@ class TransactionAborted(FastpoolError):
     error inside ``fn`` was caught and not re-raised): COMMIT would silently
     have rolled it back, so it is rolled back and this is raised instead of
     returning as if the work were saved."""
+
+
+class UnsupportedClient(FastpoolError, TypeError):
+    """The pool's connections come from a client library that lacks what a
+    feature needs (or are not DB-API connections at all). The message names
+    the client, the feature and what is missing; every feature raises this
+    same error for it."""
 
 
 class ErrorKind(enum.Enum):

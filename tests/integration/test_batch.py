@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from fastpool import ErrorKind, TransactionOutcomeUnknown
-from fastpool.batch import Batcher, BatcherClosed, BatcherFull, BatchResult
+from fastpool.writes.batch import Batcher, BatcherClosed, BatcherFull, BatchResult
 from tests.fix_db import mysql_kill, mysql_query, pg_terminate
 from tests.fix_pool import wait_until
 

@@ -1,4 +1,4 @@
-"""Bulk loads (fastpool.bulk) into the real PostgreSQL, MariaDB and SQLite.
+"""Bulk loads (fastpool.writes.bulk) into the real PostgreSQL, MariaDB and SQLite.
 
 Every table is named ``fp_bulk_*`` and dropped at the end of its test. Tests
 that take a pool from ``make_pool`` run once per core; the encoder follows
@@ -26,7 +26,9 @@ from typing import Any
 
 import pytest
 
-from fastpool import bulk
+from fastpool import ConnectError
+from fastpool.writes import bulk
+from fastpool.writes.bulk import common
 from tests.fix_db import mysql_query, need_driver
 from tests.fix_pool import IN_CI, Pool
 
@@ -105,7 +107,8 @@ MILLION_SCRIPT = """
 import json, sys
 sys.path.insert(0, {root!r})
 import fastpool
-from fastpool import bulk
+from fastpool.writes import bulk
+from fastpool.writes.bulk import common
 from tests.integration.test_bulk import Checksum, rows_with_edge_cases, PG_EPOCH
 
 
@@ -378,8 +381,8 @@ def test_mariadb_values_are_the_literals_mysqlclient_would_send(mysql_url, encod
                   dt.timedelta(seconds=5)]
         rows = [tuple(values[(i + j) % len(values)] for j in range(3))
                 for i in range(len(values))]
-        enc = bulk._encoders().ValuesEncoder(3, conn.string_literal, conn.literal,
-                                             conn.encoding, error=bulk._ErrorFactory("rows", []))
+        enc = common.encoders().ValuesEncoder(3, conn.string_literal, conn.literal,
+                                              conn.encoding, error=common.ErrorFactory("rows", []))
         assert enc.encode(iter(rows), 1 << 20, 1000) == b",".join(map(conn.literal, rows))
         assert enc.done and enc.rows == len(rows)
     finally:
@@ -690,6 +693,8 @@ def test_bad_arguments_are_refused_before_taking_a_connection(make_pool, call, m
 
 
 def test_a_pool_of_another_client_is_refused_clearly(make_pool):
+    """Not a connection at all: the pool says so at once (an unknown DB-API
+    client's UnsupportedClient is in test_transaction_rules)."""
     pool = make_pool(connect=lambda: object(), max_size=1)
-    with pytest.raises(TypeError, match="bulk loads need a psycopg 3, mysqlclient or sqlite3"):
+    with pytest.raises(ConnectError, match=r"builtins\.object objects are not DB-API"):
         bulk.copy_rows(pool, "t", ["a"], [(1,)])

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from fastpool import ConfigError
-from fastpool.explain import AnalyzeRefused, Plan, ScanFinding, explain
-from fastpool.observe import QueryObserver
+from fastpool.query.explain import AnalyzeRefused, Plan, ScanFinding, explain
+from fastpool.query.observe import QueryObserver
 from tests.fix_db import mysql_query
 
 ROWS = 5000

@@ -381,7 +381,7 @@ def test_unreachable_server_at_start_fails_fast_without_a_retry_storm(pool_cls):
             pool.acquire()  # not a 30 s PoolTimeout: refused before any success
         with pytest.raises(ConnectError):
             pool.wait(30)
-        pool.BACKOFF_INITIAL = 0.1
+        pool.RECONNECT_BACKOFF = fastpool.ExponentialBackoff(base=0.1, cap=10.0, jitter=0.1)
         attempts = pool.stats().connect_errors
         threading.Event().wait(1.0)
         # Backoff 0.1, 0.2, 0.4, 0.8 s...: a handful of attempts per second, not hundreds.

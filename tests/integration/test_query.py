@@ -31,9 +31,9 @@ def backend(request: pytest.FixtureRequest, make_pool: Callable[..., Any],
 
     def make_sqlite(**options: Any) -> Any:
         from fastpool.drivers import from_url
-        from fastpool.pool import _POOL_OPTIONS
+        from fastpool.pool import POOL_OPTIONS
 
-        driver_opts = {k: options.pop(k) for k in list(options) if k not in _POOL_OPTIONS}
+        driver_opts = {k: options.pop(k) for k in list(options) if k not in POOL_OPTIONS}
         return make_pool(driver=from_url(f"sqlite:///{path}", **driver_opts), **options)
 
     return make_sqlite, "?"

@@ -1,4 +1,4 @@
-"""Transactions that retry (fastpool.retry), against the real servers.
+"""Transactions that retry (fastpool.transaction), against the real servers.
 
 Conflicts are real: deadlocks from two threads locking two rows in opposite
 orders, serialization failures from concurrent REPEATABLE READ / SERIALIZABLE
@@ -12,118 +12,23 @@ sends COMMIT. Every pool is checked for slot accounting at teardown
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
-import sqlite3
 import sys
 import threading
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from fastpool import ConfigError, ErrorKind, PoolTimeout, TransactionOutcomeUnknown
-from fastpool.retry import (
+from fastpool.transaction import (
     ExponentialBackoff,
     RetryStats,
     TransactionAborted,
     run_transaction,
     transactional,
 )
-from tests.fix_db import mysql_kill, pg_terminate
-
-
-def q(conn: Any, sql: str, params: tuple[Any, ...] | None = None) -> list[tuple[Any, ...]]:
-    """Run one statement on any of the three clients (``%s`` placeholders)."""
-    if isinstance(conn, sqlite3.Connection):
-        sql = sql.replace("%s", "?")
-    cur = conn.cursor()
-    try:
-        if params:
-            cur.execute(sql, params)
-        else:
-            cur.execute(sql)
-        return list(cur.fetchall()) if cur.description else []
-    finally:
-        cur.close()
-
-
-@dataclasses.dataclass
-class Db:
-    """One backend for a test: a pool factory, an admin connection outside any
-    pool (autocommit), and a fresh table ``(id INT PRIMARY KEY, n INT)``."""
-
-    kind: str
-    make: Callable[..., Any]
-    admin: Any
-    table: str
-
-    def rows(self) -> list[tuple[int, int]]:
-        return [tuple(r) for r in q(self.admin, f"SELECT id, n FROM {self.table} ORDER BY id")]
-
-    def insert(self, *rows: tuple[int, int]) -> None:
-        for row in rows:
-            q(self.admin, f"INSERT INTO {self.table} VALUES (%s, %s)", row)
-
-    def session_id(self, conn: Any) -> int:
-        if self.kind == "postgresql":
-            return int(conn.pgconn.backend_pid)
-        return int(conn.thread_id())
-
-    def kill(self, conn: Any) -> None:
-        if self.kind == "postgresql":
-            pg_terminate(self.admin, [self.session_id(conn)])
-        else:
-            mysql_kill(self.admin, [self.session_id(conn)])
-
-
-def _table_of(kind: str, admin: Any) -> Iterator[str]:
-    table = f"fp_tx_{uuid.uuid4().hex[:10]}"
-    engine = " ENGINE=InnoDB" if kind == "mysql" else ""
-    q(admin, f"CREATE TABLE {table} (id INT PRIMARY KEY, n INT){engine}")
-    try:
-        yield table
-    finally:
-        q(admin, f"DROP TABLE IF EXISTS {table}")
-
-
-@pytest.fixture
-def pg_db(make_pg_pool: Callable[..., Any], pg_admin: Any) -> Iterator[Db]:
-    for table in _table_of("postgresql", pg_admin):
-        yield Db("postgresql", make_pg_pool, pg_admin, table)
-
-
-@pytest.fixture
-def mysql_db(make_mysql_pool: Callable[..., Any], mysql_admin: Any) -> Iterator[Db]:
-    for table in _table_of("mysql", mysql_admin):
-        yield Db("mysql", make_mysql_pool, mysql_admin, table)
-
-
-@pytest.fixture
-def sqlite_db(make_pool: Callable[..., Any], db_path: str) -> Iterator[Db]:
-    admin = sqlite3.connect(db_path, isolation_level=None, timeout=10)
-    try:
-        for table in _table_of("sqlite", admin):
-            yield Db("sqlite", make_pool, admin, table)
-    finally:
-        admin.close()
-
-
-_DB_FIXTURES = {"postgresql": "pg_db", "mysql": "mysql_db", "sqlite": "sqlite_db"}
-
-
-@pytest.fixture(params=["postgresql", "mysql", "sqlite"])
-def db(request: pytest.FixtureRequest, pool_cls: Any) -> Db:
-    """Every backend (a missing server skips only its own runs); ``pool_cls``
-    is named so that pytest knows the pools are parametrized by core."""
-    return request.getfixturevalue(_DB_FIXTURES[request.param])
-
-
-@pytest.fixture(params=["postgresql", "mysql"])
-def server_db(request: pytest.FixtureRequest, pool_cls: Any) -> Db:
-    """The client/server backends, where connections can be killed."""
-    return request.getfixturevalue(_DB_FIXTURES[request.param])
+from tests.fix_db import DB_FIXTURES, Db, q
 
 
 class Recorder:
@@ -140,8 +45,7 @@ class Recorder:
     def __call__(self, conn: Any, committed: bool) -> None:
         self.calls.append((conn, committed))
         self.in_use.append(self.pool.stats().in_use)
-        d = self.pool.driver
-        self.ended.append(getattr(d.status_source(conn), d.status_attr) == d.idle_status)
+        self.ended.append(self.pool.adapter.in_transaction(conn) is False)
 
 
 def run_threads(*targets: Callable[[], object]) -> list[BaseException]:
@@ -414,7 +318,7 @@ def test_sqlite_busy_database_is_retried_once_the_writer_is_gone(make_pool, db_p
 
 @pytest.mark.parametrize("kind", ["postgresql", "sqlite"])
 def test_retries_exhausted_raise_the_last_error_with_a_note(kind, request, make_pool, db_path):
-    db: Db = request.getfixturevalue(_DB_FIXTURES[kind])
+    db: Db = request.getfixturevalue(DB_FIXTURES[kind])
     if kind == "postgresql":
         pool = db.make(max_size=2)
         db.insert((1, 0))

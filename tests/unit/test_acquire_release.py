@@ -285,7 +285,7 @@ def test_failing_configure_counts_as_a_connect_error_and_is_retried(pool_cls, db
             raise sqlite3.OperationalError("setup failed (injected)")
 
     class QuickRetry(pool_cls):
-        BACKOFF_INITIAL = 0.01
+        RECONNECT_BACKOFF = fastpool.ExponentialBackoff(base=0.01, cap=10.0, jitter=0.1)
 
     pool = QuickRetry(driver=fastpool.drivers.from_url(f"sqlite:///{db_path}"),
                       configure=configure, min_size=1, max_size=1)

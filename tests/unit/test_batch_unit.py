@@ -23,8 +23,9 @@ from typing import Any
 
 import pytest
 
+import fastpool
 from fastpool import ConfigError, PoolClosed
-from fastpool.batch import Batcher, BatcherClosed, BatcherFull, BatchResult
+from fastpool.writes.batch import Batcher, BatcherClosed, BatcherFull, BatchResult
 from tests.fix_pool import run_in_child, wait_until
 
 INSERT = "INSERT INTO fp_batch_t (id, v) VALUES (?, ?)"
@@ -317,8 +318,7 @@ def test_conflicts_are_retried_with_backoff(make_pool: Any, db_path: str,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     # "database is locked" (ErrorKind.RETRYABLE): another connection holds the
     # write lock for a while; the busy timeout is short.
-    monkeypatch.setattr(Batcher, "BACKOFF_INITIAL", 0.01)
-    monkeypatch.setattr(Batcher, "BACKOFF_MAX", 0.05)
+    monkeypatch.setattr(Batcher, "BACKOFF", fastpool.ExponentialBackoff(0.01, 0.05, 0.5))
     pool = make_pool(url=f"sqlite:///{db_path}?timeout=0.01")
     with pool.connection() as conn:
         conn.execute("CREATE TABLE fp_batch_t (seq INTEGER PRIMARY KEY, id INTEGER, v TEXT)")
@@ -592,7 +592,7 @@ def test_nothing_pending_is_dropped_at_interpreter_exit(tmp_path: Any, how: str)
     db = tmp_path / "exit.db"
     script = textwrap.dedent(f"""
         import fastpool
-        from fastpool.batch import Batcher
+        from fastpool.writes.batch import Batcher
         pool = fastpool.create_pool("sqlite:///{db}")
         with pool.connection() as conn:
             conn.execute("CREATE TABLE fp_batch_t (id INTEGER PRIMARY KEY)")

@@ -107,9 +107,9 @@ def test_a_short_row_names_its_line_and_loads_nothing(db, tmp_path):
     (["--url", "URL", "--table", "fp_bulk_cli", "--columns", "a,,b", "FILE"], 2,
      "argument --columns: expected comma-separated names"),
     (["--url", "URL", "--table", "fp_bulk_cli", "--columns", "id,id", "FILE"], 1,
-     "fastpool load: ValueError: columns are named more than once: id"),
+     "fastpool load: ConfigError: columns are named more than once: id"),
     (["--url", "URL", "--table", "fp_bulk_cli", "--on-conflict", "other", "FILE"], 1,
-     "fastpool load: ValueError: on_conflict names 'other', which columns"),
+     "fastpool load: ConfigError: on_conflict names 'other', which columns"),
 ])
 def test_bad_arguments_are_a_message_not_a_traceback(db, tmp_path, args, code, message):
     csv_file = tmp_path / "in.csv"

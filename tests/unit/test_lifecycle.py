@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+import fastpool
 from fastpool import ConnectError, PoolTimeout
 from tests.fix_pool import wait_until
 
@@ -157,7 +158,7 @@ def test_check_discards_broken_idle_connections(make_pool):
 
 def test_reconnect_with_backoff_then_recover(pool_cls, counting_connect):
     class QuickRetry(pool_cls):
-        BACKOFF_INITIAL = 0.01
+        RECONNECT_BACKOFF = fastpool.ExponentialBackoff(base=0.01, cap=10.0, jitter=0.1)
 
     counting_connect.fail_next = 3
     pool = QuickRetry(connect=counting_connect, min_size=1, max_size=1, timeout=5)
@@ -284,7 +285,7 @@ def test_interrupted_probe_retires_the_connection(pool_cls, db_path):
     class InterruptingProbe(fastpool.SQLiteDriver):
         interrupt = False
 
-        def probe(self, conn):
+        def probe(self, conn, timeout=None):
             if self.interrupt:
                 raise KeyboardInterrupt
             super().probe(conn)

@@ -16,8 +16,8 @@ import pytest
 
 from fastpool import ConfigError, PoolTimeout
 from fastpool.drivers import from_url
-from fastpool.events import EVENTS
 from fastpool.monitoring import serve, snapshot
+from fastpool.pool.events import EVENTS
 from tests.fix_pool import wait_until
 
 

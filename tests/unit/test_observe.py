@@ -1,4 +1,4 @@
-"""Statement shapes, N+1 guards and the slow-query log (fastpool.observe).
+"""Statement shapes, N+1 guards and the slow-query log (fastpool.query.observe).
 
 The guards are driven the way the query helpers drive them: a statement runs
 on a real SQLite pool, then ``observer.observe(sql, nparams, elapsed_ns)`` is
@@ -20,8 +20,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fastpool import ConfigError, FastpoolError
-from fastpool import observe as observe_module
-from fastpool.observe import (
+from fastpool.query.observe import (
     NPlusOneDetected,
     NPlusOneGuard,
     NPlusOneWarning,
@@ -30,6 +29,7 @@ from fastpool.observe import (
     n_plus_one_guard,
     normalize,
 )
+from fastpool.sqltext import lexer as lexer_module
 
 # ---- normalize ---------------------------------------------------------------------
 
@@ -123,15 +123,15 @@ def test_statements_differing_only_in_values_share_a_shape(text, number, real):
 
 def test_normalize_is_cached_by_text_and_long_text_bypasses_the_cache():
     sql = "SELECT * FROM fp_obs_cache_probe WHERE id = %s"
-    before = observe_module._cached_shape.cache_info()
+    before = lexer_module._cached_shape.cache_info()
     assert normalize(sql) == normalize(sql) == "SELECT * FROM fp_obs_cache_probe WHERE id = ?"
-    after = observe_module._cached_shape.cache_info()
+    after = lexer_module._cached_shape.cache_info()
     assert (after.misses - before.misses, after.hits - before.hits) == (1, 1)
-    assert after.maxsize == observe_module.CACHE_SIZE
+    assert after.maxsize == lexer_module.CACHE_SIZE
     long_sql = "SELECT " + ", ".join(f"'{i}'" for i in range(3000)) + " FROM t"
-    assert len(long_sql) > observe_module.CACHE_MAX_CHARS
+    assert len(long_sql) > lexer_module.CACHE_MAX_CHARS
     assert normalize(long_sql) == "SELECT " + ", ".join(["?"] * 3000) + " FROM t"
-    assert observe_module._cached_shape.cache_info().currsize == after.currsize
+    assert lexer_module._cached_shape.cache_info().currsize == after.currsize
 
 
 def test_normalize_rejects_what_is_not_sql_text():
@@ -474,12 +474,12 @@ def test_the_quiet_path_does_no_work(orders):
     """No guard and a fast statement: not even the shape is computed."""
     pool, _ = orders
     observer = QueryObserver(pool.name, slow_query_ms=1000)
-    before = observe_module._cached_shape.cache_info()
+    before = lexer_module._cached_shape.cache_info()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         for i in range(5):
             observer.observe(f"SELECT {i} AS fp_obs_quiet", 0, 1_000)
-    assert observe_module._cached_shape.cache_info() == before
+    assert lexer_module._cached_shape.cache_info() == before
     assert observer.slow_queries == 0
 
 

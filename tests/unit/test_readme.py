@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import re
+import shlex
+import subprocess
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -15,13 +19,45 @@ def readme_commands():
     return [line for line in block.group(1).splitlines() if line.strip()]
 
 
+def ci_commands():
+    lines = (ROOT / ".ci" / "run").read_text().splitlines()
+    return [line for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
 def test_readme_opens_with_exactly_two_setup_commands():
     commands = readme_commands()
     assert len(commands) == 2
     assert "fastpool bench" in commands[0]
-    assert "pytest" in commands[1]
+    assert commands[1].startswith("bash scripts/test")
 
 
 def test_ci_runs_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text()
     assert readme_commands()[1] in ci.splitlines()
+
+
+def test_ci_ends_with_the_test_script():
+    assert ci_commands()[-1] == readme_commands()[1]
+
+
+def test_the_test_script_exists_and_parses():
+    bash, script, *_ = shlex.split(readme_commands()[1])
+    assert bash == "bash"
+    path = ROOT / script
+    assert path.is_file(), f"{script} named in the README is missing"
+    subprocess.run(["bash", "-n", str(path)], check=True)
+    text = path.read_text()
+    # Installs the test extra, then hands its arguments to pytest.
+    assert "-m pip install -e '.[test]'" in text
+    assert re.search(r'^exec .*-m pytest "\$@"$', text, re.M)
+
+
+def test_the_test_extra_brings_mysqlclient():
+    # Without mysqlclient every MariaDB test skips, so the README's command
+    # would not run them.
+    tomllib = pytest.importorskip("tomllib")
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]
+    test = " ".join(extras["test"])
+    assert re.search(r"fastpool\[[^\]]*\bmysql\b", test), extras["test"]
+    assert "pytest-timeout" in test   # pyproject's `timeout` needs it

@@ -22,7 +22,7 @@ class ControlledProbe(fastpool.SQLiteDriver):
         self.entered = threading.Event()
         self.proceed = threading.Event()
 
-    def probe(self, conn):
+    def probe(self, conn, timeout=None):
         if self.mode == "interrupt":
             raise KeyboardInterrupt
         if self.mode in ("block", "block-then-fail"):
@@ -103,7 +103,7 @@ def test_caller_waiting_when_the_pool_closes_gets_pool_closed_not_a_timeout(pool
 
 def test_waiting_callers_do_not_defeat_the_reconnect_backoff(pool_cls, counting_connect):
     class SlowRetry(pool_cls):
-        BACKOFF_INITIAL = 60.0
+        RECONNECT_BACKOFF = fastpool.ExponentialBackoff(base=60.0, cap=60.0, jitter=0.1)
 
     counting_connect.fail_next = 10**6
     pool = SlowRetry(connect=counting_connect, min_size=0, max_size=2, timeout=0.01)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from fastpool.stats import PoolStats, percentile
+from fastpool.pool.stats import PoolStats, percentile
 
 
 def test_percentile_of_a_log2_histogram():

@@ -10,12 +10,14 @@ path: ``getattr(status_source(conn), status_attr) == idle_status``.
 from __future__ import annotations
 
 import abc
+import contextlib
 import re
 import select
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from fastpool.errors import ConfigError, ErrorKind
+from fastpool.drivers.client import Client, check_same_client, classify_any
+from fastpool.errors import ConfigError, ErrorKind, UnsupportedClient
 
 #: Connect errors that retrying cannot fix (UNREACHABLE only until the pool
 #: has connected once: afterwards it is a server restarting).
@@ -87,66 +89,86 @@ def mask(text: str, secrets: list[str]) -> str:
 
 
 class Driver(abc.ABC):
-    """Base class of the database drivers."""
+    """Base class of the database drivers: where and how to connect.
+
+    What depends on the client library (local transaction status, probes,
+    resets, error classification, transactions, dialect) is the driver's
+    ``client`` adapter's (``fastpool.drivers.client``); the methods below
+    delegate to it, and a driver overrides them only where its own options
+    change the answer (e.g. ``probe="local"``).
+    """
 
     #: Short name used in messages and stats (``"sqlite"``, ``"postgresql"``).
     name: ClassVar[str] = "generic"
 
-    #: Attribute of ``status_source(conn)`` holding the transaction status, or
-    #: None when the client has none (every return then takes the reset path).
-    status_attr: str | None = None
-
-    #: The value of that attribute when no transaction is open.
-    idle_status: Any = None
+    #: The adapter of the client library this driver's connections come from;
+    #: None only until a custom factory's first connection reveals it.
+    client: Client | None = None
 
     @abc.abstractmethod
     def connect(self) -> Any:
         """Open and return a new native connection (may raise)."""
 
+    # ---- what the core reads on the hot path ------------------------------------
+
+    @property
+    def status_attr(self) -> str | None:
+        """Attribute of ``status_source(conn)`` holding the transaction status,
+        or None when the client has none (every return then takes the reset path)."""
+        return self.client.status_attr if self.client is not None else None
+
+    @property
+    def idle_status(self) -> Any:
+        """The value of that attribute when no transaction is open."""
+        return self.client.idle_status if self.client is not None else None
+
     def status_source(self, conn: Any) -> Any:
         """The object whose ``status_attr`` the core reads for ``conn``."""
-        return conn
+        return self.client.status_source(conn) if self.client is not None else conn
+
+    # ---- health, by the client adapter ---------------------------------------------
+
+    def _client(self) -> Client:
+        if self.client is None:
+            raise RuntimeError(f"{self.name}: no connection has been opened yet")
+        return self.client
 
     def probe(self, conn: Any, timeout: float | None = None) -> None:
         """Raise if ``conn`` is not usable, within ``timeout`` seconds where the
         client allows it. Called only after the bypass window."""
-        cur = conn.cursor()
-        try:
-            cur.execute("SELECT 1")
-            cur.fetchall()
-        finally:
-            cur.close()
+        self._client().probe(conn, timeout)
 
     def reset(self, conn: Any) -> bool:
         """Roll back whatever the borrower left open; False if ``conn`` is unusable."""
-        try:
-            conn.rollback()
-        except Exception:
-            return False
-        return True
+        return self._client().reset(conn)
 
     def commit(self, conn: Any) -> None:
-        conn.commit()
+        self._client().commit(conn)
 
     def close(self, conn: Any) -> None:
         """Close ``conn``; errors are the pool's to swallow."""
         conn.close()
 
     def is_fatal(self, exc: BaseException) -> bool:
-        """True when a connect error cannot be fixed by retrying (bad path, password...)."""
+        """True when a connect error cannot be fixed by retrying (bad path,
+        password, a factory returning what fastpool cannot use...)."""
+        if isinstance(exc, (ConfigError, UnsupportedClient)):
+            return True
         return self.classify(exc) in FATAL_KINDS
 
     def classify(self, exc: BaseException) -> ErrorKind:
         """What ``exc`` (raised by this driver's connections) means; see ErrorKind."""
-        return ErrorKind.OTHER
+        if self.client is not None:
+            return self.client.classify(exc)
+        return classify_any(exc)
 
     def is_lost(self, conn: Any) -> bool:
         """True when the client knows locally that ``conn`` is broken (no round trip)."""
-        return False
+        return self._client().is_lost(conn)
 
     def session_id(self, conn: Any) -> int | None:
         """The server's id for ``conn``'s session, read locally (None: no server)."""
-        return None
+        return self._client().session_id(conn)
 
     def server_activity(self, session_ids: list[int]) -> list[dict[str, Any]]:
         """The server's view of these sessions (state, current query...), read
@@ -182,12 +204,11 @@ class Driver(abc.ABC):
 class CallableDriver(Driver):
     """A driver around a user's connection factory: ``Pool(connect=fn)``.
 
-    What the pool can know is taken from the first connection's type: SQLite
-    connections expose ``in_transaction``, psycopg 3 connections libpq's
-    ``pgconn.transaction_status``, mysqlclient connections MariaDB's server
-    status flags; they get the same probes, resets and error classification
-    as the URL drivers. For other clients every return rolls back (use a
-    specific driver to avoid that round trip).
+    Each new connection's client library is detected (``client_for``): psycopg
+    3, mysqlclient and sqlite3 connections get the same probes, resets, error
+    classification and features as the URL drivers; another DB-API client gets
+    the generic adapter (every return rolls back). All of a pool's connections
+    must come from one client library.
     """
 
     name = "custom"
@@ -196,93 +217,16 @@ class CallableDriver(Driver):
         if not callable(connect):
             raise ConfigError(f"connect must be callable, got {connect!r}")
         self._connect = connect
-        self._detected = False
-        self._kind = ""
-        self._mysql_status: Any = None
 
     def connect(self) -> Any:
         conn = self._connect()
-        if not self._detected:
-            self._detected = True
-            self._detect(conn)
+        try:
+            self.client = check_same_client(self.client, conn)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                conn.close()
+            raise
         return conn
-
-    def _detect(self, conn: Any) -> None:
-        import sqlite3
-
-        package = type(conn).__module__.split(".")[0]
-        if isinstance(conn, sqlite3.Connection):
-            self._kind = "sqlite"
-            self.status_attr = "in_transaction"
-            self.idle_status = False
-        elif package == "psycopg" and hasattr(conn, "pgconn"):
-            # libpq's own status, read locally: 0 is PQTRANS_IDLE. The
-            # `info.transaction_status` property costs ~60x more per read.
-            self._kind = "psycopg"
-            self.status_attr = "transaction_status"
-            self.idle_status = 0
-        elif package == "MySQLdb":
-            from fastpool.drivers.mysql import status_reader
-
-            self._kind = "mysql"
-            self._mysql_status = status_reader()
-            if self._mysql_status is not None:
-                self.status_attr = "trans"
-                self.idle_status = 0
-
-    def status_source(self, conn: Any) -> Any:
-        if self._kind == "psycopg":
-            return conn.pgconn
-        if self._mysql_status is not None:
-            return self._mysql_status.ServerStatus(conn)
-        return conn
-
-    def probe(self, conn: Any, timeout: float | None = None) -> None:
-        if self._kind == "psycopg":
-            from fastpool.drivers.postgres import probe_connection
-
-            probe_connection(conn, timeout=timeout)
-        elif self._kind == "mysql":
-            from fastpool.drivers.mysql import probe_connection as probe_mysql
-
-            probe_mysql(conn, self._mysql_status)
-        else:
-            super().probe(conn)
-
-    def reset(self, conn: Any) -> bool:
-        if self._kind == "psycopg":
-            from fastpool.drivers.postgres import reset_connection
-
-            return reset_connection(conn)
-        if self._kind == "mysql":
-            from fastpool.drivers.mysql import reset_connection as reset_mysql
-
-            return reset_mysql(conn, self._mysql_status)
-        return super().reset(conn)
-
-    def is_lost(self, conn: Any) -> bool:
-        if self._kind == "psycopg":
-            return bool(conn.pgconn.status != 0)  # libpq's CONNECTION_BAD
-        if self._kind == "mysql":
-            from fastpool.drivers.mysql import lost_connection
-
-            return lost_connection(conn, self._mysql_status)
-        return False
-
-    def classify(self, exc: BaseException) -> ErrorKind:
-        """By the exception's own package, whatever made the connection."""
-        package = type(exc).__module__.split(".")[0]
-        if package == "psycopg":
-            from fastpool.drivers.postgres import classify_error
-
-            return classify_error(exc)
-        if package == "MySQLdb":
-            from fastpool.drivers.mysql import classify_error as classify_mysql
-
-            return classify_mysql(exc)
-        from fastpool.drivers.sqlite import classify_sqlite_error
-
-        return classify_sqlite_error(exc)
 
     def describe(self) -> str:
         return f"custom connect={getattr(self._connect, '__qualname__', repr(self._connect))}"

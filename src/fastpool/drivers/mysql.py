@@ -24,11 +24,11 @@ return rolls back, as other pools do.
 
 from __future__ import annotations
 
-import os
 import weakref
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from fastpool._loader import load_extension
 from fastpool.drivers.base import (
     FATAL_KINDS,
     Driver,
@@ -38,6 +38,7 @@ from fastpool.drivers.base import (
     redact_url,
     wait_readable,
 )
+from fastpool.drivers.client import CAPABILITIES, Client
 from fastpool.errors import ConfigError, ErrorKind
 
 _INT_OPTIONS = ("connect_timeout", "read_timeout", "write_timeout", "client_flag")
@@ -73,17 +74,8 @@ def _import_mysqldb() -> Any:
 
 
 def _status_module() -> Any:
-    """The compiled status reader, else its ctypes twin (FASTPOOL_IMPL=python too)."""
-    if os.environ.get("FASTPOOL_IMPL", "").strip().lower() not in ("python", "py"):
-        try:
-            from fastpool import _mysqlstatus
-
-            return _mysqlstatus
-        except ImportError:
-            pass
-    from fastpool.drivers import _mysqlstatus_py
-
-    return _mysqlstatus_py
+    """The compiled status reader, else its ctypes twin (as FASTPOOL_IMPL says)."""
+    return load_extension("fastpool._mysqlstatus", "fastpool.drivers._mysqlstatus_py")
 
 
 def classify_error(exc: BaseException) -> ErrorKind:
@@ -122,7 +114,6 @@ class MySQLDriver(Driver):
     """Connections to a MySQL or MariaDB server through mysqlclient."""
 
     name = "mysql"
-    idle_status = 0
 
     def __init__(self, *, host: str | None = None, port: int | str | None = None,
                  user: str | None = None, password: str | None = None,
@@ -172,10 +163,8 @@ class MySQLDriver(Driver):
         self.probe_mode = probe
         self.params = kwargs
 
-        self._status = status_reader()
+        self.client: MySQLdbClient = MySQLdbClient(multi_statements=True)
         self._session_ids: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
-        # No reader: every return takes the reset path (a ROLLBACK round trip).
-        self.status_attr = "trans" if self._status is not None else None
 
     @classmethod
     def from_url(cls, url: str, rest: str, query: dict[str, str],
@@ -215,25 +204,11 @@ class MySQLDriver(Driver):
         self._session_ids[conn] = int(conn.thread_id())
         return conn
 
-    def status_source(self, conn: Any) -> Any:
-        if self._status is None:
-            return conn
-        return self._status.ServerStatus(conn)
-
     def probe(self, conn: Any, timeout: float | None = None) -> None:
         """Local checks (socket dropped, bytes the server sent unasked: a KILL or
         shutdown notice), then ``ping()`` unless ``probe="local"``. mysqlclient
         has no per-call timeout: ``read_timeout`` bounds the ping."""
-        probe_connection(conn, self._status, ping=self.probe_mode == "ping")
-
-    def reset(self, conn: Any) -> bool:
-        return reset_connection(conn, self._status)
-
-    def is_lost(self, conn: Any) -> bool:
-        return lost_connection(conn, self._status)
-
-    def classify(self, exc: BaseException) -> ErrorKind:
-        return classify_error(exc)
+        probe_connection(conn, self.client.status, ping=self.probe_mode == "ping")
 
     def session_id(self, conn: Any) -> int | None:
         return self._session_ids.get(conn)
@@ -269,6 +244,58 @@ class MySQLDriver(Driver):
 
     def __repr__(self) -> str:
         return f"<MySQLDriver {self.describe()}>"
+
+
+class MySQLdbClient(Client):
+    """mysqlclient connections (see ``fastpool.drivers.client``).
+
+    The transaction status is the server status flags of the last reply, read
+    locally through MariaDB Connector/C (``fastpool._mysqlstatus``); without
+    it (Oracle's libmysqlclient) the client has none and every return rolls
+    back. Transactions: BEGIN is sent only on an autocommit connection;
+    otherwise the first statement opens the transaction (so a
+    ``SET TRANSACTION ISOLATION LEVEL ...`` first still applies).
+    """
+
+    kind = "mysql"
+    dialect = "mysql"
+    placeholder = "%s"
+    capabilities = frozenset(CAPABILITIES)
+    idle_status = 0
+
+    def __init__(self, *, multi_statements: bool = False) -> None:
+        super().__init__("mysqlclient")
+        #: Connections have multi-statements on (the MySQL URL driver's do:
+        #: mysqlclient's default), so a COMMIT can ride in a statement's packet.
+        self.multi_statements = multi_statements
+        #: The bound status reader module, or None.
+        self.status: Any = status_reader()
+        if self.status is not None:
+            self.status_attr = "trans"
+
+    def status_source(self, conn: Any) -> Any:
+        if self.status is None:
+            return conn
+        return self.status.ServerStatus(conn)
+
+    def begin(self, conn: Any, *, write: bool = False) -> None:
+        if conn.get_autocommit():
+            conn.begin()
+
+    def probe(self, conn: Any, timeout: float | None = None) -> None:
+        probe_connection(conn, self.status)
+
+    def reset(self, conn: Any) -> bool:
+        return reset_connection(conn, self.status)
+
+    def is_lost(self, conn: Any) -> bool:
+        return lost_connection(conn, self.status)
+
+    def session_id(self, conn: Any) -> int | None:
+        return int(conn.thread_id())
+
+    def classify(self, exc: BaseException) -> ErrorKind:
+        return classify_error(exc)
 
 
 def status_reader() -> Any:

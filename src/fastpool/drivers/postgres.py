@@ -36,7 +36,8 @@ from typing import Any
 from urllib.parse import unquote
 
 from fastpool.drivers.base import Driver, mask, option_bool, option_int, redact_url, wait_readable
-from fastpool.errors import ConfigError, ErrorKind
+from fastpool.drivers.client import CAPABILITIES, Client
+from fastpool.errors import ConfigError, ErrorKind, TransactionAborted
 
 # libpq's enums (libpq-fe.h); stable across versions.
 _CONNECTION_OK = 0
@@ -164,8 +165,6 @@ class PostgresDriver(Driver):
     """
 
     name = "postgresql"
-    status_attr = "transaction_status"
-    idle_status = _TRANS_IDLE
 
     def __init__(self, conninfo: str = "", *, autocommit: Any = _UNSET,
                  statement_timeout: Any = _UNSET,
@@ -225,6 +224,7 @@ class PostgresDriver(Driver):
         self.params: dict[str, str] = merged
         self._conninfo = psycopg.conninfo.make_conninfo("", **merged)
         self._session_ids: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+        self.client: PsycopgClient = PsycopgClient()
 
     @classmethod
     def from_url(cls, url: str, rest: str, query: dict[str, str],
@@ -241,22 +241,10 @@ class PostgresDriver(Driver):
         self._session_ids[conn] = int(conn.pgconn.backend_pid)
         return conn
 
-    def status_source(self, conn: Any) -> Any:
-        return conn.pgconn
-
     def probe(self, conn: Any, timeout: float | None = None) -> None:
         """Local checks first (libpq status, unread bytes from the server); then,
         unless ``probe="local"``, an empty query: the cheapest round trip."""
         probe_connection(conn, query=self.probe_mode == "query", timeout=timeout)
-
-    def reset(self, conn: Any) -> bool:
-        return reset_connection(conn)
-
-    def is_lost(self, conn: Any) -> bool:
-        return bool(conn.pgconn.status != _CONNECTION_OK)
-
-    def classify(self, exc: BaseException) -> ErrorKind:
-        return classify_error(exc)
 
     def session_id(self, conn: Any) -> int | None:
         return self._session_ids.get(conn)
@@ -345,6 +333,57 @@ def reset_connection(conn: Any) -> bool:
         return bool(pgconn.transaction_status == _TRANS_IDLE)
     # ACTIVE: a result or a COPY is still streaming; UNKNOWN: broken.
     return bool(status == _TRANS_IDLE)
+
+
+class PsycopgClient(Client):
+    """psycopg 3 connections (see ``fastpool.drivers.client``).
+
+    The transaction status is libpq's own (``pgconn.transaction_status``,
+    ~16 ns; ``conn.info.transaction_status`` costs ~60x more). Transactions:
+    without autocommit psycopg sends BEGIN itself before the first statement
+    (so a ``SET TRANSACTION ISOLATION LEVEL ...`` first still applies); on an
+    autocommit connection ``begin`` sends BEGIN, leaving the setting alone.
+    """
+
+    kind = "postgresql"
+    dialect = "postgres"
+    placeholder = "%s"
+    capabilities = frozenset(CAPABILITIES)
+    status_attr = "transaction_status"
+    idle_status = _TRANS_IDLE
+
+    def __init__(self) -> None:
+        super().__init__("psycopg")
+
+    def status_source(self, conn: Any) -> Any:
+        return conn.pgconn
+
+    def begin(self, conn: Any, *, write: bool = False) -> None:
+        if conn.autocommit:
+            conn.execute("BEGIN")
+
+    def commit(self, conn: Any) -> None:
+        if conn.pgconn.transaction_status == _TRANS_INERROR:
+            raise TransactionAborted(
+                "the transaction's work returned normally, but the transaction had failed "
+                "(an error inside it was caught and not re-raised): rolled back, nothing "
+                "was committed")
+        conn.commit()
+
+    def probe(self, conn: Any, timeout: float | None = None) -> None:
+        probe_connection(conn, timeout=timeout)
+
+    def reset(self, conn: Any) -> bool:
+        return reset_connection(conn)
+
+    def is_lost(self, conn: Any) -> bool:
+        return bool(conn.pgconn.status != _CONNECTION_OK)
+
+    def session_id(self, conn: Any) -> int | None:
+        return int(conn.pgconn.backend_pid)
+
+    def classify(self, exc: BaseException) -> ErrorKind:
+        return classify_error(exc)
 
 
 def _secrets_in(conninfo: str) -> list[str]:

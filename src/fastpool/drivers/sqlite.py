@@ -19,6 +19,7 @@ import sqlite3
 from typing import Any
 
 from fastpool.drivers.base import Driver, option_bool
+from fastpool.drivers.client import CAPABILITIES, Client
 from fastpool.errors import ConfigError, ErrorKind
 
 _JOURNAL_MODES = {"wal", "delete", "truncate", "persist", "memory", "off"}
@@ -42,8 +43,6 @@ class SQLiteDriver(Driver):
     """Connections to one SQLite database file (or one shared in-memory database)."""
 
     name = "sqlite"
-    status_attr = "in_transaction"
-    idle_status = False
 
     def __init__(self, database: str, *, timeout: float = 5.0, journal_mode: str | None = "wal",
                  synchronous: str | None = None, foreign_keys: bool | None = None,
@@ -69,6 +68,7 @@ class SQLiteDriver(Driver):
         self.foreign_keys = foreign_keys
         self.isolation_level = isolation_level
         self._keeper: sqlite3.Connection | None = None
+        self.client: SQLiteClient = SQLiteClient()
         if self.memory:
             if _HAS_MEMDB:
                 self._target = f"file:/fastpool-{os.getpid()}-{next(_memdb_names)}?vfs=memdb"
@@ -142,12 +142,6 @@ class SQLiteDriver(Driver):
     def connect(self) -> sqlite3.Connection:
         return self._open()
 
-    def probe(self, conn: Any, timeout: float | None = None) -> None:
-        conn.execute("SELECT 1").fetchone()
-
-    def classify(self, exc: BaseException) -> ErrorKind:
-        return classify_sqlite_error(exc)
-
     def describe(self) -> str:
         return "sqlite :memory: (shared)" if self.memory else f"sqlite {self.database}"
 
@@ -169,3 +163,56 @@ def classify_sqlite_error(exc: BaseException) -> ErrorKind:
     if isinstance(exc, sqlite3.Error):
         return ErrorKind.QUERY
     return ErrorKind.OTHER
+
+
+class SQLiteClient(Client):
+    """sqlite3 connections (see ``fastpool.drivers.client``).
+
+    ``in_transaction`` is the local status. Transactions are opened with an
+    explicit ``BEGIN`` of the connection's isolation level (DEFERRED,
+    IMMEDIATE or EXCLUSIVE); one known to write (the batcher's) takes the
+    write lock up front with ``BEGIN IMMEDIATE`` instead of DEFERRED, so that
+    it waits in the busy handler rather than failing a lock upgrade. A
+    transaction the module already opened (Python 3.12's ``autocommit=False``)
+    is used as it is. With 3.12's ``autocommit=True`` the module's
+    ``commit()`` and ``rollback()`` do nothing: COMMIT and ROLLBACK are sent
+    as statements.
+    """
+
+    kind = "sqlite"
+    dialect = "sqlite"
+    placeholder = "?"
+    capabilities = frozenset(CAPABILITIES)
+    status_attr = "in_transaction"
+    idle_status = False
+
+    def __init__(self) -> None:
+        super().__init__("sqlite3")
+
+    def begin(self, conn: Any, *, write: bool = False) -> None:
+        if conn.in_transaction:
+            return
+        level = (conn.isolation_level or "").upper()
+        if write and level in ("", "DEFERRED"):
+            level = "IMMEDIATE"
+        conn.execute(f"BEGIN {level}")
+
+    def commit(self, conn: Any) -> None:
+        if getattr(conn, "autocommit", None) is True:
+            if conn.in_transaction:
+                conn.execute("COMMIT")
+        else:
+            conn.commit()
+
+    def rollback(self, conn: Any) -> None:
+        if getattr(conn, "autocommit", None) is True:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+        else:
+            conn.rollback()
+
+    def probe(self, conn: Any, timeout: float | None = None) -> None:
+        conn.execute("SELECT 1").fetchone()
+
+    def classify(self, exc: BaseException) -> ErrorKind:
+        return classify_sqlite_error(exc)

@@ -27,7 +27,7 @@ import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from fastpool import _registry
+from fastpool.pool import registry as _registry
 
 __all__ = ["instrument_opentelemetry"]
 

@@ -50,7 +50,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from fastpool import _registry
+from fastpool.pool import registry as _registry
 from fastpool.errors import ConfigError
 from fastpool.monitoring.snapshot import histogram, pools, read
 

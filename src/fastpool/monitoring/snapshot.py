@@ -6,8 +6,8 @@ import os
 import time
 from typing import Any
 
-from fastpool import _registry
-from fastpool.stats import PoolStats
+from fastpool.pool import registry as _registry
+from fastpool.pool.stats import PoolStats
 
 __all__ = ["histogram", "pool_snapshot", "pools", "snapshot"]
 

@@ -13,7 +13,7 @@ running process's debug endpoint (``--endpoint``, see
 busy with the bench workload.
 
 ``fastpool load``: load a CSV file (or standard input) into a table in one
-transaction through ``fastpool.bulk`` (COPY on PostgreSQL, multi-row INSERTs
+transaction through ``fastpool.writes.bulk`` (COPY on PostgreSQL, multi-row INSERTs
 on MySQL, executemany on SQLite), with a progress bar, then the rows loaded
 and rows/s. Fields arrive as strings and the server converts them; a field
 becomes NULL only when it equals ``--null`` (``--null ''`` for empty fields).
@@ -434,7 +434,7 @@ class _LineLog:
 
 def run_load(args: argparse.Namespace) -> int:
     """``fastpool load``: the CSV file into the table; 0 on success, 1 on failure."""
-    from fastpool import bulk
+    from fastpool.writes import bulk
 
     # Errors are reported once, below, not also by the pool's logger.
     logging.getLogger("fastpool").addHandler(logging.NullHandler())

@@ -1,4 +1,10 @@
-"""Review of the query layer: each test shows one confirmed bug (they fail today)."""
+"""The result cache on the real servers: a write invalidates every table it
+writes, however the statement spells that table (multi-table UPDATE, MySQL
+modifiers, SQLite's UPDATE OR, CTEs named like tables, quoted names), and a
+write on a connection of the pool invalidates again when it commits.
+
+Each test comes from a bug found in review. Tables are named ``fp_rv_*``.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +12,6 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-
-import fastpool.statements
 
 
 def _two_tables(pool: Any, ph: str) -> None:
@@ -22,7 +26,7 @@ def _drop(pool: Any, *tables: str) -> None:
         pool.execute(f"DROP TABLE IF EXISTS {t}")
 
 
-# ---- tables.py: writes whose target table is missed ------------------------------------
+# ---- the tables a write names ----------------------------------------------------------
 
 
 @pytest.mark.parametrize("sql", [
@@ -143,7 +147,7 @@ def test_sqlite_quoted_and_unquoted_spellings_of_one_table(
         _drop(pool, "fp_rv_a", "fp_rv_b")
 
 
-# ---- query.py ---------------------------------------------------------------------------
+# ---- writes on a connection of the pool ------------------------------------------------
 
 
 def test_write_with_conn_of_pool_connection_is_invalidated_after_commit(
@@ -163,49 +167,3 @@ def test_write_with_conn_of_pool_connection_is_invalidated_after_commit(
         assert pool.fetchval(q, cache_ttl=60) == 7       # fails: 0 for 60 s
     finally:
         _drop(pool, "fp_rv_a", "fp_rv_b")
-
-
-def test_pg_execute_runs_a_multi_statement_script(make_pg_pool: Callable[..., Any]) -> None:
-    """README: the SQL is the driver's own. psycopg runs a parameterless script of
-    several statements; the helpers force prepare=True and PostgreSQL refuses
-    ("cannot insert multiple commands into a prepared statement")."""
-    pool = make_pg_pool(max_size=2)
-    _two_tables(pool, "%s")
-    try:
-        with pool.connection() as conn:   # what psycopg itself does with this SQL
-            conn.execute("UPDATE fp_rv_a SET n = 1; UPDATE fp_rv_b SET n = 1")
-        pool.execute("UPDATE fp_rv_a SET n = 2; UPDATE fp_rv_b SET n = 2")   # fails
-        assert pool.fetchval("SELECT sum(n) FROM fp_rv_b") == 4
-    finally:
-        _drop(pool, "fp_rv_a", "fp_rv_b")
-
-
-def test_connection_goes_back_when_interrupted_while_dropping_stale_statements(
-        make_pg_pool: Callable[..., Any], pg_admin: Any,
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """_standalone calls _may_retry (which sends DEALLOCATE ALL on a stale plan)
-    inside its `except Exception` block before pool.release(conn): anything raised
-    there (a Ctrl-C during that round trip, a broken connection) skips the release
-    and the connection stays checked out for ever. The interrupt is injected right
-    after the real DEALLOCATE ALL ran on the server."""
-    pool = make_pg_pool(min_size=1, max_size=1)
-    pg_admin.execute("DROP TABLE IF EXISTS fp_rv_ddl")
-    pg_admin.execute("CREATE TABLE fp_rv_ddl (a int)")
-    real = fastpool.statements._deallocate_all
-
-    def interrupted(conn: Any, mgr: Any) -> None:
-        real(conn, mgr)
-        raise KeyboardInterrupt
-
-    try:
-        assert pool.fetch("SELECT * FROM fp_rv_ddl") == []   # prepared on the connection
-        pg_admin.execute("DROP TABLE fp_rv_ddl")
-        pg_admin.execute("CREATE TABLE fp_rv_ddl (a int, b text)")
-        monkeypatch.setattr(fastpool.statements, "_deallocate_all", interrupted)
-        with pytest.raises(KeyboardInterrupt):
-            pool.fetch("SELECT * FROM fp_rv_ddl")          # stale plan -> forget()
-        monkeypatch.undo()
-        assert pool.stats().in_use == 0                    # fails: 1, leaked
-    finally:
-        monkeypatch.undo()
-        pg_admin.execute("DROP TABLE IF EXISTS fp_rv_ddl")

@@ -16,9 +16,7 @@ on a slow connect.
 
 from __future__ import annotations
 
-import inspect
 import logging
-import math
 import os
 import random
 import threading
@@ -27,8 +25,10 @@ import weakref
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from fastpool import _core, _fork, _registry, leaks
-from fastpool.drivers import CallableDriver, Driver, from_url
+from fastpool import _core
+from fastpool.backoff import ExponentialBackoff
+from fastpool.drivers import CallableDriver, Driver
+from fastpool.drivers.client import Client
 from fastpool.errors import (
     ConfigError,
     ConnectError,
@@ -38,54 +38,28 @@ from fastpool.errors import (
     PoolTimeout,
     TooManyWaiting,
 )
-from fastpool.events import HookedContext, Hooks
-from fastpool.query import QueryLayer, QueryMethods
-from fastpool.stats import PoolStats
+from fastpool.options import boolean, callable_or_none, choice, integer, optional_seconds, seconds
+from fastpool.pool import fork as _fork
+from fastpool.pool import leaks
+from fastpool.pool import registry as _registry
+from fastpool.pool.events import HookedContext, Hooks
+from fastpool.pool.stats import PoolStats
 
-__all__ = ["Pool", "PoolPolicy", "create_pool"]
+__all__ = ["PoolPolicy"]
 
 logger = logging.getLogger("fastpool")
 
 if TYPE_CHECKING:
-    from fastpool._core import PoolCore as _Mechanism
+    # The policy is a mixin: ``Pool`` puts it before a core (the compiled one
+    # or its pure-Python twin), whose methods it calls and whose declared
+    # callbacks (_acquire_slow, _release_slow, _release_unknown,
+    # _capture_holder; see _core.pyi) it provides.
+    from fastpool._core import PoolCore as _Core
 else:
-    _Mechanism = object
+    _Core = object
 
 _NEVER_NS = 1 << 62
 _pool_numbers = iter(range(1, 1 << 62))
-
-
-def _seconds(name: str, value: object, *, allow_zero: bool = True, or_none: bool = False,
-             ) -> float:
-    """Validate a duration option: a finite number of seconds."""
-    if (isinstance(value, bool) or not isinstance(value, (int, float))
-            or math.isnan(value) or value > _core.MAX_TIMEOUT or value < 0
-            or (value == 0 and not allow_zero)):
-        need = "a finite number of seconds" + (" > 0" if not allow_zero else " >= 0")
-        if or_none:
-            need += " or None"
-        need += f" (at most {_core.MAX_TIMEOUT:g})"
-        raise ConfigError(f"{name} must be {need}, got {value!r}")
-    return float(value)
-
-
-def _optional_seconds(name: str, value: object) -> float | None:
-    """A duration > 0, or None for "no limit"."""
-    if value is None:
-        return None
-    return _seconds(name, value, allow_zero=False, or_none=True)
-
-
-def _size(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
-def _callable_or_none(name: str, value: object) -> Any:
-    if value is not None and not callable(value):
-        raise ConfigError(f"{name} must be callable or None, got {value!r}")
-    return value
 
 
 class _Signal:
@@ -114,19 +88,18 @@ def _worker_main(ref: weakref.ReferenceType[PoolPolicy], signal: _Signal) -> Non
             signal.kicked = False
 
 
-class PoolPolicy(QueryMethods, _Mechanism):
-    """The Python policy of a pool; combined with a core class to make ``Pool``.
+class PoolPolicy(_Core):
+    """The Python policy of a pool: sizing, lifetime, health and hand-off.
 
-    Kept apart from ``Pool`` so that the same policy runs over the compiled
-    core and over its pure-Python twin.
+    Combined with a core class (and the features) to make ``Pool``; kept
+    apart from it so that the same policy runs over the compiled core and
+    over its pure-Python twin.
     """
 
-    #: Reconnect backoff: the first retry waits BACKOFF_INITIAL seconds, each
-    #: next one twice as long up to BACKOFF_MAX, every delay jittered by
-    #: +/- BACKOFF_JITTER. Attributes so that tests and users can shorten them.
-    BACKOFF_INITIAL = 0.1
-    BACKOFF_MAX = 10.0
-    BACKOFF_JITTER = 0.1
+    #: Reconnect backoff: the first retry waits about 0.1 s, each next one
+    #: twice as long up to 10 s, less up to 10% at random. A class attribute,
+    #: so that tests and users can shorten it (any ExponentialBackoff).
+    RECONNECT_BACKOFF = ExponentialBackoff(base=0.1, cap=10.0, jitter=0.1)
     #: Max lifetime is shortened by up to this fraction, at random per
     #: connection, so that connections opened together do not expire together.
     LIFETIME_JITTER = 0.1
@@ -156,10 +129,6 @@ class PoolPolicy(QueryMethods, _Mechanism):
         track_holders: bool = False,
         hooks: Mapping[str, Callable[..., object]] | None = None,
         name: str | None = None,
-        statement_cache_size: int = 256,
-        result_cache_entries: int = 10_000,
-        result_cache_bytes: int = 64 * 1024 * 1024,
-        slow_query_ms: float | None = None,
     ) -> None:
         super().__init__()
         if (connect is None) == (driver is None):
@@ -169,35 +138,27 @@ class PoolPolicy(QueryMethods, _Mechanism):
         elif not isinstance(driver, Driver):
             raise ConfigError(f"driver must be a fastpool Driver, got {driver!r}")
         self._driver = driver
-        self._probe_timed = "timeout" in inspect.signature(driver.probe).parameters
-        self.min_size = _size("min_size", min_size, 0)
-        self.max_size = _size("max_size", max_size, 1)
+        self.min_size = integer("min_size", min_size, 0)
+        self.max_size = integer("max_size", max_size, 1)
         if self.min_size > self.max_size:
             raise ConfigError(f"min_size ({min_size}) must not exceed max_size ({max_size})")
-        self.timeout = _seconds("timeout", timeout)
-        self.max_waiting = _size("max_waiting", max_waiting, 0)
-        self.max_lifetime = _optional_seconds("max_lifetime", max_lifetime)
-        self.max_idle = _optional_seconds("max_idle", max_idle)
-        self.alive_bypass = _seconds("alive_bypass", alive_bypass)
-        if reuse not in ("lifo", "fifo"):
-            raise ConfigError(f"reuse must be 'lifo' or 'fifo', got {reuse!r}")
-        self.reuse = reuse
-        self._configure = _callable_or_none("configure", configure)
-        self._reset = _callable_or_none("reset", reset)
-        self.reconnect_timeout = _seconds("reconnect_timeout", reconnect_timeout)
-        self._reconnect_failed = _callable_or_none("reconnect_failed", reconnect_failed)
-        self.leak_threshold = _optional_seconds("leak_threshold", leak_threshold)
-        if not isinstance(track_holders, bool):
-            raise ConfigError(f"track_holders must be True or False, got {track_holders!r}")
-        self.track_holders = track_holders or self.leak_threshold is not None
+        self.timeout = seconds("timeout", timeout)
+        self.max_waiting = integer("max_waiting", max_waiting, 0)
+        self.max_lifetime = optional_seconds("max_lifetime", max_lifetime)
+        self.max_idle = optional_seconds("max_idle", max_idle)
+        self.alive_bypass = seconds("alive_bypass", alive_bypass)
+        self.reuse = choice("reuse", reuse, ("lifo", "fifo"))
+        self._configure = callable_or_none("configure", configure)
+        self._reset = callable_or_none("reset", reset)
+        self.reconnect_timeout = seconds("reconnect_timeout", reconnect_timeout)
+        self._reconnect_failed = callable_or_none("reconnect_failed", reconnect_failed)
+        self.leak_threshold = optional_seconds("leak_threshold", leak_threshold)
+        self.track_holders = (boolean("track_holders", track_holders)
+                              or self.leak_threshold is not None)
         if name is not None and not isinstance(name, str):
             raise ConfigError(f"name must be a string, got {name!r}")
         self.name = name or f"pool-{next(_pool_numbers)}"
         self._hooks = Hooks(self.name)
-        self._queries = QueryLayer(
-            self.name, driver, statement_cache_size=statement_cache_size,
-            result_cache_entries=result_cache_entries, result_cache_bytes=result_cache_bytes,
-            slow_query_ms=slow_query_ms)
 
         self._failures = 0
         self._failing_since = 0.0
@@ -271,7 +232,7 @@ class PoolPolicy(QueryMethods, _Mechanism):
                 return conn
         if self._is_closed:
             raise PoolClosed(f"pool {self.name!r} is closed")
-        t = self.timeout if timeout is None else _seconds("timeout", timeout)
+        t = self.timeout if timeout is None else seconds("timeout", timeout)
         deadline = start + int(t * 1e9)
         while True:
             if time.monotonic_ns() > deadline and self._sizes()[1] == 0:
@@ -361,10 +322,7 @@ class PoolPolicy(QueryMethods, _Mechanism):
         limit = self.PROBE_TIMEOUT if timeout is None else min(self.PROBE_TIMEOUT, timeout)
         t0 = time.monotonic_ns()
         try:
-            if self._probe_timed:
-                self._driver.probe(self._conn_at(idx), max(limit, 0.001))
-            else:  # a Driver subclass written before probe() took a timeout
-                self._driver.probe(self._conn_at(idx))
+            self._driver.probe(self._conn_at(idx), max(limit, 0.001))
             return True
         except Exception as exc:
             logger.info("fastpool: pool %r discards a broken connection: %s", self.name, exc)
@@ -593,7 +551,7 @@ class PoolPolicy(QueryMethods, _Mechanism):
         now = time.monotonic()
         if self._failures == 1:
             self._failing_since = now
-        self._retry_at = now + self._backoff_delay()
+        self._retry_at = now + self.RECONNECT_BACKOFF(self._failures)
         where = self._driver.describe()
         message = self._driver.redact(str(exc))
         if self._is_fatal(exc):
@@ -629,10 +587,6 @@ class PoolPolicy(QueryMethods, _Mechanism):
             return False
         return not (self._ever_connected
                     and self._driver.classify(exc) is ErrorKind.UNREACHABLE)
-
-    def _backoff_delay(self) -> float:
-        base = min(self.BACKOFF_MAX, self.BACKOFF_INITIAL * 2.0 ** max(self._failures - 1, 0))
-        return base * (1 + self.BACKOFF_JITTER * (2 * random.random() - 1))
 
     def _backoff(self) -> float:
         return max(0.0, self._retry_at - time.monotonic())
@@ -671,7 +625,7 @@ class PoolPolicy(QueryMethods, _Mechanism):
         Raises PoolTimeout if they are not within ``timeout`` seconds, and
         ConnectError at once if connecting fails in a way retrying cannot fix.
         """
-        t = _seconds("timeout", timeout)
+        t = seconds("timeout", timeout)
         deadline = time.monotonic() + t
         self._kick()
         with self._signal.cond:
@@ -689,8 +643,8 @@ class PoolPolicy(QueryMethods, _Mechanism):
 
     def resize(self, min_size: int, max_size: int | None = None) -> None:
         """Change the pool's size; extra connections close as they become idle."""
-        new_min = _size("min_size", min_size, 0)
-        new_max = self.max_size if max_size is None else _size("max_size", max_size, 1)
+        new_min = integer("min_size", min_size, 0)
+        new_max = self.max_size if max_size is None else integer("max_size", max_size, 1)
         if new_min > new_max:
             raise ConfigError(f"min_size ({new_min}) must not exceed max_size ({new_max})")
         self.min_size, self.max_size = new_min, new_max
@@ -731,7 +685,7 @@ class PoolPolicy(QueryMethods, _Mechanism):
         and for the background worker. Closing again is harmless (and waits
         again).
         """
-        t = _seconds("timeout", timeout)
+        t = seconds("timeout", timeout)
         with self._lock:
             first = not self._closing
             self._closing = True
@@ -770,11 +724,22 @@ class PoolPolicy(QueryMethods, _Mechanism):
     def driver(self) -> Driver:
         return self._driver
 
+    @property
+    def adapter(self) -> Client:
+        """The client adapter of this pool's connections (see
+        ``fastpool.drivers.client``); for ``Pool(connect=...)`` known once the
+        first connection has been opened."""
+        client = self._driver.client
+        if client is None:
+            raise RuntimeError(f"pool {self.name!r}: its client is not known until a "
+                               "connection has been opened")
+        return client
+
     # ---- events ------------------------------------------------------------
 
     def on(self, event: str, fn: Callable[..., object]) -> Callable[..., object]:
         """Call ``fn`` on ``event`` (connect, acquire, release, close, timeout);
-        returns ``fn``, so it works as a decorator. See ``fastpool.events``."""
+        returns ``fn``, so it works as a decorator. See ``fastpool.pool.events``."""
         self._hooks.add(event, fn)
         self._install_hooks()
         return fn
@@ -901,60 +866,3 @@ _REASONS = {
     _core.OVERSIZE: _core.REASON_RESIZE,
     _core.IDLE_TOO_LONG: _core.REASON_IDLE,
 }
-
-
-class Pool(PoolPolicy, _core.PoolCore):
-    """A connection pool.
-
-    ``acquire()``/``release()`` and ``with pool.connection() as conn`` cost a
-    few hundred nanoseconds when an idle connection is at hand: they run in
-    compiled code. The connection handed out is the driver's own object.
-
-    >>> pool = fastpool.create_pool("sqlite:///app.db", max_size=4)
-    >>> with pool.connection() as conn:     # commit on success, rollback on error
-    ...     conn.execute("CREATE TABLE IF NOT EXISTS t (x)")
-    ...     conn.execute("INSERT INTO t VALUES (1)")
-    >>> conn = pool.acquire(timeout=2.0)
-    >>> try:
-    ...     conn.execute("SELECT 1").fetchone()
-    ... finally:
-    ...     pool.release(conn)
-
-    Use ``create_pool(url, ...)`` for a URL, or ``Pool(connect=factory, ...)``
-    for a custom connection factory (e.g. rotating credentials).
-    """
-
-
-def create_pool(url: str, **options: Any) -> Pool:
-    """Create a pool for a database URL.
-
-    ``sqlite:///app.db``, ``sqlite:///:memory:``,
-    ``postgresql://user:pw@host:5432/db?sslmode=require`` (any libpq URL),
-    ``mysql://user:pw@host:3306/db`` or ``mariadb://...``.
-
-    ``options`` are Pool's keyword arguments (``min_size``, ``max_size``,
-    ``timeout``, ``max_waiting``, ``max_lifetime``, ``max_idle``,
-    ``alive_bypass``, ``reuse``, ``configure``, ``reset``,
-    ``reconnect_timeout``, ``reconnect_failed``, ``leak_threshold``, ``name``);
-    any other keyword goes to the driver (libpq parameters, ``autocommit``,
-    ``statement_timeout``, ``charset``...), which rejects what it does not know::
-
-        pool = create_pool("postgresql://db/orders", max_size=20,
-                           application_name="billing", statement_timeout=5)
-    """
-    if "connect" in options or "driver" in options:
-        raise ConfigError("create_pool takes a URL; use Pool(connect=...) for a factory")
-    driver_options = {k: options.pop(k) for k in list(options) if k not in _POOL_OPTIONS}
-    driver = from_url(url, **driver_options)
-    try:
-        return Pool(driver=driver, **options)
-    except TypeError as exc:
-        driver.close_pool()
-        raise ConfigError(f"create_pool: {exc}") from None
-    except BaseException:
-        driver.close_pool()
-        raise
-
-
-_POOL_OPTIONS = frozenset(inspect.signature(PoolPolicy.__init__).parameters) - {
-    "self", "connect", "driver"}

@@ -35,21 +35,19 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from fastpool.batch import Batcher
-from fastpool.bulk import Table, copy_records, copy_rows
 from fastpool.errors import ConfigError, ErrorKind
-from fastpool.explain import Plan, explain
-from fastpool.observe import QueryObserver
-from fastpool.results import ResultCache, cache_key, table_names
-from fastpool.retry import DEFAULT_BACKOFF, Backoff, RetryStats, run_transaction, transactional
-from fastpool.statements import StatementCache
-from fastpool.tables import ANY, Access, access
+from fastpool.options import integer
+from fastpool.query.observe import QueryObserver
+from fastpool.query.results import ResultCache, cache_key, fold_names
+from fastpool.query.statements import StatementCache
+from fastpool.sqltext.tables import ANY, Access, access
+from fastpool.transaction import RetryStats
 
 if TYPE_CHECKING:
-    from fastpool.drivers.base import Driver
-    from fastpool.observe import Action, NPlusOneGuard
+    from fastpool.drivers.client import Client
+    from fastpool.source import ConnectionSource
 
-__all__ = ["QueryLayer", "QueryMethods"]
+__all__ = ["EXEC", "FETCH", "MANY", "ROW", "VAL", "QueryLayer"]
 
 R = TypeVar("R")
 
@@ -125,36 +123,54 @@ def _stale_plan(exc: BaseException) -> bool:
 class QueryLayer:
     """The query helpers' state for one pool: caches, observer, dialect.
 
-    Holds no reference to the pool (the pool holds this), so an abandoned pool
-    is still freed by reference counting.
+    Holds no reference to the pool (the pool holds this; each call is given
+    the pool as its connection source), so an abandoned pool is still freed
+    by reference counting.
     """
 
-    def __init__(self, pool_name: str, driver: Driver, *, statement_cache_size: int,
-                 result_cache_entries: int, result_cache_bytes: int,
-                 slow_query_ms: float | None) -> None:
+    def __init__(self, *, statement_cache_size: int, result_cache_entries: int,
+                 result_cache_bytes: int, slow_query_ms: float | None) -> None:
         self.statements = StatementCache(statement_cache_size)
-        if not isinstance(result_cache_entries, int) or result_cache_entries < 0:
-            raise ConfigError("result_cache_entries must be an int >= 0 (0 turns the result "
-                              f"cache off), got {result_cache_entries!r}")
+        integer("result_cache_entries", result_cache_entries, 0)
         self.results: ResultCache | None = (
             ResultCache(result_cache_entries, result_cache_bytes) if result_cache_entries
             else None)
-        self.observer: QueryObserver = QueryObserver(pool_name, slow_query_ms)
-        self.dialect = _DIALECTS.get(driver.name)
-        self._driver = driver
+        self.observer: QueryObserver = QueryObserver("pool", slow_query_ms)
+        # The client adapter, learnt at the first call (a custom factory's
+        # client is known only once it has connected).
+        self._client: Client | None = None
+        self.dialect: str | None = None
         # Writes made with conn= whose transaction has not ended yet:
         # id(conn) -> (weak ref to conn, tables). Their tables are not cached.
         self._open: dict[int, tuple[Callable[[], Any], set[str]]] = {}
         self._open_lock = threading.Lock()
-        self._kind: str | None = None  # "pg", "mysql", "sqlite", "dbapi"
+        self._kind: str | None = None  # the adapter's kind: "postgresql", "mysql"...
         self._pg_flag = False  # psycopg's private _autocommit flag is there
-        # mysqlclient connections opened by the MySQL driver have multi-statements on.
-        self._mysql_multi = driver.name == "mysql"
+        self._mysql_multi = False
         self._infos: OrderedDict[str, _Info] = OrderedDict()
         self._info_lock = threading.Lock()
         self.retried = 0
         self._stats_lock = threading.Lock()
         self.transactions = RetryStats()
+
+    def bind(self, pool_name: str) -> None:
+        """Name the pool in slow-query logs and N+1 reports."""
+        self.observer.pool_name = pool_name
+
+    def _learn(self, source: ConnectionSource, conn: Any) -> str:
+        """The first call: ask the source's adapter what its connections are."""
+        client = source.adapter
+        client.require("query helpers", "the query helpers")
+        self._client = client
+        self.dialect = client.dialect
+        # psycopg's own autocommit flag, when this psycopg has it (see _switch_flag).
+        self._pg_flag = client.kind == "postgresql" and isinstance(
+            vars(conn).get("_autocommit"), bool)
+        # mysqlclient connections opened by the MySQL URL driver have
+        # multi-statements on; a custom factory's may not.
+        self._mysql_multi = bool(getattr(client, "multi_statements", False))
+        self._kind = client.kind
+        return client.kind
 
     # ---- per-SQL facts -----------------------------------------------------
 
@@ -170,19 +186,12 @@ class QueryLayer:
                     self._infos.popitem(last=False)
         return info
 
-    def _client(self, conn: Any) -> str:
-        module = type(conn).__module__.split(".", 1)[0]
-        kind = {"psycopg": "pg", "MySQLdb": "mysql", "sqlite3": "sqlite"}.get(module, "dbapi")
-        self._pg_flag = kind == "pg" and isinstance(vars(conn).get("_autocommit"), bool)
-        self._kind = kind
-        return kind
-
     # ---- running one statement on one connection ---------------------------
 
-    def run_on(self, conn: Any, kind: str, sql: str, params: Any, info: _Info,
-               standalone: bool) -> Any:
+    def run_on(self, source: ConnectionSource, conn: Any, kind: str, sql: str, params: Any,
+               info: _Info, standalone: bool) -> Any:
         """Run ``sql`` on ``conn``; ``standalone``: not inside the caller's transaction."""
-        client = self._kind or self._client(conn)
+        client = self._kind or self._learn(source, conn)
         t0 = time.perf_counter_ns()
         try:
             result = self._run_client(client, conn, kind, sql, params, info, standalone)
@@ -197,14 +206,14 @@ class QueryLayer:
 
     def _run_client(self, client: str, conn: Any, kind: str, sql: str, params: Any,
                     info: _Info, standalone: bool) -> Any:
-        if client == "pg":
+        if client == "postgresql":
             result = self._run_pg(conn, kind, sql, params, info, standalone)
         elif client == "sqlite":
             cur = (conn.executemany(sql, params) if kind is MANY
                    else conn.execute(sql, () if params is None else params))
             result = _extract(kind, cur)
             if standalone and conn.in_transaction:
-                conn.commit()
+                self._client.commit(conn)  # type: ignore[union-attr]
         elif client == "mysql":
             # Outside autocommit a standalone statement needs a COMMIT: sent in
             # the statement's own packet (mysqlclient enables multi-statements),
@@ -232,13 +241,15 @@ class QueryLayer:
             try:
                 if kind is MANY:
                     cur.executemany(sql, params)
+                elif params is None:  # not every DB-API client takes None for "no parameters"
+                    cur.execute(sql)
                 else:
                     cur.execute(sql, params)
                 result = _extract(kind, cur)
             finally:
                 cur.close()
             if standalone:
-                conn.commit()
+                self._client.commit(conn)  # type: ignore[union-attr]
         return result
 
     def _run_pg(self, conn: Any, kind: str, sql: str, params: Any, info: _Info,
@@ -270,13 +281,13 @@ class QueryLayer:
 
     # ---- the helpers --------------------------------------------------------
 
-    def call(self, pool: Any, kind: str, sql: str, params: Any, conn: Any,
+    def call(self, source: ConnectionSource, kind: str, sql: str, params: Any, conn: Any,
              cache_ttl: float | None) -> Any:
         info = self._info(sql)
         if conn is not None:
             if info.writes and self.results is not None:
                 self._open_write(conn, info.writes)
-            return self.run_on(conn, kind, sql, params, info, standalone=False)
+            return self.run_on(source, conn, kind, sql, params, info, standalone=False)
         if cache_ttl is not None and kind is not EXEC and kind is not MANY:
             ttl = _ttl(cache_ttl)
             key = cache_key(kind, sql, params)
@@ -284,27 +295,27 @@ class QueryLayer:
                 reads = info.reads(sql, self.dialect)
                 if not self._open or not self._blocked(reads):
                     value = self.results.get_or_run(
-                        key, ttl, reads, lambda: self._standalone(pool, kind, sql, params, info))
+                        key, ttl, reads, lambda: self._standalone(source, kind, sql, params, info))
                     return list(value) if kind is FETCH else value  # callers may mutate lists
         if info.writes and self.results is not None:
             self.results.begin_write(info.writes)
             try:
-                return self._standalone(pool, kind, sql, params, info)
+                return self._standalone(source, kind, sql, params, info)
             finally:
                 self.results.end_write(info.writes)
-        return self._standalone(pool, kind, sql, params, info)
+        return self._standalone(source, kind, sql, params, info)
 
-    def _standalone(self, pool: Any, kind: str, sql: str, params: Any, info: _Info) -> Any:
+    def _standalone(self, source: ConnectionSource, kind: str, sql: str, params: Any, info: _Info) -> Any:
         retried = False
         while True:
-            conn = pool.acquire()
+            conn = source.acquire()
             try:
-                result = self.run_on(conn, kind, sql, params, info, standalone=True)
+                result = self.run_on(source, conn, kind, sql, params, info, standalone=True)
             except Exception as exc:
                 try:
-                    again = not retried and self._may_retry(pool, conn, exc, info)
+                    again = not retried and self._may_retry(source, conn, exc)
                 finally:
-                    pool.release(conn)
+                    source.release(conn)
                 if not again:
                     raise
                 retried = True
@@ -312,18 +323,18 @@ class QueryLayer:
                     self.retried += 1
                 continue
             except BaseException:
-                pool.release(conn)
+                source.release(conn)
                 raise
-            pool.release(conn)
+            source.release(conn)
             return result
 
-    def _may_retry(self, pool: Any, conn: Any, exc: Exception, info: _Info) -> bool:
+    def _may_retry(self, source: ConnectionSource, conn: Any, exc: Exception) -> bool:
         if _stale_plan(exc):
             self.statements.forget(conn)
             return True
         # Nothing reached the server: safe. A statement lost in flight is not
         # run again: even a SELECT may call a function that writes.
-        return bool(pool.classify(exc) is ErrorKind.NOT_SENT)
+        return bool(source.classify(exc) is ErrorKind.NOT_SENT)
 
     # ---- transactions --------------------------------------------------------
 
@@ -352,13 +363,10 @@ class QueryLayer:
         return blocked
 
     def _in_transaction(self, conn: Any) -> bool:
-        d = self._driver
-        if d.status_attr is None or getattr(conn, "closed", False):
-            return False  # no local status to read: settled at the next read
-        try:
-            return bool(getattr(d.status_source(conn), d.status_attr) != d.idle_status)
-        except Exception:  # a closed connection
+        if self._client is None or getattr(conn, "closed", False):
             return False
+        # None: no local status to read (or closed): settled at the next read.
+        return bool(self._client.in_transaction(conn))
 
     def _settle(self, key: int) -> None:
         with self._open_lock:
@@ -376,21 +384,12 @@ class QueryLayer:
         if self.results is None:
             yield
             return
-        names = table_names(tables)
+        names = fold_names(tables)
         self.results.begin_write(names)
         try:
             yield
         finally:
             self.results.end_write(names)
-
-    def writing_statements(self, sqls: Iterable[str]) -> contextlib.AbstractContextManager[None]:
-        """``writing()`` for the tables these statements write (the batcher's batches)."""
-        if self.results is None:
-            return contextlib.nullcontext()
-        tables: set[str] = set()
-        for sql in sqls:
-            tables |= self._info(sql).writes
-        return self.writing(tables) if tables else contextlib.nullcontext()
 
     # ---- invalidation and stats ----------------------------------------------
 
@@ -413,9 +412,6 @@ class QueryLayer:
         }
 
 
-_DIALECTS = {"postgresql": "postgres", "mysql": "mysql", "sqlite": "sqlite"}
-
-
 def _ref(conn: Any) -> Callable[[], Any]:
     """A weak reference where the class allows one (sqlite3's does not: then a
     strong one, dropped when the connection's transaction is seen to end)."""
@@ -423,10 +419,6 @@ def _ref(conn: Any) -> Callable[[], Any]:
         return weakref.ref(conn)
     except TypeError:
         return lambda: conn
-
-
-def _table_name(table: Table) -> str:
-    return table if isinstance(table, str) else table[-1]
 
 
 def _ttl(value: object) -> float:
@@ -444,97 +436,3 @@ def _count(params: Any, kind: str) -> int:
         return len(params)
     except TypeError:
         return 0
-
-
-class QueryMethods:
-    """The pool's query helpers; each is a delegation to its own module."""
-
-    _queries: QueryLayer
-
-    def execute(self, sql: str, params: Any = None, *, conn: Any = None) -> int:
-        """Run one statement; returns the number of rows it affected.
-
-        Without ``conn`` the statement runs on its own and is committed; with
-        ``conn`` (a connection of a transaction) it runs there, uncommitted.
-        """
-        return int(self._queries.call(self, EXEC, sql, params, conn, None))
-
-    def executemany(self, sql: str, params_seq: Iterable[Any], *, conn: Any = None) -> int:
-        """Run one statement for each parameter set, in one transaction; returns rows affected."""
-        return int(self._queries.call(self, MANY, sql, params_seq, conn, None))
-
-    def fetch(self, sql: str, params: Any = None, *, cache_ttl: float | None = None,
-              conn: Any = None) -> list[Any]:
-        """All rows of a query. ``cache_ttl`` (seconds) serves it from the result cache."""
-        return self._queries.call(self, FETCH, sql, params, conn, cache_ttl)  # type: ignore[no-any-return]
-
-    def fetchrow(self, sql: str, params: Any = None, *, cache_ttl: float | None = None,
-                 conn: Any = None) -> Any:
-        """The first row of a query, or None."""
-        return self._queries.call(self, ROW, sql, params, conn, cache_ttl)
-
-    def fetchval(self, sql: str, params: Any = None, *, cache_ttl: float | None = None,
-                 conn: Any = None) -> Any:
-        """The first column of the first row, or None."""
-        return self._queries.call(self, VAL, sql, params, conn, cache_ttl)
-
-    def transaction(self, fn: Callable[[Any], R], *, retries: int = 3,
-                    backoff: Backoff = DEFAULT_BACKOFF) -> R:
-        """Run ``fn(conn)`` in a transaction, commit, return its value; run it
-        again on serialization failures, deadlocks, lock-wait timeouts and
-        connections lost before COMMIT (see ``fastpool.retry``)."""
-        q = self._queries
-        return run_transaction(self, fn, retries=retries, backoff=backoff,  # type: ignore[arg-type]
-                               finished=q.finished, stats=q.transactions)
-
-    def transactional(self, fn: Callable[..., Any] | None = None, /, *, retries: int = 3,
-                      backoff: Backoff = DEFAULT_BACKOFF) -> Any:
-        """``@pool.transactional`` / ``@pool.transactional(retries=5)``: calling the
-        function runs it through ``pool.transaction`` with ``conn`` first."""
-        q = self._queries
-        return transactional(self, fn, retries=retries, backoff=backoff,  # type: ignore[call-overload]
-                             finished=q.finished, stats=q.transactions)
-
-    def copy_rows(self, table: Table, columns: Sequence[str], rows: Iterable[Any],
-                  **options: Any) -> int:
-        """Bulk-load ``rows`` (any iterable of tuples, e.g. a generator) in one
-        transaction and bounded memory: COPY on PostgreSQL, multi-row INSERTs on
-        MySQL, executemany on SQLite; ``on_conflict=("id",)`` upserts (see ``fastpool.bulk``)."""
-        with self._queries.writing([_table_name(table)]):
-            return copy_rows(self, table, columns, rows, **options)  # type: ignore[arg-type]
-
-    def copy_records(self, table: Table, records: Iterable[Mapping[str, Any]],
-                     columns: Sequence[str] | None = None, **options: Any) -> int:
-        """``copy_rows`` for dicts (columns from the first record unless given)."""
-        with self._queries.writing([_table_name(table)]):
-            return copy_records(self, table, records, columns, **options)  # type: ignore[arg-type]
-
-    def batcher(self, **options: Any) -> Batcher:
-        """A group-commit batcher over this pool (``fastpool.batch.Batcher``):
-        ``batcher.execute(sql, params)`` returns once the write is committed,
-        many callers' writes sharing one transaction."""
-        return Batcher(self, **options)  # type: ignore[arg-type]
-
-    def invalidate(self, *tables: str) -> int:
-        """Drop cached results of ``tables`` (all of them when none is named)."""
-        return self._queries.invalidate(tables)
-
-    def invalidate_statements(self) -> None:
-        """Deallocate every prepared statement (after a schema change); re-prepared lazily."""
-        self._queries.statements.invalidate()
-
-    def query_stats(self) -> dict[str, Any]:
-        """Statement cache, result cache, slow queries and retried statements."""
-        return self._queries.stats()
-
-    def n_plus_one_guard(self, threshold: int = 10, action: Action = "warn") -> NPlusOneGuard:
-        """A scope reporting any statement shape this pool runs more than ``threshold`` times
-        (``action``: "warn", "raise" or "log"); also a decorator, e.g. of a request handler."""
-        return self._queries.observer.n_plus_one_guard(threshold, action)
-
-    def explain(self, sql: str, params: Any = None, *, analyze: bool = False,
-                scan_rows: int = 1000) -> Plan:
-        """The plan of ``sql``, with sequential / full scans of tables above
-        ``scan_rows`` rows flagged in ``.warnings`` (``analyze`` runs it, rolled back)."""
-        return explain(self, sql, params, analyze=analyze, scan_rows=scan_rows)  # type: ignore[arg-type]
-

@@ -38,14 +38,15 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from fastpool.errors import ConfigError, FastpoolError
-from fastpool.observe import _OTHER, _WORD, _Tokens
+from fastpool.sqltext.lexer import OTHER, WORD, Tokens
 
 if TYPE_CHECKING:
-    from fastpool.pool import PoolPolicy
+    from fastpool.source import ConnectionSource
 
 __all__ = ["AnalyzeRefused", "Plan", "ScanFinding", "explain"]
 
@@ -96,7 +97,7 @@ class Plan:
         return "\n".join([self.text, *(f"warning: {w}" for w in self.warnings)])
 
 
-def explain(pool: PoolPolicy, sql: str, params: Any = None, *, analyze: bool = False,
+def explain(source: ConnectionSource, sql: str, params: Any = None, *, analyze: bool = False,
             scan_rows: int = 1000) -> Plan:
     """The plan of ``sql`` (with ``params`` in the driver's placeholder style).
 
@@ -111,16 +112,10 @@ def explain(pool: PoolPolicy, sql: str, params: Any = None, *, analyze: bool = F
         raise ConfigError(f"explain: analyze must be True or False, got {analyze!r}")
     if isinstance(scan_rows, bool) or not isinstance(scan_rows, int) or scan_rows < 0:
         raise ConfigError(f"explain: scan_rows must be an integer >= 0, got {scan_rows!r}")
-    with pool.connection() as conn:
-        package = type(conn).__module__.split(".")[0]
-        if package == "psycopg":
-            return _explain_postgres(conn, sql, params, analyze, scan_rows)
-        if package == "MySQLdb":
-            return _explain_mysql(conn, sql, params, analyze, scan_rows)
-        if package == "sqlite3":
-            return _explain_sqlite(conn, sql, params, analyze, scan_rows)
-        raise NotImplementedError(f"explain: no support for {type(conn).__module__}."
-                                  f"{type(conn).__qualname__} connections")
+    with source.connection() as conn:
+        client = source.adapter
+        client.require("explain", "pool.explain")
+        return _EXPLAIN[client.kind](conn, sql, params, analyze, scan_rows)
 
 
 # ---- reading the SQL text ---------------------------------------------------------
@@ -140,24 +135,24 @@ def _unquote(text: str) -> str:
     return text
 
 
-def table_names(sql: str) -> dict[str, str]:
+def aliases(sql: str) -> dict[str, str]:
     """Tables named after FROM/JOIN/UPDATE/INTO in ``sql``: alias or name
     (lower case) -> the name as written (``schema.table`` if qualified)."""
-    tokens = _Tokens(sql)
+    tokens = Tokens(sql)
     kinds, texts = tokens.kinds, tokens.texts
     found: dict[str, str] = {}
     i, n = 0, len(texts)
     while i < n:
-        if not (kinds[i] == _WORD and texts[i].upper() in _TABLE_AFTER):
+        if not (kinds[i] == WORD and texts[i].upper() in _TABLE_AFTER):
             i += 1
             continue
         from_list = texts[i].upper() == "FROM"
         i += 1
         while i < n:
-            if kinds[i] == _WORD and texts[i].upper() == "ONLY":
+            if kinds[i] == WORD and texts[i].upper() == "ONLY":
                 i += 1
             parts: list[str] = []
-            while i < n and kinds[i] in (_WORD, _OTHER) and texts[i].upper() not in _NOT_ALIAS:
+            while i < n and kinds[i] in (WORD, OTHER) and texts[i].upper() not in _NOT_ALIAS:
                 parts.append(_unquote(texts[i]))
                 if i + 2 < n and texts[i + 1] == ".":
                     i += 2
@@ -168,9 +163,9 @@ def table_names(sql: str) -> dict[str, str]:
                 break  # a subquery
             name = ".".join(parts)  # or a table function's name: looked up, found nowhere
             found.setdefault(parts[-1].lower(), name)
-            if i < n and kinds[i] == _WORD and texts[i].upper() == "AS":
+            if i < n and kinds[i] == WORD and texts[i].upper() == "AS":
                 i += 1
-            if i < n and kinds[i] in (_WORD, _OTHER) and texts[i].upper() not in _NOT_ALIAS:
+            if i < n and kinds[i] in (WORD, OTHER) and texts[i].upper() not in _NOT_ALIAS:
                 found[_unquote(texts[i]).lower()] = name
                 i += 1
             if not (from_list and i < n and texts[i] == ","):
@@ -180,7 +175,7 @@ def table_names(sql: str) -> dict[str, str]:
 
 
 def _first_word(sql: str) -> str:
-    tokens = _Tokens(sql)
+    tokens = Tokens(sql)
     return tokens.texts[0].upper() if tokens.texts else ""
 
 
@@ -326,7 +321,7 @@ def _explain_mysql(conn: Any, sql: str, params: Any, analyze: bool, scan_rows: i
 
     cur = conn.cursor(MySQLdb.cursors.Cursor)  # tuples, whatever the pool's cursorclass
     try:
-        names = table_names(sql)
+        names = aliases(sql)
         if analyze:
             if "mariadb" not in conn.get_server_info().lower():
                 raise NotImplementedError(
@@ -452,7 +447,7 @@ def _explain_sqlite(conn: Any, sql: str, params: Any, analyze: bool, scan_rows: 
     try:
         cur.execute(f"EXPLAIN QUERY PLAN {sql}", () if params is None else params)
         rows = [tuple(r) for r in cur.fetchall()]
-        names = table_names(sql)
+        names = aliases(sql)
         findings: list[ScanFinding] = []
         cap = max(COUNT_CAP, scan_rows + 1)
         sizes: dict[str, int | None] = {}
@@ -506,3 +501,11 @@ def _sqlite_text(rows: list[tuple[Any, ...]]) -> str:
 
     walk(0, "")
     return "\n".join(lines)
+
+
+#: The plan reader of each server kind (``Client.kind``).
+_EXPLAIN: dict[str, Callable[[Any, str, Any, bool, int], Plan]] = {
+    "postgresql": _explain_postgres,
+    "mysql": _explain_mysql,
+    "sqlite": _explain_sqlite,
+}

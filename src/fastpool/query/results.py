@@ -3,7 +3,7 @@
 Opt-in per call (``pool.fetch(sql, params, cache_ttl=5.0)``). Entries are
 keyed by the kind of fetch, the SQL and the parameters (with their types, so
 ``1`` and ``True`` are different keys). Each entry remembers the tables its
-statement reads (``fastpool.tables``); a write through the pool's helpers
+statement reads (``fastpool.sqltext.tables``); a write through the pool's helpers
 invalidates the entries of the tables it touches.
 
 No stale read after a write through the pool: the writer calls
@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from fastpool.errors import ConfigError
-from fastpool.tables import ANY
+from fastpool.sqltext.tables import ANY
 
 __all__ = ["ResultCache"]
 
@@ -67,7 +67,7 @@ def _sizeof(value: Any) -> int:
     return size
 
 
-def table_names(tables: Iterable[str]) -> frozenset[str]:
+def fold_names(tables: Iterable[str]) -> frozenset[str]:
     """Names as given and lowercased (unquoted SQL names are case-insensitive)."""
     return frozenset(n for t in tables for n in (t, t.lower()))
 
@@ -91,15 +91,26 @@ def cache_key(kind: str, sql: str, params: Any) -> tuple[Any, ...] | None:
 
 
 class ResultCache:
-    """TTL + LRU cache of fetched results, bounded by ``max_entries`` and ``max_bytes``."""
+    """TTL + LRU cache of fetched results, bounded by ``max_entries`` and ``max_bytes``.
 
-    def __init__(self, max_entries: int = 10_000, max_bytes: int = 64 * 1024 * 1024) -> None:
+    ``clock`` returns the time in seconds that TTLs count in (default
+    ``time.monotonic``); a test passes a fake one to expire entries without
+    sleeping::
+
+        cache = ResultCache(clock=fake_clock.seconds)
+    """
+
+    def __init__(self, max_entries: int = 10_000, max_bytes: int = 64 * 1024 * 1024,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         if not isinstance(max_entries, int) or isinstance(max_entries, bool) or max_entries < 1:
             raise ConfigError(f"result_cache_entries must be a positive int, got {max_entries!r}")
         if not isinstance(max_bytes, int) or isinstance(max_bytes, bool) or max_bytes < 1:
             raise ConfigError(f"result_cache_bytes must be a positive int, got {max_bytes!r}")
+        if not callable(clock):
+            raise ConfigError(f"the result cache's clock must be callable, got {clock!r}")
         self.max_entries = max_entries
         self.max_bytes = max_bytes
+        self._clock = clock
         self._entries: OrderedDict[Any, _Entry] = OrderedDict()
         self._by_table: dict[str, set[Any]] = {}
         self._flights: dict[Any, _Flight] = {}
@@ -119,7 +130,7 @@ class ResultCache:
     def get_or_run(self, key: Any, ttl: float, tables: frozenset[str],
                    run: Callable[[], Any]) -> Any:
         """The cached value for ``key``, or ``run()``'s, cached for ``ttl`` seconds."""
-        now = time.monotonic()
+        now = self._clock()
         leader = False
         with self._lock:
             entry = self._entries.get(key)
@@ -202,7 +213,7 @@ class ResultCache:
         Names are matched as given and lowercased (unquoted SQL names are
         case-insensitive).
         """
-        return self.bump(table_names(tables))
+        return self.bump(fold_names(tables))
 
     def bump(self, tables: frozenset[str]) -> int:
         """A write to ``tables`` starts or ended: new versions, entries and flights dropped."""

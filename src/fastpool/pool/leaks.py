@@ -15,7 +15,8 @@ from types import CodeType, FrameType
 
 Holder = tuple[tuple[CodeType, int], ...]
 
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+# Frames anywhere in fastpool (any subpackage) are not the acquire site.
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAX_FRAMES = 32
 
 

@@ -1,0 +1,92 @@
+"""Option validators: every option fastpool takes is checked here, and every
+bad value gets a ``ConfigError`` (a ``ValueError``) naming the option, what it
+must be and what it got.
+
+``owner`` prefixes the message with what the option belongs to
+(``"Batcher: max_batch must be ..."``); without it the option's name leads.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from fastpool.errors import ConfigError
+
+__all__ = [
+    "MAX_SECONDS",
+    "boolean",
+    "callable_or_none",
+    "choice",
+    "integer",
+    "optional_seconds",
+    "seconds",
+]
+
+T = TypeVar("T")
+
+#: The longest duration any option takes (about 31 years): a larger number is
+#: a unit mistake, and C's int64 nanoseconds overflow not far beyond it.
+MAX_SECONDS = 1e9
+
+
+def _fail(owner: str | None, name: str, need: str, value: object) -> ConfigError:
+    prefix = f"{owner}: " if owner else ""
+    return ConfigError(f"{prefix}{name} must be {need}, got {value!r}")
+
+
+def seconds(name: str, value: object, *, allow_zero: bool = True, or_none: bool = False,
+            owner: str | None = None) -> float:
+    """A duration: a finite number of seconds >= 0 (> 0 without ``allow_zero``),
+    at most MAX_SECONDS; ``or_none`` only changes the message (see optional_seconds)."""
+    if (isinstance(value, bool) or not isinstance(value, (int, float))
+            or math.isnan(value) or value > MAX_SECONDS or value < 0
+            or (value == 0 and not allow_zero)):
+        need = "a finite number of seconds" + (" >= 0" if allow_zero else " > 0")
+        if or_none:
+            need += " or None"
+        need += f" (at most {MAX_SECONDS:g})"
+        raise _fail(owner, name, need, value)
+    return float(value)
+
+
+def optional_seconds(name: str, value: object, *, allow_zero: bool = False,
+                     owner: str | None = None) -> float | None:
+    """A duration, or None for "no limit"."""
+    if value is None:
+        return None
+    return seconds(name, value, allow_zero=allow_zero, or_none=True, owner=owner)
+
+
+def integer(name: str, value: object, minimum: int, *, owner: str | None = None,
+            maximum: int | None = None) -> int:
+    """An int (not a bool) >= ``minimum`` (and <= ``maximum``)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum \
+            or (maximum is not None and value > maximum):
+        need = f"an integer >= {minimum}" + (f" and <= {maximum}" if maximum is not None
+                                             else "")
+        raise _fail(owner, name, need, value)
+    return value
+
+
+def boolean(name: str, value: object, *, owner: str | None = None) -> bool:
+    """True or False (not 0/1: a typo of another option's value)."""
+    if not isinstance(value, bool):
+        raise _fail(owner, name, "True or False", value)
+    return value
+
+
+def choice(name: str, value: T, allowed: tuple[T, ...], *, owner: str | None = None) -> T:
+    """One of ``allowed``."""
+    if value not in allowed:
+        raise _fail(owner, name, " or ".join(repr(a) for a in allowed), value)
+    return value
+
+
+def callable_or_none(name: str, value: object, *, owner: str | None = None,
+                     ) -> Callable[..., Any] | None:
+    """A callable, or None."""
+    if value is not None and not callable(value):
+        raise _fail(owner, name, "callable or None", value)
+    return value  # type: ignore[return-value]

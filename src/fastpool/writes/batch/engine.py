@@ -1,0 +1,575 @@
+"""The batcher's engine: the queue, the flusher threads, and committing a
+batch through the transaction runner (isolating or bisecting a failing write,
+retrying conflicts). Also its interpreter-exit and fork handling."""
+
+from __future__ import annotations
+
+import atexit
+import copy
+import logging
+import os
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any
+
+from fastpool.errors import ErrorKind
+from fastpool.sqltext.tables import access
+from fastpool.transaction import Outcome, attempt
+from fastpool.writes.batch.dialects import RELEASE, ROLLBACK_TO, SAVEPOINT, Dialect, dialect_for
+from fastpool.writes.batch.histogram import Counters, bucket_value, quantile
+from fastpool.writes.batch.results import BatcherClosed, BatcherFull, BatchResult, BatchStats
+
+if TYPE_CHECKING:
+    from fastpool.source import ConnectionSource
+
+__all__ = ["Engine", "Item", "thread_lock"]
+
+logger = logging.getLogger("fastpool")
+
+class Item:
+    """One submitted write and, once its batch is done, its outcome."""
+
+    __slots__ = ("abandoned", "chained", "error", "future", "key", "next_waiter", "params",
+                 "result", "seq", "sql", "t0", "waiter")
+
+    def __init__(self, sql: str, params: Any, key: Any, t0: int) -> None:
+        self.sql = sql
+        self.params = params
+        self.key = key
+        self.t0 = t0
+        self.seq = 0
+        self.waiter: Any = None          # execute(): the caller's lock
+        self.next_waiter: Any = None     # the lock this caller releases once woken
+        self.chained = False             # in its batch's wake-up chain
+        self.abandoned = False           # its caller stopped waiting (interrupted)
+        self.future: Future[BatchResult] | None = None
+        self.result: BatchResult | None = None
+        self.error: BaseException | None = None
+
+
+_tls = threading.local()
+
+
+def thread_lock() -> Any:
+    """This thread's wake-up lock for ``execute`` (held while not waiting;
+    the flusher releases it), or None in a flusher thread."""
+    try:
+        return _tls.lock
+    except AttributeError:
+        lock = _tls.lock = threading.Lock()
+        lock.acquire()
+        return lock
+
+
+_ITEM_KINDS = frozenset({ErrorKind.QUERY, ErrorKind.OTHER, ErrorKind.CONFIG, ErrorKind.AUTH,
+                         ErrorKind.UNREACHABLE})
+_NEVER = 1 << 62
+
+
+class Engine:
+    """The queue, the flushers and their counters. Flusher threads hold this,
+    not the Batcher, so that an abandoned Batcher can be collected."""
+
+    def __init__(self, pool: ConnectionSource, *, max_batch: int, max_delay: float, flushers: int,
+                 max_pending: int | None, on_full: str, full_timeout: float | None,
+                 max_retries: int, name: str, backoff: Callable[[int], float]) -> None:
+        self.pool = pool
+        self.name = name
+        self.max_batch = max_batch
+        self.max_delay_ns = int(max_delay * 1e9)
+        self.max_pending = max_pending if max_pending is not None else _NEVER
+        self.raise_when_full = on_full == "raise"
+        self.full_timeout = full_timeout
+        self.max_retries = max_retries
+        #: Seconds to wait before retry n (1, 2, ...) of a batch.
+        self.backoff = backoff
+        self.dialect: Dialect | None = None
+
+        self.lock = threading.Lock()
+        self.work = threading.Condition(self.lock)   # flushers wait for writes
+        self.room = threading.Condition(self.lock)   # submitters wait for room
+        self.done = threading.Condition(self.lock)   # flush()/close() wait for batches
+        self.queue: deque[Item] = deque()
+        self.seq = 0
+        self.pending = 0
+        self.sleeping = 0        # flushers waiting in take()
+        self.room_waiters = 0
+        self.flushing = 0        # flush()/close() calls waiting: no max_delay wait
+        self.closing = False
+        self.inflight: dict[int, int] = {}    # flusher -> lowest seq of its batch
+        self.submitted = self.committed = self.failed = self.cancelled = self.batches = 0
+        self.counters = [Counters(max_batch) for _ in range(flushers)]
+        self.sort_warned = False
+        self.threads = [
+            threading.Thread(target=_flusher_main, args=(self, i), daemon=True,
+                             name=f"fastpool-batch-{name}-{i}")
+            for i in range(flushers)]
+        for t in self.threads:
+            t.start()
+        _engines.add(self)
+
+    def reinit_after_fork(self) -> None:
+        """In a forked child: the queued writes are the parent's (its flushers
+        commit them); start empty, with new locks and new flushers."""
+        self.lock = threading.Lock()  # may have been held by a parent's thread
+        self.work = threading.Condition(self.lock)
+        self.room = threading.Condition(self.lock)
+        self.done = threading.Condition(self.lock)
+        self.queue = deque()
+        self.pending = self.sleeping = self.room_waiters = self.flushing = 0
+        self.inflight = {}
+        self.submitted = self.committed = self.failed = self.cancelled = self.batches = 0
+        n = len(self.threads)
+        self.counters = [Counters(self.max_batch) for _ in range(n)]
+        self.threads = [] if self.closing else [
+            threading.Thread(target=_flusher_main, args=(self, i), daemon=True,
+                             name=f"fastpool-batch-{self.name}-{i}")
+            for i in range(n)]
+        for t in self.threads:
+            t.start()
+
+    # ---- submitting ---------------------------------------------------------
+
+    def enqueue(self, item: Item) -> None:
+        with self.lock:
+            if self.closing:
+                raise BatcherClosed(f"batcher {self.name!r} is closed")
+            if self.pending >= self.max_pending:
+                if getattr(_tls, "flusher", False):
+                    # A done-callback submitting from a flusher: waiting would
+                    # stop the very thread that makes room.
+                    raise BatcherFull(f"batcher {self.name!r} is full ({self.pending} writes "
+                                      "pending) and a flusher thread cannot wait for room")
+                self._wait_for_room()
+            self.seq += 1
+            item.seq = self.seq
+            q = self.queue
+            q.append(item)
+            self.pending += 1
+            self.submitted += 1
+            if self.sleeping and (len(q) == 1 or len(q) == self.max_batch):
+                self.work.notify()
+
+    def _wait_for_room(self) -> None:
+        """With the lock held: wait (or refuse) while ``max_pending`` are pending."""
+        state = f"{self.pending} writes pending (max_pending={self.max_pending})"
+        if self.raise_when_full:
+            raise BatcherFull(f"batcher {self.name!r} is full: {state}, on_full='raise'")
+        deadline = None if self.full_timeout is None else time.monotonic() + self.full_timeout
+        self.room_waiters += 1
+        try:
+            while self.pending >= self.max_pending and not self.closing:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise BatcherFull(f"batcher {self.name!r} stayed full for "
+                                      f"{self.full_timeout:g} s (full_timeout): {state}")
+                self.room.wait(remaining)
+        finally:
+            self.room_waiters -= 1
+        if self.closing:
+            raise BatcherClosed(f"batcher {self.name!r} was closed while waiting for room")
+
+    # ---- the flusher's side ---------------------------------------------------
+
+    def take(self, me: int) -> list[Item] | None:
+        """Wait for a batch to flush; None when closed and nothing is queued."""
+        with self.lock:
+            q = self.queue
+            while True:
+                if q:
+                    if not self.inflight or len(q) >= self.max_batch or self.closing \
+                            or self.flushing:
+                        break
+                    # Another flusher's commit is in flight: start a parallel
+                    # batch only once the oldest write has waited max_delay.
+                    wait = q[0].t0 + self.max_delay_ns - time.monotonic_ns()
+                    if wait <= 0:
+                        break
+                    timeout: float | None = wait / 1e9
+                elif self.closing:
+                    return None
+                else:
+                    timeout = None
+                self.sleeping += 1
+                try:
+                    self.work.wait(timeout)
+                finally:
+                    self.sleeping -= 1
+            if len(q) <= self.max_batch:
+                batch = list(q)
+                q.clear()
+            else:
+                batch = [q.popleft() for _ in range(self.max_batch)]
+            self.inflight[me] = batch[0].seq
+            self.batches += 1
+            if q and self.sleeping:
+                self.work.notify()  # more than a batch was queued: a second flusher may start
+        self.counters[me].sizes[len(batch)] += 1
+        return batch
+
+    def finish(self, me: int, batch: list[Item], cancelled: int) -> None:
+        """Count a resolved batch, then wake its callers.
+
+        ``execute`` callers are woken as a chain: the flusher releases the
+        first one, which releases the next as soon as it runs, and so on.
+        Waking a whole batch at once would make its threads and the flusher
+        fight for the GIL: each of the flusher's next I/O waits would then
+        queue behind all of them.
+        """
+        now = time.monotonic_ns()
+        counters = self.counters[me]
+        committed = 0
+        for it in batch:
+            if it.error is None and it.result is not None:
+                committed += 1
+                counters.record_latency((now - it.t0) // 1000)
+        first = None
+        with self.lock:
+            prev = None
+            for it in batch:
+                if it.waiter is not None and not it.abandoned:
+                    it.chained = True
+                    if prev is None:
+                        first = it.waiter
+                    else:
+                        prev.next_waiter = it.waiter
+                    prev = it
+        if first is not None:
+            first.release()
+        # Every future is resolved before flush() can see the batch done, and
+        # a done-callback that raises (even a BaseException) stops none of them.
+        for it in batch:
+            future = it.future
+            if future is None:
+                continue  # not running: cancelled
+            try:
+                if it.error is None:
+                    future.set_result(it.result)  # type: ignore[arg-type]
+                else:
+                    future.set_exception(it.error)
+            except BaseException:
+                logger.exception("fastpool: batcher %r: a done-callback failed", self.name)
+        with self.lock:
+            self.pending -= len(batch)
+            self.committed += committed
+            self.cancelled += cancelled
+            self.failed += len(batch) - committed - cancelled
+            del self.inflight[me]
+            if self.room_waiters:
+                self.room.notify(len(batch))
+            if self.flushing:
+                self.done.notify_all()
+
+    def abandon(self, item: Item) -> None:
+        """An ``execute`` caller stopped waiting (interrupted): keep the wake-up
+        chain going without it."""
+        with self.lock:
+            if not item.chained:
+                item.abandoned = True  # finish() will leave it out of the chain
+                return
+            nxt, item.next_waiter = item.next_waiter, None
+        if nxt is not None:
+            nxt.release()
+
+    def unresolved_below(self, target: int) -> bool:
+        """With the lock held: is any write with seq <= target unresolved?"""
+        if self.queue and self.queue[0].seq <= target:
+            return True
+        return any(low <= target for low in self.inflight.values())
+
+    # ---- flush / close ----------------------------------------------------------
+
+    def wait_resolved(self, target: int, timeout: float | None, what: str) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self.lock:
+            self.flushing += 1
+            if self.sleeping:
+                self.work.notify_all()
+            try:
+                while self.unresolved_below(target):
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        raise TimeoutError(
+                            f"batcher {self.name!r}: {what} timed out after {timeout:g} s "
+                            f"with {self.pending} writes pending")
+                    self.done.wait(remaining)
+            finally:
+                self.flushing -= 1
+
+    def close(self, timeout: float | None) -> None:
+        with self.lock:
+            self.closing = True
+            target = self.seq
+            self.work.notify_all()
+            self.room.notify_all()
+        me = threading.current_thread()
+        if me in self.threads:
+            return  # closed from a done-callback: the flusher drains on its way out
+        self.wait_resolved(target, timeout, "close")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for t in self.threads:
+            t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+
+    def close_soon(self) -> None:
+        """The Batcher was garbage-collected: flush in the background, then stop."""
+        with self.lock:
+            self.closing = True
+            self.work.notify_all()
+            self.room.notify_all()
+
+    # ---- running a batch ----------------------------------------------------------
+
+    def flush_batch(self, me: int, batch: list[Item]) -> None:
+        """Commit ``batch`` (or fail its writes); always resolves every write."""
+        cancelled = 0
+        live = []
+        for it in batch:
+            if it.future is not None and not it.future.set_running_or_notify_cancel():
+                it.future = None  # cancelled: nothing to resolve
+                cancelled += 1
+            else:
+                live.append(it)
+        try:
+            if live:
+                # Writes invalidate the pool's result cache, before and after the commit.
+                with self.pool.writing(self.tables_written({it.sql for it in live})):
+                    self.commit_items(me, live)
+        except BaseException as exc:  # a bug of ours: never leave a caller hanging
+            logger.exception("fastpool: batcher %r failed to run a batch", self.name)
+            for it in live:
+                if it.error is None and it.result is None:
+                    it.error = _copy_error(exc)
+            raise
+        finally:
+            self.finish(me, batch, cancelled)
+
+    def groups(self, items: list[Item]) -> list[tuple[str, list[Item]]]:
+        """Writes grouped by statement (groups in order of their first write),
+        each group in key order when keys were given, else in submission order."""
+        by_sql: dict[str, list[Item]] = {}
+        keyed = False
+        for it in items:
+            group = by_sql.get(it.sql)
+            if group is None:
+                by_sql[it.sql] = [it]
+            else:
+                group.append(it)
+            if it.key is not None:
+                keyed = True
+        if keyed:
+            for sql, group in by_sql.items():
+                if any(it.key is None for it in group):
+                    continue  # partly keyed: submission order (an unkeyed write has no place)
+                try:  # stable: writes of the same key keep their order
+                    by_sql[sql] = sorted(group, key=lambda it: it.key)
+                except TypeError as exc:
+                    if not self.sort_warned:
+                        self.sort_warned = True
+                        logger.warning("fastpool: batcher %r: keys cannot be ordered (%s); "
+                                       "keeping submission order", self.name, exc)
+        return list(by_sql.items())
+
+    def tables_written(self, sqls: set[str]) -> Iterator[str]:
+        """The tables these statements write (parsed only if the source's
+        result cache asks: ``writing()`` iterates it lazily)."""
+        try:
+            dialect = self.pool.adapter.dialect
+        except RuntimeError:  # a custom factory that has not connected yet
+            dialect = None
+        for sql in sqls:
+            yield from access(sql, dialect).writes
+
+    def commit_items(self, me: int, items: list[Item]) -> None:
+        """One transaction for ``items`` through the transaction runner
+        (``fastpool.transaction.attempt``), retried, isolated or split as
+        needed; sets each write's result or error."""
+        counters = self.counters[me]
+        groups = self.groups(items)
+        careful = False
+        retry = 0
+
+        def body(conn: Any) -> None:
+            dialect = self.dialect
+            if dialect is None:
+                dialect = self.dialect = dialect_for(self.pool.adapter)
+            for sql, group in groups:
+                if careful:
+                    self.isolate(dialect, conn, sql, group)
+                else:
+                    results = dialect.run(conn, sql, [it.params for it in group])
+                    for it, res in zip(group, results, strict=True):
+                        it.result = res
+
+        while True:
+            for it in items:
+                it.result = it.error = None
+            try:
+                done = attempt(self.pool, body, write=True,
+                               what=f"a batch of {len(items)} writes (batcher {self.name!r})")
+            except Exception as exc:  # no connection: pool closed, timed out, cannot connect
+                _fail(items, exc)
+                return
+            except BaseException:
+                # Rolled back (the pool does it on release): no result stands.
+                for it in items:
+                    it.result = None
+                raise
+            if done.outcome is Outcome.COMMITTED:
+                return
+            error = done.error
+            assert error is not None
+            if done.kind is ErrorKind.RETRYABLE:
+                counters.conflicts += 1
+            if done.outcome is Outcome.UNKNOWN:
+                # Each write not already failed on its own gets its own copy.
+                for it in items:
+                    if it.error is None:
+                        it.error = _copy_error(error)
+                    it.result = None
+                return
+            if done.outcome is Outcome.RETRY:
+                retry += 1
+                if retry > self.max_retries:
+                    _fail(items, error)
+                    return
+                counters.retries += 1
+                time.sleep(self.backoff(retry))
+                continue
+            # FAILED: a write's own error (or one the driver cannot place).
+            if not careful and not done.at_commit:
+                careful = True
+                counters.isolations += 1
+                continue
+            if len(items) > 1:
+                # Failed at COMMIT (a deferred constraint) or outside the
+                # savepoints: nothing was committed; find the bad write by
+                # bisecting across transactions.
+                mid = len(items) // 2
+                self.commit_items(me, items[:mid])
+                self.commit_items(me, items[mid:])
+                return
+            _fail(items, error)
+            return
+
+    def isolate(self, dialect: Dialect, conn: Any, sql: str, group: list[Item]) -> None:
+        """Run a statement group under a savepoint; on a write's error roll back
+        to it and bisect, so only the failing writes get an error."""
+        dialect.command(conn, SAVEPOINT)
+        try:
+            results = dialect.run(conn, sql, [it.params for it in group])
+        except Exception as exc:
+            if self.pool.classify(exc) not in _ITEM_KINDS:
+                raise  # the transaction's problem (conflict, lost connection)
+            dialect.command(conn, ROLLBACK_TO)
+            dialect.command(conn, RELEASE)
+            if len(group) == 1:
+                group[0].error = exc
+                return
+            mid = len(group) // 2
+            self.isolate(dialect, conn, sql, group[:mid])
+            self.isolate(dialect, conn, sql, group[mid:])
+            return
+        dialect.command(conn, RELEASE)
+        for it, res in zip(group, results, strict=True):
+            it.result = res
+
+    # ---- statistics -----------------------------------------------------------------
+
+    def stats(self, reset: bool) -> BatchStats:
+        with self.lock:
+            counts = (self.submitted, self.committed, self.failed, self.cancelled,
+                      self.pending, len(self.queue), self.batches)
+            if reset:
+                self.submitted = self.pending  # what is pending is still to be counted
+                self.committed = self.failed = self.cancelled = 0
+                self.batches = 0
+        sizes = [0] * (self.max_batch + 1)
+        latency: list[int] = []
+        retries = conflicts = isolations = 0
+        for c in self.counters:
+            for i, n in enumerate(c.sizes):
+                sizes[i] += n
+            lat = list(c.latency)
+            if len(lat) > len(latency):
+                latency.extend([0] * (len(lat) - len(latency)))
+            for i, n in enumerate(lat):
+                latency[i] += n
+            retries += c.retries
+            conflicts += c.conflicts
+            isolations += c.isolations
+            if reset:
+                c.sizes = [0] * (self.max_batch + 1)
+                c.latency = []
+                c.retries = c.conflicts = c.isolations = 0
+        taken = sum(sizes)
+        mean = sum(i * n for i, n in enumerate(sizes)) / taken if taken else 0.0
+        p50 = bucket_value(quantile(latency, 0.50)) / 1e6 if any(latency) else 0.0
+        p99 = bucket_value(quantile(latency, 0.99)) / 1e6 if any(latency) else 0.0
+        return BatchStats(
+            submitted=counts[0], committed=counts[1], failed=counts[2], cancelled=counts[3],
+            pending=counts[4], queued=counts[5], batches=counts[6], batch_size_mean=mean,
+            batch_size_p99=quantile(sizes, 0.99), latency_p50=p50, latency_p99=p99,
+            retries=retries, conflicts=conflicts, isolations=isolations)
+
+
+def _copy_error(exc: BaseException) -> BaseException:
+    """A separate instance of ``exc`` per caller (each raise grows a traceback)."""
+    try:
+        dup = copy.copy(exc)
+    except Exception:
+        return exc
+    dup.__cause__ = exc.__cause__
+    dup.__traceback__ = exc.__traceback__
+    return dup
+
+
+def _fail(items: list[Item], exc: BaseException) -> None:
+    for it in items:
+        it.result = None
+        it.error = _copy_error(exc)
+
+
+def _flusher_main(engine: Engine, me: int) -> None:
+    _tls.lock = None  # execute() from a flusher (a done-callback) would wait on itself
+    _tls.flusher = True
+    while True:
+        batch = engine.take(me)
+        if batch is None:
+            return
+        try:
+            engine.flush_batch(me, batch)
+        except BaseException:  # logged; each write of the batch got an error
+            # The thread lives on: it is the only one that commits this
+            # flusher's share of the writes.
+            continue
+
+
+_engines: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def _close_all_at_exit() -> None:
+    """atexit: commit what every live batcher still has pending."""
+    from fastpool.writes.batch import Batcher  # its EXIT_TIMEOUT, which tests may shorten
+
+    for engine in list(_engines):
+        try:
+            engine.close(Batcher.EXIT_TIMEOUT)
+        except Exception as exc:
+            logger.error("fastpool: batcher %r: writes still pending at exit: %s",
+                         engine.name, exc)
+
+
+atexit.register(_close_all_at_exit)
+
+
+def _after_fork_in_child() -> None:
+    for engine in list(_engines):
+        engine.reinit_after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,236 @@
+"""Bulk loading: stream rows into a table the fastest way each database takes them.
+
+>>> rows = ((i, f"name-{i}", i * 0.5) for i in range(1_000_000))   # any iterable
+>>> bulk.copy_rows(pool, "items", ["id", "name", "score"], rows)
+1000000
+>>> bulk.copy_records(pool, "items", [{"id": 1, "name": "a", "score": 2.0}],
+...                   on_conflict=("id",))                            # upsert
+1
+
+- **PostgreSQL**: ``COPY ... FROM STDIN`` in binary format, the column types
+  read from the catalog and the rows encoded by a compiled encoder
+  (``fastpool._bulkenc``) that writes what psycopg's binary dumpers would;
+  values of types it has no fast path for go through psycopg's dumper for
+  the column's type. Tables with a column psycopg cannot dump in binary (or
+  ``pg_format="text"``, which the CLI uses for CSV strings) take text COPY,
+  where the server parses each value.
+- **MySQL / MariaDB**: multi-row ``INSERT`` statements, each under the
+  server's ``max_allowed_packet`` (read from the server, or ``max_packet=``);
+  the values become the literals mysqlclient's own ``executemany`` would send.
+- **SQLite**: ``executemany`` in chunks.
+
+Every load is one transaction: all rows or none. A row of the wrong width, a
+record with a missing or extra key, or a value its column cannot take raises
+``RowError`` (a ValueError) naming the row's index; a table or column that
+does not exist raises the driver's own error. Either way nothing is loaded and
+the connection goes back to the pool healthy. Rows are read from the iterable
+chunk by chunk, so memory stays bounded however many there are.
+
+With ``on_conflict=("id",)`` rows whose key exists update the other columns
+(the last of several rows with one key wins): PostgreSQL copies into a
+temporary staging table, then ``INSERT ... SELECT ... ON CONFLICT (id) DO
+UPDATE``; MySQL uses ``ON DUPLICATE KEY UPDATE`` (on whichever unique key
+conflicts); SQLite ``ON CONFLICT (id) DO UPDATE``.
+
+Values are sent as the drivers send them: a naive datetime into a PostgreSQL
+``timestamptz`` column is refused as psycopg refuses it (give it a tzinfo, or
+use ``pg_format="text"``); MySQL gets an aware datetime's wall-clock time, and
+a pool's custom mysqlclient ``conv`` encoders are not consulted for int,
+float, str, bool, None, date and datetime values.
+"""
+
+from __future__ import annotations
+
+import itertools
+import operator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from fastpool.errors import ConfigError
+from fastpool.writes.bulk.common import (
+    DEFAULT_CHUNK_ROWS,
+    ErrorFactory,
+    Progress,
+    RowError,
+    encoder_impl,
+)
+
+if TYPE_CHECKING:
+    from fastpool.source import ConnectionSource
+
+__all__ = ["DEFAULT_CHUNK_ROWS", "RowError", "copy_records", "copy_rows", "encoder_impl"]
+
+Table = str | tuple[str, str]
+
+
+# ---- validation -------------------------------------------------------------
+
+def _name(what: str, name: object) -> str:
+    if not isinstance(name, str) or not name or "\x00" in name:
+        raise ConfigError(f"{what} must be a non-empty string without NUL, got {name!r}")
+    return name
+
+
+def _table(table: object) -> tuple[str, ...]:
+    """``"t"`` or ``("schema", "t")`` as a tuple of names (each one identifier)."""
+    if isinstance(table, tuple) and len(table) == 2:
+        return (_name("table schema", table[0]), _name("table name", table[1]))
+    if isinstance(table, str):
+        return (_name("table", table),)
+    raise ConfigError(f"table must be a name or a (schema, name) tuple, got {table!r}")
+
+
+def _columns(columns: object) -> list[str]:
+    if isinstance(columns, (str, bytes)) or not isinstance(columns, Iterable):
+        raise ConfigError(f"columns must be a list of column names, got {columns!r}")
+    names = [_name("a column name", c) for c in columns]
+    if not names:
+        raise ConfigError("columns must name at least one column")
+    dups = sorted({c for c in names if names.count(c) > 1})
+    if dups:
+        raise ConfigError(f"columns are named more than once: {', '.join(dups)}")
+    return names
+
+
+def _conflict_keys(on_conflict: object, columns: list[str]) -> list[str]:
+    if on_conflict is None:
+        return []
+    if isinstance(on_conflict, str):
+        on_conflict = (on_conflict,)
+    keys = _columns(on_conflict)
+    missing = [k for k in keys if k not in columns]
+    if missing:
+        raise ConfigError(f"on_conflict names {', '.join(map(repr, missing))}, which "
+                         f"columns ({', '.join(columns)}) does not load")
+    return keys
+
+
+def _check_options(pg_format: object, progress: object, chunk_rows: object,
+                   max_packet: object) -> None:
+    if pg_format not in ("auto", "binary", "text"):
+        raise ConfigError(f"pg_format must be 'auto', 'binary' or 'text', got {pg_format!r}")
+    if progress is not None and not callable(progress):
+        raise ConfigError(f"progress must be callable or None, got {progress!r}")
+    if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1:
+        raise ConfigError(f"chunk_rows must be an integer >= 1, got {chunk_rows!r}")
+    if max_packet is not None and (isinstance(max_packet, bool)
+                                   or not isinstance(max_packet, int) or max_packet < 1024):
+        raise ConfigError(f"max_packet must be None or an integer >= 1024, got {max_packet!r}")
+
+
+# ---- public API ---------------------------------------------------------------
+
+def copy_rows(source: ConnectionSource, table: Table, columns: Sequence[str],
+              rows: Iterable[Any], *,
+              on_conflict: Sequence[str] | None = None, pg_format: str = "auto",
+              progress: Progress | None = None, chunk_rows: int = DEFAULT_CHUNK_ROWS,
+              max_packet: int | None = None) -> int:
+    """Load ``rows`` (any iterable of tuples or lists, e.g. a generator) into
+    ``table``'s ``columns`` in one transaction; returns the number of rows.
+
+    ``table`` is a name, or a ``(schema, name)`` tuple; names are quoted as
+    identifiers (never split on dots). ``on_conflict``: key columns for an
+    upsert (see the module docstring). ``progress(rows_done)`` is called
+    after each chunk of at most ``chunk_rows`` rows. ``pg_format``:
+    PostgreSQL's COPY format, ``"auto"`` (binary unless a column's type has
+    no binary dumper), ``"binary"`` or ``"text"`` (for rows of strings to be
+    parsed by the server, like CSV fields). ``max_packet``: MySQL statement
+    size limit instead of the server's ``max_allowed_packet``.
+
+    Raises RowError for a bad row (nothing is loaded) and the driver's error
+    for a table or column that does not exist.
+    """
+    names = _table(table)
+    cols = _columns(columns)
+    keys = _conflict_keys(on_conflict, cols)
+    _check_options(pg_format, progress, chunk_rows, max_packet)
+    if isinstance(rows, (str, bytes, Mapping)) or not isinstance(rows, Iterable):
+        raise ConfigError(f"rows must be an iterable of rows (tuples or lists), got "
+                         f"{type(rows).__name__}")
+    return _load(source, names, cols, iter(rows), keys, pg_format, progress, chunk_rows,
+                 max_packet, "rows")
+
+
+def copy_records(source: ConnectionSource, table: Table, records: Iterable[Mapping[str, Any]],
+                 columns: Sequence[str] | None = None, *,
+                 on_conflict: Sequence[str] | None = None, pg_format: str = "auto",
+                 progress: Progress | None = None, chunk_rows: int = DEFAULT_CHUNK_ROWS,
+                 max_packet: int | None = None) -> int:
+    """Load ``records`` (dicts, or any mappings) like ``copy_rows``.
+
+    ``columns`` defaults to the first record's keys. Every record must have
+    exactly those keys: a missing or an extra one raises RowError naming the
+    record's index, and nothing is loaded. With no records and no
+    ``columns``, nothing is done and 0 is returned.
+    """
+    names = _table(table)
+    _check_options(pg_format, progress, chunk_rows, max_packet)
+    if isinstance(records, (str, bytes, Mapping)) or not isinstance(records, Iterable):
+        raise ConfigError(f"records must be an iterable of dicts, got {type(records).__name__}")
+    it: Iterator[Any] = iter(records)
+    if columns is None:
+        first = next(it, _END)
+        if first is _END:
+            return 0
+        if not isinstance(first, Mapping):
+            raise RowError(f"records[0] is a {type(first).__name__}, not a dict", 0)
+        columns = list(first)
+        it = itertools.chain([first], it)
+    cols = _columns(columns)
+    keys = _conflict_keys(on_conflict, cols)
+    return _load(source, names, cols, _records_to_rows(it, cols), keys, pg_format, progress,
+                 chunk_rows, max_packet, "records")
+
+
+_END: Any = object()
+
+
+def _records_to_rows(records: Iterator[Any], columns: list[str]) -> Iterator[tuple[Any, ...]]:
+    get = operator.itemgetter(*columns)
+    n = len(columns)
+    for i, record in enumerate(records):
+        try:
+            values = get(record)
+        except (KeyError, TypeError, IndexError):
+            raise _record_error(i, record, columns) from None
+        if len(record) != n:
+            raise _record_error(i, record, columns)
+        yield (values,) if n == 1 else values
+
+
+def _record_error(i: int, record: Any, columns: list[str]) -> RowError:
+    if not isinstance(record, Mapping):
+        return RowError(f"records[{i}] is a {type(record).__name__}, not a dict; "
+                        "nothing was loaded", i)
+    missing = [c for c in columns if c not in record]
+    extra = [k for k in record if k not in columns]
+    problems = []
+    if missing:
+        problems.append(f"lacks {', '.join(map(repr, missing))}")
+    if extra:
+        problems.append(f"has unexpected key(s) {', '.join(map(repr, extra))}")
+    return RowError(f"records[{i}] {' and '.join(problems)} (columns: {', '.join(columns)}); "
+                    "nothing was loaded", i)
+
+
+def _load(source: ConnectionSource, table: tuple[str, ...], columns: list[str],
+          rows: Iterator[Any], keys: list[str], pg_format: str, progress: Progress | None,
+          chunk_rows: int, max_packet: int | None, label: str) -> int:
+    error = ErrorFactory(label, columns)
+    # The load's table: its cached results are dropped before and after.
+    with source.writing([table[-1]]), source.connection() as conn:
+        client = source.adapter
+        client.require("bulk loads", "copy_rows/copy_records")
+        if client.kind == "postgresql":
+            from fastpool.writes.bulk.postgres import copy_postgres
+
+            return copy_postgres(conn, table, columns, rows, keys, pg_format, progress,
+                                 chunk_rows, error)
+        if client.kind == "mysql":
+            from fastpool.writes.bulk.mysql import copy_mysql
+
+            return copy_mysql(conn, table, columns, rows, keys, progress, chunk_rows,
+                              max_packet, error)
+        from fastpool.writes.bulk.sqlite import copy_sqlite
+
+        return copy_sqlite(conn, table, columns, rows, keys, progress, chunk_rows, error)
