@@ -89,4 +89,4 @@ def callable_or_none(name: str, value: object, *, owner: str | None = None,
     """A callable, or None."""
     if value is not None and not callable(value):
         raise _fail(owner, name, "callable or None", value)
-    return value  # type: ignore[return-value]
+    return value

@@ -63,6 +63,7 @@ from fastpool.errors import (
     TransactionAborted,
     TransactionOutcomeUnknown,
 )
+from fastpool.options import callable_or_none, integer
 from fastpool.source import ConnectionSource
 
 __all__ = [
@@ -257,14 +258,11 @@ def _check_fn(fn: object) -> None:
 
 
 def _check_retries(retries: object) -> int:
-    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-        raise ConfigError(f"retries must be an integer >= 0, got {retries!r}")
-    return retries
+    return integer("retries", retries, 0)
 
 
 def _check_finished(finished: object) -> None:
-    if finished is not None and not callable(finished):
-        raise ConfigError(f"finished must be callable or None, got {finished!r}")
+    callable_or_none("finished", finished)
 
 
 def _check_stats(stats: object) -> None:

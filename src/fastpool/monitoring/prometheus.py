@@ -50,9 +50,9 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from fastpool.pool import registry as _registry
 from fastpool.errors import ConfigError
 from fastpool.monitoring.snapshot import histogram, pools, read
+from fastpool.pool import registry as _registry
 
 __all__ = ["PrometheusCollector", "register_prometheus"]
 

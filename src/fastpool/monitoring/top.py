@@ -24,6 +24,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from fastpool.errors import FastpoolError
+
 __all__ = ["TopError", "fetch_endpoint", "format_seconds", "render", "wait_buckets", "watch"]
 
 Snapshot = Mapping[str, Any]
@@ -36,7 +38,7 @@ BAR_WIDTH = 18
 MAX_SITE = 64
 
 
-class TopError(Exception):
+class TopError(FastpoolError):
     """The snapshot could not be read (endpoint unreachable, not fastpool JSON...)."""
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from fastpool import _core
@@ -29,12 +29,18 @@ from fastpool.writes.bulk import Table, copy_records, copy_rows
 if TYPE_CHECKING:
     from fastpool.query.observe import Action, NPlusOneGuard
 
+    # A mixin: in ``Pool`` it sits before the policy and the core, whose
+    # acquire/release/classify/adapter make it a ConnectionSource.
+    _Composed = PoolPolicy
+else:
+    _Composed = object
+
 __all__ = ["Pool", "PoolFeatures", "create_pool"]
 
 R = TypeVar("R")
 
 
-class PoolFeatures:
+class PoolFeatures(_Composed):
     """The features a pool offers; each method delegates to its module.
 
     Listed before the policy in ``Pool``'s bases; its ``__init__`` takes the
@@ -42,7 +48,6 @@ class PoolFeatures:
     """
 
     _queries: QueryLayer
-    name: str
 
     def __init__(self, connect: Callable[[], Any] | None = None, *,
                  statement_cache_size: int = 256, result_cache_entries: int = 10_000,

@@ -32,11 +32,11 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from fastpool.errors import ConfigError, ErrorKind
-from fastpool.options import integer
+from fastpool.options import integer, seconds
 from fastpool.query.observe import QueryObserver
 from fastpool.query.results import ResultCache, cache_key, fold_names
 from fastpool.query.statements import StatementCache
@@ -139,6 +139,7 @@ class QueryLayer:
         # The client adapter, learnt at the first call (a custom factory's
         # client is known only once it has connected).
         self._client: Client | None = None
+        self._committer: Callable[[Any], None] = _no_client
         self.dialect: str | None = None
         # Writes made with conn= whose transaction has not ended yet:
         # id(conn) -> (weak ref to conn, tables). Their tables are not cached.
@@ -162,6 +163,7 @@ class QueryLayer:
         client = source.adapter
         client.require("query helpers", "the query helpers")
         self._client = client
+        self._committer = client.commit
         self.dialect = client.dialect
         # psycopg's own autocommit flag, when this psycopg has it (see _switch_flag).
         self._pg_flag = client.kind == "postgresql" and isinstance(
@@ -213,7 +215,7 @@ class QueryLayer:
                    else conn.execute(sql, () if params is None else params))
             result = _extract(kind, cur)
             if standalone and conn.in_transaction:
-                self._client.commit(conn)  # type: ignore[union-attr]
+                self._committer(conn)
         elif client == "mysql":
             # Outside autocommit a standalone statement needs a COMMIT: sent in
             # the statement's own packet (mysqlclient enables multi-statements),
@@ -249,7 +251,7 @@ class QueryLayer:
             finally:
                 cur.close()
             if standalone:
-                self._client.commit(conn)  # type: ignore[union-attr]
+                self._committer(conn)
         return result
 
     def _run_pg(self, conn: Any, kind: str, sql: str, params: Any, info: _Info,
@@ -305,7 +307,8 @@ class QueryLayer:
                 self.results.end_write(info.writes)
         return self._standalone(source, kind, sql, params, info)
 
-    def _standalone(self, source: ConnectionSource, kind: str, sql: str, params: Any, info: _Info) -> Any:
+    def _standalone(self, source: ConnectionSource, kind: str, sql: str, params: Any,
+                    info: _Info) -> Any:
         retried = False
         while True:
             conn = source.acquire()
@@ -421,10 +424,12 @@ def _ref(conn: Any) -> Callable[[], Any]:
         return lambda: conn
 
 
+def _no_client(conn: Any) -> None:
+    raise RuntimeError("the query layer has not learnt its client yet")
+
+
 def _ttl(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ConfigError(f"cache_ttl must be a positive number of seconds, got {value!r}")
-    return float(value)
+    return seconds("cache_ttl", value, allow_zero=False)
 
 
 def _count(params: Any, kind: str) -> int:

@@ -39,7 +39,6 @@ import inspect
 import logging
 import math
 import os
-import re
 import sys
 import threading
 import warnings

@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from fastpool.errors import ConfigError
+from fastpool.options import integer
 from fastpool.sqltext.tables import ANY
 
 __all__ = ["ResultCache"]
@@ -102,10 +103,8 @@ class ResultCache:
 
     def __init__(self, max_entries: int = 10_000, max_bytes: int = 64 * 1024 * 1024,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        if not isinstance(max_entries, int) or isinstance(max_entries, bool) or max_entries < 1:
-            raise ConfigError(f"result_cache_entries must be a positive int, got {max_entries!r}")
-        if not isinstance(max_bytes, int) or isinstance(max_bytes, bool) or max_bytes < 1:
-            raise ConfigError(f"result_cache_bytes must be a positive int, got {max_bytes!r}")
+        integer("result_cache_entries", max_entries, 1)
+        integer("result_cache_bytes", max_bytes, 1)
         if not callable(clock):
             raise ConfigError(f"the result cache's clock must be callable, got {clock!r}")
         self.max_entries = max_entries

@@ -34,7 +34,7 @@ import weakref
 from collections import OrderedDict
 from typing import Any, NamedTuple
 
-from fastpool.errors import ConfigError
+from fastpool.options import integer
 
 __all__ = ["StatementCache"]
 
@@ -167,9 +167,7 @@ class StatementCache:
     """The pool's policy for prepared statements; the state lives on each connection."""
 
     def __init__(self, size: int) -> None:
-        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-            raise ConfigError(f"statement_cache_size must be an int >= 0, got {size!r}")
-        self.size = size
+        self.size = integer("statement_cache_size", size, 0)
         self.generation = 0
         self._live: weakref.WeakSet[Any] = weakref.WeakSet()
         self._retired = [0, 0, 0, 0]

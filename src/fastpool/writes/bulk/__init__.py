@@ -47,6 +47,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from fastpool.errors import ConfigError
+from fastpool.options import callable_or_none, choice, integer
 from fastpool.writes.bulk.common import (
     DEFAULT_CHUNK_ROWS,
     ErrorFactory,
@@ -107,15 +108,11 @@ def _conflict_keys(on_conflict: object, columns: list[str]) -> list[str]:
 
 def _check_options(pg_format: object, progress: object, chunk_rows: object,
                    max_packet: object) -> None:
-    if pg_format not in ("auto", "binary", "text"):
-        raise ConfigError(f"pg_format must be 'auto', 'binary' or 'text', got {pg_format!r}")
-    if progress is not None and not callable(progress):
-        raise ConfigError(f"progress must be callable or None, got {progress!r}")
-    if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1:
-        raise ConfigError(f"chunk_rows must be an integer >= 1, got {chunk_rows!r}")
-    if max_packet is not None and (isinstance(max_packet, bool)
-                                   or not isinstance(max_packet, int) or max_packet < 1024):
-        raise ConfigError(f"max_packet must be None or an integer >= 1024, got {max_packet!r}")
+    choice("pg_format", pg_format, ("auto", "binary", "text"))
+    callable_or_none("progress", progress)
+    integer("chunk_rows", chunk_rows, 1)
+    if max_packet is not None:
+        integer("max_packet", max_packet, 1024)
 
 
 # ---- public API ---------------------------------------------------------------
