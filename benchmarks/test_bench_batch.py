@@ -36,8 +36,8 @@ from typing import Any
 import pytest
 
 import fastpool
-from fastpool.writes.batch import Batcher
 from fastpool.drivers import PostgresDriver, from_url
+from fastpool.writes.batch import Batcher
 
 DURATION = float(os.environ.get("FASTPOOL_BENCH_DURATION", "3"))
 THREADS = 32

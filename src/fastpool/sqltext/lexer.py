@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import re
 
-__all__ = ["OTHER", "OP", "SPACE", "VALUE", "WORD", "Tokens", "normalize"]
+__all__ = ["OP", "OTHER", "SPACE", "VALUE", "WORD", "Tokens", "normalize"]
 
 #: Statements up to this many characters are cached (the same SQL text comes
 #: back millions of times); longer ones, typically carrying inline data, are
