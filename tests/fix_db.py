@@ -334,3 +334,17 @@ def db(request: pytest.FixtureRequest, pool_cls: Any) -> Db:
 def server_db(request: pytest.FixtureRequest, pool_cls: Any) -> Db:
     """The client/server backends, where connections can be killed."""
     return request.getfixturevalue(DB_FIXTURES[request.param])
+
+
+def two_tables(pool: Any, ph: str) -> None:
+    """Tables fp_rv_a and fp_rv_b, (id, n), with rows (1, 0) and (2, 0), made
+    through the pool's helpers (``ph``: the placeholder)."""
+    for t in ("fp_rv_a", "fp_rv_b"):
+        pool.execute(f"DROP TABLE IF EXISTS {t}")
+        pool.execute(f"CREATE TABLE {t} (id INTEGER PRIMARY KEY, n INTEGER)")
+        pool.executemany(f"INSERT INTO {t} VALUES ({ph}, {ph})", [(1, 0), (2, 0)])
+
+
+def drop_tables(pool: Any, *tables: str) -> None:
+    for t in tables:
+        pool.execute(f"DROP TABLE IF EXISTS {t}")

@@ -13,18 +13,7 @@ from typing import Any
 import pytest
 
 import fastpool.query.statements
-
-
-def _two_tables(pool: Any, ph: str) -> None:
-    for t in ("fp_rv_a", "fp_rv_b"):
-        pool.execute(f"DROP TABLE IF EXISTS {t}")
-        pool.execute(f"CREATE TABLE {t} (id INTEGER PRIMARY KEY, n INTEGER)")
-        pool.executemany(f"INSERT INTO {t} VALUES ({ph}, {ph})", [(1, 0), (2, 0)])
-
-
-def _drop(pool: Any, *tables: str) -> None:
-    for t in tables:
-        pool.execute(f"DROP TABLE IF EXISTS {t}")
+from tests.fix_db import drop_tables, two_tables
 
 
 def test_pg_execute_runs_a_multi_statement_script(make_pg_pool: Callable[..., Any]) -> None:
@@ -32,14 +21,14 @@ def test_pg_execute_runs_a_multi_statement_script(make_pg_pool: Callable[..., An
     several statements; the helpers force prepare=True and PostgreSQL refuses
     ("cannot insert multiple commands into a prepared statement")."""
     pool = make_pg_pool(max_size=2)
-    _two_tables(pool, "%s")
+    two_tables(pool, "%s")
     try:
         with pool.connection() as conn:   # what psycopg itself does with this SQL
             conn.execute("UPDATE fp_rv_a SET n = 1; UPDATE fp_rv_b SET n = 1")
         pool.execute("UPDATE fp_rv_a SET n = 2; UPDATE fp_rv_b SET n = 2")   # fails
         assert pool.fetchval("SELECT sum(n) FROM fp_rv_b") == 4
     finally:
-        _drop(pool, "fp_rv_a", "fp_rv_b")
+        drop_tables(pool, "fp_rv_a", "fp_rv_b")
 
 
 def test_connection_goes_back_when_interrupted_while_dropping_stale_statements(

@@ -13,18 +13,7 @@ from typing import Any
 
 import pytest
 
-
-def _two_tables(pool: Any, ph: str) -> None:
-    for t in ("fp_rv_a", "fp_rv_b"):
-        pool.execute(f"DROP TABLE IF EXISTS {t}")
-        pool.execute(f"CREATE TABLE {t} (id INTEGER PRIMARY KEY, n INTEGER)")
-        pool.executemany(f"INSERT INTO {t} VALUES ({ph}, {ph})", [(1, 0), (2, 0)])
-
-
-def _drop(pool: Any, *tables: str) -> None:
-    for t in tables:
-        pool.execute(f"DROP TABLE IF EXISTS {t}")
-
+from tests.fix_db import drop_tables, two_tables
 
 # ---- the tables a write names ----------------------------------------------------------
 
@@ -39,7 +28,7 @@ def test_mysql_multi_table_update_invalidates_every_written_table(
     first table of a MySQL multi-table UPDATE, so a cached read of the second one
     (the one written) stays stale after the write."""
     pool = make_mysql_pool(max_size=2)
-    _two_tables(pool, "%s")
+    two_tables(pool, "%s")
     try:
         q = "SELECT n FROM fp_rv_b WHERE id = 1"
         assert pool.fetchval(q, cache_ttl=60) == 0
@@ -47,7 +36,7 @@ def test_mysql_multi_table_update_invalidates_every_written_table(
         assert pool.fetchval(q) == 7                   # committed
         assert pool.fetchval(q, cache_ttl=60) == 7     # fails: 0, a stale read
     finally:
-        _drop(pool, "fp_rv_a", "fp_rv_b")
+        drop_tables(pool, "fp_rv_a", "fp_rv_b")
 
 
 @pytest.mark.parametrize("sql", [
@@ -60,7 +49,7 @@ def test_mysql_statement_modifiers_are_not_table_names(
     """sqlglot reads LOW_PRIORITY / QUICK as the table name: the write invalidates
     a table called "low_priority" or "quick", never fp_rv_a."""
     pool = make_mysql_pool(max_size=2)
-    _two_tables(pool, "%s")
+    two_tables(pool, "%s")
     try:
         q = "SELECT sum(n) + count(*) FROM fp_rv_a"
         before = pool.fetchval(q, cache_ttl=60)
@@ -69,7 +58,7 @@ def test_mysql_statement_modifiers_are_not_table_names(
         assert fresh != before
         assert pool.fetchval(q, cache_ttl=60) == fresh   # fails: the old value
     finally:
-        _drop(pool, "fp_rv_a", "fp_rv_b")
+        drop_tables(pool, "fp_rv_a", "fp_rv_b")
 
 
 @pytest.mark.parametrize("sql", [
@@ -80,7 +69,7 @@ def test_sqlite_update_or_conflict_clause_invalidates_its_table(
         make_pool: Callable[..., Any], sql: str) -> None:
     """SQLite's UPDATE OR <conflict> is parsed with target table "or"."""
     pool = make_pool(max_size=2)
-    _two_tables(pool, "?")
+    two_tables(pool, "?")
     try:
         q = "SELECT n FROM fp_rv_a WHERE id = 1"
         assert pool.fetchval(q, cache_ttl=60) == 0
@@ -88,7 +77,7 @@ def test_sqlite_update_or_conflict_clause_invalidates_its_table(
         assert pool.fetchval(q) == 7
         assert pool.fetchval(q, cache_ttl=60) == 7       # fails: 0
     finally:
-        _drop(pool, "fp_rv_a", "fp_rv_b")
+        drop_tables(pool, "fp_rv_a", "fp_rv_b")
 
 
 def test_cte_named_like_a_table_does_not_hide_that_table(
@@ -97,7 +86,7 @@ def test_cte_named_like_a_table_does_not_hide_that_table(
     reads and the writes, although the CTE's own body (and a DELETE target)
     refers to the real table of that name."""
     pool = make_pg_pool(max_size=2)
-    _two_tables(pool, "%s")
+    two_tables(pool, "%s")
     try:
         # Read side: a CTE that filters a table into the same name (common style).
         q = ("WITH fp_rv_a AS (SELECT * FROM fp_rv_a WHERE n >= 0) "
@@ -112,7 +101,7 @@ def test_cte_named_like_a_table_does_not_hide_that_table(
         assert pool.execute("WITH fp_rv_a AS (SELECT 1) DELETE FROM fp_rv_a") == 1
         assert pool.fetchval(q2, cache_ttl=60) == 0
     finally:
-        _drop(pool, "fp_rv_a", "fp_rv_b")
+        drop_tables(pool, "fp_rv_a", "fp_rv_b")
 
 
 def test_mysql_quoted_and_unquoted_spellings_of_one_table(
@@ -136,7 +125,7 @@ def test_sqlite_quoted_and_unquoted_spellings_of_one_table(
         make_pool: Callable[..., Any]) -> None:
     """SQLite names are case-insensitive even when quoted: "Fp_Rv_A" is fp_rv_a."""
     pool = make_pool(max_size=2)
-    _two_tables(pool, "?")
+    two_tables(pool, "?")
     try:
         q = 'SELECT n FROM "fp_rv_a" WHERE id = 1'
         assert pool.fetchval(q, cache_ttl=60) == 0
@@ -144,7 +133,7 @@ def test_sqlite_quoted_and_unquoted_spellings_of_one_table(
         assert pool.fetchval(q) == 7
         assert pool.fetchval(q, cache_ttl=60) == 7       # fails: 0
     finally:
-        _drop(pool, "fp_rv_a", "fp_rv_b")
+        drop_tables(pool, "fp_rv_a", "fp_rv_b")
 
 
 # ---- writes on a connection of the pool ------------------------------------------------
@@ -157,7 +146,7 @@ def test_write_with_conn_of_pool_connection_is_invalidated_after_commit(
     `with pool.connection() as conn` (a transaction by the pool's own API) a read
     between the write and the COMMIT is cached and outlives the commit."""
     pool = make_pg_pool(max_size=2)
-    _two_tables(pool, "%s")
+    two_tables(pool, "%s")
     try:
         q = "SELECT n FROM fp_rv_a WHERE id = 1"
         with pool.connection() as conn:
@@ -166,4 +155,4 @@ def test_write_with_conn_of_pool_connection_is_invalidated_after_commit(
         assert pool.fetchval(q) == 7                     # committed
         assert pool.fetchval(q, cache_ttl=60) == 7       # fails: 0 for 60 s
     finally:
-        _drop(pool, "fp_rv_a", "fp_rv_b")
+        drop_tables(pool, "fp_rv_a", "fp_rv_b")

@@ -98,31 +98,28 @@ def test_a_batch_is_run_again_when_the_server_was_unavailable(server_db, flaky):
 # ---- SQLite: one rule for BEGIN ----------------------------------------------------------
 
 
-def _reader_is_locked_out(path: str) -> int:
-    """1 if another connection cannot even read ``path`` now (an EXCLUSIVE lock)."""
-    other = sqlite3.connect(path, timeout=0)
+def _locked_out(path: str, statement: str) -> int:
+    """1 if another connection cannot run ``statement`` on ``path`` now (a
+    SELECT: an EXCLUSIVE lock is held; BEGIN IMMEDIATE: the write lock is)."""
+    other = sqlite3.connect(path, timeout=0, isolation_level=None)
     try:
-        other.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        other.execute(statement).fetchall()
+        if other.in_transaction:
+            other.execute("ROLLBACK")
         return 0
     except sqlite3.OperationalError as exc:
         assert "locked" in str(exc)
         return 1
     finally:
         other.close()
+
+
+def _reader_is_locked_out(path: str) -> int:
+    return _locked_out(path, "SELECT count(*) FROM sqlite_master")
 
 
 def _writer_is_locked_out(path: str) -> int:
-    """1 if another connection cannot take the write lock now."""
-    other = sqlite3.connect(path, timeout=0, isolation_level=None)
-    try:
-        other.execute("BEGIN IMMEDIATE")
-        other.execute("ROLLBACK")
-        return 0
-    except sqlite3.OperationalError as exc:
-        assert "locked" in str(exc)
-        return 1
-    finally:
-        other.close()
+    return _locked_out(path, "BEGIN IMMEDIATE")
 
 
 @pytest.fixture

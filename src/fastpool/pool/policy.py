@@ -513,7 +513,7 @@ class PoolPolicy(_Core):
         except Exception as exc:
             self._connect_failed(exc)
             return False
-        created = time.monotonic_ns()
+        created = self._now_ns()  # the core's clock: lifetimes are measured on it
         try:
             if self._configure is not None:
                 self._configure(conn)
@@ -797,7 +797,7 @@ class PoolPolicy(_Core):
             if ours:
                 assert info is not None
                 self._hooks.emit("release", conn,
-                                 (time.monotonic_ns() - info["acquired_ns"]) / 1e9)
+                                 (self._now_ns() - info["acquired_ns"]) / 1e9)
 
     def classify(self, exc: BaseException) -> ErrorKind:
         """What the driver's exception ``exc`` means (lost connection, retryable
