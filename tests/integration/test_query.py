@@ -243,18 +243,19 @@ def test_result_cache_is_bounded_by_entries_and_bytes(tmp_path: Any) -> None:
         pool.close()
 
 
-def test_result_cache_expires_after_ttl(tmp_path: Any) -> None:
-    import time
-
+def test_result_cache_expires_after_ttl(tmp_path: Any, fake_clock: Any) -> None:
     pool = fastpool.create_pool(f"sqlite:///{tmp_path}/t.db", max_size=1)
+    pool._set_clock(fake_clock)  # the pool's one clock: TTLs pass without sleeping
     try:
         pool.execute("CREATE TABLE t (x)")
         pool.execute("INSERT INTO t VALUES (1)")
-        assert pool.fetchval("SELECT x FROM t", cache_ttl=0.05) == 1
+        assert pool.fetchval("SELECT x FROM t", cache_ttl=5) == 1
         with pool.connection() as conn:  # bypass the helpers: only the TTL can help
             conn.execute("UPDATE t SET x = 2")
-        time.sleep(0.1)
-        assert pool.fetchval("SELECT x FROM t", cache_ttl=0.05) == 2
+        fake_clock.advance(4.9)
+        assert pool.fetchval("SELECT x FROM t", cache_ttl=5) == 1  # still fresh
+        fake_clock.advance(0.2)
+        assert pool.fetchval("SELECT x FROM t", cache_ttl=5) == 2
         assert pool.query_stats()["results"]["expirations"] == 1
     finally:
         pool.close()

@@ -32,11 +32,12 @@ def test_grows_on_demand_up_to_max_size_only(make_pool):
         pool.release(c)
 
 
-def test_max_lifetime_replaces_connections_on_return_and_on_a_timer(make_pool):
-    pool = make_pool(min_size=1, max_size=1, max_lifetime=0.1)
+def test_max_lifetime_replaces_connections_on_return_and_on_a_timer(make_pool, fake_clock):
+    pool = make_pool(min_size=1, max_size=1, max_lifetime=100)
+    pool._set_clock(fake_clock)  # lifetimes pass without sleeping
     pool.LIFETIME_JITTER = 0.0
     first = pool.acquire()
-    time.sleep(0.15)
+    fake_clock.advance(150)
     pool.release(first)  # expired while in use: closed on return
     assert pool.stats().closed["lifetime"] == 1
     pool.wait(5)
@@ -44,6 +45,8 @@ def test_max_lifetime_replaces_connections_on_return_and_on_a_timer(make_pool):
     assert second is not first
     pool.release(second)
     # Idle past its lifetime: the maintenance timer retires and replaces it.
+    fake_clock.advance(150)
+    pool._kick()  # wake the worker now rather than at its next tick
     wait_until(lambda: pool.stats().closed["lifetime"] >= 2)
     pool.wait(5)
     assert pool.stats().open == 1
@@ -328,14 +331,16 @@ def test_wait_times_out_with_the_pools_state_and_refuses_a_closed_pool(pool_cls,
         pool.wait(timeout=1)
 
 
-def test_default_bypass_window_probes_only_connections_idle_longer(make_pool):
+def test_default_bypass_window_probes_only_connections_idle_longer(make_pool, fake_clock):
     pool = make_pool(min_size=1, max_size=1)  # alive_bypass defaults to 0.5 s
+    pool._set_clock(fake_clock)
     pool.wait(5)
     for _ in range(3):
         with pool.connection():
             pass
+        fake_clock.advance(0.4)  # idle 0.4 s each time: inside the window
     assert pool.stats().probes == 0
-    time.sleep(0.6)
+    fake_clock.advance(0.2)  # 0.6 s idle: probed before it is lent again
     with pool.connection():
         pass
     assert pool.stats().probes == 1

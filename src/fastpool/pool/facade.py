@@ -62,6 +62,13 @@ class PoolFeatures(_Composed):
         super().__init__(connect, **options)
         self._queries.bind(self.name)
 
+    def _set_clock(self, clock: Callable[[], int] | None) -> None:
+        """One clock for the whole pool (tests): the core's lifetimes, idle
+        times and holds, and the result cache's TTLs. ``clock`` returns int
+        nanoseconds; None restores the monotonic clock."""
+        super()._set_clock(clock)
+        self._queries.set_clock(None if clock is None else lambda: clock() / 1e9)
+
     # ---- the connection source's one feature-facing hook ------------------------
 
     def writing(self, tables: Iterable[str]) -> contextlib.AbstractContextManager[None]:

@@ -291,7 +291,7 @@ class PoolPolicy(_Core):
     def _cancel_and_return(self, waiter: Any) -> None:
         got = self._cancel_wait(waiter)
         if got >= 0:  # a connection was handed over at the last moment: give it back
-            self._release(self._conn_at(got), False)
+            type(self).release(self, self._conn_at(got))
 
     def _check_out(self, idx: int, start_ns: int, deadline_ns: int) -> Any:
         """Lend a popped (CHECKING) slot if it is usable, else retire it; None then."""

@@ -154,6 +154,11 @@ class QueryLayer:
         self._stats_lock = threading.Lock()
         self.transactions = RetryStats()
 
+    def set_clock(self, clock: Callable[[], float] | None) -> None:
+        """The result cache's clock (float seconds; None: the monotonic clock)."""
+        if self.results is not None:
+            self.results.set_clock(clock)
+
     def bind(self, pool_name: str) -> None:
         """Name the pool in slow-query logs and N+1 reports."""
         self.observer.pool_name = pool_name

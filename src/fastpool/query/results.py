@@ -126,6 +126,12 @@ class ResultCache:
 
     # ---- reads ----------------------------------------------------------
 
+    def set_clock(self, clock: Callable[[], float] | None) -> None:
+        """Count TTLs on ``clock`` (float seconds) from now on; None: time.monotonic."""
+        if clock is not None and not callable(clock):
+            raise ConfigError(f"the result cache's clock must be callable, got {clock!r}")
+        self._clock = time.monotonic if clock is None else clock
+
     def get_or_run(self, key: Any, ttl: float, tables: frozenset[str],
                    run: Callable[[], Any]) -> Any:
         """The cached value for ``key``, or ``run()``'s, cached for ``ttl`` seconds."""
