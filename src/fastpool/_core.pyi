@@ -119,8 +119,8 @@ class PoolCore:
         CLOCK_MONOTONIC; None restores it. Timestamps already held move by the
         difference between the two readings, so what is under way carries over.
         For tests of lifetime, idle and leak limits that must not sleep."""
-    # For the policy.
-    def _release(self, conn: Any, commit: bool) -> None: ...
+    # For the policy. (The compiled core's ``_release`` is C only: a policy
+    # gives a connection back with ``type(self).release(self, conn)``.)
     def _set_policy(self, *, lifo: bool, bypass_ns: int, max_open: int, status_attr: str | None,
                     idle_status: Any, always_slow_release: bool, track_holders: bool) -> None: ...
     def _new_waiter(self, wakeup: Callable[[], object]) -> Waiter: ...

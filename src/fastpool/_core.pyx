@@ -605,7 +605,7 @@ cdef class PoolCore:
         clocks' readings now, so what is under way carries over: idle time,
         time held, remaining lifetime, time waited.
         """
-        cdef int64_t shift
+        cdef int64_t old_now, new_now, shift
         cdef int idx
         cdef Slot* s
         cdef Waiter w
@@ -613,8 +613,8 @@ cdef class PoolCore:
             raise TypeError("clock must be None or a callable returning int nanoseconds, "
                             "not %r" % (clock,))
         old_now = self._clock_ns()
-        new_now = _now() if clock is None else PyNumber_Index(clock())
-        shift = new_now - old_now  # OverflowError if beyond int64
+        new_now = _now() if clock is None else PyNumber_Index(clock())  # int64 or raise
+        shift = <object>new_now - <object>old_now  # in Python ints: OverflowError, no wrap
         # No Python code runs from here on: the switch is atomic.
         for idx in range(self.cap):
             s = &self.slots[idx]

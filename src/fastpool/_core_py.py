@@ -19,7 +19,7 @@ import os
 import threading
 from collections.abc import Callable
 from time import monotonic_ns
-from typing import Any, Literal
+from typing import Any, Literal, SupportsIndex
 
 from fastpool.errors import ConfigError, ConnectionAlreadyReleased
 
@@ -93,11 +93,11 @@ def _shifted(t: int, shift: int) -> int:
     return min(max(t + shift, _INT64_MIN), _INT64_MAX)
 
 
-def _int64_clock(clock: Callable[[], object]) -> Callable[[], int]:
+def _int64_clock(clock: Callable[[], SupportsIndex]) -> Callable[[], int]:
     """``clock`` checked as the compiled core converts it: an int (``__index__``)
     that fits in int64."""
     def read() -> int:
-        value = operator.index(clock())  # type: ignore[arg-type]
+        value = operator.index(clock())
         if not _INT64_MIN <= value <= _INT64_MAX:
             raise OverflowError(f"clock reading {value} does not fit in int64")
         return value

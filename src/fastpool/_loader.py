@@ -9,8 +9,9 @@ extension (the core, the bulk encoder, the MySQL status reader):
 
 Any other value is an ImportError naming the valid ones. The variable is read
 at each call, so a test may switch it between loads of an extension (the core
-is loaded once, when ``fastpool`` is imported). Each module says which kind it
-is in ``__impl__`` (``"compiled"`` or ``"python"``).
+is loaded once, when ``fastpool`` is imported). The module returned says which
+one it is by its ``__name__`` (and by ``__impl__``, ``"compiled"`` or
+``"python"``, where it sets one).
 """
 
 from __future__ import annotations

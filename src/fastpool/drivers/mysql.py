@@ -75,7 +75,8 @@ def _import_mysqldb() -> Any:
 
 def _status_module() -> Any:
     """The compiled status reader, else its ctypes twin (as FASTPOOL_IMPL says)."""
-    return load_extension("fastpool._mysqlstatus", "fastpool.drivers._mysqlstatus_py")
+    return load_extension("fastpool._mysqlstatus", "fastpool.drivers._mysqlstatus_py",
+                          what="MySQL status reader")
 
 
 def classify_error(exc: BaseException) -> ErrorKind:

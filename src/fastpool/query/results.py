@@ -127,10 +127,19 @@ class ResultCache:
     # ---- reads ----------------------------------------------------------
 
     def set_clock(self, clock: Callable[[], float] | None) -> None:
-        """Count TTLs on ``clock`` (float seconds) from now on; None: time.monotonic."""
+        """Count TTLs on ``clock`` (float seconds) from now on; None: time.monotonic.
+
+        Cached entries keep the time they had left (as the pool core's
+        timestamps do when its clock changes).
+        """
         if clock is not None and not callable(clock):
             raise ConfigError(f"the result cache's clock must be callable, got {clock!r}")
-        self._clock = time.monotonic if clock is None else clock
+        new = time.monotonic if clock is None else clock
+        shift = new() - self._clock()
+        with self._lock:
+            for entry in self._entries.values():
+                entry.expires += shift
+            self._clock = new
 
     def get_or_run(self, key: Any, ttl: float, tables: frozenset[str],
                    run: Callable[[], Any]) -> Any:

@@ -112,7 +112,7 @@ def _check_options(pg_format: object, progress: object, chunk_rows: object,
     callable_or_none("progress", progress)
     integer("chunk_rows", chunk_rows, 1)
     if max_packet is not None:
-        integer("max_packet", max_packet, 1024)
+        integer("max_packet (None: the server's max_allowed_packet)", max_packet, 1024)
 
 
 # ---- public API ---------------------------------------------------------------

@@ -46,7 +46,7 @@ def encoder_impl() -> str:
 
 def encoders() -> ModuleType:
     """The compiled encoder, else its pure-Python twin (as FASTPOOL_IMPL says)."""
-    return load_extension("fastpool._bulkenc", "fastpool._bulkenc_py")
+    return load_extension("fastpool._bulkenc", "fastpool._bulkenc_py", what="bulk encoder")
 
 
 class ErrorFactory:
