@@ -1,6 +1,6 @@
 """``fastpool load``: a CSV file into an SQLite table, end to end in a subprocess.
 
-(The same command on PostgreSQL is in tests/integration/test_bulk.py.)
+(The same command on PostgreSQL is in tests/integration/writes/test_bulk.py.)
 """
 
 from __future__ import annotations

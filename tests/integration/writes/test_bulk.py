@@ -14,7 +14,6 @@ import decimal
 import hashlib
 import json
 import math
-import os
 import subprocess
 import sys
 import textwrap
@@ -22,6 +21,7 @@ import uuid
 import zlib
 import zoneinfo
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -109,7 +109,7 @@ sys.path.insert(0, {root!r})
 import fastpool
 from fastpool.writes import bulk
 from fastpool.writes.bulk import common
-from tests.integration.test_bulk import Checksum, rows_with_edge_cases, PG_EPOCH
+from tests.integration.writes.test_bulk import Checksum, rows_with_edge_cases, PG_EPOCH
 
 
 def hwm_kb():
@@ -145,7 +145,7 @@ def test_a_million_generated_rows_reach_postgres_intact_with_bounded_memory(pg_u
     pg_admin.execute("CREATE TABLE fp_bulk_million (id bigint, name text, "
                      "score double precision, at timestamptz)")
     try:
-        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        root = str(Path(__file__).resolve().parents[3])  # the repository
         script = MILLION_SCRIPT.format(root=root, url=pg_url, rows=1_000_000)
         proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                               timeout=300, cwd=root)
