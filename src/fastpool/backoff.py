@@ -8,7 +8,8 @@ do not collide again in lockstep; a small jitter keeps the delays close to the
 ceiling (reconnects, where the point is to wait)::
 
     pool.transaction(fn, backoff=ExponentialBackoff(base=0.05, cap=2.0))
-    fastpool.Pool(..., reconnect_backoff=ExponentialBackoff(base=0.5, cap=30, jitter=0.1))
+    pool.RECONNECT_BACKOFF = ExponentialBackoff(base=0.5, cap=30, jitter=0.1)
+    fastpool.Batcher.BACKOFF = ExponentialBackoff(base=0.01, cap=1.0, jitter=0.5)
 
 A backoff is a callable ``attempt -> seconds``; wherever fastpool takes one it
 also takes a number of seconds (a constant delay) or any such callable, whose
@@ -18,11 +19,11 @@ answers are checked.
 from __future__ import annotations
 
 import dataclasses
-import math
 import random
 from collections.abc import Callable
 
 from fastpool.errors import ConfigError
+from fastpool.options import seconds
 
 __all__ = ["Backoff", "ExponentialBackoff", "delay_function"]
 
@@ -45,11 +46,7 @@ class ExponentialBackoff:
 
     def __post_init__(self) -> None:
         for name in ("base", "cap"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                    or not 0 <= value < math.inf:
-                raise ConfigError(f"ExponentialBackoff: {name} must be a finite number of "
-                                  f"seconds >= 0, got {value!r}")
+            seconds(name, getattr(self, name), owner="ExponentialBackoff")
         if self.cap < self.base:
             raise ConfigError(f"ExponentialBackoff: cap ({self.cap!r}) must not be less than "
                               f"base ({self.base!r})")
@@ -72,10 +69,7 @@ def delay_function(backoff: object, *, name: str = "backoff") -> Callable[[int],
     if isinstance(backoff, ExponentialBackoff):
         return backoff
     if isinstance(backoff, (int, float)) and not isinstance(backoff, bool):
-        delay = float(backoff)
-        if not 0 <= delay < math.inf:
-            raise ConfigError(f"{name} must be a finite number of seconds >= 0 or a callable "
-                              f"(retry number -> seconds), got {backoff!r}")
+        delay = seconds(name, backoff)
         return lambda attempt: delay
     if not callable(backoff):
         raise ConfigError(f"{name} must be a number of seconds or a callable "
@@ -83,10 +77,10 @@ def delay_function(backoff: object, *, name: str = "backoff") -> Callable[[int],
 
     def checked(attempt: int) -> float:
         delay = backoff(attempt)
-        if isinstance(delay, bool) or not isinstance(delay, (int, float)) \
-                or not 0 <= delay < math.inf:
+        try:
+            return seconds(f"{name} {backoff!r} for retry {attempt}", delay)
+        except ConfigError:
             raise ConfigError(f"{name} {backoff!r} returned {delay!r} for retry {attempt}: "
-                              "expected a finite number of seconds >= 0")
-        return float(delay)
+                              "expected a finite number of seconds >= 0") from None
 
     return checked

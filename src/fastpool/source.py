@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol
 
 from fastpool.errors import ErrorKind
 
@@ -22,7 +22,6 @@ if TYPE_CHECKING:
 __all__ = ["ConnectionSource"]
 
 
-@runtime_checkable
 class ConnectionSource(Protocol):
     """Borrow and return connections of one client library.
 

@@ -269,3 +269,98 @@ def test_a_factory_switching_client_libraries_is_refused(make_pool, db_path):
             pool.acquire(timeout=1)
     finally:
         pool.release(held)
+
+
+# ---- bulk loads go through the runner too ------------------------------------------------
+
+_COMMIT = {"postgresql": b"COMMIT\x00", "mysql": b"\x03COMMIT"}
+
+
+def test_a_bulk_load_whose_commit_is_lost_is_outcome_unknown(server_db, request):
+    """Cut by a TCP proxy as COMMIT goes out: all rows or none, and the caller
+    told it cannot know which (the same rule as pool.transaction's)."""
+    db = server_db
+    if db.kind == "postgresql":
+        proxy = request.getfixturevalue("pg_proxy")
+        url = f"postgresql://postgres@127.0.0.1:{proxy.port}/test?sslmode=disable"
+    else:
+        proxy = request.getfixturevalue("mysql_proxy")
+        url = f"mysql://root@127.0.0.1:{proxy.port}/test"
+    pool = db.make(url, max_size=1)
+    proxy.cut_on(_COMMIT[db.kind], after_reply=False)
+    with pytest.raises(fastpool.TransactionOutcomeUnknown) as info:
+        pool.copy_rows(db.table, ["id", "n"], ((i, i) for i in range(100)))
+    assert pool.classify(info.value.__cause__) is fastpool.ErrorKind.CONNECTION_LOST
+    assert db.rows() == []  # the COMMIT never reached the server
+    assert pool.copy_rows(db.table, ["id", "n"], [(1, 1)]) == 1  # the pool works on
+
+
+def test_a_sqlite_bulk_load_begins_like_a_batch(exclusive_pool):
+    """EXCLUSIVE configured: the load's transaction is EXCLUSIVE too."""
+    def rows():
+        yield (1, _reader_is_locked_out(exclusive_pool.driver.database))
+
+    exclusive_pool.copy_rows("fp_tx_begin", ["id", "locked"], rows())
+    assert exclusive_pool.fetch("SELECT id, locked FROM fp_tx_begin") == [(1, 1)]
+
+
+# ---- MySQL/MariaDB: BEGIN only where the connection would autocommit ------------------------
+
+
+def test_mysql_transactions_can_choose_their_isolation_level_first(mysql_db):
+    """No BEGIN is sent on a connection outside autocommit: the first statement
+    opens the transaction, so SET TRANSACTION ISOLATION LEVEL still applies
+    (after an explicit BEGIN MariaDB refuses it with error 1568). Seen from
+    outside: a SERIALIZABLE read locks the row it read against a writer."""
+    mysql_db.insert((1, 0))
+    pool = mysql_db.make(max_size=1)
+    q(mysql_db.admin, "SET SESSION innodb_lock_wait_timeout = 1")
+
+    def fn(conn):
+        q(conn, "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE")
+        q(conn, f"SELECT n FROM {mysql_db.table} WHERE id = 1")
+        try:
+            q(mysql_db.admin, f"UPDATE {mysql_db.table} SET n = n + 1 WHERE id = 1")
+        except Exception as exc:
+            return exc.args[0]  # 1205: the read's shared lock held the writer off
+        return "the writer was not blocked"
+
+    assert pool.transaction(fn) == 1205
+
+
+# ---- sqlite3's autocommit=True, on every Python ------------------------------------------
+
+
+class AutocommitConnection(sqlite3.Connection):
+    """What Python 3.12's ``sqlite3.connect(..., autocommit=True)`` does, on any
+    Python: the module opens no transaction, and commit() and rollback() do
+    nothing (COMMIT and ROLLBACK must be sent as statements)."""
+
+    autocommit = True
+
+    def commit(self) -> None:
+        pass
+
+    def rollback(self) -> None:
+        pass
+
+
+def test_batches_and_loads_on_autocommit_style_sqlite_connections_are_committed(
+        make_pool, db_path):
+    setup = sqlite3.connect(db_path)
+    setup.execute("CREATE TABLE fp_tx_auto2 (id INTEGER PRIMARY KEY)")
+    setup.commit()
+    setup.close()
+    pool = make_pool(connect=lambda: sqlite3.connect(
+        db_path, isolation_level=None, check_same_thread=False, factory=AutocommitConnection),
+        max_size=2)
+    with pool.batcher() as batcher:
+        assert batcher.execute("INSERT INTO fp_tx_auto2 VALUES (?)", (1,)).rowcount == 1
+    pool.transaction(lambda conn: conn.execute("INSERT INTO fp_tx_auto2 VALUES (2)"))
+    pool.copy_rows("fp_tx_auto2", ["id"], [(3,)])
+    check = sqlite3.connect(db_path)
+    try:
+        assert check.execute("SELECT id FROM fp_tx_auto2 ORDER BY id").fetchall() == [
+            (1,), (2,), (3,)]
+    finally:
+        check.close()

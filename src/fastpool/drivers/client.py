@@ -44,8 +44,6 @@ class Client:
     kind: ClassVar[str] = "dbapi"
     #: The SQL dialect name fastpool parses statements with (sqlglot's), or None.
     dialect: ClassVar[str | None] = None
-    #: Parameter placeholder: "%s" (format/pyformat) or "?" (qmark).
-    placeholder: ClassVar[str] = "%s"
     #: What this client supports, out of CAPABILITIES.
     capabilities: ClassVar[frozenset[str]] = frozenset()
 
@@ -112,9 +110,10 @@ class Client:
             cur.close()
 
     def reset(self, conn: Any) -> bool:
-        """Roll back whatever the borrower left open; False if ``conn`` is unusable."""
+        """Roll back whatever the borrower left open (by this client's own
+        rule, ``rollback``); False if ``conn`` is unusable."""
         try:
-            conn.rollback()
+            self.rollback(conn)
         except Exception:
             return False
         return True

@@ -260,7 +260,6 @@ class MySQLdbClient(Client):
 
     kind = "mysql"
     dialect = "mysql"
-    placeholder = "%s"
     capabilities = frozenset(CAPABILITIES)
     idle_status = 0
 

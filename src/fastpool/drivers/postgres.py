@@ -347,7 +347,6 @@ class PsycopgClient(Client):
 
     kind = "postgresql"
     dialect = "postgres"
-    placeholder = "%s"
     capabilities = frozenset(CAPABILITIES)
     status_attr = "transaction_status"
     idle_status = _TRANS_IDLE

@@ -21,6 +21,7 @@ from typing import Any
 from fastpool.drivers.base import Driver, option_bool
 from fastpool.drivers.client import CAPABILITIES, Client
 from fastpool.errors import ConfigError, ErrorKind
+from fastpool.options import seconds
 
 _JOURNAL_MODES = {"wal", "delete", "truncate", "persist", "memory", "off"}
 _SYNC_MODES = {"off", "normal", "full", "extra"}
@@ -49,8 +50,7 @@ class SQLiteDriver(Driver):
                  isolation_level: str | None = "") -> None:
         if not isinstance(database, str) or not database:
             raise ConfigError(f"sqlite: database must be a non-empty path, got {database!r}")
-        if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout < 0:
-            raise ConfigError(f"sqlite: timeout must be a number of seconds >= 0, got {timeout!r}")
+        seconds("timeout", timeout, owner="sqlite")
         if journal_mode is not None and journal_mode.lower() not in _JOURNAL_MODES:
             raise ConfigError(f"sqlite: journal_mode must be one of {sorted(_JOURNAL_MODES)}, "
                               f"got {journal_mode!r}")
@@ -181,7 +181,6 @@ class SQLiteClient(Client):
 
     kind = "sqlite"
     dialect = "sqlite"
-    placeholder = "?"
     capabilities = frozenset(CAPABILITIES)
     status_attr = "in_transaction"
     idle_status = False

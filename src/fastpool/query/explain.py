@@ -42,8 +42,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from fastpool.errors import ConfigError, FastpoolError
-from fastpool.sqltext.lexer import OTHER, WORD, Tokens
+from fastpool.errors import ConfigError, FastpoolError, UnsupportedClient
+from fastpool.sqltext.lexer import Tokens, aliases
 
 if TYPE_CHECKING:
     from fastpool.source import ConnectionSource
@@ -115,64 +115,14 @@ def explain(source: ConnectionSource, sql: str, params: Any = None, *, analyze: 
     with source.connection() as conn:
         client = source.adapter
         client.require("explain", "pool.explain")
-        return _EXPLAIN[client.kind](conn, sql, params, analyze, scan_rows)
+        reader = _EXPLAIN.get(client.kind)
+        if reader is None:
+            raise UnsupportedClient(f"pool.explain: no plan reader for {client.kind} "
+                                    f"({client.name}) connections")
+        return reader(conn, sql, params, analyze, scan_rows)
 
 
 # ---- reading the SQL text ---------------------------------------------------------
-
-_TABLE_AFTER = frozenset(("FROM", "JOIN", "UPDATE", "INTO"))
-_NOT_ALIAS = frozenset((
-    "WHERE", "JOIN", "INNER", "LEFT", "RIGHT", "FULL", "CROSS", "NATURAL", "OUTER", "ON",
-    "USING", "GROUP", "ORDER", "LIMIT", "OFFSET", "FETCH", "SET", "VALUES", "HAVING", "WINDOW",
-    "UNION", "EXCEPT", "INTERSECT", "RETURNING", "FOR", "STRAIGHT_JOIN", "LATERAL", "SELECT",
-    "DEFAULT", "USE", "FORCE", "IGNORE", "PARTITION", "INDEXED", "NOT", "WITH", "TABLESAMPLE",
-    "ONLY", "LOCK", "SHARE", "WAIT", "NOWAIT", "SKIP", "DO", "CONFLICT", "OUTFILE"))
-
-
-def _unquote(text: str) -> str:
-    if text[:1] in ('"', "`") and len(text) > 1:
-        return text[1:-1].replace(text[0] * 2, text[0])
-    return text
-
-
-def aliases(sql: str) -> dict[str, str]:
-    """Tables named after FROM/JOIN/UPDATE/INTO in ``sql``: alias or name
-    (lower case) -> the name as written (``schema.table`` if qualified)."""
-    tokens = Tokens(sql)
-    kinds, texts = tokens.kinds, tokens.texts
-    found: dict[str, str] = {}
-    i, n = 0, len(texts)
-    while i < n:
-        if not (kinds[i] == WORD and texts[i].upper() in _TABLE_AFTER):
-            i += 1
-            continue
-        from_list = texts[i].upper() == "FROM"
-        i += 1
-        while i < n:
-            if kinds[i] == WORD and texts[i].upper() == "ONLY":
-                i += 1
-            parts: list[str] = []
-            while i < n and kinds[i] in (WORD, OTHER) and texts[i].upper() not in _NOT_ALIAS:
-                parts.append(_unquote(texts[i]))
-                if i + 2 < n and texts[i + 1] == ".":
-                    i += 2
-                    continue
-                i += 1
-                break
-            if not parts:
-                break  # a subquery
-            name = ".".join(parts)  # or a table function's name: looked up, found nowhere
-            found.setdefault(parts[-1].lower(), name)
-            if i < n and kinds[i] == WORD and texts[i].upper() == "AS":
-                i += 1
-            if i < n and kinds[i] in (WORD, OTHER) and texts[i].upper() not in _NOT_ALIAS:
-                found[_unquote(texts[i]).lower()] = name
-                i += 1
-            if not (from_list and i < n and texts[i] == ","):
-                break
-            i += 1
-    return found
-
 
 def _first_word(sql: str) -> str:
     tokens = Tokens(sql)

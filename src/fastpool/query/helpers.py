@@ -163,13 +163,21 @@ class QueryLayer:
         """Name the pool in slow-query logs and N+1 reports."""
         self.observer.pool_name = pool_name
 
-    def _learn(self, source: ConnectionSource, conn: Any) -> str:
-        """The first call: ask the source's adapter what its connections are."""
-        client = source.adapter
+    def adopt(self, client: Client) -> None:
+        """Take ``client``'s dialect for parsing SQL (URL pools know it before
+        their first statement). SQL read with another dialect is read again."""
         client.require("query helpers", "the query helpers")
         self._client = client
         self._committer = client.commit
-        self.dialect = client.dialect
+        if client.dialect != self.dialect:
+            with self._info_lock:
+                self.dialect = client.dialect
+                self._infos.clear()
+
+    def _learn(self, source: ConnectionSource, conn: Any) -> str:
+        """The first statement: ask the source's adapter what its connections are."""
+        client = source.adapter
+        self.adopt(client)
         # psycopg's own autocommit flag, when this psycopg has it (see _switch_flag).
         self._pg_flag = client.kind == "postgresql" and isinstance(
             vars(conn).get("_autocommit"), bool)
@@ -288,8 +296,19 @@ class QueryLayer:
 
     # ---- the helpers --------------------------------------------------------
 
+    def _dialect_known(self, source: ConnectionSource) -> None:
+        """Before SQL is parsed: the adapter, if a connection has told it yet
+        (a custom factory's pool learns it at its first connection)."""
+        try:
+            client = source.adapter
+        except RuntimeError:
+            return
+        self.adopt(client)
+
     def call(self, source: ConnectionSource, kind: str, sql: str, params: Any, conn: Any,
              cache_ttl: float | None) -> Any:
+        if self._client is None:
+            self._dialect_known(source)
         info = self._info(sql)
         if conn is not None:
             if info.writes and self.results is not None:
@@ -393,6 +412,9 @@ class QueryLayer:
             yield
             return
         names = fold_names(tables)
+        if not names:  # nothing named (e.g. a batch of statements fastpool cannot parse)
+            yield
+            return
         self.results.begin_write(names)
         try:
             yield

@@ -3,7 +3,7 @@
 ``Tokens(sql)`` splits SQL text into tokens (kind and text; every literal and
 placeholder becomes one ``?`` value token) without parsing it: it is the
 shared tokenizer of the N+1 guard and slow-query log (``normalize``) and of
-explain's table and alias lookup. Which tables a statement reads or writes
+explain's table and alias lookup (``aliases``). Which tables a statement reads or writes
 (for the result cache) is ``fastpool.sqltext.tables``, a real parser.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import re
 
-__all__ = ["OP", "OTHER", "SPACE", "VALUE", "WORD", "Tokens", "normalize"]
+__all__ = ["OP", "OTHER", "SPACE", "VALUE", "WORD", "Tokens", "aliases", "normalize"]
 
 #: Statements up to this many characters are cached (the same SQL text comes
 #: back millions of times); longer ones, typically carrying inline data, are
@@ -218,3 +218,59 @@ def normalize(sql: str) -> str:
     if len(sql) > CACHE_MAX_CHARS:
         return _shape(sql)
     return _cached_shape(sql)
+
+
+# ---- the tables a statement names, with their aliases (for reading plans) ----------
+
+_TABLE_AFTER = frozenset(("FROM", "JOIN", "UPDATE", "INTO"))
+_NOT_ALIAS = frozenset((
+    "WHERE", "JOIN", "INNER", "LEFT", "RIGHT", "FULL", "CROSS", "NATURAL", "OUTER", "ON",
+    "USING", "GROUP", "ORDER", "LIMIT", "OFFSET", "FETCH", "SET", "VALUES", "HAVING", "WINDOW",
+    "UNION", "EXCEPT", "INTERSECT", "RETURNING", "FOR", "STRAIGHT_JOIN", "LATERAL", "SELECT",
+    "DEFAULT", "USE", "FORCE", "IGNORE", "PARTITION", "INDEXED", "NOT", "WITH", "TABLESAMPLE",
+    "ONLY", "LOCK", "SHARE", "WAIT", "NOWAIT", "SKIP", "DO", "CONFLICT", "OUTFILE"))
+
+
+def _unquote(text: str) -> str:
+    if text[:1] in ('"', "`") and len(text) > 1:
+        return text[1:-1].replace(text[0] * 2, text[0])
+    return text
+
+
+def aliases(sql: str) -> dict[str, str]:
+    """Tables named after FROM/JOIN/UPDATE/INTO in ``sql``: alias or name
+    (lower case) -> the name as written (``schema.table`` if qualified)."""
+    tokens = Tokens(sql)
+    kinds, texts = tokens.kinds, tokens.texts
+    found: dict[str, str] = {}
+    i, n = 0, len(texts)
+    while i < n:
+        if not (kinds[i] == WORD and texts[i].upper() in _TABLE_AFTER):
+            i += 1
+            continue
+        from_list = texts[i].upper() == "FROM"
+        i += 1
+        while i < n:
+            if kinds[i] == WORD and texts[i].upper() == "ONLY":
+                i += 1
+            parts: list[str] = []
+            while i < n and kinds[i] in (WORD, OTHER) and texts[i].upper() not in _NOT_ALIAS:
+                parts.append(_unquote(texts[i]))
+                if i + 2 < n and texts[i + 1] == ".":
+                    i += 2
+                    continue
+                i += 1
+                break
+            if not parts:
+                break  # a subquery
+            name = ".".join(parts)  # or a table function's name: looked up, found nowhere
+            found.setdefault(parts[-1].lower(), name)
+            if i < n and kinds[i] == WORD and texts[i].upper() == "AS":
+                i += 1
+            if i < n and kinds[i] in (WORD, OTHER) and texts[i].upper() not in _NOT_ALIAS:
+                found[_unquote(texts[i]).lower()] = name
+                i += 1
+            if not (from_list and i < n and texts[i] == ","):
+                break
+            i += 1
+    return found

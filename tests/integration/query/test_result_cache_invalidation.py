@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.fix_db import drop_tables, two_tables
+from tests.fix_db import drop_tables, mysql_query, two_tables
 
 # ---- the tables a write names ----------------------------------------------------------
 
@@ -156,3 +156,20 @@ def test_write_with_conn_of_pool_connection_is_invalidated_after_commit(
         assert pool.fetchval(q, cache_ttl=60) == 7       # fails: 0 for 60 s
     finally:
         drop_tables(pool, "fp_rv_a", "fp_rv_b")
+
+
+def test_a_pools_first_statement_is_read_in_its_servers_dialect(
+        make_mysql_pool: Callable[..., Any], mysql_admin: Any) -> None:
+    """The very first statement of a pool already names its tables as MariaDB
+    reads them (a backquoted name with a space), so the write invalidates."""
+    mysql_query(mysql_admin, "DROP TABLE IF EXISTS `fp rv first`")
+    mysql_query(mysql_admin, "CREATE TABLE `fp rv first` (n INT)")
+    mysql_query(mysql_admin, "INSERT INTO `fp rv first` VALUES (0)")
+    try:
+        pool = make_mysql_pool(max_size=1)
+        pool.execute("UPDATE `fp rv first` SET n = n + 1")  # the pool's first statement
+        assert pool.fetchval("SELECT n FROM `fp rv first`", cache_ttl=60) == 1
+        pool.execute("UPDATE `fp rv first` SET n = n + 1")
+        assert pool.fetchval("SELECT n FROM `fp rv first`", cache_ttl=60) == 2
+    finally:
+        mysql_query(mysql_admin, "DROP TABLE IF EXISTS `fp rv first`")

@@ -128,7 +128,8 @@ class Batcher:
             raise ConfigError(f"Batcher: unknown option(s) {', '.join(sorted(unknown))}; "
                               f"known: {', '.join(_OPTIONS)}")
         if not all(callable(getattr(pool, m, None)) for m in ("acquire", "release", "classify")):
-            raise ConfigError(f"Batcher: pool must be a fastpool pool, got {pool!r}")
+            raise ConfigError(f"Batcher: pool must be a connection source (a fastpool pool), "
+                              f"got {pool!r}")
         max_batch = integer("max_batch", max_batch, 1, owner="Batcher")
         delay = seconds("max_delay", max_delay, owner="Batcher")
         assert delay is not None

@@ -46,8 +46,9 @@ import operator
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from fastpool.errors import ConfigError
+from fastpool.errors import ConfigError, UnsupportedClient
 from fastpool.options import callable_or_none, choice, integer
+from fastpool.transaction import Outcome, attempt
 from fastpool.writes.bulk.common import (
     DEFAULT_CHUNK_ROWS,
     ErrorFactory,
@@ -214,8 +215,8 @@ def _load(source: ConnectionSource, table: tuple[str, ...], columns: list[str],
           rows: Iterator[Any], keys: list[str], pg_format: str, progress: Progress | None,
           chunk_rows: int, max_packet: int | None, label: str) -> int:
     error = ErrorFactory(label, columns)
-    # The load's table: its cached results are dropped before and after.
-    with source.writing([table[-1]]), source.connection() as conn:
+
+    def load(conn: Any) -> int:
         client = source.adapter
         client.require("bulk loads", "copy_rows/copy_records")
         if client.kind == "postgresql":
@@ -228,6 +229,19 @@ def _load(source: ConnectionSource, table: tuple[str, ...], columns: list[str],
 
             return copy_mysql(conn, table, columns, rows, keys, progress, chunk_rows,
                               max_packet, error)
-        from fastpool.writes.bulk.sqlite import copy_sqlite
+        if client.kind == "sqlite":
+            from fastpool.writes.bulk.sqlite import copy_sqlite
 
-        return copy_sqlite(conn, table, columns, rows, keys, progress, chunk_rows, error)
+            return copy_sqlite(conn, table, columns, rows, keys, progress, chunk_rows, error)
+        raise UnsupportedClient(f"copy_rows/copy_records: no bulk loader for {client.kind} "
+                                f"({client.name}) connections")
+
+    # One transaction through the runner (write: SQLite takes its write lock
+    # at BEGIN); the table's cached results are dropped before and after.
+    # Never run again: the rows may be a generator, consumed by the attempt.
+    with source.writing([table[-1]]):
+        done = attempt(source, load, write=True, what=f"a bulk load into {'.'.join(table)}")
+    if done.outcome is not Outcome.COMMITTED:
+        assert done.error is not None
+        raise done.error
+    return done.value

@@ -48,8 +48,6 @@ def copy_mysql(conn: Any, table: tuple[str, ...], columns: list[str], rows: Iter
         if budget < 1:
             raise ConfigError(f"max_packet {max_packet} is too small for the INSERT statement's "
                              f"own {len(head) + len(tail)} bytes")
-        if conn.get_autocommit():
-            cur.execute(b"START TRANSACTION")
         encoder = encoders().ValuesEncoder(len(columns), conn.string_literal, conn.literal,
                                             charset, error=error)
         while not encoder.done:
@@ -61,9 +59,6 @@ def copy_mysql(conn: Any, table: tuple[str, ...], columns: list[str], rows: Iter
                                 f"bytes, over max_allowed_packet ({max_packet})", None)
                 cur.execute(statement)
             report(encoder.rows)
-        # Explicitly: a pool without a transaction-status reader cannot tell
-        # that this connection has something to commit.
-        conn.commit()
     finally:
         cur.close()
     return int(encoder.rows)

@@ -92,9 +92,9 @@ def copy_postgres(conn: Any, table: tuple[str, ...], columns: list[str], rows: I
     target = sql.Identifier(*table)
     names = sql.SQL(", ").join(map(sql.Identifier, columns))
     report = Reporter(progress)
-    # A transaction block whatever the connection's autocommit setting; plain
-    # tuples whatever row factory the pool's connections have.
-    with conn.transaction(), conn.cursor(row_factory=tuple_row) as cur:
+    # Plain tuples whatever row factory the pool's connections have (the
+    # transaction is the runner's: fastpool.transaction.attempt).
+    with conn.cursor(row_factory=tuple_row) as cur:
         # No rows for a table that does not exist: then COPY (or CREATE TABLE
         # AS) fails with the server's own error, before any row is read.
         found = {}

@@ -27,8 +27,6 @@ def copy_sqlite(conn: sqlite3.Connection, table: tuple[str, ...], columns: list[
     # (SQLite would read an unknown "name" in a SELECT as a string literal;
     # an INSERT's column list it checks).
     conn.execute(f"SELECT * FROM {target} LIMIT 0").fetchall()
-    if not conn.in_transaction:
-        conn.execute("BEGIN")
     conn.execute(f"INSERT INTO {target} ({names}) SELECT {names} FROM {target} WHERE 0")
     statement = f"INSERT INTO {target} ({names}) VALUES ({', '.join('?' * len(columns))})"
     if keys:
@@ -36,8 +34,6 @@ def copy_sqlite(conn: sqlite3.Connection, table: tuple[str, ...], columns: list[
         action = ("UPDATE SET " + ", ".join(f"{_doublequote(c)} = excluded.{_doublequote(c)}"
                                             for c in others)) if others else "NOTHING"
         statement += f" ON CONFLICT ({', '.join(map(_doublequote, keys))}) DO {action}"
-    if not conn.in_transaction:
-        conn.execute("BEGIN")
     n = len(columns)
     done = 0
     report = Reporter(progress)
@@ -51,7 +47,6 @@ def copy_sqlite(conn: sqlite3.Connection, table: tuple[str, ...], columns: list[
         conn.executemany(statement, chunk)
         done += len(chunk)
         report(done)
-    conn.commit()
     return done
 
 
