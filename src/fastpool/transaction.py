@@ -154,6 +154,7 @@ def attempt(source: ConnectionSource, body: Callable[[Any], R], *, write: bool =
         if started is not None:
             started()
         client = source.adapter
+        client.require("transactions", what)
         stage = _BEGIN
         try:
             client.begin(conn, write=write)

@@ -364,3 +364,26 @@ def test_batches_and_loads_on_autocommit_style_sqlite_connections_are_committed(
             (1,), (2,), (3,)]
     finally:
         check.close()
+
+
+class YetAnotherClientConnection(OtherClientConnection):
+    """A second client library fastpool does not know."""
+
+
+def test_a_factory_switching_between_unknown_client_libraries_is_refused(make_pool, db_path):
+    made = []
+
+    def connect():
+        made.append(1)
+        cls = OtherClientConnection if len(made) == 1 else YetAnotherClientConnection
+        return cls(db_path)
+
+    pool = make_pool(connect=connect, min_size=1, max_size=2, timeout=10)
+    pool.wait(5)
+    held = pool.acquire()
+    try:
+        with pytest.raises(fastpool.PoolTimeout, match="YetAnotherClientConnection connection, "
+                                                       "but this pool's connections are"):
+            pool.acquire(timeout=1)
+    finally:
+        pool.release(held)

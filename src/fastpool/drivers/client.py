@@ -32,8 +32,7 @@ from fastpool.errors import ConfigError, ErrorKind, UnsupportedClient
 __all__ = ["Client", "DBAPIClient", "classify_any", "client_for"]
 
 #: Every capability a feature may ``require``.
-CAPABILITIES = ("transactions", "query helpers", "group commit", "bulk loads", "explain",
-                "transaction status")
+CAPABILITIES = ("transactions", "query helpers", "group commit", "bulk loads", "explain")
 
 
 class Client:
@@ -212,7 +211,8 @@ def check_same_client(expected: Client | None, conn: Any) -> Client:
     """``conn``'s adapter, which must be ``expected`` if one is known already:
     a pool's connections all come from one client library."""
     client = client_for(conn)
-    if expected is not None and client is not expected and type(client) is not type(expected):
+    if expected is not None and client is not expected and (
+            type(client) is not type(expected) or client.name != expected.name):
         raise ConfigError(f"connect returned a {client.name} connection, but this pool's "
                           f"connections are {expected.name} connections")
     return client
