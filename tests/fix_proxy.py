@@ -140,3 +140,19 @@ def mysql_proxy(mysql_url: str) -> Iterator[Proxy]:
     yield proxy
     proxy.resume()
     proxy.close()
+
+
+#: The message that carries COMMIT: PostgreSQL's simple query ('Q', length,
+#: "COMMIT\0"); MySQL's COM_QUERY packet (length, sequence, 0x03, "COMMIT").
+COMMIT_MESSAGES = {"postgresql": b"COMMIT\x00", "mysql": b"\x03COMMIT"}
+
+
+def proxied(kind: str, request: pytest.FixtureRequest) -> tuple[Proxy, str]:
+    """A proxy to the test server of ``kind`` ("postgresql" or "mysql") and the
+    URL that reaches the server through it. Plain TCP: the proxy reads the
+    protocol (both test servers run without TLS)."""
+    if kind == "postgresql":
+        proxy = request.getfixturevalue("pg_proxy")
+        return proxy, f"postgresql://postgres@127.0.0.1:{proxy.port}/test?sslmode=disable"
+    proxy = request.getfixturevalue("mysql_proxy")
+    return proxy, f"mysql://root@127.0.0.1:{proxy.port}/test"

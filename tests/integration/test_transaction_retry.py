@@ -29,6 +29,7 @@ from fastpool.transaction import (
     transactional,
 )
 from tests.fix_db import DB_FIXTURES, Db, q
+from tests.fix_proxy import COMMIT_MESSAGES, proxied
 
 
 class Recorder:
@@ -387,25 +388,13 @@ def test_connection_killed_while_fn_runs_is_retried_on_a_fresh_one(server_db):
     assert pool.stats().closed_total == 1  # the killed one was discarded
 
 
-_COMMIT_MESSAGES = {
-    # PostgreSQL's simple-query message: 'Q', length, "COMMIT\0".
-    "postgresql": b"COMMIT\x00",
-    # MySQL's COM_QUERY packet: length, sequence, 0x03, "COMMIT".
-    "mysql": b"\x03COMMIT",
-}
 
 
 @pytest.mark.parametrize("answered", [True, False], ids=["server-committed", "commit-lost"])
 def test_connection_lost_during_commit_is_outcome_unknown_and_not_rerun(
         server_db, request, answered):
     db = server_db
-    # The proxy reads the protocol: plain TCP (both test servers run without TLS).
-    if db.kind == "postgresql":
-        proxy = request.getfixturevalue("pg_proxy")
-        url = f"postgresql://postgres@127.0.0.1:{proxy.port}/test?sslmode=disable"
-    else:
-        proxy = request.getfixturevalue("mysql_proxy")
-        url = f"mysql://root@127.0.0.1:{proxy.port}/test"
+    proxy, url = proxied(db.kind, request)
     pool = db.make(url, max_size=1)
     calls = []
     finished = Recorder(pool)
@@ -415,7 +404,7 @@ def test_connection_lost_during_commit_is_outcome_unknown_and_not_rerun(
         calls.append(1)
         q(conn, f"INSERT INTO {db.table} VALUES (10, 0)")
 
-    proxy.cut_on(_COMMIT_MESSAGES[db.kind], after_reply=answered)
+    proxy.cut_on(COMMIT_MESSAGES[db.kind], after_reply=answered)
     with pytest.raises(TransactionOutcomeUnknown) as info:
         run_transaction(pool, fn, backoff=0, finished=finished, stats=stats)
     assert proxy.cut_done.is_set()

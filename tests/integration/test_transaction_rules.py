@@ -25,6 +25,7 @@ import fastpool
 from fastpool import ConnectError, UnsupportedClient
 from fastpool.writes import bulk
 from tests.fix_db import Db, q
+from tests.fix_proxy import COMMIT_MESSAGES, proxied
 
 # ---- UNAVAILABLE is retried by transactions and batches alike ------------------------
 
@@ -273,21 +274,13 @@ def test_a_factory_switching_client_libraries_is_refused(make_pool, db_path):
 
 # ---- bulk loads go through the runner too ------------------------------------------------
 
-_COMMIT = {"postgresql": b"COMMIT\x00", "mysql": b"\x03COMMIT"}
-
-
 def test_a_bulk_load_whose_commit_is_lost_is_outcome_unknown(server_db, request):
     """Cut by a TCP proxy as COMMIT goes out: all rows or none, and the caller
     told it cannot know which (the same rule as pool.transaction's)."""
     db = server_db
-    if db.kind == "postgresql":
-        proxy = request.getfixturevalue("pg_proxy")
-        url = f"postgresql://postgres@127.0.0.1:{proxy.port}/test?sslmode=disable"
-    else:
-        proxy = request.getfixturevalue("mysql_proxy")
-        url = f"mysql://root@127.0.0.1:{proxy.port}/test"
+    proxy, url = proxied(db.kind, request)
     pool = db.make(url, max_size=1)
-    proxy.cut_on(_COMMIT[db.kind], after_reply=False)
+    proxy.cut_on(COMMIT_MESSAGES[db.kind], after_reply=False)
     with pytest.raises(fastpool.TransactionOutcomeUnknown) as info:
         pool.copy_rows(db.table, ["id", "n"], ((i, i) for i in range(100)))
     assert pool.classify(info.value.__cause__) is fastpool.ErrorKind.CONNECTION_LOST
