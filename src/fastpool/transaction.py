@@ -75,6 +75,7 @@ __all__ = [
     "RetryStats",
     "TransactionAborted",
     "attempt",
+    "outcome_unknown",
     "run_transaction",
     "transactional",
 ]
@@ -168,12 +169,8 @@ def attempt(source: ConnectionSource, body: Callable[[Any], R], *, write: bool =
                 # COMMIT was sent and no answer came back: it may have been
                 # applied. Running the work again could do it twice.
                 _notify(finished, conn, True)
-                lost = TransactionOutcomeUnknown(
-                    f"the connection was lost during COMMIT of {what} "
-                    f"({type(exc).__name__}: {exc}); it may or may not have been committed, "
-                    "so it was not run again")
-                lost.__cause__ = exc
-                return Attempt(Outcome.UNKNOWN, error=lost, kind=kind, at_commit=True)
+                return Attempt(Outcome.UNKNOWN, error=outcome_unknown(exc, what), kind=kind,
+                               at_commit=True)
             _rollback(client, conn)
             _notify(finished, conn, False)
             outcome = Outcome.RETRY if kind in RETRY_KINDS else Outcome.FAILED
@@ -185,6 +182,16 @@ def attempt(source: ConnectionSource, body: Callable[[Any], R], *, write: bool =
         return Attempt(Outcome.COMMITTED, value)
     finally:
         source.release(conn)
+
+
+def outcome_unknown(exc: BaseException, what: str) -> TransactionOutcomeUnknown:
+    """The error for a connection lost while COMMIT of ``what`` was in flight
+    (``exc``, the driver's, is its cause): the one wording of the one rule."""
+    lost = TransactionOutcomeUnknown(
+        f"the connection was lost during COMMIT of {what} ({type(exc).__name__}: {exc}); it "
+        "may or may not have been committed, so fastpool did not run it again")
+    lost.__cause__ = exc
+    return lost
 
 
 def _rollback(client: Any, conn: Any) -> None:

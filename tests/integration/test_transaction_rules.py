@@ -380,3 +380,21 @@ def test_a_factory_switching_between_unknown_client_libraries_is_refused(make_po
             pool.acquire(timeout=1)
     finally:
         pool.release(held)
+
+
+def test_a_with_block_whose_commit_is_lost_is_outcome_unknown(server_db, request):
+    """``with pool.connection()`` commits on success: a connection lost while
+    that COMMIT is in flight gets the runner's rule too, not a bare driver
+    error that reads like a failure."""
+    db = server_db
+    proxy, url = proxied(db.kind, request)
+    pool = db.make(url, max_size=1)
+    proxy.cut_on(COMMIT_MESSAGES[db.kind], after_reply=False)
+    with pytest.raises(fastpool.TransactionOutcomeUnknown, match="with pool.connection") as info:
+        with pool.connection() as conn:
+            q(conn, f"INSERT INTO {db.table} VALUES (1, 1)")
+    assert pool.classify(info.value.__cause__) is fastpool.ErrorKind.CONNECTION_LOST
+    assert db.rows() == []  # the COMMIT never reached the server
+    assert pool.stats().in_use == 0
+    with pool.connection() as conn:  # the broken connection was replaced
+        assert q(conn, "SELECT 1") == [(1,)]

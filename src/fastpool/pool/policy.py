@@ -44,6 +44,7 @@ from fastpool.pool import leaks
 from fastpool.pool import registry as _registry
 from fastpool.pool.events import HookedContext, Hooks
 from fastpool.pool.stats import PoolStats
+from fastpool.transaction import outcome_unknown
 
 __all__ = ["PoolPolicy"]
 
@@ -376,8 +377,12 @@ class PoolPolicy(_Core):
             if verdict == _core.DIRTY and commit:
                 try:
                     self._driver.commit(conn)
-                except Exception:
+                except Exception as exc:
                     self._reset_and_shelve(idx, conn, owned)  # roll back what failed
+                    if self._driver.classify(exc) is ErrorKind.CONNECTION_LOST:
+                        # The transaction runner's rule, for `with pool.connection()`.
+                        raise outcome_unknown(
+                            exc, "the `with pool.connection()` block's transaction") from exc
                     raise
             self._reset_and_shelve(idx, conn, owned)
         except BaseException:
