@@ -1,6 +1,9 @@
-"""Option validators: every option fastpool takes is checked here, and every
-bad value gets a ``ConfigError`` (a ``ValueError``) naming the option, what it
-must be and what it got.
+"""The shared option validators: durations, integers, booleans, choices and
+callables are checked here for every part of fastpool, and every bad value
+gets a ``ConfigError`` (a ``ValueError``) naming the option, what it must be
+and what it got. (Checks of one option's own shape, such as a URL, a table
+name or a driver's string options, stay with that option's code, and raise
+``ConfigError`` too.)
 
 ``owner`` prefixes the message with what the option belongs to
 (``"Batcher: max_batch must be ..."``); without it the option's name leads.

@@ -2,7 +2,7 @@
 database says "try again".
 
 ``attempt(source, body)`` is the runner every transactional feature uses
-(``pool.transaction``, the batcher): it borrows a connection, begins, runs
+(``pool.transaction``, the batcher, bulk loads): it borrows a connection, begins, runs
 ``body(conn)``, commits, and classifies what happened into one of four
 outcomes, each rule written once, here:
 

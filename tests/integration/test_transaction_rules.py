@@ -390,9 +390,9 @@ def test_a_with_block_whose_commit_is_lost_is_outcome_unknown(server_db, request
     proxy, url = proxied(db.kind, request)
     pool = db.make(url, max_size=1)
     proxy.cut_on(COMMIT_MESSAGES[db.kind], after_reply=False)
-    with pytest.raises(fastpool.TransactionOutcomeUnknown, match="with pool.connection") as info:
-        with pool.connection() as conn:
-            q(conn, f"INSERT INTO {db.table} VALUES (1, 1)")
+    with pytest.raises(fastpool.TransactionOutcomeUnknown,
+                       match=r"with pool\.connection\(\)") as info, pool.connection() as conn:
+        q(conn, f"INSERT INTO {db.table} VALUES (1, 1)")
     assert pool.classify(info.value.__cause__) is fastpool.ErrorKind.CONNECTION_LOST
     assert db.rows() == []  # the COMMIT never reached the server
     assert pool.stats().in_use == 0

@@ -11,13 +11,14 @@ everything that depends on it:
 * liveness and reset (``probe``, ``reset``, ``is_lost``, ``session_id``);
 * error classification (``classify``, see ``ErrorKind``);
 * the dialect details features need: ``kind`` (which per-server code path of
-  the query helpers, batcher, bulk loader and explain applies), the SQL
-  ``dialect`` name for parsing, the ``placeholder`` style.
+  the query helpers, batcher, bulk loader and explain applies) and the SQL
+  ``dialect`` name for parsing.
 
 Features never look at a connection's module or type: they ask the pool's
-adapter (``source.adapter``). ``client_for(conn)`` is the only place that
-does look, and it is called once per pool (URL drivers know their client) or
-once per new connection of ``Pool(connect=...)``. A client without what a
+adapter (``source.adapter``). URL drivers build their client's adapter when
+they are made; for ``Pool(connect=...)``, ``client_for(conn)``, the only
+place that looks at a connection's module or type, detects it on every new
+connection. A client without what a
 feature needs gets ``UnsupportedClient`` from ``adapter.require(...)``: the
 same error, naming the client and what it lacks, whichever feature asked.
 """

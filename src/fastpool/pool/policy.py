@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from fastpool import _core
-from fastpool.backoff import ExponentialBackoff
+from fastpool.backoff import Backoff, ExponentialBackoff, delay_function
 from fastpool.drivers import CallableDriver, Driver
 from fastpool.drivers.client import Client
 from fastpool.errors import (
@@ -100,7 +100,7 @@ class PoolPolicy(_Core):
     #: Reconnect backoff: the first retry waits about 0.1 s, each next one
     #: twice as long up to 10 s, less up to 10% at random. A class attribute,
     #: so that tests and users can shorten it (any ExponentialBackoff).
-    RECONNECT_BACKOFF = ExponentialBackoff(base=0.1, cap=10.0, jitter=0.1)
+    RECONNECT_BACKOFF: Backoff = ExponentialBackoff(base=0.1, cap=10.0, jitter=0.1)
     #: Max lifetime is shortened by up to this fraction, at random per
     #: connection, so that connections opened together do not expire together.
     LIFETIME_JITTER = 0.1
@@ -556,7 +556,8 @@ class PoolPolicy(_Core):
         now = time.monotonic()
         if self._failures == 1:
             self._failing_since = now
-        self._retry_at = now + self.RECONNECT_BACKOFF(self._failures)
+        self._retry_at = now + delay_function(
+            self.RECONNECT_BACKOFF, name="RECONNECT_BACKOFF")(self._failures)
         where = self._driver.describe()
         message = self._driver.redact(str(exc))
         if self._is_fatal(exc):

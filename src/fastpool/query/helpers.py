@@ -18,8 +18,9 @@ and so never wrap it: ``conn`` stays the driver's own object.
 
 SQL errors pass through as the driver's exception, the connection going back
 to the pool healthy. A statement lost with its connection is run again on
-another connection only when that is safe: nothing was sent (``NOT_SENT``),
-or it only reads. A PostgreSQL plan that went stale under a prepared
+another connection only when nothing was sent (``NOT_SENT``): a statement lost
+in flight is not, even a SELECT (it may call a function that writes). A
+PostgreSQL plan that went stale under a prepared
 statement (a table dropped and re-created with other columns) is prepared
 again and the statement re-run once.
 """
