@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from fastpool import PoolTimeout
+from fastpool import ErrorKind, PoolTimeout, TransactionOutcomeUnknown
 from fastpool.drivers import MySQLDriver, PostgresDriver
 from tests.fix_pool import IN_CI
 
@@ -43,7 +43,9 @@ def _unavailable(what: str, exc: BaseException) -> None:
 def hammer(pool: Any, run: Callable[[Any], object], stop: threading.Event,
            outcomes: list[Any], timeout: float | None = None) -> None:
     """Borrow, ``run(conn)``, return, until ``stop``; record each attempt's end:
-    "ok", "timeout" (PoolTimeout), or ``pool.classify(exc)`` of any other error."""
+    "ok", "timeout" (PoolTimeout), "outcome_unknown" (the connection was lost
+    while the block's COMMIT was in flight), or ``pool.classify(exc)`` of any
+    other error."""
     while not stop.is_set():
         try:
             with pool.connection(timeout=timeout) as conn:
@@ -51,6 +53,9 @@ def hammer(pool: Any, run: Callable[[Any], object], stop: threading.Event,
             result: Any = "ok"
         except PoolTimeout:
             result = "timeout"
+        except TransactionOutcomeUnknown as exc:
+            assert pool.classify(exc.__cause__) is ErrorKind.CONNECTION_LOST, exc
+            result = "outcome_unknown"
         except Exception as exc:
             result = pool.classify(exc)
         outcomes.append(result)  # list.append is atomic

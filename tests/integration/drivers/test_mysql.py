@@ -332,7 +332,9 @@ def test_no_caller_hangs_while_connections_are_killed(make_mysql_pool, mysql_adm
         t.join(15)
         assert not t.is_alive(), "a caller hung"
     assert "ok" in outcomes
-    assert set(outcomes) <= {"ok", "timeout", ErrorKind.CONNECTION_LOST}, set(outcomes)
+    # A kill that lands while a block's COMMIT is in flight: outcome unknown.
+    assert set(outcomes) <= {"ok", "timeout", "outcome_unknown", ErrorKind.CONNECTION_LOST}, \
+        set(outcomes)
     with pool.connection() as conn:
         assert mysql_query(conn, "SELECT 1") == [(1,)]
 
