@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -85,6 +86,33 @@ def check_accounting(pool: Any) -> None:
     assert s.opened == s.closed_total + s.open, f"connections leaked or double-counted: {s}"
     assert s.acquisitions == s.releases + s.in_use, f"acquire/release mismatch: {s}"
     assert s.idle + s.in_use <= s.open, f"more idle + in use than open: {s}"
+
+
+@pytest.fixture(params=["compiled", "python"])
+def core(request: pytest.FixtureRequest) -> ModuleType:
+    """The core module itself, compiled and pure Python (for tests of bare cores)."""
+    if request.param == "python":
+        return _core_py
+    if not compiled_loaded():
+        if IN_CI:
+            pytest.fail("CI=true but the compiled core is not loaded")
+        pytest.skip("compiled core not built")
+    return fastpool._core
+
+
+@pytest.fixture
+def connect(tmp_path: Path) -> Iterator[Callable[[], sqlite3.Connection]]:
+    """A factory of real SQLite connections to one file, all closed at teardown."""
+    opened: list[sqlite3.Connection] = []
+
+    def new() -> sqlite3.Connection:
+        conn = sqlite3.connect(tmp_path / "core.db", check_same_thread=False)
+        opened.append(conn)
+        return conn
+
+    yield new
+    for conn in opened:
+        conn.close()
 
 
 @pytest.fixture

@@ -197,18 +197,20 @@ class SQLiteClient(Client):
         conn.execute(f"BEGIN {level}")
 
     def commit(self, conn: Any) -> None:
-        if getattr(conn, "autocommit", None) is True:
-            if conn.in_transaction:
-                conn.execute("COMMIT")
-        else:
-            conn.commit()
+        self._end(conn, "COMMIT")
 
     def rollback(self, conn: Any) -> None:
+        self._end(conn, "ROLLBACK")
+
+    @staticmethod
+    def _end(conn: Any, verb: str) -> None:
+        """End the transaction: the module's commit()/rollback(), which do
+        nothing under 3.12's autocommit=True: then the statement itself."""
         if getattr(conn, "autocommit", None) is True:
             if conn.in_transaction:
-                conn.execute("ROLLBACK")
+                conn.execute(verb)
         else:
-            conn.rollback()
+            getattr(conn, verb.lower())()
 
     def probe(self, conn: Any, timeout: float | None = None) -> None:
         conn.execute("SELECT 1").fetchone()

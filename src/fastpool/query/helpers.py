@@ -140,7 +140,6 @@ class QueryLayer:
         # The client adapter, learnt at the first call (a custom factory's
         # client is known only once it has connected).
         self._client: Client | None = None
-        self._committer: Callable[[Any], None] = _no_client
         self.dialect: str | None = None
         # Writes made with conn= whose transaction has not ended yet:
         # id(conn) -> (weak ref to conn, tables). Their tables are not cached.
@@ -169,7 +168,6 @@ class QueryLayer:
         their first statement). SQL read with another dialect is read again."""
         client.require("query helpers", "the query helpers")
         self._client = client
-        self._committer = client.commit
         if client.dialect != self.dialect:
             with self._info_lock:
                 self.dialect = client.dialect
@@ -229,7 +227,7 @@ class QueryLayer:
                    else conn.execute(sql, () if params is None else params))
             result = _extract(kind, cur)
             if standalone and conn.in_transaction:
-                self._committer(conn)
+                self._commit(conn)
         elif client == "mysql":
             # Outside autocommit a standalone statement needs a COMMIT: sent in
             # the statement's own packet (mysqlclient enables multi-statements),
@@ -265,8 +263,13 @@ class QueryLayer:
             finally:
                 cur.close()
             if standalone:
-                self._committer(conn)
+                self._commit(conn)
         return result
+
+    def _commit(self, conn: Any) -> None:
+        """Commit a standalone statement by the client's rule (known by now: run_on learnt it)."""
+        assert self._client is not None
+        self._client.commit(conn)
 
     def _run_pg(self, conn: Any, kind: str, sql: str, params: Any, info: _Info,
                 standalone: bool) -> Any:
@@ -450,10 +453,6 @@ def _ref(conn: Any) -> Callable[[], Any]:
         return weakref.ref(conn)
     except TypeError:
         return lambda: conn
-
-
-def _no_client(conn: Any) -> None:
-    raise RuntimeError("the query layer has not learnt its client yet")
 
 
 def _ttl(value: object) -> float:

@@ -26,8 +26,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from fastpool.errors import ConfigError
-from fastpool.options import integer
+from fastpool.options import callable_or_none, integer
 from fastpool.sqltext.tables import ANY
 
 __all__ = ["ResultCache"]
@@ -105,8 +104,7 @@ class ResultCache:
                  clock: Callable[[], float] = time.monotonic) -> None:
         integer("result_cache_entries", max_entries, 1)
         integer("result_cache_bytes", max_bytes, 1)
-        if not callable(clock):
-            raise ConfigError(f"the result cache's clock must be callable, got {clock!r}")
+        callable_or_none("clock", clock, owner="ResultCache")
         self.max_entries = max_entries
         self.max_bytes = max_bytes
         self._clock = clock
@@ -132,9 +130,7 @@ class ResultCache:
         Cached entries keep the time they had left (as the pool core's
         timestamps do when its clock changes).
         """
-        if clock is not None and not callable(clock):
-            raise ConfigError(f"the result cache's clock must be callable, got {clock!r}")
-        new = time.monotonic if clock is None else clock
+        new = callable_or_none("clock", clock, owner="ResultCache") or time.monotonic
         shift = new() - self._clock()
         with self._lock:
             for entry in self._entries.values():

@@ -9,49 +9,20 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 
 import fastpool
-from fastpool import _core_py
 from fastpool.query.results import ResultCache, cache_key
 from tests.fix_clock import FakeClock
-from tests.fix_pool import IN_CI, wait_until
+from tests.fix_pool import wait_until
 
 HOUR_NS = 3600 * 10**9
 
 
 # ---- the core alone ------------------------------------------------------------
-
-
-@pytest.fixture(params=["compiled", "python"])
-def core(request: pytest.FixtureRequest) -> ModuleType:
-    if request.param == "python":
-        return _core_py
-    if fastpool._core.__impl__ != "compiled":
-        if IN_CI:
-            pytest.fail("CI=true but the compiled core is not loaded")
-        pytest.skip("compiled core not built")
-    return fastpool._core
-
-
-@pytest.fixture
-def connect(tmp_path: Path) -> Iterator[Callable[[], sqlite3.Connection]]:
-    """Real SQLite connections, closed at teardown."""
-    opened: list[sqlite3.Connection] = []
-
-    def new() -> sqlite3.Connection:
-        conn = sqlite3.connect(tmp_path / "clock.db", check_same_thread=False)
-        opened.append(conn)
-        return conn
-
-    yield new
-    for conn in opened:
-        conn.close()
 
 
 class SlowPathPolicy:

@@ -18,7 +18,6 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -32,32 +31,6 @@ from tests.fix_pool import IN_CI
 HOOKS = ("_acquire_slow", "_release_slow", "_release_unknown", "_capture_holder")
 HOUR_NS = 3600 * 10**9
 SRC = Path(fastpool.__file__).parent
-
-
-@pytest.fixture(params=["compiled", "python"])
-def core(request: pytest.FixtureRequest) -> ModuleType:
-    if request.param == "python":
-        return _core_py
-    if fastpool._core.__impl__ != "compiled":
-        if IN_CI:
-            pytest.fail("CI=true but the compiled core is not loaded")
-        pytest.skip("compiled core not built")
-    return fastpool._core
-
-
-@pytest.fixture
-def connect(tmp_path: Path) -> Iterator[Callable[[], sqlite3.Connection]]:
-    """Real SQLite connections to one file, all closed at teardown."""
-    opened: list[sqlite3.Connection] = []
-
-    def new() -> sqlite3.Connection:
-        conn = sqlite3.connect(tmp_path / "contract.db", check_same_thread=False)
-        opened.append(conn)
-        return conn
-
-    yield new
-    for conn in opened:
-        conn.close()
 
 
 def start(pool: Any, conns: list[sqlite3.Connection], *, track_holders: bool = False) -> None:
