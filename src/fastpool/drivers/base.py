@@ -10,13 +10,23 @@ path: ``getattr(status_source(conn), status_attr) == idle_status``.
 from __future__ import annotations
 
 import abc
+import asyncio
 import contextlib
+import errno
+import inspect
 import re
 import select
-from collections.abc import Callable
+import socket
+from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 
-from fastpool.drivers.client import Client, check_same_client, classify_any
+from fastpool.drivers.client import (
+    AsyncClient,
+    Client,
+    ClientBase,
+    check_same_client,
+    classify_any,
+)
 from fastpool.errors import ConfigError, ErrorKind, UnsupportedClient
 
 #: Connect errors that retrying cannot fix (UNREACHABLE only until the pool
@@ -81,6 +91,26 @@ def wait_readable(fd: int, timeout: float) -> bool:
     return bool(readable or errored)
 
 
+def classify_os_error(exc: BaseException) -> ErrorKind:
+    """What an OS-level error an asyncio client let through means (asyncpg,
+    asyncmy and aiomysql raise some unwrapped): refused or no such host is
+    UNREACHABLE, a connect timeout too; a reset, a broken pipe or an
+    incomplete read is a lost connection."""
+    if isinstance(exc, (ConnectionRefusedError, socket.gaierror, FileNotFoundError,
+                        TimeoutError)):
+        return ErrorKind.UNREACHABLE
+    if isinstance(exc, (ConnectionError, asyncio.IncompleteReadError)):
+        return ErrorKind.CONNECTION_LOST
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return ErrorKind.UNREACHABLE if exc.errno in _UNREACHABLE_ERRNOS \
+            else ErrorKind.CONNECTION_LOST
+    return ErrorKind.OTHER
+
+
+_UNREACHABLE_ERRNOS = frozenset({errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH,
+                                 errno.ENOENT, errno.ETIMEDOUT, errno.EADDRNOTAVAIL})
+
+
 def mask(text: str, secrets: list[str]) -> str:
     """``text`` with every non-empty secret replaced by ``***``."""
     for secret in sorted(filter(None, set(secrets)), key=len, reverse=True):
@@ -88,26 +118,27 @@ def mask(text: str, secrets: list[str]) -> str:
     return text
 
 
-class Driver(abc.ABC):
-    """Base class of the database drivers: where and how to connect.
+class DriverBase(abc.ABC):  # noqa: B024  (the I/O subclasses declare the abstracts)
+    """What every driver knows without I/O: where it connects (``describe``,
+    ``redact``), its client adapter, the status the core reads, and which
+    errors are fatal. ``Driver`` (blocking) and ``AsyncDriver`` (asyncio) add
+    the I/O: ``connect``, ``probe``, ``reset``, ``commit``, ``close``.
 
     What depends on the client library (local transaction status, probes,
     resets, error classification, transactions, dialect) is the driver's
-    ``client`` adapter's (``fastpool.drivers.client``); the methods below
-    delegate to it, and a driver overrides them only where its own options
-    change the answer (e.g. ``probe="local"``).
+    ``client`` adapter's (``fastpool.drivers.client``); the methods delegate
+    to it, and a driver overrides them only where its own options change the
+    answer (e.g. ``probe="local"``).
     """
 
     #: Short name used in messages and stats (``"sqlite"``, ``"postgresql"``).
     name: ClassVar[str] = "generic"
+    #: True for the asyncio drivers (``AsyncDriver``).
+    is_async: ClassVar[bool] = False
 
     #: The adapter of the client library this driver's connections come from;
     #: None only until a custom factory's first connection reveals it.
-    client: Client | None = None
-
-    @abc.abstractmethod
-    def connect(self) -> Any:
-        """Open and return a new native connection (may raise)."""
+    client: ClientBase | None = None
 
     # ---- what the core reads on the hot path ------------------------------------
 
@@ -126,11 +157,58 @@ class Driver(abc.ABC):
         """The object whose ``status_attr`` the core reads for ``conn``."""
         return self.client.status_source(conn) if self.client is not None else conn
 
-    # ---- health, by the client adapter ---------------------------------------------
+    # ---- local knowledge, by the client adapter ------------------------------------
+
+    def _no_client(self) -> RuntimeError:
+        return RuntimeError(f"{self.name}: no connection has been opened yet")
+
+    def is_fatal(self, exc: BaseException) -> bool:
+        """True when a connect error cannot be fixed by retrying (bad path,
+        password, a factory returning what fastpool cannot use...)."""
+        if isinstance(exc, (ConfigError, UnsupportedClient)):
+            return True
+        return self.classify(exc) in FATAL_KINDS
+
+    def classify(self, exc: BaseException) -> ErrorKind:
+        """What ``exc`` (raised by this driver's connections) means; see ErrorKind."""
+        if self.client is not None:
+            return self.client.classify(exc)
+        return classify_any(exc)
+
+    def is_lost(self, conn: Any) -> bool:
+        """True when the client knows locally that ``conn`` is broken (no round trip)."""
+        if self.client is None:
+            raise self._no_client()
+        return self.client.is_lost(conn)
+
+    def session_id(self, conn: Any) -> int | None:
+        """The server's id for ``conn``'s session, read locally (None: no server)."""
+        if self.client is None:
+            raise self._no_client()
+        return self.client.session_id(conn)
+
+    def describe(self) -> str:
+        """Where this driver connects, safe for logs (no password)."""
+        return self.name
+
+    def redact(self, text: str) -> str:
+        """``text`` (an error message) with this driver's secrets masked."""
+        return text
+
+
+
+class Driver(DriverBase):
+    """Base class of the blocking database drivers: where and how to connect."""
+
+    client: Client | None = None
+
+    @abc.abstractmethod
+    def connect(self) -> Any:
+        """Open and return a new native connection (may raise)."""
 
     def _client(self) -> Client:
         if self.client is None:
-            raise RuntimeError(f"{self.name}: no connection has been opened yet")
+            raise self._no_client()
         return self.client
 
     def probe(self, conn: Any, timeout: float | None = None) -> None:
@@ -148,27 +226,6 @@ class Driver(abc.ABC):
     def close(self, conn: Any) -> None:
         """Close ``conn``; errors are the pool's to swallow."""
         conn.close()
-
-    def is_fatal(self, exc: BaseException) -> bool:
-        """True when a connect error cannot be fixed by retrying (bad path,
-        password, a factory returning what fastpool cannot use...)."""
-        if isinstance(exc, (ConfigError, UnsupportedClient)):
-            return True
-        return self.classify(exc) in FATAL_KINDS
-
-    def classify(self, exc: BaseException) -> ErrorKind:
-        """What ``exc`` (raised by this driver's connections) means; see ErrorKind."""
-        if self.client is not None:
-            return self.client.classify(exc)
-        return classify_any(exc)
-
-    def is_lost(self, conn: Any) -> bool:
-        """True when the client knows locally that ``conn`` is broken (no round trip)."""
-        return self._client().is_lost(conn)
-
-    def session_id(self, conn: Any) -> int | None:
-        """The server's id for ``conn``'s session, read locally (None: no server)."""
-        return self._client().session_id(conn)
 
     def server_activity(self, session_ids: list[int]) -> list[dict[str, Any]]:
         """The server's view of these sessions (state, current query...), read
@@ -189,16 +246,77 @@ class Driver(abc.ABC):
         finally:
             conn.close()
 
-    def describe(self) -> str:
-        """Where this driver connects, safe for logs (no password)."""
-        return self.name
-
-    def redact(self, text: str) -> str:
-        """``text`` (an error message) with this driver's secrets masked."""
-        return text
-
-    def close_pool(self) -> None:  # noqa: B027  (optional hook, no-op by default)
+    def close_pool(self) -> None:
         """Release driver-level resources when the pool closes."""
+
+
+class AsyncDriver(DriverBase):
+    """Base class of the asyncio drivers: ``Driver``'s I/O methods as coroutines
+    (same names), over an ``AsyncClient``."""
+
+    is_async = True
+    client: AsyncClient | None = None
+
+    #: What a connection's return does (asyncpg's ``reset`` option; the others
+    #: always roll back what is open): "rollback" (only when the local status
+    #: says a transaction is open), "discard" (close every returned
+    #: connection) or "none" (trust the borrower: no check, no rollback).
+    reset_mode: str = "rollback"
+
+    @abc.abstractmethod
+    async def connect(self) -> Any:
+        """Open and return a new native asyncio connection (may raise)."""
+
+    def _client(self) -> AsyncClient:
+        if self.client is None:
+            raise self._no_client()
+        return self.client
+
+    async def probe(self, conn: Any, timeout: float | None = None) -> None:
+        """Raise if ``conn`` is not usable, within ``timeout`` seconds."""
+        await self._client().probe(conn, timeout)
+
+    async def reset(self, conn: Any) -> bool:
+        """Roll back whatever the borrower left open; False if ``conn`` is unusable."""
+        return await self._client().reset(conn)
+
+    async def commit(self, conn: Any) -> None:
+        await self._client().commit(conn)
+
+    async def rollback(self, conn: Any) -> None:
+        await self._client().rollback(conn)
+
+    async def close(self, conn: Any) -> None:
+        """Close ``conn``; errors are the pool's to swallow."""
+        if self.client is not None:
+            await self.client.close(conn)
+        else:
+            await conn.close()
+
+    async def server_activity(self, session_ids: list[int]) -> list[dict[str, Any]]:
+        """The server's view of these sessions, over a connection of its own."""
+        raise NotImplementedError(f"{self.name}: the database has no server-side session view")
+
+    async def query_dicts(self, sql: str, params: Any) -> list[dict[str, Any]]:
+        """Run one query (in the client's ``paramstyle``) on a fresh connection
+        of this driver, outside any pool; for the monitoring views."""
+        conn = await self.connect()
+        try:
+            client = self._client()
+            rows = await client.fetch_dicts(conn, sql, params)
+            await client.rollback(conn)
+            return rows
+        finally:
+            await self.close(conn)
+
+    async def close_pool(self) -> None:
+        """Release driver-level resources when the pool closes."""
+
+
+def _close_quietly(conn: Any) -> Any:
+    with contextlib.suppress(Exception):
+        return conn.close()
+    return None
 
 
 class CallableDriver(Driver):
@@ -221,10 +339,49 @@ class CallableDriver(Driver):
     def connect(self) -> Any:
         conn = self._connect()
         try:
-            self.client = check_same_client(self.client, conn)
+            self.client = check_same_client(self.client, conn, Client)
         except BaseException:
-            with contextlib.suppress(Exception):
-                conn.close()
+            _close_quietly(conn)  # a coroutine's close() stops "never awaited" warnings
+            raise
+        return conn
+
+    def describe(self) -> str:
+        return f"custom connect={getattr(self._connect, '__qualname__', repr(self._connect))}"
+
+
+class AsyncCallableDriver(AsyncDriver):
+    """A driver around a user's async connection factory:
+    ``AsyncPool(connect=async_fn)``. ``async_fn()`` must return an awaitable
+    of a psycopg 3 ``AsyncConnection``, an asyncpg, asyncmy, aiomysql or
+    aiosqlite connection; its client is detected per connection, as
+    ``CallableDriver`` does, and all of a pool's connections must come from
+    one client library.
+    """
+
+    name = "custom"
+
+    def __init__(self, connect: Callable[[], Awaitable[Any]]) -> None:
+        if not callable(connect):
+            raise ConfigError(f"connect must be callable, got {connect!r}")
+        self._connect = connect
+
+    async def connect(self) -> Any:
+        pending = self._connect()
+        if not inspect.isawaitable(pending):
+            _close_quietly(pending)
+            raise ConfigError(
+                f"connect={self.describe().removeprefix('custom connect=')} returned "
+                f"{type(pending).__name__}, not an awaitable: an asyncio pool needs an async "
+                "factory (async def connect(): return await asyncpg.connect(...)); for a "
+                "blocking client use fastpool.Pool(connect=...)")
+        conn = await pending
+        try:
+            self.client = check_same_client(self.client, conn, AsyncClient)
+        except BaseException:
+            closing = _close_quietly(conn)
+            if inspect.isawaitable(closing):
+                with contextlib.suppress(Exception):
+                    await closing
             raise
         return conn
 

@@ -27,16 +27,26 @@ to the ring; in a transaction or in a failed transaction is rolled back; active
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import socket
 import time
 import weakref
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import unquote
 
-from fastpool.drivers.base import Driver, mask, option_bool, option_int, redact_url, wait_readable
-from fastpool.drivers.client import CAPABILITIES, Client
+from fastpool.drivers.base import (
+    AsyncDriver,
+    Driver,
+    DriverBase,
+    mask,
+    option_bool,
+    option_int,
+    redact_url,
+    wait_readable,
+)
+from fastpool.drivers.client import CAPABILITIES, AsyncClient, Client, ClientBase
 from fastpool.errors import ConfigError, ErrorKind, TransactionAborted
 
 # libpq's enums (libpq-fe.h); stable across versions.
@@ -112,6 +122,38 @@ def _seconds_to_ms(name: str, value: object) -> int:
     return round(seconds * 1000)
 
 
+def classify_sqlstate(sqlstate: str, severity: str | None = None) -> ErrorKind:
+    """What a server error with this SQLSTATE (and non-localized severity)
+    means; shared by psycopg and asyncpg."""
+    if sqlstate in _RETRYABLE:
+        return ErrorKind.RETRYABLE
+    if sqlstate in _UNAVAILABLE:
+        return ErrorKind.UNAVAILABLE
+    if sqlstate.startswith("08") or sqlstate in _LOST:
+        return ErrorKind.CONNECTION_LOST
+    if severity in ("FATAL", "PANIC"):
+        return ErrorKind.CONNECTION_LOST  # the server ended the session
+    if sqlstate.startswith("28"):
+        return ErrorKind.AUTH
+    if sqlstate == "3D000":
+        return ErrorKind.CONFIG
+    return ErrorKind.QUERY
+
+
+def classify_connect_message(msg: str) -> ErrorKind:
+    """What a connect failure known only by its message means (libpq's text,
+    carrying the server's FATAL if any)."""
+    if _TRANSIENT_PATTERNS.search(msg):
+        return ErrorKind.UNAVAILABLE
+    if _AUTH_PATTERNS.search(msg):
+        return ErrorKind.AUTH
+    if _CONFIG_PATTERNS.search(msg):
+        return ErrorKind.CONFIG
+    if "FATAL:" in msg:
+        return ErrorKind.CONFIG  # the server answered and refused the session
+    return ErrorKind.UNREACHABLE  # refused, no socket, no such host, timed out
+
+
 def classify_error(exc: BaseException) -> ErrorKind:
     """What a psycopg exception means; see ErrorKind."""
     try:
@@ -123,30 +165,10 @@ def classify_error(exc: BaseException) -> ErrorKind:
     msg = str(exc)
     sqlstate = exc.sqlstate
     if sqlstate:
-        if sqlstate in _RETRYABLE:
-            return ErrorKind.RETRYABLE
-        if sqlstate in _UNAVAILABLE:
-            return ErrorKind.UNAVAILABLE
-        if sqlstate.startswith("08") or sqlstate in _LOST:
-            return ErrorKind.CONNECTION_LOST
-        if exc.diag.severity_nonlocalized in ("FATAL", "PANIC"):
-            return ErrorKind.CONNECTION_LOST  # the server ended the session
-        if sqlstate.startswith("28"):
-            return ErrorKind.AUTH
-        if sqlstate == "3D000":
-            return ErrorKind.CONFIG
-        return ErrorKind.QUERY
+        return classify_sqlstate(sqlstate, exc.diag.severity_nonlocalized)
     if isinstance(exc, psycopg.errors.ConnectionTimeout) or msg.startswith(_CONNECT_PREFIXES):
         # Raised by connect(): libpq's message carries the server's FATAL, if any.
-        if _TRANSIENT_PATTERNS.search(msg):
-            return ErrorKind.UNAVAILABLE
-        if _AUTH_PATTERNS.search(msg):
-            return ErrorKind.AUTH
-        if _CONFIG_PATTERNS.search(msg):
-            return ErrorKind.CONFIG
-        if "FATAL:" in msg:
-            return ErrorKind.CONFIG  # the server answered and refused the session
-        return ErrorKind.UNREACHABLE  # refused, no socket, no such host, timed out
+        return classify_connect_message(msg)
     if isinstance(exc, psycopg.OperationalError):
         if msg.startswith("the connection is closed"):
             return ErrorKind.NOT_SENT  # psycopg checked before sending anything
@@ -156,15 +178,16 @@ def classify_error(exc: BaseException) -> ErrorKind:
     return ErrorKind.QUERY
 
 
-class PostgresDriver(Driver):
-    """Connections to a PostgreSQL server through psycopg 3.
+class PostgresSettings(DriverBase):
+    """Where and how psycopg 3 connects (no I/O), shared by ``PostgresDriver``
+    and ``AsyncPostgresDriver``.
 
     ``conninfo`` is a ``postgresql://`` URL or a libpq ``key=value`` string;
     ``params`` are more libpq parameters (they win over ``conninfo``) plus
     fastpool's own options (see the module docstring).
     """
 
-    name = "postgresql"
+    name: ClassVar[str] = "postgresql"
 
     def __init__(self, conninfo: str = "", *, autocommit: Any = _UNSET,
                  statement_timeout: Any = _UNSET,
@@ -224,33 +247,27 @@ class PostgresDriver(Driver):
         self.params: dict[str, str] = merged
         self._conninfo = psycopg.conninfo.make_conninfo("", **merged)
         self._session_ids: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
-        self.client: PsycopgClient = PsycopgClient()
+        self._init_client()
+
+    def _init_client(self) -> None:
+        raise NotImplementedError
 
     @classmethod
     def from_url(cls, url: str, rest: str, query: dict[str, str],
-                 options: dict[str, Any]) -> PostgresDriver:
+                 options: dict[str, Any]) -> Any:
         return cls(url, **options)
 
-    # ---- connections ------------------------------------------------------
+    def _connect_kwargs(self) -> dict[str, Any]:
+        return {"autocommit": self.autocommit, "prepare_threshold": self.prepare_threshold,
+                **self._factories}
 
-    def connect(self) -> Any:
-        conn = self._psycopg.Connection.connect(
-            self._conninfo, autocommit=self.autocommit,
-            prepare_threshold=self.prepare_threshold, **self._factories)
+    def _opened(self, conn: Any) -> Any:
         # Kept for server_activity(), which must not touch connections in use.
         self._session_ids[conn] = int(conn.pgconn.backend_pid)
         return conn
 
-    def probe(self, conn: Any, timeout: float | None = None) -> None:
-        """Local checks first (libpq status, unread bytes from the server); then,
-        unless ``probe="local"``, an empty query: the cheapest round trip."""
-        probe_connection(conn, query=self.probe_mode == "query", timeout=timeout)
-
     def session_id(self, conn: Any) -> int | None:
         return self._session_ids.get(conn)
-
-    def server_activity(self, session_ids: list[int]) -> list[dict[str, Any]]:
-        return self.query_dicts(_ACTIVITY_SQL, (session_ids,))
 
     # ---- messages -----------------------------------------------------------
 
@@ -264,14 +281,58 @@ class PostgresDriver(Driver):
         return mask(text, self._secrets)
 
     def __repr__(self) -> str:
-        return f"<PostgresDriver {self.describe()}>"
+        return f"<{type(self).__name__} {self.describe()}>"
 
 
-def probe_connection(conn: Any, query: bool = True, timeout: float | None = None) -> None:
-    """Raise unless the idle psycopg connection ``conn`` is alive: libpq's local
-    status, then any bytes the server sent while it was idle (a killed
-    backend's FATAL and EOF), then, if ``query``, an empty query answered
-    within ``timeout`` seconds (default 5)."""
+class PostgresDriver(PostgresSettings, Driver):
+    """Connections to a PostgreSQL server through psycopg 3.
+
+    ``conninfo`` is a ``postgresql://`` URL or a libpq ``key=value`` string;
+    ``params`` are more libpq parameters (they win over ``conninfo``) plus
+    fastpool's own options (see the module docstring).
+    """
+
+    def _init_client(self) -> None:
+        self.client: PsycopgClient = PsycopgClient()
+
+    def connect(self) -> Any:
+        return self._opened(self._psycopg.Connection.connect(
+            self._conninfo, **self._connect_kwargs()))
+
+    def probe(self, conn: Any, timeout: float | None = None) -> None:
+        """Local checks first (libpq status, unread bytes from the server); then,
+        unless ``probe="local"``, an empty query: the cheapest round trip."""
+        probe_connection(conn, query=self.probe_mode == "query", timeout=timeout)
+
+    def server_activity(self, session_ids: list[int]) -> list[dict[str, Any]]:
+        return self.query_dicts(_ACTIVITY_SQL, (session_ids,))
+
+
+class AsyncPostgresDriver(PostgresSettings, AsyncDriver):
+    """Connections to a PostgreSQL server through psycopg 3's
+    ``AsyncConnection``: the same URL, libpq parameters and fastpool options
+    as ``PostgresDriver`` (``postgresql://`` or ``postgresql+psycopg://`` in
+    ``create_async_pool``)."""
+
+    def _init_client(self) -> None:
+        self.client: AsyncPsycopgClient = AsyncPsycopgClient()
+
+    async def connect(self) -> Any:
+        return self._opened(await self._psycopg.AsyncConnection.connect(
+            self._conninfo, **self._connect_kwargs()))
+
+    async def probe(self, conn: Any, timeout: float | None = None) -> None:
+        """As ``PostgresDriver.probe``, awaiting the empty query."""
+        await probe_connection_async(conn, query=self.probe_mode == "query", timeout=timeout)
+
+    async def server_activity(self, session_ids: list[int]) -> list[dict[str, Any]]:
+        return await self.query_dicts(_ACTIVITY_SQL, (session_ids,))
+
+
+def probe_locally(conn: Any) -> int:
+    """Raise unless the idle psycopg connection ``conn`` looks alive locally:
+    libpq's status, then any bytes the server sent while it was idle (a killed
+    backend's FATAL and EOF). Returns its socket."""
     import psycopg
 
     pgconn = conn.pgconn
@@ -279,7 +340,7 @@ def probe_connection(conn: Any, query: bool = True, timeout: float | None = None
         raise psycopg.OperationalError("the connection is closed")
     if pgconn.transaction_status != _TRANS_IDLE:
         raise psycopg.OperationalError("the connection is not idle")
-    fd = pgconn.socket
+    fd: int = pgconn.socket
     # An idle connection has nothing to read unless the server spoke: a
     # notification or a parameter change (harmless), or a killed backend's
     # FATAL error and EOF. Peek at it without consuming it.
@@ -298,18 +359,13 @@ def probe_connection(conn: Any, query: bool = True, timeout: float | None = None
         pgconn.consume_input()  # raises if the server closed the connection
         if pgconn.status != _CONNECTION_OK:
             raise psycopg.OperationalError("the server closed the connection")
-    if not query:
-        return
-    limit = 5.0 if timeout is None else timeout
-    deadline = time.monotonic() + limit
-    pgconn.send_query(b"")
-    while True:
-        pgconn.consume_input()
-        if not pgconn.is_busy():
-            break
-        if not wait_readable(fd, deadline - time.monotonic()):
-            raise psycopg.OperationalError(
-                f"probe: no answer to an empty query within {limit:g} s")
+    return fd
+
+
+def _empty_query_done(pgconn: Any) -> None:
+    """Read the empty query's results; raise unless it was answered cleanly."""
+    import psycopg
+
     ok = True
     while (res := pgconn.get_result()) is not None:
         ok = ok and res.status == _PGRES_EMPTY_QUERY
@@ -318,25 +374,111 @@ def probe_connection(conn: Any, query: bool = True, timeout: float | None = None
             f"probe failed: {pgconn.error_message.decode(errors='replace').strip()}")
 
 
-def reset_connection(conn: Any) -> bool:
-    """Roll back what a borrower left open on a psycopg connection; False when
-    it cannot be reused (broken, or a result or COPY still streaming)."""
+def _no_answer(limit: float) -> Exception:
+    import psycopg
+
+    return psycopg.OperationalError(f"probe: no answer to an empty query within {limit:g} s")
+
+
+def probe_connection(conn: Any, query: bool = True, timeout: float | None = None) -> None:
+    """Raise unless the idle psycopg connection ``conn`` is alive: the local
+    checks (``probe_locally``), then, if ``query``, an empty query answered
+    within ``timeout`` seconds (default 5)."""
+    fd = probe_locally(conn)
+    if not query:
+        return
     pgconn = conn.pgconn
+    limit = 5.0 if timeout is None else timeout
+    deadline = time.monotonic() + limit
+    pgconn.send_query(b"")
+    while True:
+        pgconn.consume_input()
+        if not pgconn.is_busy():
+            break
+        if not wait_readable(fd, deadline - time.monotonic()):
+            raise _no_answer(limit)
+    _empty_query_done(pgconn)
+
+
+async def probe_connection_async(conn: Any, query: bool = True,
+                                 timeout: float | None = None) -> None:
+    """``probe_connection`` for a psycopg ``AsyncConnection``: the same local
+    checks, then the empty query awaited on the event loop (psycopg would
+    send BEGIN before a statement on a non-autocommit connection: libpq's
+    empty query does not)."""
+    fd = probe_locally(conn)
+    if not query:
+        return
+    pgconn = conn.pgconn
+    limit = 5.0 if timeout is None else timeout
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit
+    pgconn.send_query(b"")
+    while True:
+        pgconn.consume_input()
+        if not pgconn.is_busy():
+            break
+        ready = loop.create_future()
+        loop.add_reader(fd, ready.set_result, None)
+        try:
+            await asyncio.wait_for(ready, max(0.0, deadline - loop.time()))
+        except asyncio.TimeoutError:
+            raise _no_answer(limit) from None
+        finally:
+            loop.remove_reader(fd)
+    _empty_query_done(pgconn)
+
+
+def _needs_rollback(pgconn: Any) -> bool | None:
+    """The reset rule, from libpq's local status: None when idle (nothing to
+    do), True when a transaction is open or failed (roll back), False when
+    the connection cannot be reused (broken, or a result or COPY streaming)."""
     if pgconn.status != _CONNECTION_OK:
         return False
     status = pgconn.transaction_status
     if status in (_TRANS_INTRANS, _TRANS_INERROR):
-        try:
-            conn.rollback()
-        except Exception:
-            return False
-        return bool(pgconn.transaction_status == _TRANS_IDLE)
+        return True
     # ACTIVE: a result or a COPY is still streaming; UNKNOWN: broken.
-    return bool(status == _TRANS_IDLE)
+    return None if status == _TRANS_IDLE else False
 
 
-class PsycopgClient(Client):
-    """psycopg 3 connections (see ``fastpool.drivers.client``).
+def reset_connection(conn: Any) -> bool:
+    """Roll back what a borrower left open on a psycopg connection; False when
+    it cannot be reused (broken, or a result or COPY still streaming)."""
+    pgconn = conn.pgconn
+    todo = _needs_rollback(pgconn)
+    if todo is not True:
+        return todo is None
+    try:
+        conn.rollback()
+    except Exception:
+        return False
+    return bool(pgconn.transaction_status == _TRANS_IDLE)
+
+
+async def reset_connection_async(conn: Any) -> bool:
+    """``reset_connection`` for a psycopg ``AsyncConnection``."""
+    pgconn = conn.pgconn
+    todo = _needs_rollback(pgconn)
+    if todo is not True:
+        return todo is None
+    try:
+        await conn.rollback()
+    except Exception:
+        return False
+    return bool(pgconn.transaction_status == _TRANS_IDLE)
+
+
+def _check_not_failed(conn: Any) -> None:
+    if conn.pgconn.transaction_status == _TRANS_INERROR:
+        raise TransactionAborted(
+            "the transaction's work returned normally, but the transaction had failed "
+            "(an error inside it was caught and not re-raised): rolled back, nothing "
+            "was committed")
+
+
+class PsycopgLocal(ClientBase):
+    """What fastpool knows locally about psycopg 3 connections, sync or async.
 
     The transaction status is libpq's own (``pgconn.transaction_status``,
     ~16 ns; ``conn.info.transaction_status`` costs ~60x more). Transactions:
@@ -347,6 +489,7 @@ class PsycopgClient(Client):
 
     kind = "postgresql"
     dialect = "postgres"
+    paramstyle = "pyformat"
     capabilities = frozenset(CAPABILITIES)
     status_attr = "transaction_status"
     idle_status = _TRANS_IDLE
@@ -357,24 +500,6 @@ class PsycopgClient(Client):
     def status_source(self, conn: Any) -> Any:
         return conn.pgconn
 
-    def begin(self, conn: Any, *, write: bool = False) -> None:
-        if conn.autocommit:
-            conn.execute("BEGIN")
-
-    def commit(self, conn: Any) -> None:
-        if conn.pgconn.transaction_status == _TRANS_INERROR:
-            raise TransactionAborted(
-                "the transaction's work returned normally, but the transaction had failed "
-                "(an error inside it was caught and not re-raised): rolled back, nothing "
-                "was committed")
-        conn.commit()
-
-    def probe(self, conn: Any, timeout: float | None = None) -> None:
-        probe_connection(conn, timeout=timeout)
-
-    def reset(self, conn: Any) -> bool:
-        return reset_connection(conn)
-
     def is_lost(self, conn: Any) -> bool:
         return bool(conn.pgconn.status != _CONNECTION_OK)
 
@@ -383,6 +508,47 @@ class PsycopgClient(Client):
 
     def classify(self, exc: BaseException) -> ErrorKind:
         return classify_error(exc)
+
+
+class PsycopgClient(PsycopgLocal, Client):
+    """psycopg 3 connections (see ``PsycopgLocal`` and ``fastpool.drivers.client``)."""
+
+    def begin(self, conn: Any, *, write: bool = False) -> None:
+        if conn.autocommit:
+            conn.execute("BEGIN")
+
+    def commit(self, conn: Any) -> None:
+        _check_not_failed(conn)
+        conn.commit()
+
+    def probe(self, conn: Any, timeout: float | None = None) -> None:
+        probe_connection(conn, timeout=timeout)
+
+    def reset(self, conn: Any) -> bool:
+        return reset_connection(conn)
+
+
+class AsyncPsycopgClient(PsycopgLocal, AsyncClient):
+    """psycopg 3 ``AsyncConnection`` objects: ``PsycopgLocal``'s rules, awaited."""
+
+    async def begin(self, conn: Any, *, write: bool = False) -> None:
+        if conn.autocommit:
+            await conn.execute("BEGIN")
+
+    async def commit(self, conn: Any) -> None:
+        _check_not_failed(conn)
+        await conn.commit()
+
+    async def probe(self, conn: Any, timeout: float | None = None) -> None:
+        await probe_connection_async(conn, timeout=timeout)
+
+    async def reset(self, conn: Any) -> bool:
+        return await reset_connection_async(conn)
+
+    async def fetch_dicts(self, conn: Any, sql: str, params: Any) -> list[dict[str, Any]]:
+        cur = await conn.execute(sql, params)
+        names = [d.name for d in cur.description or ()]
+        return [dict(zip(names, row, strict=True)) for row in await cur.fetchall()]
 
 
 def _secrets_in(conninfo: str) -> list[str]:

@@ -13,13 +13,14 @@ connections (SQLite's ``memdb`` VFS), kept alive while the pool is open.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import sqlite3
-from typing import Any
+from typing import Any, ClassVar
 
-from fastpool.drivers.base import Driver, option_bool
-from fastpool.drivers.client import CAPABILITIES, Client
+from fastpool.drivers.base import AsyncDriver, Driver, DriverBase, option_bool
+from fastpool.drivers.client import CAPABILITIES, AsyncClient, Client, ClientBase
 from fastpool.errors import ConfigError, ErrorKind
 from fastpool.options import seconds
 
@@ -40,10 +41,11 @@ def unfixable_sqlite_error(exc: BaseException) -> bool:
 _ISOLATION_LEVELS = {"", "DEFERRED", "IMMEDIATE", "EXCLUSIVE"}
 
 
-class SQLiteDriver(Driver):
-    """Connections to one SQLite database file (or one shared in-memory database)."""
+class SQLiteSettings(DriverBase):
+    """Which SQLite database and how to open it (shared by ``SQLiteDriver``
+    and ``AiosqliteDriver``)."""
 
-    name = "sqlite"
+    name: ClassVar[str] = "sqlite"
 
     def __init__(self, database: str, *, timeout: float = 5.0, journal_mode: str | None = "wal",
                  synchronous: str | None = None, foreign_keys: bool | None = None,
@@ -68,7 +70,7 @@ class SQLiteDriver(Driver):
         self.foreign_keys = foreign_keys
         self.isolation_level = isolation_level
         self._keeper: sqlite3.Connection | None = None
-        self.client: SQLiteClient = SQLiteClient()
+        self._init_client()
         if self.memory:
             if _HAS_MEMDB:
                 self._target = f"file:/fastpool-{os.getpid()}-{next(_memdb_names)}?vfs=memdb"
@@ -84,7 +86,7 @@ class SQLiteDriver(Driver):
 
     @classmethod
     def from_url(cls, url: str, rest: str, query: dict[str, str],
-                 options: dict[str, Any] | None = None) -> SQLiteDriver:
+                 options: dict[str, Any] | None = None) -> Any:
         # sqlite:///x.db -> rest "/x.db" -> "x.db"; sqlite:////abs -> "/abs".
         if rest.startswith("//"):
             rest = rest[2:]
@@ -123,32 +125,88 @@ class SQLiteDriver(Driver):
             kwargs[key] = value
         return cls(database, **kwargs)
 
+    def _init_client(self) -> None:
+        raise NotImplementedError
+
+    def _connect_args(self) -> dict[str, Any]:
+        return {"database": self._target, "timeout": self.timeout, "check_same_thread": False,
+                "isolation_level": self.isolation_level, "uri": self.memory}
+
+    def _pragmas(self) -> list[str]:
+        """The statements every new connection runs first."""
+        found = []
+        if self.journal_mode and not self.memory:
+            found.append(f"PRAGMA journal_mode={self.journal_mode}")
+        if self.synchronous:
+            found.append(f"PRAGMA synchronous={self.synchronous}")
+        if self.foreign_keys is not None:
+            found.append(f"PRAGMA foreign_keys={'ON' if self.foreign_keys else 'OFF'}")
+        return found
+
     def _open(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self._target, timeout=self.timeout, check_same_thread=False,
-                               isolation_level=self.isolation_level,  # type: ignore[arg-type]
-                               uri=self.memory)
+        conn: sqlite3.Connection = sqlite3.connect(**self._connect_args())
         try:
-            if self.journal_mode and not self.memory:
-                conn.execute(f"PRAGMA journal_mode={self.journal_mode}")
-            if self.synchronous:
-                conn.execute(f"PRAGMA synchronous={self.synchronous}")
-            if self.foreign_keys is not None:
-                conn.execute(f"PRAGMA foreign_keys={'ON' if self.foreign_keys else 'OFF'}")
+            for pragma in self._pragmas():
+                conn.execute(pragma)
         except BaseException:
             conn.close()
             raise
         return conn
 
-    def connect(self) -> sqlite3.Connection:
-        return self._open()
+    def _close_keeper(self) -> None:
+        if self._keeper is not None:
+            self._keeper.close()
+            self._keeper = None
 
     def describe(self) -> str:
         return "sqlite :memory: (shared)" if self.memory else f"sqlite {self.database}"
 
+
+class SQLiteDriver(SQLiteSettings, Driver):
+    """Connections to one SQLite database file (or one shared in-memory database)."""
+
+    def _init_client(self) -> None:
+        self.client: SQLiteClient = SQLiteClient()
+
+    def connect(self) -> sqlite3.Connection:
+        return self._open()
+
     def close_pool(self) -> None:
-        if self._keeper is not None:
-            self._keeper.close()
-            self._keeper = None
+        self._close_keeper()
+
+
+def _import_aiosqlite() -> Any:
+    try:
+        import aiosqlite
+    except ImportError as exc:
+        raise ConfigError("sqlite+aiosqlite:// (sqlite:// in an asyncio pool) needs aiosqlite: "
+                          f"pip install 'fastpool[aiosqlite]'; import failed: {exc}") from None
+    return aiosqlite
+
+
+class AiosqliteDriver(SQLiteSettings, AsyncDriver):
+    """aiosqlite connections to one SQLite database file (or one shared
+    in-memory database): the same URL and options as ``SQLiteDriver``."""
+
+    def __init__(self, database: str, **kwargs: Any) -> None:
+        self._aiosqlite = _import_aiosqlite()
+        super().__init__(database, **kwargs)
+
+    def _init_client(self) -> None:
+        self.client: AiosqliteClient = AiosqliteClient()
+
+    async def connect(self) -> Any:
+        conn = await self._aiosqlite.connect(**self._connect_args())
+        try:
+            for pragma in self._pragmas():
+                await (await conn.execute(pragma)).close()
+        except BaseException:
+            await conn.close()
+            raise
+        return conn
+
+    async def close_pool(self) -> None:
+        self._close_keeper()
 
 
 def classify_sqlite_error(exc: BaseException) -> ErrorKind:
@@ -165,36 +223,64 @@ def classify_sqlite_error(exc: BaseException) -> ErrorKind:
     return ErrorKind.OTHER
 
 
-class SQLiteClient(Client):
-    """sqlite3 connections (see ``fastpool.drivers.client``).
+def begin_statement(raw: sqlite3.Connection, write: bool) -> str | None:
+    """The BEGIN to send on sqlite3 connection ``raw`` (None: a transaction is
+    open already): the connection's isolation level (DEFERRED, IMMEDIATE or
+    EXCLUSIVE), or IMMEDIATE for a transaction known to write, so that it
+    waits in the busy handler rather than failing a lock upgrade."""
+    if raw.in_transaction:
+        return None
+    level = (raw.isolation_level or "").upper()
+    if write and level in ("", "DEFERRED"):
+        level = "IMMEDIATE"
+    return f"BEGIN {level}"
+
+
+def end_statement(raw: sqlite3.Connection, verb: str) -> str | None:
+    """How to end the transaction on ``raw`` with ``verb`` (COMMIT or
+    ROLLBACK): the statement itself under 3.12's ``autocommit=True`` (where
+    the module's commit()/rollback() do nothing; None when no transaction is
+    open), else None after the module's own method is called by the caller:
+    the returned statement is sent, or, if None and the module is in charge,
+    ``conn.commit()`` / ``conn.rollback()``."""
+    if getattr(raw, "autocommit", None) is True:
+        return verb if raw.in_transaction else ""
+    return None
+
+
+class SQLiteLocal(ClientBase):
+    """What fastpool knows locally about SQLite connections, sqlite3 or aiosqlite.
 
     ``in_transaction`` is the local status. Transactions are opened with an
-    explicit ``BEGIN`` of the connection's isolation level (DEFERRED,
-    IMMEDIATE or EXCLUSIVE); one known to write (the batcher's) takes the
-    write lock up front with ``BEGIN IMMEDIATE`` instead of DEFERRED, so that
-    it waits in the busy handler rather than failing a lock upgrade. A
+    explicit ``BEGIN`` (``begin_statement``); one known to write (the
+    batcher's) takes the write lock up front with ``BEGIN IMMEDIATE``. A
     transaction the module already opened (Python 3.12's ``autocommit=False``)
     is used as it is. With 3.12's ``autocommit=True`` the module's
     ``commit()`` and ``rollback()`` do nothing: COMMIT and ROLLBACK are sent
-    as statements.
+    as statements (``end_statement``).
     """
 
     kind = "sqlite"
     dialect = "sqlite"
+    paramstyle = "qmark"
     capabilities = frozenset(CAPABILITIES)
     status_attr = "in_transaction"
     idle_status = False
+
+    def classify(self, exc: BaseException) -> ErrorKind:
+        return classify_sqlite_error(exc)
+
+
+class SQLiteClient(SQLiteLocal, Client):
+    """sqlite3 connections (see ``SQLiteLocal`` and ``fastpool.drivers.client``)."""
 
     def __init__(self) -> None:
         super().__init__("sqlite3")
 
     def begin(self, conn: Any, *, write: bool = False) -> None:
-        if conn.in_transaction:
-            return
-        level = (conn.isolation_level or "").upper()
-        if write and level in ("", "DEFERRED"):
-            level = "IMMEDIATE"
-        conn.execute(f"BEGIN {level}")
+        sql = begin_statement(conn, write)
+        if sql is not None:
+            conn.execute(sql)
 
     def commit(self, conn: Any) -> None:
         self._end(conn, "COMMIT")
@@ -204,16 +290,58 @@ class SQLiteClient(Client):
 
     @staticmethod
     def _end(conn: Any, verb: str) -> None:
-        """End the transaction: the module's commit()/rollback(), which do
-        nothing under 3.12's autocommit=True: then the statement itself."""
-        if getattr(conn, "autocommit", None) is True:
-            if conn.in_transaction:
-                conn.execute(verb)
-        else:
+        sql = end_statement(conn, verb)
+        if sql is None:
             getattr(conn, verb.lower())()
+        elif sql:
+            conn.execute(sql)
 
     def probe(self, conn: Any, timeout: float | None = None) -> None:
         conn.execute("SELECT 1").fetchone()
 
-    def classify(self, exc: BaseException) -> ErrorKind:
-        return classify_sqlite_error(exc)
+
+class AiosqliteClient(SQLiteLocal, AsyncClient):
+    """aiosqlite connections: ``SQLiteLocal``'s rules on the sqlite3 connection
+    underneath (``conn._connection``), whose ``in_transaction`` the core reads
+    from the event loop's thread (that getter has no same-thread check and
+    reads one flag; the pool reads it only when the borrower is done, so no
+    statement of this connection runs in aiosqlite's thread meanwhile)."""
+
+    def __init__(self) -> None:
+        super().__init__("aiosqlite")
+
+    def status_source(self, conn: Any) -> Any:
+        return conn._connection
+
+    def is_lost(self, conn: Any) -> bool:
+        return conn._connection is None
+
+    async def begin(self, conn: Any, *, write: bool = False) -> None:
+        sql = begin_statement(conn._connection, write)
+        if sql is not None:
+            await (await conn.execute(sql)).close()
+
+    async def commit(self, conn: Any) -> None:
+        await self._end(conn, "COMMIT")
+
+    async def rollback(self, conn: Any) -> None:
+        await self._end(conn, "ROLLBACK")
+
+    @staticmethod
+    async def _end(conn: Any, verb: str) -> None:
+        sql = end_statement(conn._connection, verb)
+        if sql is None:
+            await getattr(conn, verb.lower())()
+        elif sql:
+            await (await conn.execute(sql)).close()
+
+    async def probe(self, conn: Any, timeout: float | None = None) -> None:
+        if conn._connection is None:
+            raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
+        await asyncio.wait_for(conn.execute_fetchall("SELECT 1"),
+                               5.0 if timeout is None else timeout)
+
+    async def fetch_dicts(self, conn: Any, sql: str, params: Any) -> list[dict[str, Any]]:
+        async with conn.execute(sql, params) as cur:
+            names = [d[0] for d in cur.description or ()]
+            return [dict(zip(names, row, strict=True)) for row in await cur.fetchall()]
