@@ -1,11 +1,25 @@
-"""The batcher's engine: the queue, the flusher threads, and committing a
-batch through the transaction runner (isolating or bisecting a failing write,
-retrying conflicts). Also its interpreter-exit and fork handling."""
+"""The batcher's engine.
+
+``EngineBase`` holds the rules, written once for threads and asyncio: which
+writes a flusher takes and when (group commit, ``max_delay``, ``max_batch``),
+and the flow that commits a batch (``batch_steps``, a ``fastpool.steps``
+flow): grouping by statement, key order, one transaction through the
+transaction runner's flow (``fastpool.transaction.attempt_steps``),
+isolating or bisecting a failing write with savepoints, splitting the batch
+across transactions for a COMMIT-time failure, retrying conflicts and
+connections lost before COMMIT, ``TransactionOutcomeUnknown`` for one lost
+during COMMIT, and the counters. Its I/O (``BatchIO``: the runner's acquire,
+begin, commit, rollback, release, sleep; the dialect's ``run`` and
+``command``) is performed by ``run`` in a flusher thread (``Engine``, here)
+or by ``run_async`` in a flusher task (``AsyncEngine``, ``aio.py``). What is
+left to each is its queue's wake-ups. Also the threads' interpreter-exit and
+fork handling."""
 
 from __future__ import annotations
 
 import atexit
 import copy
+import functools
 import logging
 import os
 import threading
@@ -13,20 +27,27 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 from fastpool.errors import ErrorKind
 from fastpool.sqltext.tables import access
-from fastpool.transaction import Outcome, attempt
-from fastpool.writes.batch.dialects import RELEASE, ROLLBACK_TO, SAVEPOINT, Dialect, dialect_for
+from fastpool.steps import Steps, run
+from fastpool.transaction import Attempt, Outcome, _SourceIO, attempt_steps
+from fastpool.writes.batch.dialects import (
+    RELEASE,
+    ROLLBACK_TO,
+    SAVEPOINT,
+    AsyncDialect,
+    Dialect,
+    dialect_for,
+)
 from fastpool.writes.batch.histogram import Counters, bucket_value, quantile
 from fastpool.writes.batch.results import BatcherClosed, BatcherFull, BatchResult, BatchStats
 
 if TYPE_CHECKING:
     from fastpool.source import ConnectionSource
 
-__all__ = ["Engine", "Item", "thread_lock"]
+__all__ = ["BatchIO", "Engine", "EngineBase", "Item", "thread_lock"]
 
 logger = logging.getLogger("fastpool")
 
@@ -46,7 +67,7 @@ class Item:
         self.next_waiter: Any = None     # the lock this caller releases once woken
         self.chained = False             # in its batch's wake-up chain
         self.abandoned = False           # its caller stopped waiting (interrupted)
-        self.future: Future[BatchResult] | None = None
+        self.future: Any = None  # submit(): a concurrent or an asyncio Future
         self.result: BatchResult | None = None
         self.error: BaseException | None = None
 
@@ -70,13 +91,64 @@ _ITEM_KINDS = frozenset({ErrorKind.QUERY, ErrorKind.OTHER, ErrorKind.CONFIG, Err
 _NEVER = 1 << 62
 
 
-class Engine:
-    """The queue, the flushers and their counters. Flusher threads hold this,
-    not the Batcher, so that an abandoned Batcher can be collected."""
+def _no_body(conn: Any) -> None:  # pragma: no cover - the flow runs its body inline
+    raise AssertionError("the batcher's body runs inside its flow")
 
-    def __init__(self, pool: ConnectionSource, *, max_batch: int, max_delay: float, flushers: int,
-                 max_pending: int | None, on_full: str, full_timeout: float | None,
-                 max_retries: int, name: str, backoff: Callable[[int], float]) -> None:
+
+class BatchIO(_SourceIO):
+    """The I/O of the batcher's flow: the transaction runner's (``_SourceIO``:
+    acquire, begin, commit, rollback, release, sleep) and the dialect's
+    (``run`` a statement group, ``command``). Blocking or coroutines, as the
+    pool's client is."""
+
+    __slots__ = ("engine",)
+
+    def __init__(self, engine: EngineBase, sleep: Callable[[float], Any]) -> None:
+        super().__init__(engine.pool, _no_body, sleep)
+        self.engine = engine
+
+    def run(self, conn: Any, sql: str, params: list[Any]) -> Any:
+        return self.engine.get_dialect().run(conn, sql, params)
+
+    def command(self, conn: Any, sql: str) -> Any:
+        return self.engine.get_dialect().command(conn, sql)
+
+
+def _with_body(steps: Steps[Attempt[Any]],
+               body: Callable[[Any], Steps[Any]]) -> Steps[Attempt[Any]]:
+    """The runner's flow (``attempt_steps``) with its ``("body", conn)``
+    operation run inline as the flow ``body(conn)``: one flow, one runner."""
+    try:
+        op = next(steps)
+        while True:
+            try:
+                if op[0] == "body":
+                    result = yield from body(op[1])
+                else:
+                    result = yield op
+            except GeneratorExit:
+                raise
+            except BaseException as exc:
+                op = steps.throw(exc)
+            else:
+                op = steps.send(result)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+    finally:
+        steps.close()
+
+
+class EngineBase:
+    """The state and the rules both engines share (see the module
+    documentation). ``lock`` guards the shared state: a real lock for
+    threads, a no-op on an event loop (one thread)."""
+
+    lock: Any
+
+    def __init__(self, pool: ConnectionSource, *, max_batch: int, max_delay: float,
+                 flushers: int, max_pending: int | None, on_full: str,
+                 full_timeout: float | None, max_retries: int, name: str,
+                 backoff: Callable[[int], float]) -> None:
         self.pool = pool
         self.name = name
         self.max_batch = max_batch
@@ -87,139 +159,96 @@ class Engine:
         self.max_retries = max_retries
         #: Seconds to wait before retry n (1, 2, ...) of a batch.
         self.backoff = backoff
-        self.dialect: Dialect | None = None
-
-        self.lock = threading.Lock()
-        self.work = threading.Condition(self.lock)   # flushers wait for writes
-        self.room = threading.Condition(self.lock)   # submitters wait for room
-        self.done = threading.Condition(self.lock)   # flush()/close() wait for batches
-        self.queue: deque[Item] = deque()
+        self.dialect: Dialect | AsyncDialect | None = None
+        self.flushers = flushers
+        self.sort_warned = False
+        self.closing = False
         self.seq = 0
+        self._reset_state()
+
+    def _reset_state(self) -> None:
+        self.queue: deque[Item] = deque()
         self.pending = 0
-        self.sleeping = 0        # flushers waiting in take()
+        self.sleeping = 0        # flushers waiting for work
         self.room_waiters = 0
         self.flushing = 0        # flush()/close() calls waiting: no max_delay wait
-        self.closing = False
         self.inflight: dict[int, int] = {}    # flusher -> lowest seq of its batch
         self.submitted = self.committed = self.failed = self.cancelled = self.batches = 0
-        self.counters = [Counters(max_batch) for _ in range(flushers)]
-        self.sort_warned = False
-        self.threads = [
-            threading.Thread(target=_flusher_main, args=(self, i), daemon=True,
-                             name=f"fastpool-batch-{name}-{i}")
-            for i in range(flushers)]
-        for t in self.threads:
-            t.start()
-        _engines.add(self)
+        self.counters = [Counters(self.max_batch) for _ in range(self.flushers)]
 
-    def reinit_after_fork(self) -> None:
-        """In a forked child: the queued writes are the parent's (its flushers
-        commit them); start empty, with new locks and new flushers."""
-        self.lock = threading.Lock()  # may have been held by a parent's thread
-        self.work = threading.Condition(self.lock)
-        self.room = threading.Condition(self.lock)
-        self.done = threading.Condition(self.lock)
-        self.queue = deque()
-        self.pending = self.sleeping = self.room_waiters = self.flushing = 0
-        self.inflight = {}
-        self.submitted = self.committed = self.failed = self.cancelled = self.batches = 0
-        n = len(self.threads)
-        self.counters = [Counters(self.max_batch) for _ in range(n)]
-        self.threads = [] if self.closing else [
-            threading.Thread(target=_flusher_main, args=(self, i), daemon=True,
-                             name=f"fastpool-batch-{self.name}-{i}")
-            for i in range(n)]
-        for t in self.threads:
-            t.start()
+    def get_dialect(self) -> Any:
+        dialect = self.dialect
+        if dialect is None:
+            dialect = self.dialect = dialect_for(self.pool.adapter)
+        return dialect
 
-    # ---- submitting ---------------------------------------------------------
+    # ---- accepting writes (the lock held) ------------------------------------------
 
-    def enqueue(self, item: Item) -> None:
-        with self.lock:
-            if self.closing:
-                raise BatcherClosed(f"batcher {self.name!r} is closed")
-            if self.pending >= self.max_pending:
-                if getattr(_tls, "flusher", False):
-                    # A done-callback submitting from a flusher: waiting would
-                    # stop the very thread that makes room.
-                    raise BatcherFull(f"batcher {self.name!r} is full ({self.pending} writes "
-                                      "pending) and a flusher thread cannot wait for room")
-                self._wait_for_room()
-            self.seq += 1
-            item.seq = self.seq
-            q = self.queue
-            q.append(item)
-            self.pending += 1
-            self.submitted += 1
-            if self.sleeping and (len(q) == 1 or len(q) == self.max_batch):
-                self.work.notify()
+    def closed_error(self, waited: bool = False) -> BatcherClosed:
+        if waited:
+            return BatcherClosed(f"batcher {self.name!r} was closed while waiting for room")
+        return BatcherClosed(f"batcher {self.name!r} is closed")
 
-    def _wait_for_room(self) -> None:
-        """With the lock held: wait (or refuse) while ``max_pending`` are pending."""
+    def full_error(self, timed_out: bool = False) -> BatcherFull:
         state = f"{self.pending} writes pending (max_pending={self.max_pending})"
-        if self.raise_when_full:
-            raise BatcherFull(f"batcher {self.name!r} is full: {state}, on_full='raise'")
-        deadline = None if self.full_timeout is None else time.monotonic() + self.full_timeout
-        self.room_waiters += 1
-        try:
-            while self.pending >= self.max_pending and not self.closing:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    raise BatcherFull(f"batcher {self.name!r} stayed full for "
-                                      f"{self.full_timeout:g} s (full_timeout): {state}")
-                self.room.wait(remaining)
-        finally:
-            self.room_waiters -= 1
-        if self.closing:
-            raise BatcherClosed(f"batcher {self.name!r} was closed while waiting for room")
+        if timed_out:
+            return BatcherFull(f"batcher {self.name!r} stayed full for "
+                               f"{self.full_timeout:g} s (full_timeout): {state}")
+        return BatcherFull(f"batcher {self.name!r} is full: {state}, on_full='raise'")
 
-    # ---- the flusher's side ---------------------------------------------------
+    def admit(self, item: Item) -> bool:
+        """Queue ``item`` (room was checked); True if a sleeping flusher
+        should be woken (the first write, or a full batch)."""
+        self.seq += 1
+        item.seq = self.seq
+        q = self.queue
+        q.append(item)
+        self.pending += 1
+        self.submitted += 1
+        return bool(self.sleeping) and (len(q) == 1 or len(q) == self.max_batch)
 
-    def take(self, me: int) -> list[Item] | None:
-        """Wait for a batch to flush; None when closed and nothing is queued."""
-        with self.lock:
-            q = self.queue
-            while True:
-                if q:
-                    if not self.inflight or len(q) >= self.max_batch or self.closing \
-                            or self.flushing:
-                        break
-                    # Another flusher's commit is in flight: start a parallel
-                    # batch only once the oldest write has waited max_delay.
-                    wait = q[0].t0 + self.max_delay_ns - time.monotonic_ns()
-                    if wait <= 0:
-                        break
-                    timeout: float | None = wait / 1e9
-                elif self.closing:
-                    return None
-                else:
-                    timeout = None
-                self.sleeping += 1
-                try:
-                    self.work.wait(timeout)
-                finally:
-                    self.sleeping -= 1
-            if len(q) <= self.max_batch:
-                batch = list(q)
-                q.clear()
-            else:
-                batch = [q.popleft() for _ in range(self.max_batch)]
-            self.inflight[me] = batch[0].seq
-            self.batches += 1
-            if q and self.sleeping:
-                self.work.notify()  # more than a batch was queued: a second flusher may start
+    # ---- taking a batch (the lock held) ----------------------------------------------
+
+    def wait_before_taking(self) -> int | None:
+        """How long a flusher waits before taking a batch, in ns: 0 take now,
+        None until woken, -1 never (closed and nothing queued).
+
+        Group commit: an idle flusher starts at once; while another flusher's
+        commit is in flight, a parallel batch starts only once the oldest
+        write has waited ``max_delay`` (or a batch is full, or a flush or
+        close is waiting)."""
+        q = self.queue
+        if q:
+            if not self.inflight or len(q) >= self.max_batch or self.closing or self.flushing:
+                return 0
+            return max(0, q[0].t0 + self.max_delay_ns - time.monotonic_ns())
+        return -1 if self.closing else None
+
+    def cut(self, me: int) -> tuple[list[Item], bool]:
+        """Take a batch off the queue for flusher ``me``; and whether another
+        flusher should be woken (more than a batch was queued)."""
+        q = self.queue
+        if len(q) <= self.max_batch:
+            batch = list(q)
+            q.clear()
+        else:
+            batch = [q.popleft() for _ in range(self.max_batch)]
+        self.inflight[me] = batch[0].seq
+        self.batches += 1
         self.counters[me].sizes[len(batch)] += 1
-        return batch
+        return batch, bool(q) and bool(self.sleeping)
 
-    def finish(self, me: int, batch: list[Item], cancelled: int) -> None:
-        """Count a resolved batch, then wake its callers.
+    def unresolved_below(self, target: int) -> bool:
+        """Is any write with seq <= target unresolved?"""
+        if self.queue and self.queue[0].seq <= target:
+            return True
+        return any(low <= target for low in self.inflight.values())
 
-        ``execute`` callers are woken as a chain: the flusher releases the
-        first one, which releases the next as soon as it runs, and so on.
-        Waking a whole batch at once would make its threads and the flusher
-        fight for the GIL: each of the flusher's next I/O waits would then
-        queue behind all of them.
-        """
+    # ---- resolving a batch ------------------------------------------------------------
+
+    def tally(self, me: int, batch: list[Item]) -> int:
+        """Record the latencies of the committed writes (flusher ``me``'s own
+        counters: no lock); their number."""
         now = time.monotonic_ns()
         counters = self.counters[me]
         committed = 0
@@ -227,125 +256,33 @@ class Engine:
             if it.error is None and it.result is not None:
                 committed += 1
                 counters.record_latency((now - it.t0) // 1000)
-        first = None
-        with self.lock:
-            prev = None
-            for it in batch:
-                if it.waiter is not None and not it.abandoned:
-                    it.chained = True
-                    if prev is None:
-                        first = it.waiter
-                    else:
-                        prev.next_waiter = it.waiter
-                    prev = it
-        if first is not None:
-            first.release()
-        # Every future is resolved before flush() can see the batch done, and
-        # a done-callback that raises (even a BaseException) stops none of them.
-        for it in batch:
-            future = it.future
-            if future is None:
-                continue  # not running: cancelled
-            try:
-                if it.error is None:
-                    future.set_result(it.result)  # type: ignore[arg-type]
-                else:
-                    future.set_exception(it.error)
-            except BaseException:
-                logger.exception("fastpool: batcher %r: a done-callback failed", self.name)
-        with self.lock:
-            self.pending -= len(batch)
-            self.committed += committed
-            self.cancelled += cancelled
-            self.failed += len(batch) - committed - cancelled
-            del self.inflight[me]
-            if self.room_waiters:
-                self.room.notify(len(batch))
-            if self.flushing:
-                self.done.notify_all()
+        return committed
 
-    def abandon(self, item: Item) -> None:
-        """An ``execute`` caller stopped waiting (interrupted): keep the wake-up
-        chain going without it."""
-        with self.lock:
-            if not item.chained:
-                item.abandoned = True  # finish() will leave it out of the chain
-                return
-            nxt, item.next_waiter = item.next_waiter, None
-        if nxt is not None:
-            nxt.release()
+    def settle(self, me: int, batch: list[Item], committed: int, cancelled: int) -> None:
+        """With the lock held: the batch is resolved; count it."""
+        self.pending -= len(batch)
+        self.committed += committed
+        self.cancelled += cancelled
+        self.failed += len(batch) - committed - cancelled
+        del self.inflight[me]
 
-    def unresolved_below(self, target: int) -> bool:
-        """With the lock held: is any write with seq <= target unresolved?"""
-        if self.queue and self.queue[0].seq <= target:
-            return True
-        return any(low <= target for low in self.inflight.values())
+    # ---- the flow of a batch ---------------------------------------------------------
 
-    # ---- flush / close ----------------------------------------------------------
-
-    def wait_resolved(self, target: int, timeout: float | None, what: str) -> None:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self.lock:
-            self.flushing += 1
-            if self.sleeping:
-                self.work.notify_all()
-            try:
-                while self.unresolved_below(target):
-                    remaining = None if deadline is None else deadline - time.monotonic()
-                    if remaining is not None and remaining <= 0:
-                        raise TimeoutError(
-                            f"batcher {self.name!r}: {what} timed out after {timeout:g} s "
-                            f"with {self.pending} writes pending")
-                    self.done.wait(remaining)
-            finally:
-                self.flushing -= 1
-
-    def close(self, timeout: float | None) -> None:
-        with self.lock:
-            self.closing = True
-            target = self.seq
-            self.work.notify_all()
-            self.room.notify_all()
-        me = threading.current_thread()
-        if me in self.threads:
-            return  # closed from a done-callback: the flusher drains on its way out
-        self.wait_resolved(target, timeout, "close")
-        deadline = None if timeout is None else time.monotonic() + timeout
-        for t in self.threads:
-            t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
-
-    def close_soon(self) -> None:
-        """The Batcher was garbage-collected: flush in the background, then stop."""
-        with self.lock:
-            self.closing = True
-            self.work.notify_all()
-            self.room.notify_all()
-
-    # ---- running a batch ----------------------------------------------------------
-
-    def flush_batch(self, me: int, batch: list[Item]) -> None:
-        """Commit ``batch`` (or fail its writes); always resolves every write."""
-        cancelled = 0
-        live = []
-        for it in batch:
-            if it.future is not None and not it.future.set_running_or_notify_cancel():
-                it.future = None  # cancelled: nothing to resolve
-                cancelled += 1
-            else:
-                live.append(it)
+    def batch_steps(self, me: int, live: list[Item]) -> Steps[None]:
+        """Commit ``live`` (or fail its writes): every write gets a result or
+        an error, even when the flow itself fails (a bug of ours, a
+        cancellation), which is then re-raised."""
         try:
-            if live:
-                # Writes invalidate the pool's result cache, before and after the commit.
-                with self.pool.writing(self.tables_written({it.sql for it in live})):
-                    self.commit_items(me, live)
-        except BaseException as exc:  # a bug of ours: never leave a caller hanging
-            logger.exception("fastpool: batcher %r failed to run a batch", self.name)
+            # Writes invalidate the pool's result cache, before and after the commit.
+            with self.pool.writing(self.tables_written({it.sql for it in live})):
+                yield from self.commit_steps(me, live)
+        except BaseException as exc:
+            if isinstance(exc, Exception):
+                logger.exception("fastpool: batcher %r failed to run a batch", self.name)
             for it in live:
                 if it.error is None and it.result is None:
                     it.error = _copy_error(exc)
             raise
-        finally:
-            self.finish(me, batch, cancelled)
 
     def groups(self, items: list[Item]) -> list[tuple[str, list[Item]]]:
         """Writes grouped by statement (groups in order of their first write),
@@ -383,33 +320,33 @@ class Engine:
         for sql in sqls:
             yield from access(sql, dialect).writes
 
-    def commit_items(self, me: int, items: list[Item]) -> None:
-        """One transaction for ``items`` through the transaction runner
-        (``fastpool.transaction.attempt``), retried, isolated or split as
-        needed; sets each write's result or error."""
+    def body_steps(self, conn: Any, groups: list[tuple[str, list[Item]]],
+                   careful: bool) -> Steps[None]:
+        """The transaction's body: each statement group in one go, or (careful)
+        under a savepoint, isolating the failing writes."""
+        for sql, group in groups:
+            if careful:
+                yield from self.isolate_steps(conn, sql, group)
+            else:
+                results = yield ("run", conn, sql, [it.params for it in group])
+                for it, res in zip(group, results, strict=True):
+                    it.result = res
+
+    def commit_steps(self, me: int, items: list[Item]) -> Steps[None]:
+        """One transaction for ``items`` through the transaction runner's flow,
+        retried, isolated or split as needed; sets each write's result or error."""
         counters = self.counters[me]
         groups = self.groups(items)
         careful = False
         retry = 0
-
-        def body(conn: Any) -> None:
-            dialect = self.dialect
-            if dialect is None:
-                dialect = self.dialect = dialect_for(self.pool.adapter)
-            for sql, group in groups:
-                if careful:
-                    self.isolate(dialect, conn, sql, group)
-                else:
-                    results = dialect.run(conn, sql, [it.params for it in group])
-                    for it, res in zip(group, results, strict=True):
-                        it.result = res
-
+        what = f"a batch of {len(items)} writes (batcher {self.name!r})"
         while True:
             for it in items:
                 it.result = it.error = None
             try:
-                done = attempt(self.pool, body, write=True,
-                               what=f"a batch of {len(items)} writes (batcher {self.name!r})")
+                done = yield from _with_body(
+                    attempt_steps(self.pool, True, None, what, None),
+                    functools.partial(self.body_steps, groups=groups, careful=careful))
             except Exception as exc:  # no connection: pool closed, timed out, cannot connect
                 _fail(items, exc)
                 return
@@ -437,7 +374,7 @@ class Engine:
                     _fail(items, error)
                     return
                 counters.retries += 1
-                time.sleep(self.backoff(retry))
+                yield ("sleep", self.backoff(retry))
                 continue
             # FAILED: a write's own error (or one the driver cannot place).
             if not careful and not done.at_commit:
@@ -449,31 +386,31 @@ class Engine:
                 # savepoints: nothing was committed; find the bad write by
                 # bisecting across transactions.
                 mid = len(items) // 2
-                self.commit_items(me, items[:mid])
-                self.commit_items(me, items[mid:])
+                yield from self.commit_steps(me, items[:mid])
+                yield from self.commit_steps(me, items[mid:])
                 return
             _fail(items, error)
             return
 
-    def isolate(self, dialect: Dialect, conn: Any, sql: str, group: list[Item]) -> None:
+    def isolate_steps(self, conn: Any, sql: str, group: list[Item]) -> Steps[None]:
         """Run a statement group under a savepoint; on a write's error roll back
         to it and bisect, so only the failing writes get an error."""
-        dialect.command(conn, SAVEPOINT)
+        yield ("command", conn, SAVEPOINT)
         try:
-            results = dialect.run(conn, sql, [it.params for it in group])
+            results = yield ("run", conn, sql, [it.params for it in group])
         except Exception as exc:
             if self.pool.classify(exc) not in _ITEM_KINDS:
                 raise  # the transaction's problem (conflict, lost connection)
-            dialect.command(conn, ROLLBACK_TO)
-            dialect.command(conn, RELEASE)
+            yield ("command", conn, ROLLBACK_TO)
+            yield ("command", conn, RELEASE)
             if len(group) == 1:
                 group[0].error = exc
                 return
             mid = len(group) // 2
-            self.isolate(dialect, conn, sql, group[:mid])
-            self.isolate(dialect, conn, sql, group[mid:])
+            yield from self.isolate_steps(conn, sql, group[:mid])
+            yield from self.isolate_steps(conn, sql, group[mid:])
             return
-        dialect.command(conn, RELEASE)
+        yield ("command", conn, RELEASE)
         for it, res in zip(group, results, strict=True):
             it.result = res
 
@@ -514,6 +451,205 @@ class Engine:
             pending=counts[4], queued=counts[5], batches=counts[6], batch_size_mean=mean,
             batch_size_p99=quantile(sizes, 0.99), latency_p50=p50, latency_p99=p99,
             retries=retries, conflicts=conflicts, isolations=isolations)
+
+
+class Engine(EngineBase):
+    """The queue's wake-ups and the flusher threads. Flusher threads hold
+    this, not the Batcher, so that an abandoned Batcher can be collected."""
+
+    def __init__(self, pool: ConnectionSource, **options: Any) -> None:
+        super().__init__(pool, **options)
+        self.lock = threading.Lock()
+        self._conditions()
+        self.io = BatchIO(self, time.sleep)
+        self.threads = self._start_threads()
+        _engines.add(self)
+
+    def _conditions(self) -> None:
+        self.work = threading.Condition(self.lock)   # flushers wait for writes
+        self.room = threading.Condition(self.lock)   # submitters wait for room
+        self.done = threading.Condition(self.lock)   # flush()/close() wait for batches
+
+    def _start_threads(self) -> list[threading.Thread]:
+        threads = [] if self.closing else [
+            threading.Thread(target=_flusher_main, args=(self, i), daemon=True,
+                             name=f"fastpool-batch-{self.name}-{i}")
+            for i in range(self.flushers)]
+        for t in threads:
+            t.start()
+        return threads
+
+    def reinit_after_fork(self) -> None:
+        """In a forked child: the queued writes are the parent's (its flushers
+        commit them); start empty, with new locks and new flushers."""
+        self.lock = threading.Lock()  # may have been held by a parent's thread
+        self._conditions()
+        self._reset_state()
+        self.threads = self._start_threads()
+
+    # ---- submitting ---------------------------------------------------------
+
+    def enqueue(self, item: Item) -> None:
+        with self.lock:
+            if self.closing:
+                raise self.closed_error()
+            if self.pending >= self.max_pending:
+                if getattr(_tls, "flusher", False):
+                    # A done-callback submitting from a flusher: waiting would
+                    # stop the very thread that makes room.
+                    raise BatcherFull(f"batcher {self.name!r} is full ({self.pending} writes "
+                                      "pending) and a flusher thread cannot wait for room")
+                self._wait_for_room()
+            if self.admit(item):
+                self.work.notify()
+
+    def _wait_for_room(self) -> None:
+        """With the lock held: wait (or refuse) while ``max_pending`` are pending."""
+        if self.raise_when_full:
+            raise self.full_error()
+        deadline = None if self.full_timeout is None else time.monotonic() + self.full_timeout
+        self.room_waiters += 1
+        try:
+            while self.pending >= self.max_pending and not self.closing:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise self.full_error(timed_out=True)
+                self.room.wait(remaining)
+        finally:
+            self.room_waiters -= 1
+        if self.closing:
+            raise self.closed_error(waited=True)
+
+    # ---- the flusher's side ---------------------------------------------------
+
+    def take(self, me: int) -> list[Item] | None:
+        """Wait for a batch to flush; None when closed and nothing is queued."""
+        with self.lock:
+            while True:
+                wait = self.wait_before_taking()
+                if wait == 0:
+                    break
+                if wait == -1:
+                    return None
+                self.sleeping += 1
+                try:
+                    self.work.wait(None if wait is None else wait / 1e9)
+                finally:
+                    self.sleeping -= 1
+            batch, more = self.cut(me)
+            if more:
+                self.work.notify()  # more than a batch was queued: a second flusher may start
+        return batch
+
+    def flush_batch(self, me: int, batch: list[Item]) -> None:
+        """Commit ``batch`` (or fail its writes); always resolves every write."""
+        cancelled = 0
+        live = []
+        for it in batch:
+            if it.future is not None and not it.future.set_running_or_notify_cancel():
+                it.future = None  # cancelled: nothing to resolve
+                cancelled += 1
+            else:
+                live.append(it)
+        try:
+            if live:
+                run(self.batch_steps(me, live), self.io)
+        finally:
+            self.finish(me, batch, cancelled)
+
+    def finish(self, me: int, batch: list[Item], cancelled: int) -> None:
+        """Count a resolved batch, then wake its callers.
+
+        ``execute`` callers are woken as a chain: the flusher releases the
+        first one, which releases the next as soon as it runs, and so on.
+        Waking a whole batch at once would make its threads and the flusher
+        fight for the GIL: each of the flusher's next I/O waits would then
+        queue behind all of them.
+        """
+        committed = self.tally(me, batch)
+        first = None
+        with self.lock:
+            prev = None
+            for it in batch:
+                if it.waiter is not None and not it.abandoned:
+                    it.chained = True
+                    if prev is None:
+                        first = it.waiter
+                    else:
+                        prev.next_waiter = it.waiter
+                    prev = it
+        if first is not None:
+            first.release()
+        # Every future is resolved before flush() can see the batch done, and
+        # a done-callback that raises (even a BaseException) stops none of them.
+        for it in batch:
+            future = it.future
+            if future is None:
+                continue  # not running: cancelled
+            try:
+                if it.error is None:
+                    future.set_result(it.result)
+                else:
+                    future.set_exception(it.error)
+            except BaseException:
+                logger.exception("fastpool: batcher %r: a done-callback failed", self.name)
+        with self.lock:
+            self.settle(me, batch, committed, cancelled)
+            if self.room_waiters:
+                self.room.notify(len(batch))
+            if self.flushing:
+                self.done.notify_all()
+
+    def abandon(self, item: Item) -> None:
+        """An ``execute`` caller stopped waiting (interrupted): keep the wake-up
+        chain going without it."""
+        with self.lock:
+            if not item.chained:
+                item.abandoned = True  # finish() will leave it out of the chain
+                return
+            nxt, item.next_waiter = item.next_waiter, None
+        if nxt is not None:
+            nxt.release()
+
+    # ---- flush / close ----------------------------------------------------------
+
+    def wait_resolved(self, target: int, timeout: float | None, what: str) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self.lock:
+            self.flushing += 1
+            if self.sleeping:
+                self.work.notify_all()
+            try:
+                while self.unresolved_below(target):
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        raise TimeoutError(
+                            f"batcher {self.name!r}: {what} timed out after {timeout:g} s "
+                            f"with {self.pending} writes pending")
+                    self.done.wait(remaining)
+            finally:
+                self.flushing -= 1
+
+    def close(self, timeout: float | None) -> None:
+        with self.lock:
+            self.closing = True
+            target = self.seq
+            self.work.notify_all()
+            self.room.notify_all()
+        me = threading.current_thread()
+        if me in self.threads:
+            return  # closed from a done-callback: the flusher drains on its way out
+        self.wait_resolved(target, timeout, "close")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for t in self.threads:
+            t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+
+    def close_soon(self) -> None:
+        """The Batcher was garbage-collected: flush in the background, then stop."""
+        with self.lock:
+            self.closing = True
+            self.work.notify_all()
+            self.room.notify_all()
 
 
 def _copy_error(exc: BaseException) -> BaseException:
