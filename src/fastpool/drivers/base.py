@@ -314,6 +314,8 @@ class AsyncDriver(DriverBase):
 
 
 def _close_quietly(conn: Any) -> Any:
+    """``conn.close()``, errors swallowed; its result (an awaitable for most
+    asyncio clients, None otherwise)."""
     with contextlib.suppress(Exception):
         return conn.close()
     return None
@@ -341,7 +343,11 @@ class CallableDriver(Driver):
         try:
             self.client = check_same_client(self.client, conn, Client)
         except BaseException:
-            _close_quietly(conn)  # a coroutine's close() stops "never awaited" warnings
+            # A coroutine's close() stops its "never awaited" warning; an asyncio
+            # client's close() may itself be a coroutine a thread cannot await.
+            closing = _close_quietly(conn)
+            if inspect.iscoroutine(closing):
+                closing.close()
             raise
         return conn
 

@@ -330,10 +330,10 @@ def check_same_client(expected: C | None, conn: Any, flavour: type[C]) -> C:
     if not isinstance(client, flavour):
         if client.is_async:
             raise UnsupportedClient(
-                f"connect returned a {client.name} connection, an asyncio client: use "
+                f"connect returned a connection of {client.name}, an asyncio client: use "
                 "fastpool.AsyncPool(connect=...) or fastpool.create_async_pool for it")
         raise UnsupportedClient(
-            f"connect returned a {client.name} connection, a blocking client: an asyncio "
+            f"connect returned a connection of {client.name}, a blocking client: an asyncio "
             "pool needs an asyncio client's connection (psycopg 3 AsyncConnection, asyncpg, "
             "asyncmy, aiomysql or aiosqlite); use fastpool.Pool for this one")
     if expected is not None and client is not expected and (

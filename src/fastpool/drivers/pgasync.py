@@ -163,12 +163,13 @@ class AsyncpgClient(AsyncClient):
             await conn.execute("ROLLBACK")
 
     async def probe(self, conn: Any, timeout: float | None = None) -> None:
-        """Local check (asyncpg saw the server close the socket), then an
-        empty query (the cheapest round trip) within ``timeout`` (default 5 s)."""
+        """Local check (asyncpg saw the server close the socket), then
+        ``SELECT 1`` (simple protocol; asyncpg cannot take an empty query's
+        answer) within ``timeout`` (default 5 s)."""
         if conn.is_closed():
             raise sys.modules["asyncpg"].exceptions.ConnectionDoesNotExistError(
                 "the server closed the connection while it was idle")
-        await conn.execute("", timeout=5.0 if timeout is None else timeout)
+        await conn.execute("SELECT 1", timeout=5.0 if timeout is None else timeout)
 
     async def reset(self, conn: Any) -> bool:
         """Roll back only when a transaction is open, decided locally."""
@@ -271,7 +272,7 @@ class AsyncpgDriver(AsyncDriver):
         return await self._asyncpg.connect(self.dsn or None, **self.params)
 
     async def probe(self, conn: Any, timeout: float | None = None) -> None:
-        """Local check, then an empty query unless ``probe="local"``."""
+        """Local check, then ``SELECT 1`` unless ``probe="local"``."""
         if self.probe_mode == "query" or conn.is_closed():
             await self.client.probe(conn, timeout)
 
