@@ -237,12 +237,10 @@ def begin_statement(raw: sqlite3.Connection, write: bool) -> str | None:
 
 
 def end_statement(raw: sqlite3.Connection, verb: str) -> str | None:
-    """How to end the transaction on ``raw`` with ``verb`` (COMMIT or
-    ROLLBACK): the statement itself under 3.12's ``autocommit=True`` (where
-    the module's commit()/rollback() do nothing; None when no transaction is
-    open), else None after the module's own method is called by the caller:
-    the returned statement is sent, or, if None and the module is in charge,
-    ``conn.commit()`` / ``conn.rollback()``."""
+    """How to end the transaction on ``raw`` with ``verb`` (COMMIT or ROLLBACK):
+    None: call the module's own ``commit()`` / ``rollback()``; otherwise (3.12's
+    ``autocommit=True``, where those do nothing) the statement to send, or ""
+    when no transaction is open."""
     if getattr(raw, "autocommit", None) is True:
         return verb if raw.in_transaction else ""
     return None
