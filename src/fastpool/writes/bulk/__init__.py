@@ -32,6 +32,15 @@ temporary staging table, then ``INSERT ... SELECT ... ON CONFLICT (id) DO
 UPDATE``; MySQL uses ``ON DUPLICATE KEY UPDATE`` (on whichever unique key
 conflicts); SQLite ``ON CONFLICT (id) DO UPDATE``.
 
+On an asyncio pool the same loads are awaited (``await pool.copy_rows(...)``,
+``copy_rows_async`` here), with the same rules, written once: each server's
+load is one flow (``fastpool.steps``) whose I/O is the blocking client's or
+the asyncio client's: asyncpg's ``copy_to_table`` and psycopg's
+``AsyncConnection`` COPY take the same compiled encoder's chunks, asyncmy and
+aiomysql the same multi-row INSERTs, aiosqlite the same chunks. The rows may
+then also be an async iterable (read a chunk at a time). Cancelling the task
+rolls the load back.
+
 Values are sent as the drivers send them: a naive datetime into a PostgreSQL
 ``timestamptz`` column is refused as psycopg refuses it (give it a tzinfo, or
 use ``pg_format="text"``); MySQL gets an aware datetime's wall-clock time, and
@@ -41,17 +50,20 @@ float, str, bool, None, date and datetime values.
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import operator
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from fastpool.errors import ConfigError, UnsupportedClient
 from fastpool.options import callable_or_none, choice, integer
-from fastpool.transaction import Outcome, attempt
+from fastpool.steps import Steps, run, run_async
+from fastpool.transaction import Outcome, _SourceIO, attempt_steps
 from fastpool.writes.bulk.common import (
     DEFAULT_CHUNK_ROWS,
-    ErrorFactory,
+    Feed,
+    Job,
     Progress,
     RowError,
     encoder_impl,
@@ -60,7 +72,8 @@ from fastpool.writes.bulk.common import (
 if TYPE_CHECKING:
     from fastpool.source import ConnectionSource
 
-__all__ = ["DEFAULT_CHUNK_ROWS", "RowError", "copy_records", "copy_rows", "encoder_impl"]
+__all__ = ["DEFAULT_CHUNK_ROWS", "RowError", "copy_records", "copy_records_async", "copy_rows",
+           "copy_rows_async", "encoder_impl"]
 
 Table = str | tuple[str, str]
 
@@ -116,6 +129,17 @@ def _check_options(pg_format: object, progress: object, chunk_rows: object,
         integer("max_packet (None: the server's max_allowed_packet)", max_packet, 1024)
 
 
+def _iterable(values: object, what: str, allow_async: bool) -> Any:
+    """``values``' iterator (sync), or its async iterator (``allow_async``)."""
+    if allow_async and isinstance(values, AsyncIterable):
+        return values.__aiter__()
+    if isinstance(values, (str, bytes, Mapping)) or not isinstance(values, Iterable):
+        kinds = "an iterable or async iterable" if allow_async else "an iterable"
+        items = "dicts" if what == "records" else "rows (tuples or lists)"
+        raise ConfigError(f"{what} must be {kinds} of {items}, got {type(values).__name__}")
+    return iter(values)
+
+
 # ---- public API ---------------------------------------------------------------
 
 def copy_rows(source: ConnectionSource, table: Table, columns: Sequence[str],
@@ -138,15 +162,24 @@ def copy_rows(source: ConnectionSource, table: Table, columns: Sequence[str],
     Raises RowError for a bad row (nothing is loaded) and the driver's error
     for a table or column that does not exist.
     """
-    names = _table(table)
-    cols = _columns(columns)
-    keys = _conflict_keys(on_conflict, cols)
-    _check_options(pg_format, progress, chunk_rows, max_packet)
-    if isinstance(rows, (str, bytes, Mapping)) or not isinstance(rows, Iterable):
-        raise ConfigError(f"rows must be an iterable of rows (tuples or lists), got "
-                         f"{type(rows).__name__}")
-    return _load(source, names, cols, iter(rows), keys, pg_format, progress, chunk_rows,
-                 max_packet, "rows")
+    job = _rows_job(table, columns, rows, False, on_conflict, pg_format, progress, chunk_rows,
+                    max_packet)
+    return run(_load_steps(source, job), _SourceIO(source, _body(source, job, run)))
+
+
+async def copy_rows_async(source: ConnectionSource, table: Table, columns: Sequence[str],
+                          rows: Iterable[Any] | AsyncIterable[Any], *,
+                          on_conflict: Sequence[str] | None = None, pg_format: str = "auto",
+                          progress: Progress | None = None,
+                          chunk_rows: int = DEFAULT_CHUNK_ROWS,
+                          max_packet: int | None = None) -> int:
+    """``copy_rows`` on an asyncio pool (``await pool.copy_rows(...)``): the
+    same options and rules; ``rows`` may also be an async iterable, read
+    ``chunk_rows`` rows at a time."""
+    job = _rows_job(table, columns, rows, True, on_conflict, pg_format, progress, chunk_rows,
+                    max_packet)
+    return await run_async(_load_steps(source, job),
+                           _SourceIO(source, _body(source, job, run_async)))
 
 
 def copy_records(source: ConnectionSource, table: Table, records: Iterable[Mapping[str, Any]],
@@ -163,30 +196,89 @@ def copy_records(source: ConnectionSource, table: Table, records: Iterable[Mappi
     """
     names = _table(table)
     _check_options(pg_format, progress, chunk_rows, max_packet)
-    if isinstance(records, (str, bytes, Mapping)) or not isinstance(records, Iterable):
-        raise ConfigError(f"records must be an iterable of dicts, got {type(records).__name__}")
-    it: Iterator[Any] = iter(records)
+    it: Iterator[Any] = _iterable(records, "records", False)
     if columns is None:
         first = next(it, _END)
         if first is _END:
             return 0
-        if not isinstance(first, Mapping):
-            raise RowError(f"records[0] is a {type(first).__name__}, not a dict", 0)
-        columns = list(first)
+        columns = _first_record_keys(first)
         it = itertools.chain([first], it)
-    cols = _columns(columns)
-    keys = _conflict_keys(on_conflict, cols)
-    return _load(source, names, cols, _records_to_rows(it, cols), keys, pg_format, progress,
-                 chunk_rows, max_packet, "records")
+    job = _records_job(names, columns, it, on_conflict, pg_format, progress, chunk_rows,
+                       max_packet)
+    return run(_load_steps(source, job), _SourceIO(source, _body(source, job, run)))
+
+
+async def copy_records_async(source: ConnectionSource, table: Table,
+                             records: Iterable[Mapping[str, Any]]
+                             | AsyncIterable[Mapping[str, Any]],
+                             columns: Sequence[str] | None = None, *,
+                             on_conflict: Sequence[str] | None = None, pg_format: str = "auto",
+                             progress: Progress | None = None,
+                             chunk_rows: int = DEFAULT_CHUNK_ROWS,
+                             max_packet: int | None = None) -> int:
+    """``copy_records`` on an asyncio pool (``await pool.copy_records(...)``);
+    ``records`` may also be an async iterable."""
+    names = _table(table)
+    _check_options(pg_format, progress, chunk_rows, max_packet)
+    it: Any = _iterable(records, "records", True)
+    if columns is None:
+        first = (next(it, _END) if isinstance(it, Iterator)
+                 else await anext(it, _END))
+        if first is _END:
+            return 0
+        columns = _first_record_keys(first)
+        it = itertools.chain([first], it) if isinstance(it, Iterator) else _achain(first, it)
+    job = _records_job(names, columns, it, on_conflict, pg_format, progress, chunk_rows,
+                       max_packet)
+    return await run_async(_load_steps(source, job),
+                           _SourceIO(source, _body(source, job, run_async)))
 
 
 _END: Any = object()
 
 
-def _records_to_rows(records: Iterator[Any], columns: list[str]) -> Iterator[tuple[Any, ...]]:
+async def _achain(first: Any, rest: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    yield first
+    async for item in rest:
+        yield item
+
+
+def _rows_job(table: object, columns: object, rows: object, allow_async: bool,
+              on_conflict: object, pg_format: str, progress: Progress | None, chunk_rows: int,
+              max_packet: int | None) -> Job:
+    names = _table(table)
+    cols = _columns(columns)
+    keys = _conflict_keys(on_conflict, cols)
+    _check_options(pg_format, progress, chunk_rows, max_packet)
+    feed = Feed(_iterable(rows, "rows", allow_async), chunk_rows)
+    return Job(names, cols, feed, keys, pg_format, progress, chunk_rows, max_packet, "rows")
+
+
+def _first_record_keys(first: Any) -> list[str]:
+    if not isinstance(first, Mapping):
+        raise RowError(f"records[0] is a {type(first).__name__}, not a dict", 0)
+    return list(first)
+
+
+def _records_job(table: tuple[str, ...], columns: Sequence[str], records: Any,
+                 on_conflict: object, pg_format: str, progress: Progress | None,
+                 chunk_rows: int, max_packet: int | None) -> Job:
+    cols = _columns(columns)
+    keys = _conflict_keys(on_conflict, cols)
+    if isinstance(records, Iterator):
+        feed = Feed(_records_to_rows(records, cols))
+    else:  # an async source: each batch converted as it is read
+        feed = Feed(records, chunk_rows,
+                    lambda batch, start: list(_records_to_rows(iter(batch), cols, start)))
+    return Job(table, cols, feed, keys, pg_format, progress, chunk_rows, max_packet,
+               "records")
+
+
+def _records_to_rows(records: Iterator[Any], columns: list[str],
+                     start: int = 0) -> Iterator[tuple[Any, ...]]:
     get = operator.itemgetter(*columns)
     n = len(columns)
-    for i, record in enumerate(records):
+    for i, record in enumerate(records, start):
         try:
             values = get(record)
         except (KeyError, TypeError, IndexError):
@@ -211,37 +303,37 @@ def _record_error(i: int, record: Any, columns: list[str]) -> RowError:
                     "nothing was loaded", i)
 
 
-def _load(source: ConnectionSource, table: tuple[str, ...], columns: list[str],
-          rows: Iterator[Any], keys: list[str], pg_format: str, progress: Progress | None,
-          chunk_rows: int, max_packet: int | None, label: str) -> int:
-    error = ErrorFactory(label, columns)
+# ---- the load: one flow, blocking or awaited ---------------------------------------
 
-    def load(conn: Any) -> int:
+#: The per-server flows (``load_steps``) and their I/O (``io_for``), by ``adapter.kind``.
+_SERVERS = {"postgresql": "fastpool.writes.bulk.postgres",
+            "mysql": "fastpool.writes.bulk.mysql",
+            "sqlite": "fastpool.writes.bulk.sqlite"}
+
+
+def _body(source: ConnectionSource, job: Job, runner: Any) -> Any:
+    """The transaction's body: the server's flow on the borrowed connection,
+    run by ``runner`` (``run``, or ``run_async`` whose coroutine the runner awaits)."""
+    def body(conn: Any) -> Any:
         client = source.adapter
         client.require("bulk loads", "copy_rows/copy_records")
-        if client.kind == "postgresql":
-            from fastpool.writes.bulk.postgres import copy_postgres
+        module = _SERVERS.get(client.kind)
+        if module is None:
+            raise UnsupportedClient(f"copy_rows/copy_records: no bulk loader for {client.kind} "
+                                    f"({client.name}) connections")
+        server = importlib.import_module(module)
+        return runner(server.load_steps(job), server.io_for(client, conn))
+    return body
 
-            return copy_postgres(conn, table, columns, rows, keys, pg_format, progress,
-                                 chunk_rows, error)
-        if client.kind == "mysql":
-            from fastpool.writes.bulk.mysql import copy_mysql
 
-            return copy_mysql(conn, table, columns, rows, keys, progress, chunk_rows,
-                              max_packet, error)
-        if client.kind == "sqlite":
-            from fastpool.writes.bulk.sqlite import copy_sqlite
-
-            return copy_sqlite(conn, table, columns, rows, keys, progress, chunk_rows, error)
-        raise UnsupportedClient(f"copy_rows/copy_records: no bulk loader for {client.kind} "
-                                f"({client.name}) connections")
-
-    # One transaction through the runner (write: SQLite takes its write lock
-    # at BEGIN); the table's cached results are dropped before and after.
-    # Never run again: the rows may be a generator, consumed by the attempt.
-    with source.writing([table[-1]]):
-        done = attempt(source, load, write=True, what=f"a bulk load into {'.'.join(table)}")
+def _load_steps(source: ConnectionSource, job: Job) -> Steps[int]:
+    """One transaction through the runner's flow (write: SQLite takes its
+    write lock at BEGIN); the table's cached results are dropped before and
+    after. Never run again: the rows may be a generator, consumed by the attempt."""
+    with source.writing([job.table[-1]]):
+        done = yield from attempt_steps(source, True, None,
+                                        f"a bulk load into {'.'.join(job.table)}", None)
     if done.outcome is not Outcome.COMMITTED:
         assert done.error is not None
         raise done.error
-    return done.value
+    return int(done.value)
