@@ -65,16 +65,14 @@ fork are the parent's to commit) and counters from zero.
 from __future__ import annotations
 
 import threading
-import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 from fastpool.backoff import ExponentialBackoff, delay_function
-from fastpool.errors import ConfigError
-from fastpool.options import integer, optional_seconds, seconds
-from fastpool.writes.batch.engine import Engine, Item, thread_lock
+from fastpool.options import optional_seconds
+from fastpool.writes.batch.engine import Engine, check_options, make_item, thread_lock
 from fastpool.writes.batch.engine import _tls as engine_tls
 from fastpool.writes.batch.results import BatcherClosed, BatcherFull, BatchResult, BatchStats
 
@@ -82,10 +80,6 @@ if TYPE_CHECKING:
     from fastpool.source import ConnectionSource
 
 __all__ = ["BatchResult", "BatchStats", "Batcher", "BatcherClosed", "BatcherFull"]
-
-_OPTIONS = ("max_batch", "max_delay", "flushers", "max_pending", "on_full", "full_timeout",
-            "key", "max_retries", "name")
-_names = iter(range(1, 1 << 62))
 
 
 class Batcher:
@@ -124,55 +118,15 @@ class Batcher:
                  flushers: int = 1, max_pending: int | None = 10_000, on_full: str = "block",
                  full_timeout: float | None = 30.0, key: Callable[[Any], Any] | None = None,
                  max_retries: int = 5, name: str | None = None, **unknown: object) -> None:
-        if unknown:
-            raise ConfigError(f"Batcher: unknown option(s) {', '.join(sorted(unknown))}; "
-                              f"known: {', '.join(_OPTIONS)}")
-        if not all(callable(getattr(pool, m, None)) for m in ("acquire", "release", "classify")):
-            raise ConfigError(f"Batcher: pool must be a connection source (a fastpool pool), "
-                              f"got {pool!r}")
-        max_batch = integer("max_batch", max_batch, 1, owner="Batcher")
-        delay = seconds("max_delay", max_delay, owner="Batcher")
-        assert delay is not None
-        flushers = integer("flushers", flushers, 1, owner="Batcher")
-        pool_max = getattr(pool, "max_size", None)
-        if isinstance(pool_max, int) and flushers > pool_max:
-            raise ConfigError(f"Batcher: flushers ({flushers}) must not exceed the pool's "
-                              f"max_size ({pool_max}): each flusher holds a connection")
-        if max_pending is not None:
-            max_pending = integer("max_pending", max_pending, 1, owner="Batcher")
-        if on_full not in ("block", "raise"):
-            raise ConfigError(f"Batcher: on_full must be 'block' or 'raise', got {on_full!r}")
-        full = optional_seconds("full_timeout", full_timeout, allow_zero=True, owner="Batcher")
-        if key is not None and not callable(key):
-            raise ConfigError(f"Batcher: key must be a callable or None, got {key!r}")
-        max_retries = integer("max_retries", max_retries, 0, owner="Batcher")
-        if name is not None and not isinstance(name, str):
-            raise ConfigError(f"Batcher: name must be a string, got {name!r}")
-        self.name = name or f"{getattr(pool, 'name', 'pool')}-batcher-{next(_names)}"
-        self.pool = pool
-        self._key = key
+        self.name, self.pool, self._key, options = check_options(
+            "Batcher", pool, max_batch=max_batch, max_delay=max_delay, flushers=flushers,
+            max_pending=max_pending, on_full=on_full, full_timeout=full_timeout, key=key,
+            max_retries=max_retries, name=name, unknown=unknown)
         self._engine = Engine(
-            pool, max_batch=max_batch, max_delay=delay, flushers=flushers,
-            max_pending=max_pending, on_full=on_full, full_timeout=full,
-            max_retries=max_retries, name=self.name,
-            backoff=delay_function(self.BACKOFF, name="Batcher.BACKOFF"))
+            pool, backoff=delay_function(self.BACKOFF, name="Batcher.BACKOFF"), **options)
         # Collected without close(): the flushers commit what is queued and stop.
         self._finalizer = weakref.finalize(self, self._engine.close_soon)
         self._finalizer.atexit = False  # the module's exit hook waits instead
-
-    def _item(self, sql: str, params: Any, key: Any) -> Item:
-        if not isinstance(sql, str):
-            raise TypeError(f"sql must be a str, got {type(sql).__name__} "
-                            "(render psycopg.sql objects with .as_string(conn))")
-        tp = type(params)
-        if tp is not tuple and tp is not list and tp is not dict and (
-                isinstance(params, (str, bytes))
-                or not isinstance(params, (Sequence, Mapping))):
-            raise TypeError(f"params must be a sequence or a mapping of parameters, "
-                            f"got {type(params).__name__}")
-        if key is None and self._key is not None:
-            key = self._key(params)
-        return Item(sql, params, key, time.monotonic_ns())
 
     def submit(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = (), *,
                key: Any = None) -> Future[BatchResult]:
@@ -182,7 +136,7 @@ class Batcher:
         Cancelling the Future before its batch starts leaves it unwritten.
         Raises BatcherClosed after ``close()`` and BatcherFull when full.
         """
-        item = self._item(sql, params, key)
+        item = make_item(sql, params, key, self._key)
         future: Future[BatchResult] = Future()
         item.future = future
         self._engine.enqueue(item)
@@ -194,7 +148,7 @@ class Batcher:
         BatchResult, or raise its own error (the driver's exception,
         TransactionOutcomeUnknown...). Interrupting the wait does not withdraw
         the write."""
-        item = self._item(sql, params, key)
+        item = make_item(sql, params, key, self._key)
         lock = thread_lock()
         if lock is None:
             raise RuntimeError("execute() cannot wait in a batcher's flusher thread "

@@ -26,10 +26,11 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from fastpool.errors import ErrorKind
+from fastpool.errors import ConfigError, ErrorKind
+from fastpool.options import integer, optional_seconds, seconds
 from fastpool.sqltext.tables import access
 from fastpool.steps import Steps, run
 from fastpool.transaction import Attempt, Outcome, _SourceIO, attempt_steps
@@ -47,7 +48,8 @@ from fastpool.writes.batch.results import BatcherClosed, BatcherFull, BatchResul
 if TYPE_CHECKING:
     from fastpool.source import ConnectionSource
 
-__all__ = ["BatchIO", "Engine", "EngineBase", "Item", "thread_lock"]
+__all__ = ["OPTIONS", "BatchIO", "Engine", "EngineBase", "Item", "check_options", "make_item",
+           "thread_lock"]
 
 logger = logging.getLogger("fastpool")
 
@@ -89,6 +91,65 @@ def thread_lock() -> Any:
 _ITEM_KINDS = frozenset({ErrorKind.QUERY, ErrorKind.OTHER, ErrorKind.CONFIG, ErrorKind.AUTH,
                          ErrorKind.UNREACHABLE})
 _NEVER = 1 << 62
+
+
+OPTIONS = ("max_batch", "max_delay", "flushers", "max_pending", "on_full", "full_timeout",
+           "key", "max_retries", "name")
+_names = iter(range(1, 1 << 62))
+
+
+def check_options(owner: str, pool: ConnectionSource, *, max_batch: int, max_delay: float,
+                  flushers: int, max_pending: int | None, on_full: str,
+                  full_timeout: float | None, key: Callable[[Any], Any] | None,
+                  max_retries: int, name: str | None, unknown: dict[str, object],
+                  ) -> tuple[str, ConnectionSource, Callable[[Any], Any] | None, dict[str, Any]]:
+    """A batcher's options checked (the same rules and errors for ``Batcher``
+    and ``AsyncBatcher``): its name, its pool, its key function, and the
+    engine's options."""
+    if unknown:
+        raise ConfigError(f"{owner}: unknown option(s) {', '.join(sorted(unknown))}; "
+                          f"known: {', '.join(OPTIONS)}")
+    if not all(callable(getattr(pool, m, None)) for m in ("acquire", "release", "classify")):
+        raise ConfigError(f"{owner}: pool must be a connection source (a fastpool pool), "
+                          f"got {pool!r}")
+    max_batch = integer("max_batch", max_batch, 1, owner=owner)
+    delay = seconds("max_delay", max_delay, owner=owner)
+    assert delay is not None
+    flushers = integer("flushers", flushers, 1, owner=owner)
+    pool_max = getattr(pool, "max_size", None)
+    if isinstance(pool_max, int) and flushers > pool_max:
+        raise ConfigError(f"{owner}: flushers ({flushers}) must not exceed the pool's "
+                          f"max_size ({pool_max}): each flusher holds a connection")
+    if max_pending is not None:
+        max_pending = integer("max_pending", max_pending, 1, owner=owner)
+    if on_full not in ("block", "raise"):
+        raise ConfigError(f"{owner}: on_full must be 'block' or 'raise', got {on_full!r}")
+    full = optional_seconds("full_timeout", full_timeout, allow_zero=True, owner=owner)
+    if key is not None and not callable(key):
+        raise ConfigError(f"{owner}: key must be a callable or None, got {key!r}")
+    max_retries = integer("max_retries", max_retries, 0, owner=owner)
+    if name is not None and not isinstance(name, str):
+        raise ConfigError(f"{owner}: name must be a string, got {name!r}")
+    name = name or f"{getattr(pool, 'name', 'pool')}-batcher-{next(_names)}"
+    return name, pool, key, dict(
+        max_batch=max_batch, max_delay=delay, flushers=flushers, max_pending=max_pending,
+        on_full=on_full, full_timeout=full, max_retries=max_retries, name=name)
+
+
+def make_item(sql: str, params: Any, key: Any, key_fn: Callable[[Any], Any] | None) -> Item:
+    """One write, its arguments checked; its key is ``key``, else ``key_fn(params)``."""
+    if not isinstance(sql, str):
+        raise TypeError(f"sql must be a str, got {type(sql).__name__} "
+                        "(render psycopg.sql objects with .as_string(conn))")
+    tp = type(params)
+    if tp is not tuple and tp is not list and tp is not dict and (
+            isinstance(params, (str, bytes))
+            or not isinstance(params, (Sequence, Mapping))):
+        raise TypeError(f"params must be a sequence or a mapping of parameters, "
+                        f"got {type(params).__name__}")
+    if key is None and key_fn is not None:
+        key = key_fn(params)
+    return Item(sql, params, key, time.monotonic_ns())
 
 
 def _no_body(conn: Any) -> None:  # pragma: no cover - the flow runs its body inline
