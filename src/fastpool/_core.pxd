@@ -54,6 +54,14 @@ cdef class ConnectionContext:
     cdef object _exit(self, object et)
 
 
+@cython.final
+cdef class AsyncConnectionContext:
+    cdef:
+        PoolCore pool
+        object timeout
+        object conn
+
+
 cdef class PoolCore:
     cdef:
         Slot* slots
@@ -91,6 +99,10 @@ cdef class PoolCore:
         int64_t open_mark_ns
         int64_t window_start_ns
         object clock  # None: CLOCK_MONOTONIC; else a callable returning int ns
+        # The asyncio front end: the thread whose loop owns the pool (0: none),
+        # and what the policy's slow release left for release_async to await.
+        unsigned long owner_thread
+        object later
 
     # Called by the core, provided by the pool's policy: a Python subclass, or
     # a mixin placed before PoolCore in the MRO, overrides them (cpdef).
@@ -107,6 +119,9 @@ cdef class PoolCore:
 
     @cython.final
     cdef object _acquire(self, object timeout)
+
+    @cython.final
+    cdef object _take_later(self)
 
     @cython.final
     cdef int _release(self, object conn, bint commit) except -1

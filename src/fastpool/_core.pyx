@@ -20,12 +20,14 @@ cimport cython
 from cpython.exc cimport PyErr_Clear
 from cpython.number cimport PyNumber_Index
 from cpython.object cimport PyObject
+from cpython.pythread cimport PyThread_get_thread_ident
 from libc.stdint cimport INT64_MAX, INT64_MIN, int64_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
 import os
+from types import GeneratorType as _GeneratorType
 
 from fastpool.errors import ConfigError, ConnectionAlreadyReleased
 
@@ -289,6 +291,33 @@ cdef class ConnectionContext:
         return False
 
 
+@cython.final
+@cython.freelist(16)
+cdef class AsyncConnectionContext:
+    """``async with pool.connection() as conn`` of an asyncio pool: commit on
+    success, roll back on an exception or a cancellation."""
+
+    async def __aenter__(self):
+        if self.pool is None:
+            raise TypeError("AsyncConnectionContext objects come from pool.connection()")
+        if self.conn is not None:
+            raise RuntimeError("this pool.connection() context is already entered")
+        self.conn = _ENTERING
+        try:
+            self.conn = await self.pool.acquire_async(self.timeout)
+        except BaseException:
+            self.conn = None
+            raise
+        return self.conn
+
+    async def __aexit__(self, et, ev, tb):
+        conn = self.conn
+        if conn is not None and conn is not _ENTERING:
+            self.conn = None
+            await self.pool._release_async(conn, et is None)
+        return False
+
+
 cdef class PoolCore:
     """The compiled mechanism of a pool. Subclassed by ``fastpool.Pool``."""
 
@@ -325,6 +354,60 @@ cdef class PoolCore:
     def release(self, conn):
         """Give back a connection obtained from ``acquire()``."""
         self._release(conn, False)
+
+    # ---- the asyncio front end's hot path ----------------------------------
+    # Coroutines compiled like the rest: the idle ring in C; the policy's slow
+    # paths are awaited through its _acquire_later / _release_later /
+    # _off_loop (see fastpool.pool.aio).
+
+    async def acquire_async(self, timeout=None):
+        """``await pool.acquire()``: the fast path here; a slow path comes back
+        from the policy's ``_acquire_slow`` as a flow (a generator) to await."""
+        if self.owner_thread != PyThread_get_thread_ident():
+            self._off_loop()
+        conn = self._acquire(timeout)
+        if type(conn) is _GeneratorType:
+            conn = await self._acquire_later(conn)
+        return conn
+
+    async def release_async(self, conn):
+        """``await pool.release(conn)``."""
+        await self._release_async(conn, False)
+
+    async def _release_async(self, conn, bint commit):
+        if self.owner_thread != PyThread_get_thread_ident():
+            self._off_loop()
+        self._release(conn, commit)
+        if self.later is not None:
+            await self._release_later(self._take_later())
+
+    def connection_async(self, timeout=None):
+        """``async with pool.connection() as conn`` of an asyncio pool."""
+        cdef AsyncConnectionContext ctx = AsyncConnectionContext.__new__(AsyncConnectionContext)
+        ctx.pool = self
+        ctx.timeout = timeout
+        return ctx
+
+    def _set_owner(self, unsigned long thread):
+        """The thread whose event loop owns the pool (0: none; every async
+        call then goes to the policy's ``_off_loop``)."""
+        self.owner_thread = thread
+
+    def _set_later(self, later):
+        """What ``release_async`` must await once the core is done (the
+        policy's slow release, running as a task)."""
+        self.later = later
+
+    cdef object _take_later(self):
+        later = self.later
+        self.later = None
+        return later
+
+    def _release_ended(self, conn, bint commit):
+        """Give back ``conn`` at the end of a block: ``commit`` when it ended
+        without an exception (an open transaction is then committed, as by
+        ``with pool.connection()``). For front ends other than ``with``."""
+        self._release(conn, commit)
 
     def connection(self, timeout=None):
         """A context manager lending a connection: commit on success, roll back on error."""

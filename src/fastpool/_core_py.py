@@ -19,6 +19,7 @@ import os
 import threading
 from collections.abc import Callable
 from time import monotonic_ns
+from types import GeneratorType
 from typing import Any, Literal, SupportsIndex
 
 from fastpool.errors import ConfigError, ConnectionAlreadyReleased
@@ -169,10 +170,42 @@ class ConnectionContext:
         return False
 
 
+class AsyncConnectionContext:
+    """``async with pool.connection() as conn`` of an asyncio pool: commit on
+    success, roll back on an exception or a cancellation."""
+
+    __slots__ = ("conn", "pool", "timeout")
+
+    def __init__(self, pool: PoolCore, timeout: float | None) -> None:
+        self.pool = pool
+        self.timeout = timeout
+        self.conn: Any = None
+
+    async def __aenter__(self) -> Any:
+        if self.conn is not None:
+            raise RuntimeError("this pool.connection() context is already entered")
+        self.conn = _ENTERING
+        try:
+            self.conn = await self.pool.acquire_async(self.timeout)
+        except BaseException:
+            self.conn = None
+            raise
+        return self.conn
+
+    async def __aexit__(self, et: object, ev: object, tb: object) -> Literal[False]:
+        conn = self.conn
+        if conn is not None and conn is not _ENTERING:
+            self.conn = None
+            await self.pool._release_async(conn, et is None)
+        return False
+
+
 class PoolCore:
     """The pure-Python mechanism of a pool. Subclassed by the pool's policy."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._owner_thread = 0
+        self._later: Any = None
         self._mutex = threading.Lock()
         self._slots: list[_Slot] = []
         self._ring: list[int] = []  # idle slot indices, oldest first
@@ -250,6 +283,58 @@ class PoolCore:
     def release(self, conn: Any) -> None:
         """Give back a connection obtained from ``acquire()``."""
         self._release(conn, False)
+
+    # ---- the asyncio front end's hot path (see the compiled core) ---------
+
+    async def acquire_async(self, timeout: float | None = None) -> Any:
+        """``await pool.acquire()``: a slow path comes back from the policy's
+        ``_acquire_slow`` as a flow (a generator) to await."""
+        if self._owner_thread != threading.get_ident():
+            self._off_loop()
+        conn = self._acquire(timeout)
+        if type(conn) is GeneratorType:
+            conn = await self._acquire_later(conn)
+        return conn
+
+    async def release_async(self, conn: Any) -> None:
+        """``await pool.release(conn)``."""
+        await self._release_async(conn, False)
+
+    async def _release_async(self, conn: Any, commit: bool) -> None:
+        if self._owner_thread != threading.get_ident():
+            self._off_loop()
+        self._release(conn, commit)
+        later = self._later
+        if later is not None:
+            self._later = None
+            await self._release_later(later)
+
+    def connection_async(self, timeout: float | None = None) -> AsyncConnectionContext:
+        """``async with pool.connection() as conn`` of an asyncio pool."""
+        return AsyncConnectionContext(self, timeout)
+
+    def _set_owner(self, thread: int) -> None:
+        """The thread whose event loop owns the pool (0: none)."""
+        self._owner_thread = thread
+
+    def _set_later(self, later: Any) -> None:
+        """What ``release_async`` must await once the core is done."""
+        self._later = later
+
+    def _off_loop(self) -> None:
+        raise NotImplementedError("_off_loop must be provided by the asyncio pool's policy")
+
+    async def _acquire_later(self, steps: Any) -> Any:
+        raise NotImplementedError("_acquire_later must be provided by the asyncio pool's policy")
+
+    async def _release_later(self, later: Any) -> None:
+        raise NotImplementedError("_release_later must be provided by the asyncio pool's policy")
+
+    def _release_ended(self, conn: Any, commit: bool) -> None:
+        """Give back ``conn`` at the end of a block: ``commit`` when it ended
+        without an exception (an open transaction is then committed, as by
+        ``with pool.connection()``). For front ends other than ``with``."""
+        self._release(conn, commit)
 
     def connection(self, timeout: float | None = None) -> ConnectionContext:
         """A context manager lending a connection: commit on success, roll back on error."""

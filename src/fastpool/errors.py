@@ -22,6 +22,7 @@ __all__ = [
     "TransactionAborted",
     "TransactionOutcomeUnknown",
     "UnsupportedClient",
+    "WrongEventLoop",
 ]
 
 
@@ -96,6 +97,11 @@ class UnsupportedClient(FastpoolError, TypeError):
     feature needs (or are not DB-API connections at all). The message names
     the client, the feature and what is missing; every feature raises this
     same error for it."""
+
+
+class WrongEventLoop(FastpoolError, RuntimeError):
+    """An asyncio pool was used outside the event loop it belongs to (another
+    loop, another thread), or created where no loop runs."""
 
 
 class ErrorKind(enum.Enum):

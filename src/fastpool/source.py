@@ -5,19 +5,22 @@ explain are written against this Protocol, never against the pool's class:
 they borrow and return connections, ask the client adapter how to run things
 on them, classify errors, and tell the result cache what they write. A
 ``fastpool.Pool`` is one; so is anything else that provides these members
-(a test double, a future asyncio pool's sync view, a router over replicas).
+(a test double, a router over replicas).
+
+An asyncio pool (``fastpool.AsyncPool``) is a source too, with ``is_async``
+True: its ``acquire``/``release`` return awaitables, its adapter's I/O methods
+are coroutines (``fastpool.drivers.client.AsyncClient``) and ``connection()``
+is an async context manager. Flows written once as generators
+(``fastpool.steps``) run on either kind.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from fastpool.errors import ErrorKind
-
-if TYPE_CHECKING:
-    from fastpool.drivers.client import Client
 
 __all__ = ["ConnectionSource"]
 
@@ -25,7 +28,7 @@ __all__ = ["ConnectionSource"]
 class ConnectionSource(Protocol):
     """Borrow and return connections of one client library.
 
-    * ``name``: for messages and metrics.
+    * ``name``: for messages and metrics; ``is_async``: an asyncio source.
     * ``adapter``: the client adapter of the connections it lends (known once
       a connection has been opened; features ask after borrowing one).
     * ``acquire``/``release``/``connection``: borrow and return.
@@ -36,9 +39,10 @@ class ConnectionSource(Protocol):
     """
 
     name: str
+    is_async: bool
 
     @property
-    def adapter(self) -> Client: ...
+    def adapter(self) -> Any: ...
 
     def acquire(self, timeout: float | None = None) -> Any: ...
 

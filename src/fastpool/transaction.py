@@ -47,13 +47,14 @@ and a connection lost *during* COMMIT, whose outcome is unknown:
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import functools
 import inspect
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
 from fastpool.backoff import Backoff, ExponentialBackoff, delay_function
@@ -65,6 +66,7 @@ from fastpool.errors import (
 )
 from fastpool.options import callable_or_none, integer
 from fastpool.source import ConnectionSource
+from fastpool.steps import Steps, run, run_async
 
 __all__ = [
     "DEFAULT_BACKOFF",
@@ -75,8 +77,10 @@ __all__ = [
     "RetryStats",
     "TransactionAborted",
     "attempt",
+    "attempt_async",
     "outcome_unknown",
     "run_transaction",
+    "run_transaction_async",
     "transactional",
 ]
 
@@ -132,6 +136,32 @@ class Attempt(Generic[R]):
 _BEGIN, _RUN, _COMMIT = range(3)
 
 
+class _SourceIO:
+    """The I/O of the runner's flows: the source's acquire/release, the
+    adapter's begin/commit/rollback, the body and the backoff's sleep. The
+    same object serves threads and asyncio: with an asyncio pool each of these
+    returns a coroutine, which ``run_async`` awaits."""
+
+    __slots__ = ("acquire", "body", "release", "sleep", "source")
+
+    def __init__(self, source: ConnectionSource, body: Callable[[Any], Any],
+                 sleep: Callable[[float], Any] = time.sleep) -> None:
+        self.source = source
+        self.body = body
+        self.acquire = source.acquire
+        self.release = source.release
+        self.sleep = sleep
+
+    def begin(self, conn: Any, write: bool) -> Any:
+        return self.source.adapter.begin(conn, write=write)
+
+    def commit(self, conn: Any) -> Any:
+        return self.source.adapter.commit(conn)
+
+    def rollback(self, conn: Any) -> Any:
+        return self.source.adapter.rollback(conn)
+
+
 def attempt(source: ConnectionSource, body: Callable[[Any], R], *, write: bool = False,
             finished: Finished | None = None, what: str = "the transaction",
             started: Callable[[], object] | None = None) -> Attempt[R]:
@@ -150,19 +180,33 @@ def attempt(source: ConnectionSource, body: Callable[[Any], R], *, write: bool =
     connection goes back in every case, and releasing rolls back what is open
     (or discards a connection in mid-query).
     """
-    conn = source.acquire()
+    return run(attempt_steps(source, write, finished, what, started), _SourceIO(source, body))
+
+
+async def attempt_async(source: ConnectionSource, body: Callable[[Any], Awaitable[R]], *,
+                        write: bool = False, finished: Finished | None = None,
+                        what: str = "the transaction",
+                        started: Callable[[], object] | None = None) -> Attempt[R]:
+    """``attempt`` on an asyncio pool: ``body(conn)`` is awaited."""
+    return await run_async(attempt_steps(source, write, finished, what, started),
+                           _SourceIO(source, body))
+
+
+def attempt_steps(source: ConnectionSource, write: bool, finished: Finished | None, what: str,
+                  started: Callable[[], object] | None) -> Steps[Attempt[Any]]:
+    """The runner's one flow (see ``attempt``); its I/O is ``_SourceIO``'s."""
+    conn = yield ("acquire",)
     try:
         if started is not None:
             started()
-        client = source.adapter
-        client.require("transactions", what)
+        source.adapter.require("transactions", what)
         stage = _BEGIN
         try:
-            client.begin(conn, write=write)
+            yield ("begin", conn, write)
             stage = _RUN
-            value = body(conn)
+            value = yield ("body", conn)
             stage = _COMMIT
-            client.commit(conn)
+            yield ("commit", conn)
         except Exception as exc:
             kind = source.classify(exc)
             if stage == _COMMIT and kind is ErrorKind.CONNECTION_LOST:
@@ -171,7 +215,11 @@ def attempt(source: ConnectionSource, body: Callable[[Any], R], *, write: bool =
                 _notify(finished, conn, True)
                 return Attempt(Outcome.UNKNOWN, error=outcome_unknown(exc, what), kind=kind,
                                at_commit=True)
-            _rollback(client, conn)
+            try:
+                yield ("rollback", conn)
+            except Exception as failed:  # a broken connection cannot; its server did
+                logger.debug("fastpool: rollback after a failed transaction attempt failed: "
+                             "%s", failed)
             _notify(finished, conn, False)
             outcome = Outcome.RETRY if kind in RETRY_KINDS else Outcome.FAILED
             return Attempt(outcome, error=exc, kind=kind, at_commit=stage == _COMMIT)
@@ -181,7 +229,7 @@ def attempt(source: ConnectionSource, body: Callable[[Any], R], *, write: bool =
         _notify(finished, conn, True)
         return Attempt(Outcome.COMMITTED, value)
     finally:
-        source.release(conn)
+        yield ("release", conn)
 
 
 def outcome_unknown(exc: BaseException, what: str) -> TransactionOutcomeUnknown:
@@ -192,14 +240,6 @@ def outcome_unknown(exc: BaseException, what: str) -> TransactionOutcomeUnknown:
         "may or may not have been committed, so fastpool did not run it again")
     lost.__cause__ = exc
     return lost
-
-
-def _rollback(client: Any, conn: Any) -> None:
-    """Roll back; a broken connection cannot, and its server already did."""
-    try:
-        client.rollback(conn)
-    except Exception as exc:
-        logger.debug("fastpool: rollback after a failed transaction attempt failed: %s", exc)
 
 
 def _notify(finished: Finished | None, conn: Any, committed: bool) -> None:
@@ -257,12 +297,23 @@ _COUNTERS = ("attempts", "retries", "exhausted", "outcome_unknown")
 
 # ---- argument checks ----------------------------------------------------------
 
-def _check_fn(fn: object) -> None:
+def _check_fn(fn: object, is_async: bool = False) -> None:
     if not callable(fn):
         raise ConfigError(f"the transaction function must be callable, got {fn!r}")
-    if inspect.iscoroutinefunction(fn):
+    if inspect.iscoroutinefunction(fn) and not is_async:
         raise ConfigError(f"the transaction function must not be async, got {fn!r}: "
-                          "fastpool's connections are blocking")
+                          "this pool's connections are blocking (use fastpool.AsyncPool)")
+
+
+def _awaited(fn: Callable[[Any], Any]) -> Callable[[Any], Awaitable[Any]]:
+    """An asyncio pool's body: ``fn(conn)`` must give an awaitable."""
+    def body(conn: Any) -> Awaitable[Any]:
+        result = fn(conn)
+        if not inspect.isawaitable(result):
+            raise ConfigError(f"the transaction function of an asyncio pool must be a "
+                              f"coroutine function (async def), got {fn!r}")
+        return result
+    return body
 
 
 def _check_retries(retries: object) -> int:
@@ -307,17 +358,35 @@ def run_transaction(source: ConnectionSource, fn: Callable[[Any], R], *, retries
     delay_for = delay_function(backoff)
     _check_finished(finished)
     _check_stats(stats)
-    return _run(source, fn, retries, delay_for, finished, stats)
+    value: R = run(_run_steps(source, retries, delay_for, finished, stats), _SourceIO(source, fn))
+    return value
 
 
-def _run(source: ConnectionSource, fn: Callable[[Any], R], retries: int,
-         delay_for: Callable[[int], float], finished: Finished | None,
-         stats: RetryStats | None) -> R:
+async def run_transaction_async(source: ConnectionSource, fn: Callable[[Any], Awaitable[R]], *,
+                                retries: int = 3, backoff: Backoff = DEFAULT_BACKOFF,
+                                finished: Finished | None = None,
+                                stats: RetryStats | None = None) -> R:
+    """``run_transaction`` on an asyncio pool: ``await fn(conn)``, the same
+    retry table and backoff (an ``asyncio.sleep``); the same options."""
+    _check_fn(fn, is_async=True)
+    retries = _check_retries(retries)
+    delay_for = delay_function(backoff)
+    _check_finished(finished)
+    _check_stats(stats)
+    value: R = await run_async(_run_steps(source, retries, delay_for, finished, stats),
+                               _SourceIO(source, _awaited(fn), asyncio.sleep))
+    return value
+
+
+def _run_steps(source: ConnectionSource, retries: int, delay_for: Callable[[int], float],
+               finished: Finished | None, stats: RetryStats | None) -> Steps[Any]:
+    """Attempts until one commits, fails, or the retries run out (see run_transaction)."""
     n = 0
     while True:
         n += 1
-        result = attempt(source, fn, finished=finished,
-                         started=None if stats is None else stats.count_attempt)
+        result = yield from attempt_steps(
+            source, False, finished, "the transaction",
+            None if stats is None else stats.count_attempt)
         if result.outcome is Outcome.COMMITTED:
             return result.value
         error = result.error
@@ -345,7 +414,7 @@ def _run(source: ConnectionSource, fn: Callable[[Any], R], retries: int,
                      "in %.3f s", getattr(source, "name", source), n,
                      type(error).__name__, error, delay)
         if delay > 0:
-            time.sleep(delay)
+            yield ("sleep", delay)
 
 
 # ---- the decorator ----------------------------------------------------------------
@@ -380,14 +449,23 @@ def transactional(source: ConnectionSource, fn: Callable[..., Any] | None = None
     _check_finished(finished)
     _check_stats(stats)
 
+    is_async = bool(getattr(source, "is_async", False))
+
     def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
-        _check_fn(func)
+        _check_fn(func, is_async)
+        if is_async:
+            @functools.wraps(func)
+            async def run_async_(*args: Any, **kwargs: Any) -> Any:
+                body = _awaited(lambda conn: func(conn, *args, **kwargs))
+                return await run_async(_run_steps(source, retries, delay_for, finished, stats),
+                                       _SourceIO(source, body, asyncio.sleep))
+            return run_async_
 
         @functools.wraps(func)
-        def run(*args: Any, **kwargs: Any) -> Any:
-            return _run(source, lambda conn: func(conn, *args, **kwargs), retries, delay_for,
-                        finished, stats)
+        def run_(*args: Any, **kwargs: Any) -> Any:
+            return run(_run_steps(source, retries, delay_for, finished, stats),
+                       _SourceIO(source, lambda conn: func(conn, *args, **kwargs)))
 
-        return run
+        return run_
 
     return decorate if fn is None else decorate(fn)

@@ -3,7 +3,7 @@
 Layers, lowest first; a module imports only from its own layer or below
 (imports inside functions and under TYPE_CHECKING count too):
 
-1. base: errors, options, backoff, sqltext, _loader
+1. base: errors, options, backoff, sqltext, _loader, steps
 2. core: _core and its twin, the other compiled extensions and their twins
 3. drivers: drivers/ (the client adapters)
 4. features: source (their contract), transaction, query/, writes/
@@ -25,7 +25,7 @@ import pytest
 SRC = Path(__file__).resolve().parents[2] / "src" / "fastpool"
 
 LAYERS = [
-    ("base", ("errors", "options", "backoff", "sqltext", "_loader")),
+    ("base", ("errors", "options", "backoff", "sqltext", "_loader", "steps")),
     ("core", ("_core", "_core_py", "_bulkenc", "_bulkenc_py", "_mysqlstatus")),
     ("drivers", ("drivers",)),
     ("features", ("source", "transaction", "query", "writes")),
@@ -33,7 +33,7 @@ LAYERS = [
     ("top", ("monitoring", "cli", "__init__", "__main__")),
 ]
 RANK = {top: rank for rank, (_, tops) in enumerate(LAYERS) for top in tops}
-CLIENT_MODULES = {"sqlite3", "psycopg", "MySQLdb"}
+CLIENT_MODULES = {"sqlite3", "psycopg", "MySQLdb", "asyncpg", "aiosqlite", "asyncmy", "aiomysql"}
 
 
 def modules() -> list[Path]:

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from fastpool import _core
 from fastpool.backoff import Backoff, ExponentialBackoff, delay_function
 from fastpool.drivers import CallableDriver, Driver
+from fastpool.drivers.base import DriverBase
 from fastpool.drivers.client import Client
 from fastpool.errors import (
     ConfigError,
@@ -44,6 +45,7 @@ from fastpool.pool import leaks
 from fastpool.pool import registry as _registry
 from fastpool.pool.events import HookedContext, Hooks
 from fastpool.pool.stats import PoolStats
+from fastpool.steps import Steps, run
 from fastpool.transaction import outcome_unknown
 
 __all__ = ["PoolPolicy"]
@@ -72,6 +74,41 @@ class _Signal:
         self.stopping = False
 
 
+class ThreadIO:
+    """The sync pool's I/O for its flows (``fastpool.steps``): blocking calls
+    on the calling thread (a borrower's, or the worker's). Holds the driver,
+    not the pool, so an abandoned pool is still freed by reference counting."""
+
+    __slots__ = ("driver",)
+
+    def __init__(self, driver: Driver) -> None:
+        self.driver = driver
+
+    def token(self) -> tuple[Callable[[], object], Any]:
+        """A waiter's wake-up and what ``wait`` waits on: a locked lock."""
+        lock = threading.Lock()
+        lock.acquire()
+        return lock.release, lock
+
+    def wait(self, lock: Any, timeout: float) -> bool:
+        return bool(lock.acquire(timeout=timeout))
+
+    def probe(self, conn: Any, timeout: float) -> None:
+        self.driver.probe(conn, timeout)
+
+    def commit(self, conn: Any) -> None:
+        self.driver.commit(conn)
+
+    def reset(self, conn: Any) -> bool:
+        return self.driver.reset(conn)
+
+    def connect(self) -> Any:
+        return self.driver.connect()
+
+    def call(self, fn: Callable[..., object], *args: Any) -> object:
+        return fn(*args)
+
+
 def _worker_main(ref: weakref.ReferenceType[PoolPolicy], signal: _Signal) -> None:
     while True:
         pool = ref()
@@ -96,6 +133,9 @@ class PoolPolicy(_Core):
     apart from it so that the same policy runs over the compiled core and
     over its pure-Python twin.
     """
+
+    #: Its connections block (``fastpool.AsyncPool``'s are asyncio's).
+    is_async = False
 
     #: Reconnect backoff: the first retry waits about 0.1 s, each next one
     #: twice as long up to 10 s, less up to 10% at random. A class attribute,
@@ -136,9 +176,10 @@ class PoolPolicy(_Core):
             raise ConfigError("give exactly one of connect (a callable) or driver")
         if driver is None:
             driver = CallableDriver(connect)  # type: ignore[arg-type]
-        elif not isinstance(driver, Driver):
+        elif not isinstance(driver, DriverBase):
             raise ConfigError(f"driver must be a fastpool Driver, got {driver!r}")
         self._driver = driver
+        self._io: Any = self._make_io(driver)
         self.min_size = integer("min_size", min_size, 0)
         self.max_size = integer("max_size", max_size, 1)
         if self.min_size > self.max_size:
@@ -179,6 +220,10 @@ class PoolPolicy(_Core):
 
     # ---- configuration --------------------------------------------------
 
+    def _make_io(self, driver: Driver) -> Any:
+        """What performs the I/O of this pool's flows (see ``fastpool.steps``)."""
+        return ThreadIO(driver)
+
     def _apply_policy(self) -> None:
         d = self._driver
         self._status_spec = (d.status_attr, d.idle_status)
@@ -214,6 +259,11 @@ class PoolPolicy(_Core):
             self._signal.kicked = True
             self._signal.cond.notify_all()
 
+    def _notify(self) -> None:
+        """Wake whoever waits for the pool's state to change (``wait``, ``close``)."""
+        with self._signal.cond:
+            self._signal.cond.notify_all()
+
     # ---- acquire, slow path ---------------------------------------------
 
     def _acquire_slow(self, timeout: float | None, idx: int) -> Any:
@@ -222,13 +272,18 @@ class PoolPolicy(_Core):
         ``idx`` is a slot the core popped but could not vouch for (it needs a
         probe, expired, or belongs to an older generation), or -1.
         """
+        return run(self._acquire_steps(timeout, idx), self._io)
+
+    def _acquire_steps(self, timeout: float | None, idx: int) -> Steps[Any]:
+        """The slow path of acquire, for threads and asyncio alike (see
+        ``fastpool.steps``): check the popped slot, else queue and wait."""
         if self._pid != os.getpid():
             _fork._orphans.extend(self._reinit_after_fork(os.getpid()))
             idx = -1
         start = time.monotonic_ns()
         if idx >= 0:  # the core only passes a slot when the timeout was valid
             t = self.timeout if timeout is None else float(timeout)
-            conn = self._check_out(idx, start, start + int(t * 1e9))
+            conn = yield from self._check_out_steps(idx, start, start + int(t * 1e9))
             if conn is not None:
                 return conn
         if self._is_closed:
@@ -241,14 +296,13 @@ class PoolPolicy(_Core):
                 self._count(_core.C_TIMEOUTS)
                 self._hooks.emit("timeout", (time.monotonic_ns() - start) / 1e9)
                 raise self._timeout_error(t)
-            lock = threading.Lock()
-            lock.acquire()
-            waiter = self._new_waiter(lock.release)
+            wakeup, token = yield ("token",)
+            waiter = self._new_waiter(wakeup)
             if self.track_holders:  # recorded by the core at hand-off, with no gap
                 waiter.holder = self._capture_holder()
             idx = self._pop_or_wait(waiter, self.max_waiting)
             if idx >= 0:
-                conn = self._check_out(idx, start, deadline)
+                conn = yield from self._check_out_steps(idx, start, deadline)
                 if conn is not None:
                     return conn
                 continue
@@ -258,9 +312,10 @@ class PoolPolicy(_Core):
                 raise TooManyWaiting(
                     f"pool {self.name!r}: {self.max_waiting} callers are already waiting "
                     f"(max_waiting={self.max_waiting}); {self._state_text()}")
-            return self._wait_for_handoff(waiter, lock, deadline, t)
+            return (yield from self._wait_for_handoff(waiter, token, deadline, t))
 
-    def _wait_for_handoff(self, waiter: Any, lock: Any, deadline: int, t: float) -> Any:
+    def _wait_for_handoff(self, waiter: Any, token: Any, deadline: int,
+                          t: float) -> Steps[Any]:
         """Wait, queued, until a connection is handed over, the deadline, or close."""
         try:
             if self._fatal_error is not None and self._sizes()[0] == 0 \
@@ -270,7 +325,8 @@ class PoolPolicy(_Core):
                 raise self._fatal_copy()
             if self._sizes()[0] < self.max_size:
                 self._kick()  # the pool may grow; at max size only a release helps
-            if not lock.acquire(timeout=max(deadline - time.monotonic_ns(), 0) / 1e9):
+            woken = yield ("wait", token, max(deadline - time.monotonic_ns(), 0) / 1e9)
+            if not woken:
                 state = self._state_text()  # as at the deadline, this caller included
                 if self._cancel_wait(waiter) == _core.ENQUEUED:
                     self._count(_core.C_TIMEOUTS)
@@ -278,8 +334,8 @@ class PoolPolicy(_Core):
                     raise self._timeout_error(t, state)
             outcome = waiter.state_name
         except BaseException:
-            # Interrupted, timed out or failing fast: leave the queue, and give
-            # back a connection handed over in the meantime.
+            # Interrupted, cancelled, timed out or failing fast: leave the
+            # queue, and give back a connection handed over in the meantime.
             self._cancel_and_return(waiter)
             raise
         if outcome == "given":
@@ -292,15 +348,21 @@ class PoolPolicy(_Core):
     def _cancel_and_return(self, waiter: Any) -> None:
         got = self._cancel_wait(waiter)
         if got >= 0:  # a connection was handed over at the last moment: give it back
-            type(self).release(self, self._conn_at(got))
+            self._give_back(self._conn_at(got))
 
-    def _check_out(self, idx: int, start_ns: int, deadline_ns: int) -> Any:
+    def _give_back(self, conn: Any) -> None:
+        """Return a connection from inside the policy (not the caller's release)."""
+        type(self).release(self, conn)
+
+    def _check_out_steps(self, idx: int, start_ns: int, deadline_ns: int) -> Steps[Any]:
         """Lend a popped (CHECKING) slot if it is usable, else retire it; None then."""
         owned = True
         try:
             verdict = self._verdict(idx)
             if verdict == _core.PROBE:
-                if not self._probe(idx, (deadline_ns - time.monotonic_ns()) / 1e9):
+                alive = yield from self._probe_steps(
+                    idx, (deadline_ns - time.monotonic_ns()) / 1e9)
+                if not alive:
                     owned = False
                     self._retire(idx, _core.REASON_BROKEN)
                     return None
@@ -317,13 +379,17 @@ class PoolPolicy(_Core):
             raise
 
     def _probe(self, idx: int, timeout: float | None = None) -> bool:
+        """Probe a CHECKING slot's connection (see ``_probe_steps``)."""
+        return run(self._probe_steps(idx, timeout), self._io)
+
+    def _probe_steps(self, idx: int, timeout: float | None = None) -> Steps[bool]:
         """Probe a CHECKING slot's connection within ``timeout`` (at most
         PROBE_TIMEOUT) seconds; counted and timed. A probe that runs out of time
         fails: the connection is replaced."""
         limit = self.PROBE_TIMEOUT if timeout is None else min(self.PROBE_TIMEOUT, timeout)
         t0 = time.monotonic_ns()
         try:
-            self._driver.probe(self._conn_at(idx), max(limit, 0.001))
+            yield ("probe", self._conn_at(idx), max(limit, 0.001))
             return True
         except Exception as exc:
             logger.info("fastpool: pool %r discards a broken connection: %s", self.name, exc)
@@ -359,12 +425,16 @@ class PoolPolicy(_Core):
     # ---- release, slow path ---------------------------------------------
 
     def _release_slow(self, idx: int, commit: bool) -> None:
-        """Called by the core for a returning connection it cannot simply shelve.
+        """Called by the core for a returning connection it cannot simply shelve."""
+        run(self._release_steps(idx, commit), self._io)
 
-        The slot is RELEASING and this thread owns it until it is shelved or
+    def _release_steps(self, idx: int, commit: bool) -> Steps[None]:
+        """Take back a RELEASING slot: commit or roll back, reset, shelve or retire.
+
+        The slot is RELEASING and this flow owns it until it is shelved or
         retired; whatever escapes before then (a failed commit, an interrupt
-        in a rollback or a reset callback), the slot is retired, never left
-        half-released.
+        or a cancellation in a rollback or a reset callback), the slot is
+        retired, never left half-released.
         """
         conn = self._conn_at(idx)
         owned = [True]
@@ -376,24 +446,24 @@ class PoolPolicy(_Core):
                 return
             if verdict == _core.DIRTY and commit:
                 try:
-                    self._driver.commit(conn)
+                    yield ("commit", conn)
                 except Exception as exc:
-                    self._reset_and_shelve(idx, conn, owned)  # roll back what failed
+                    yield from self._reset_and_shelve(idx, conn, owned)  # roll back what failed
                     if self._driver.classify(exc) is ErrorKind.CONNECTION_LOST:
                         # The transaction runner's rule, for `with pool.connection()`.
                         raise outcome_unknown(
                             exc, "the `with pool.connection()` block's transaction") from exc
                     raise
-            self._reset_and_shelve(idx, conn, owned)
+            yield from self._reset_and_shelve(idx, conn, owned)
         except BaseException:
             if owned[0]:
                 owned[0] = False
                 self._retire(idx, _core.REASON_RESET)
             raise
 
-    def _reset_and_shelve(self, idx: int, conn: Any, owned: list[bool]) -> None:
+    def _reset_and_shelve(self, idx: int, conn: Any, owned: list[bool]) -> Steps[None]:
         """Roll back what is open, run the user's reset, and shelve or retire."""
-        if self._verdict(idx) == _core.DIRTY and not self._driver.reset(conn):
+        if self._verdict(idx) == _core.DIRTY and not (yield ("reset", conn)):
             owned[0] = False
             if self._driver.is_lost(conn):
                 self._retire(idx, _core.REASON_BROKEN)
@@ -403,7 +473,7 @@ class PoolPolicy(_Core):
             return
         if self._reset is not None:
             try:
-                self._reset(conn)
+                yield ("call", self._reset, conn)
             except Exception:
                 logger.warning("fastpool: pool %r: reset callback failed; discarding the "
                                "connection", self.name, exc_info=True)
@@ -432,8 +502,7 @@ class PoolPolicy(_Core):
             self._close_connection(refused)
             if self._hooks.has("close"):
                 self._hooks.emit("close", refused, "closed")
-            with self._signal.cond:
-                self._signal.cond.notify_all()
+            self._notify()
 
     def _lost_one(self) -> None:
         """A borrower's connection broke (killed backend, server restart, network):
@@ -462,8 +531,7 @@ class PoolPolicy(_Core):
                 self._hooks.emit("close", conn, _core.CLOSE_REASONS[reason])
         finally:
             if self._is_closed:
-                with self._signal.cond:
-                    self._signal.cond.notify_all()
+                self._notify()
             else:
                 self._kick()
 
@@ -476,12 +544,17 @@ class PoolPolicy(_Core):
             try:
                 handle(idx, verdict)
             except BaseException:
-                rest = [j for j, _ in taken[i + 1:]]
-                if self._slot_info(idx)["state"] == _CHECKING:  # a CHECKING slot is ours
-                    rest.insert(0, idx)
-                for j in rest:
-                    self._retire(j, abandon_reason)
+                self._abandon(taken, i, abandon_reason)
                 raise
+
+    def _abandon(self, taken: list[tuple[int, int]], i: int, reason: int) -> None:
+        """Retire ``taken[i]`` (if still CHECKING, so ours) and the rest after it."""
+        idx = taken[i][0]
+        rest = [j for j, _ in taken[i + 1:]]
+        if self._slot_info(idx)["state"] == _CHECKING:
+            rest.insert(0, idx)
+        for j in rest:
+            self._retire(j, reason)
 
     def _close_connection(self, conn: Any) -> None:
         try:
@@ -493,6 +566,11 @@ class PoolPolicy(_Core):
 
     def _maintain(self) -> float:
         """One round of background work; returns seconds until the next one."""
+        return run(self._maintain_steps(), self._io)
+
+    def _maintain_steps(self) -> Steps[float]:
+        """One round of background work (the worker thread's, or the asyncio
+        pool's task); returns seconds until the next one."""
         if self._is_closed:
             return self._tick
         self._reap()
@@ -502,7 +580,7 @@ class PoolPolicy(_Core):
             # Backing off: callers that wait meanwhile do not hurry it up.
             return min(self._backoff(), self._tick)
         while self._wants_connection():
-            if not self._open_one():
+            if not (yield from self._open_one()):
                 return self._backoff()
         return self._tick
 
@@ -512,16 +590,16 @@ class PoolPolicy(_Core):
             return False
         return open_ < self.min_size or (waiting > 0 and idle == 0)
 
-    def _open_one(self) -> bool:
+    def _open_one(self) -> Steps[bool]:
         try:
-            conn = self._driver.connect()
+            conn = yield ("connect",)
         except Exception as exc:
             self._connect_failed(exc)
             return False
         created = self._now_ns()  # the core's clock: lifetimes are measured on it
         try:
             if self._configure is not None:
-                self._configure(conn)
+                yield ("call", self._configure, conn)
             if self._status_spec != (self._driver.status_attr, self._driver.idle_status):
                 self._apply_policy()  # a custom factory revealed its connection type
             if self.max_lifetime is None:
@@ -543,8 +621,7 @@ class PoolPolicy(_Core):
         self._failures = 0
         self._fatal_error = None
         self._ever_connected = True
-        with self._signal.cond:
-            self._signal.cond.notify_all()
+        self._notify()
         if self._hooks.has("connect"):
             self._hooks.emit("connect", conn)
         return True
@@ -569,8 +646,7 @@ class PoolPolicy(_Core):
             if self._sizes()[0] == 0:
                 # Nothing open that could be returned to them: fail them now.
                 self._fail_waiters(err)
-            with self._signal.cond:
-                self._signal.cond.notify_all()
+            self._notify()
             return
         logger.warning("fastpool: pool %r: connecting to %s failed (attempt %d): %s: %s",
                        self.name, where, self._failures, type(exc).__name__, message)
@@ -635,17 +711,22 @@ class PoolPolicy(_Core):
         deadline = time.monotonic() + t
         self._kick()
         with self._signal.cond:
-            while True:
-                if self._is_closed:
-                    raise PoolClosed(f"pool {self.name!r} is closed")
-                if self._sizes()[0] >= self.min_size:
-                    return
-                if self._fatal_error is not None:
-                    raise self._fatal_copy()
+            while not self._ready():
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise self._timeout_error(t)
                 self._signal.cond.wait(remaining)
+
+    def _ready(self) -> bool:
+        """``wait()``'s question: are ``min_size`` connections open? Raises
+        PoolClosed, or the connect error retrying cannot fix."""
+        if self._is_closed:
+            raise PoolClosed(f"pool {self.name!r} is closed")
+        if self._sizes()[0] >= self.min_size:
+            return True
+        if self._fatal_error is not None:
+            raise self._fatal_copy()
+        return False
 
     def resize(self, min_size: int, max_size: int | None = None) -> None:
         """Change the pool's size; extra connections close as they become idle."""
@@ -670,17 +751,21 @@ class PoolPolicy(_Core):
 
     def check(self) -> int:
         """Probe every idle connection now; returns how many were discarded."""
+        return run(self._check_steps(), self._io)
+
+    def _check_steps(self) -> Steps[int]:
         discarded = 0
-
-        def handle(idx: int, verdict: int) -> None:
-            nonlocal discarded
-            if verdict == _core.OK and self._probe(idx):
-                self._shelve(idx)
-                return
-            self._retire(idx, _REASONS.get(verdict, _core.REASON_BROKEN))
-            discarded += 1
-
-        self._settle(self._take_idle(everything=True), handle, _core.REASON_BROKEN)
+        taken = self._take_idle(everything=True)
+        for i, (idx, verdict) in enumerate(taken):
+            try:
+                if verdict == _core.OK and (yield from self._probe_steps(idx)):
+                    self._shelve(idx)
+                    continue
+                self._retire(idx, _REASONS.get(verdict, _core.REASON_BROKEN))
+                discarded += 1
+            except BaseException:
+                self._abandon(taken, i, _core.REASON_BROKEN)
+                raise
         return discarded
 
     def close(self, timeout: float = 5.0) -> None:
@@ -692,14 +777,7 @@ class PoolPolicy(_Core):
         again).
         """
         t = seconds("timeout", timeout)
-        with self._lock:
-            first = not self._closing
-            self._closing = True
-        if first:
-            self._close_core()
-            with self._signal.cond:
-                self._signal.stopping = True
-                self._signal.cond.notify_all()
+        first = self._begin_close()
         # Every call (not only the first) waits up to `timeout` for the worker
         # and for connections in use, so a later close() can finish the job.
         if self._worker is not threading.current_thread():
@@ -710,11 +788,27 @@ class PoolPolicy(_Core):
             while self._sizes()[2] and time.monotonic() < deadline:
                 self._signal.cond.wait(deadline - time.monotonic())
         self._close_idle()  # anything a racing check() or release put back meanwhile
+        self._end_close(first)
+        self._driver.close_pool()
+
+    def _begin_close(self) -> bool:
+        """Close the core (waiters get PoolClosed) and stop the worker, once;
+        True for the first call."""
+        with self._lock:
+            first = not self._closing
+            self._closing = True
+        if first:
+            self._close_core()
+            self._signal.stopping = True
+            self._kick()
+            self._notify()
+        return first
+
+    def _end_close(self, first: bool) -> None:
         in_use = self._sizes()[2]
         if in_use and first:
             logger.warning("fastpool: pool %r closed with %d connection(s) still in use; "
                            "they will be closed when returned", self.name, in_use)
-        self._driver.close_pool()
 
     def _close_idle(self) -> None:
         self._settle(self._take_idle(everything=True),
@@ -828,6 +922,14 @@ class PoolPolicy(_Core):
         (pg_stat_activity / the MySQL process list) and ``pool_state``
         (``idle`` or ``in_use`` here). Uses a connection of its own, so it
         answers while the pool is exhausted. NotImplementedError for SQLite."""
+        states = self._session_states()
+        rows = self._driver.server_activity(sorted(states))
+        for row in rows:
+            row["pool_state"] = states.get(row["session_id"])
+        return rows
+
+    def _session_states(self) -> dict[int, str]:
+        """Server session id -> ``idle``/``in_use`` of this pool's connections."""
         states = {}
         for conn, state in self._open_slots():
             try:  # recorded at connect: nothing is asked of connections in use
@@ -836,10 +938,7 @@ class PoolPolicy(_Core):
                 sid = None
             if sid is not None:
                 states[sid] = _core.SLOT_STATES[state]
-        rows = self._driver.server_activity(sorted(states))
-        for row in rows:
-            row["pool_state"] = states.get(row["session_id"])
-        return rows
+        return states
 
     def holders(self) -> list[dict[str, Any]]:
         """The connections in use now: how long held and where acquired (if tracked)."""

@@ -155,7 +155,7 @@ def test_a_policy_without_capture_holder_records_none(core, connect):
 def _stub_methods() -> dict[str, ast.FunctionDef]:
     tree = ast.parse((SRC / "_core.pyi").read_text())
     cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "PoolCore")
-    return {n.name: n for n in cls.body if isinstance(n, ast.FunctionDef)}
+    return {n.name: n for n in cls.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)}
 
 
 def test_the_stub_declares_the_hooks_and_the_clock_with_docstrings():

@@ -1,0 +1,205 @@
+"""``AsyncPool``: the asyncio facade, the async policy over the same core, with the features.
+
+``AsyncPool`` = ``AsyncPoolFeatures`` (this module: one-line delegations to
+the features' asyncio entry points) + ``AsyncPolicy`` (``aio.py``: the sync
+policy's rules on an event loop) + the core (``fastpool._core``, the same
+compiled idle ring and FIFO waiters as ``Pool``'s). An AsyncPool is a
+``ConnectionSource`` with ``is_async`` True.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from collections.abc import (
+    AsyncIterable,
+    Awaitable,
+    Callable,
+    Generator,
+    Iterable,
+    Mapping,
+    Sequence,
+)
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from fastpool import _core
+from fastpool.backoff import Backoff
+from fastpool.drivers import from_url_async
+from fastpool.errors import ConfigError
+from fastpool.pool.aio import AsyncPolicy
+from fastpool.pool.policy import PoolPolicy
+from fastpool.query.helpers import QueryLayer
+from fastpool.transaction import DEFAULT_BACKOFF, run_transaction_async, transactional
+from fastpool.writes.batch.aio import AsyncBatcher
+from fastpool.writes.bulk import Table, copy_records_async, copy_rows_async
+
+if TYPE_CHECKING:
+    _Composed = AsyncPolicy
+else:
+    _Composed = object
+
+__all__ = ["ASYNC_POOL_OPTIONS", "AsyncPool", "AsyncPoolFeatures", "create_async_pool"]
+
+R = TypeVar("R")
+
+
+class AsyncPoolFeatures(_Composed):
+    """The features an asyncio pool offers; each method delegates to its module."""
+
+    _queries: QueryLayer
+
+    def __init__(self, connect: Callable[[], Any] | None = None, *,
+                 statement_cache_size: int = 256, result_cache_entries: int = 10_000,
+                 result_cache_bytes: int = 64 * 1024 * 1024,
+                 slow_query_ms: float | None = None, **options: Any) -> None:
+        self._queries = QueryLayer(
+            statement_cache_size=statement_cache_size,
+            result_cache_entries=result_cache_entries, result_cache_bytes=result_cache_bytes,
+            slow_query_ms=slow_query_ms)
+        super().__init__(connect, **options)
+        self._queries.bind(self.name)
+
+    def _set_clock(self, clock: Callable[[], int] | None) -> None:
+        """One clock for the whole pool (tests); see ``Pool._set_clock``."""
+        super()._set_clock(clock)
+        self._queries.set_clock(None if clock is None else lambda: clock() / 1e9)
+
+    def writing(self, tables: Iterable[str]) -> contextlib.AbstractContextManager[None]:
+        """Wrap a write of ``tables`` fastpool did not parse (see ``Pool.writing``)."""
+        return self._queries.writing(tables)
+
+    def invalidate(self, *tables: str) -> int:
+        """Drop cached results of ``tables`` (all of them when none is named)."""
+        return self._queries.invalidate(tables)
+
+    def query_stats(self) -> dict[str, Any]:
+        """Statement cache, result cache, slow queries and retried statements."""
+        return self._queries.stats()
+
+    # ---- transactions (fastpool.transaction) ----------------------------------------
+
+    async def transaction(self, fn: Callable[[Any], Awaitable[R]], *, retries: int = 3,
+                          backoff: Backoff = DEFAULT_BACKOFF) -> R:
+        """``await pool.transaction(fn)``: run ``await fn(conn)`` in a
+        transaction, commit, return its value; run it again by the sync pool's
+        retry table (see ``fastpool.transaction``)."""
+        q = self._queries
+        return await run_transaction_async(self, fn, retries=retries, backoff=backoff,
+                                           finished=q.finished, stats=q.transactions)
+
+    def transactional(self, fn: Callable[..., Any] | None = None, /, *, retries: int = 3,
+                      backoff: Backoff = DEFAULT_BACKOFF) -> Any:
+        """``@pool.transactional`` on an ``async def fn(conn, ...)``: awaiting the
+        function runs it through ``pool.transaction`` with ``conn`` first."""
+        q = self._queries
+        return transactional(self, fn, retries=retries, backoff=backoff,
+                             finished=q.finished, stats=q.transactions)
+
+    # ---- bulk loads (fastpool.writes.bulk) ----------------------------------------------
+
+    async def copy_rows(self, table: Table, columns: Sequence[str],
+                        rows: Iterable[Any] | AsyncIterable[Any], **options: Any) -> int:
+        """``await pool.copy_rows(...)``: ``Pool.copy_rows`` awaited; ``rows`` may
+        also be an async iterable (see ``fastpool.writes.bulk``)."""
+        return await copy_rows_async(self, table, columns, rows, **options)
+
+    async def copy_records(self, table: Table,
+                           records: Iterable[Mapping[str, Any]] | AsyncIterable[Any],
+                           columns: Sequence[str] | None = None, **options: Any) -> int:
+        """``copy_rows`` for dicts (columns from the first record unless given)."""
+        return await copy_records_async(self, table, records, columns, **options)
+
+    # ---- group commit (fastpool.writes.batch.aio) ------------------------------------
+
+    def batcher(self, **options: Any) -> AsyncBatcher:
+        """A group-commit batcher over this pool: ``await batcher.execute(sql,
+        params)`` returns once the write is committed; options are ``Batcher``'s."""
+        return AsyncBatcher(self, **options)
+
+
+class AsyncPool(AsyncPoolFeatures, AsyncPolicy, _core.PoolCore):
+    """An asyncio connection pool on fastpool's compiled core.
+
+    ``await pool.acquire()``/``await pool.release(conn)`` and ``async with
+    pool.connection() as conn`` take an idle connection from the compiled
+    ring; waiting tasks are served strictly first come, first served; a task
+    cancelled anywhere never loses a connection. The connection handed out is
+    the driver's own async connection (psycopg ``AsyncConnection``, asyncpg
+    ``Connection``, asyncmy ``Connection``, aiosqlite ``Connection``).
+
+    Create it inside a running event loop: ``await create_async_pool(url)``,
+    ``async with create_async_pool(url) as pool``, or
+    ``AsyncPool(connect=async_factory, ...)``; the options are ``Pool``'s.
+    """
+
+
+class _Opening:
+    """What ``create_async_pool`` returns: await it for the pool, or use it as
+    ``async with`` to close the pool at the end of the block."""
+
+    __slots__ = ("_kwargs", "_pool")
+
+    def __init__(self, kwargs: dict[str, Any]) -> None:
+        self._kwargs = kwargs
+        self._pool: AsyncPool | None = None
+
+    async def _open(self) -> AsyncPool:
+        options = dict(self._kwargs)
+        url = options.pop("url")
+        wait = options.pop("wait", True)
+        driver_options = {k: options.pop(k) for k in list(options)
+                          if k not in ASYNC_POOL_OPTIONS}
+        driver = from_url_async(url, **driver_options)
+        try:
+            pool = AsyncPool(driver=driver, **options)
+        except TypeError as exc:
+            await driver.close_pool()
+            raise ConfigError(f"create_async_pool: {exc}") from None
+        except BaseException:
+            await driver.close_pool()
+            raise
+        if wait and pool.min_size:
+            try:
+                await pool.wait(pool.timeout)
+            except BaseException:
+                await pool.close()
+                raise
+        return pool
+
+    def __await__(self) -> Generator[Any, None, AsyncPool]:
+        return self._open().__await__()
+
+    async def __aenter__(self) -> AsyncPool:
+        self._pool = await self._open()
+        return self._pool
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+
+
+def create_async_pool(url: str, *, wait: bool = True, **options: Any) -> _Opening:
+    """Create an asyncio pool for a database URL; ``await`` it, or use it as
+    ``async with create_async_pool(url) as pool:``.
+
+    The scheme picks the driver as SQLAlchemy spells it: ``postgresql://``
+    (psycopg's AsyncConnection), ``postgresql+asyncpg://``, ``mysql://`` /
+    ``mariadb://`` (asyncmy; ``mysql+aiomysql://`` for aiomysql),
+    ``sqlite:///path`` (aiosqlite); ``driver=`` names one explicitly.
+    ``options`` are ``Pool``'s (same defaults, same errors); any other keyword
+    goes to the driver. With ``wait`` (the default) the pool has ``min_size``
+    connections open when it is returned, or raises why not.
+    """
+    if "connect" in options:
+        raise ConfigError("create_async_pool takes a URL; use AsyncPool(connect=...) for a "
+                          "factory")
+    if not isinstance(wait, bool):
+        raise ConfigError(f"wait must be True or False, got {wait!r}")
+    return _Opening({"url": url, "wait": wait, **options})
+
+
+#: The keyword options of AsyncPool; any other keyword of create_async_pool
+#: goes to the driver (``driver=`` too: it names the client library).
+ASYNC_POOL_OPTIONS = (frozenset(inspect.signature(PoolPolicy.__init__).parameters)
+                      | frozenset(inspect.signature(AsyncPoolFeatures.__init__).parameters)) - {
+    "self", "connect", "driver", "options"}
