@@ -44,11 +44,12 @@ from typing import TYPE_CHECKING, Any
 
 from fastpool.errors import ConfigError, FastpoolError, UnsupportedClient
 from fastpool.sqltext.lexer import Tokens, aliases
+from fastpool.steps import Steps, run, run_async
 
 if TYPE_CHECKING:
     from fastpool.source import ConnectionSource
 
-__all__ = ["AnalyzeRefused", "Plan", "ScanFinding", "explain"]
+__all__ = ["AnalyzeRefused", "Plan", "ScanFinding", "explain", "explain_async"]
 
 #: SQLite has no row estimate: a scanned table's rows are counted, up to this
 #: many (or scan_rows + 1, if larger).
@@ -106,20 +107,41 @@ def explain(source: ConnectionSource, sql: str, params: Any = None, *, analyze: 
     advance). ``scan_rows``: report full scans of tables with more rows than
     this. SQL errors are the driver's own exceptions.
     """
+    _check(sql, analyze, scan_rows)
+    with source.connection() as conn:
+        return run(*_reader(source.adapter, conn, sql, params, analyze, scan_rows))
+
+
+async def explain_async(source: Any, sql: str, params: Any = None, *, analyze: bool = False,
+                        scan_rows: int = 1000) -> Plan:
+    """``explain`` on an asyncio source (``await pool.explain(...)``): the same
+    plan readers and findings, their queries awaited."""
+    _check(sql, analyze, scan_rows)
+    async with source.connection() as conn:
+        return await run_async(*_reader(source.adapter, conn, sql, params, analyze, scan_rows))
+
+
+def _check(sql: object, analyze: object, scan_rows: object) -> None:
     if not isinstance(sql, str) or not sql.strip():
         raise ConfigError(f"explain: sql must be a non-empty string, got {sql!r}")
     if not isinstance(analyze, bool):
         raise ConfigError(f"explain: analyze must be True or False, got {analyze!r}")
     if isinstance(scan_rows, bool) or not isinstance(scan_rows, int) or scan_rows < 0:
         raise ConfigError(f"explain: scan_rows must be an integer >= 0, got {scan_rows!r}")
-    with source.connection() as conn:
-        client = source.adapter
-        client.require("explain", "pool.explain")
-        reader = _EXPLAIN.get(client.kind)
-        if reader is None:
-            raise UnsupportedClient(f"pool.explain: no plan reader for {client.kind} "
-                                    f"({client.name}) connections")
-        return reader(conn, sql, params, analyze, scan_rows)
+
+
+def _reader(client: Any, conn: Any, sql: str, params: Any, analyze: bool,
+            scan_rows: int) -> tuple[Steps[Plan], Any]:
+    """The server's plan reader (a flow of ``("rows", sql, params)``,
+    ``("begin",)``, ``("rollback",)``, ``("server_info",)`` operations) and the
+    client's I/O object that performs them."""
+    client.require("explain", "pool.explain")
+    reader = _EXPLAIN.get(client.kind)
+    io = _IO.get((client.is_async, client.name))
+    if reader is None or io is None:
+        raise UnsupportedClient(f"pool.explain: no plan reader for {client.kind} "
+                                f"({client.name}) connections")
+    return reader(sql, params, analyze, scan_rows), io(conn, client)
 
 
 # ---- reading the SQL text ---------------------------------------------------------
@@ -145,16 +167,14 @@ def _quote_ident(name: str) -> str:
 
 # ---- PostgreSQL ---------------------------------------------------------------------
 
-def _explain_postgres(conn: Any, sql: str, params: Any, analyze: bool, scan_rows: int) -> Plan:
-    from psycopg.rows import tuple_row
-
+def _explain_postgres(sql: str, params: Any, analyze: bool, scan_rows: int) -> Steps[Plan]:
     options = "ANALYZE, BUFFERS, VERBOSE, FORMAT JSON" if analyze else "VERBOSE, FORMAT JSON"
     findings: list[ScanFinding] = []
-    # force_rollback: ANALYZE of a write leaves no change (BEGIN .. ROLLBACK
-    # in autocommit mode as well).
-    with conn.transaction(force_rollback=True), conn.cursor(row_factory=tuple_row) as cur:
-        cur.execute(f"EXPLAIN ({options}) {sql}", params, prepare=False)
-        doc = _json(cur.fetchone()[0])
+    # In a transaction rolled back at the end: ANALYZE of a write leaves no change.
+    yield ("begin",)
+    try:
+        rows = yield ("rows", f"EXPLAIN ({options}) {sql}", params)
+        doc = _json(rows[0][0])
         root = doc[0]
         sizes: dict[tuple[str, str], int] = {}
         for node in _pg_nodes(root["Plan"]):
@@ -162,7 +182,7 @@ def _explain_postgres(conn: Any, sql: str, params: Any, analyze: bool, scan_rows
                 continue
             key = (node.get("Schema") or "", node["Relation Name"])
             if key not in sizes:
-                sizes[key] = _pg_table_rows(cur, *key)
+                sizes[key] = yield from _pg_table_rows(*key)
             rows = sizes[key]
             if analyze and "Actual Rows" in node:  # per loop: rows kept plus rows filtered out
                 rows = max(rows, int(node["Actual Rows"] + node.get("Rows Removed by Filter", 0)))
@@ -173,6 +193,8 @@ def _explain_postgres(conn: Any, sql: str, params: Any, analyze: bool, scan_rows
                     f"Seq Scan on {table} reads the whole table (about {rows:,} rows, above "
                     f"scan_rows={scan_rows:,}){filt}; an index on the filtered or joined "
                     "columns may avoid it")))
+    finally:
+        yield ("rollback",)
     return Plan(doc, _pg_text(root), findings, "postgresql", analyze)
 
 
@@ -187,17 +209,18 @@ def _pg_nodes(node: dict[str, Any]) -> list[dict[str, Any]]:
     return nodes
 
 
-def _pg_table_rows(cur: Any, schema: str, table: str) -> int:
+def _pg_table_rows(schema: str, table: str) -> Steps[int]:
     """The larger of the planner's estimate of the whole table's rows
     (pg_class.reltuples scaled to the table's current number of pages; a
     guess from the row width for a table never analyzed) and the statistics
     collector's count of live rows."""
     name = f"{_quote_ident(schema)}.{_quote_ident(table)}" if schema else _quote_ident(table)
-    cur.execute(f"EXPLAIN (FORMAT JSON) SELECT 1 FROM ONLY {name}", prepare=False)
-    estimate = int(_json(cur.fetchone()[0])[0]["Plan"]["Plan Rows"])
-    cur.execute("SELECT pg_stat_get_live_tuples(%s::regclass)", (name,), prepare=False)
-    live = cur.fetchone()[0]
-    return max(estimate, int(live or 0))
+    rows = yield ("rows", f"EXPLAIN (FORMAT JSON) SELECT 1 FROM ONLY {name}", None)
+    estimate = int(_json(rows[0][0])[0]["Plan"]["Plan Rows"])
+    # The name as a literal: no placeholder, whose style differs between clients.
+    literal = "'" + name.replace("'", "''") + "'"
+    rows = yield ("rows", f"SELECT pg_stat_get_live_tuples({literal}::regclass)", None)
+    return max(estimate, int(rows[0][0] or 0))
 
 
 _PG_DETAILS = ("Index Cond", "Recheck Cond", "Hash Cond", "Merge Cond", "Join Filter",
@@ -266,61 +289,56 @@ def _pg_text(root: dict[str, Any]) -> str:
 
 # ---- MariaDB / MySQL ----------------------------------------------------------------
 
-def _explain_mysql(conn: Any, sql: str, params: Any, analyze: bool, scan_rows: int) -> Plan:
-    import MySQLdb.cursors
-
-    cur = conn.cursor(MySQLdb.cursors.Cursor)  # tuples, whatever the pool's cursorclass
-    try:
-        names = aliases(sql)
-        if analyze:
-            if "mariadb" not in conn.get_server_info().lower():
-                raise NotImplementedError(
-                    "explain: analyze=True needs MariaDB's ANALYZE FORMAT=JSON; MySQL's "
-                    "EXPLAIN ANALYZE has no JSON form: use analyze=False")
-            if not _reads_only(sql):
-                _check_transactional(cur, sorted(set(names.values())))
-            cur.execute("START TRANSACTION")
-            try:
-                cur.execute(f"ANALYZE FORMAT=JSON {sql}", params)
-                doc = _json(cur.fetchone()[0])
-            finally:
-                conn.rollback()
-        else:
-            cur.execute(f"EXPLAIN FORMAT=JSON {sql}", params)
-            doc = _json(cur.fetchone()[0])
-        findings: list[ScanFinding] = []
-        for table in _mysql_tables(doc):
-            alias = str(table.get("table_name", ""))
-            if table.get("access_type") != "ALL" or not alias or alias.startswith("<"):
-                continue  # <derivedN>, <subqueryN>: temporary results, not tables
-            rows = max(int(table.get(k) or 0)
-                       for k in ("rows", "r_rows", "rows_examined_per_scan"))
-            name = names.get(alias.lower(), alias)
-            rows = max(rows, _mysql_table_rows(cur, name))
-            if rows > scan_rows:
-                shown = name if name == alias else f"{name} (as {alias})"
-                cond = table.get("attached_condition")
-                filt = f"; condition: {cond}" if cond else ""
-                findings.append(ScanFinding(name, rows, (
-                    f"full table scan of {shown} (about {rows:,} rows, above "
-                    f"scan_rows={scan_rows:,}){filt}; an index on the filtered or joined "
-                    "columns may avoid it")))
-    finally:
-        cur.close()
+def _explain_mysql(sql: str, params: Any, analyze: bool, scan_rows: int) -> Steps[Plan]:
+    names = aliases(sql)
+    if analyze:
+        server = yield ("server_info",)
+        if "mariadb" not in server.lower():
+            raise NotImplementedError(
+                "explain: analyze=True needs MariaDB's ANALYZE FORMAT=JSON; MySQL's "
+                "EXPLAIN ANALYZE has no JSON form: use analyze=False")
+        if not _reads_only(sql):
+            yield from _check_transactional(sorted(set(names.values())))
+        yield ("rows", "START TRANSACTION", None)
+        try:
+            rows = yield ("rows", f"ANALYZE FORMAT=JSON {sql}", params)
+            doc = _json(rows[0][0])
+        finally:
+            yield ("rollback",)
+    else:
+        rows = yield ("rows", f"EXPLAIN FORMAT=JSON {sql}", params)
+        doc = _json(rows[0][0])
+    findings: list[ScanFinding] = []
+    for table in _mysql_tables(doc):
+        alias = str(table.get("table_name", ""))
+        if table.get("access_type") != "ALL" or not alias or alias.startswith("<"):
+            continue  # <derivedN>, <subqueryN>: temporary results, not tables
+        count = max(int(table.get(k) or 0)
+                    for k in ("rows", "r_rows", "rows_examined_per_scan"))
+        name = names.get(alias.lower(), alias)
+        count = max(count, (yield from _mysql_table_rows(name)))
+        if count > scan_rows:
+            shown = name if name == alias else f"{name} (as {alias})"
+            cond = table.get("attached_condition")
+            filt = f"; condition: {cond}" if cond else ""
+            findings.append(ScanFinding(name, count, (
+                f"full table scan of {shown} (about {count:,} rows, above "
+                f"scan_rows={scan_rows:,}){filt}; an index on the filtered or joined "
+                "columns may avoid it")))
     return Plan(doc, "\n".join(_outline(doc)), findings, "mysql", analyze)
 
 
-def _check_transactional(cur: Any, names: list[str]) -> None:
+def _check_transactional(names: list[str]) -> Steps[None]:
     """Refuse ANALYZE of a write that a rollback could not undo."""
     for name in names:
         schema, table = _split_name(name)
-        cur.execute(
+        rows = yield ("rows",
             "SELECT t.TABLE_SCHEMA, t.TABLE_TYPE, t.ENGINE, e.TRANSACTIONS "
             "FROM information_schema.TABLES t "
             "LEFT JOIN information_schema.ENGINES e ON e.ENGINE = t.ENGINE "
             "WHERE t.TABLE_SCHEMA = COALESCE(%s, DATABASE()) AND t.TABLE_NAME = %s",
             (schema, table))
-        for db, kind, engine, transactional in cur.fetchall():
+        for db, kind, engine, transactional in rows:
             if kind == "VIEW":
                 raise AnalyzeRefused(
                     f"explain: analyze=True would run this write for real through the view "
@@ -347,13 +365,12 @@ def _mysql_tables(node: Any) -> list[dict[str, Any]]:
     return found
 
 
-def _mysql_table_rows(cur: Any, name: str) -> int:
+def _mysql_table_rows(name: str) -> Steps[int]:
     schema, table = _split_name(name)
-    cur.execute("SELECT TABLE_ROWS FROM information_schema.TABLES "
-                "WHERE TABLE_SCHEMA = COALESCE(%s, DATABASE()) AND TABLE_NAME = %s",
-                (schema, table))
-    row = cur.fetchone()
-    return int(row[0]) if row and row[0] is not None else 0
+    rows = yield ("rows", "SELECT TABLE_ROWS FROM information_schema.TABLES "
+                  "WHERE TABLE_SCHEMA = COALESCE(%s, DATABASE()) AND TABLE_NAME = %s",
+                  (schema, table))
+    return int(rows[0][0]) if rows and rows[0][0] is not None else 0
 
 
 def _scalar_list(value: Any) -> bool:
@@ -389,50 +406,44 @@ def _outline(value: Any, key: str | None = None, depth: int = 0) -> list[str]:
 _SQLITE_SCAN = re.compile(r"SCAN (?:TABLE )?(\S+)(?: AS (\S+))?(.*)")
 
 
-def _explain_sqlite(conn: Any, sql: str, params: Any, analyze: bool, scan_rows: int) -> Plan:
+def _explain_sqlite(sql: str, params: Any, analyze: bool, scan_rows: int) -> Steps[Plan]:
     if analyze:
         raise NotImplementedError("explain: SQLite has no EXPLAIN ANALYZE; use analyze=False")
-    cur = conn.cursor()
-    cur.row_factory = None  # plain tuples, whatever the connection's row_factory
-    try:
-        cur.execute(f"EXPLAIN QUERY PLAN {sql}", () if params is None else params)
-        rows = [tuple(r) for r in cur.fetchall()]
-        names = aliases(sql)
-        findings: list[ScanFinding] = []
-        cap = max(COUNT_CAP, scan_rows + 1)
-        sizes: dict[str, int | None] = {}
-        for _id, _parent, _unused, detail in rows:
-            m = _SQLITE_SCAN.fullmatch(detail)
-            if not m or "INDEX" in m.group(3):
-                continue  # SEARCH (an index lookup), or a scan of an index
-            name = names.get(m.group(1).lower(), m.group(1))
-            if name not in sizes:
-                sizes[name] = _sqlite_table_rows(cur, name, cap)
-            count = sizes[name]
-            if count is None or count <= scan_rows:
-                continue
-            size = f"about {count:,}" if count < cap else f"at least {count:,}"
-            shown = name if name.lower() == m.group(1).lower() else f"{name} (as {m.group(1)})"
-            findings.append(ScanFinding(name, count, (
-                f"SCAN {shown} reads the whole table ({size} rows, above scan_rows="
-                f"{scan_rows:,}); an index on the filtered or joined columns may avoid it")))
-    finally:
-        cur.close()
+    rows = yield ("rows", f"EXPLAIN QUERY PLAN {sql}", () if params is None else params)
+    names = aliases(sql)
+    findings: list[ScanFinding] = []
+    cap = max(COUNT_CAP, scan_rows + 1)
+    sizes: dict[str, int | None] = {}
+    for _id, _parent, _unused, detail in rows:
+        m = _SQLITE_SCAN.fullmatch(detail)
+        if not m or "INDEX" in m.group(3):
+            continue  # SEARCH (an index lookup), or a scan of an index
+        name = names.get(m.group(1).lower(), m.group(1))
+        if name not in sizes:
+            sizes[name] = yield from _sqlite_table_rows(name, cap)
+        count = sizes[name]
+        if count is None or count <= scan_rows:
+            continue
+        size = f"about {count:,}" if count < cap else f"at least {count:,}"
+        shown = name if name.lower() == m.group(1).lower() else f"{name} (as {m.group(1)})"
+        findings.append(ScanFinding(name, count, (
+            f"SCAN {shown} reads the whole table ({size} rows, above scan_rows="
+            f"{scan_rows:,}); an index on the filtered or joined columns may avoid it")))
     return Plan(rows, _sqlite_text(rows), findings, "sqlite", False)
 
 
-def _sqlite_table_rows(cur: Any, name: str, cap: int) -> int | None:
+def _sqlite_table_rows(name: str, cap: int) -> Steps[int | None]:
     """Rows in table ``name`` (counted up to ``cap``); None if it is no table."""
     schema, table = _split_name(name)
     master = f"{_quote_ident(schema)}.sqlite_master" if schema else "sqlite_master"
-    cur.execute(f"SELECT 1 FROM {master} WHERE type = 'table' AND name = ? COLLATE NOCASE",
-                (table,))
-    if cur.fetchone() is None:
+    rows = yield ("rows", f"SELECT 1 FROM {master} WHERE type = 'table' AND name = ? "
+                  "COLLATE NOCASE", (table,))
+    if not rows:
         return None  # a view, a subquery or CTE name, a virtual row source
     qualified = f"{_quote_ident(schema)}.{_quote_ident(table)}" if schema \
         else _quote_ident(table)
-    cur.execute(f"SELECT count(*) FROM (SELECT 1 FROM {qualified} LIMIT ?)", (cap,))
-    return int(cur.fetchone()[0])
+    rows = yield ("rows", f"SELECT count(*) FROM (SELECT 1 FROM {qualified} LIMIT ?)", (cap,))
+    return int(rows[0][0])
 
 
 def _sqlite_text(rows: list[tuple[Any, ...]]) -> str:
@@ -454,8 +465,127 @@ def _sqlite_text(rows: list[tuple[Any, ...]]) -> str:
 
 
 #: The plan reader of each server kind (``Client.kind``).
-_EXPLAIN: dict[str, Callable[[Any, str, Any, bool, int], Plan]] = {
+_EXPLAIN: dict[str, Callable[[str, Any, bool, int], Steps[Plan]]] = {
     "postgresql": _explain_postgres,
     "mysql": _explain_mysql,
     "sqlite": _explain_sqlite,
+}
+
+
+# ---- the clients' I/O for the plan readers ---------------------------------------------
+#
+# ``rows(sql, params)``: every row as a tuple (whatever row type the pool's
+# connections are set up with); ``begin()`` / ``rollback()``: the adapter's own;
+# ``server_info()``: the MySQL/MariaDB server's version string.
+
+def _tuples(rows: Any) -> list[tuple[Any, ...]]:
+    return [tuple(r.values()) if isinstance(r, dict) else tuple(r) for r in rows]
+
+
+class _ClientIO:
+    __slots__ = ("client", "conn")
+
+    def __init__(self, conn: Any, client: Any) -> None:
+        self.conn = conn
+        self.client = client
+
+    def begin(self) -> Any:
+        return self.client.begin(self.conn)
+
+    def rollback(self) -> Any:
+        return self.client.rollback(self.conn)
+
+    def server_info(self) -> str:
+        return str(self.conn.get_server_info())
+
+
+class _PsycopgIO(_ClientIO):
+    __slots__ = ()
+
+    def rows(self, sql: str, params: Any) -> list[tuple[Any, ...]]:
+        from psycopg.rows import tuple_row
+
+        with self.conn.cursor(row_factory=tuple_row) as cur:
+            cur.execute(sql, params, prepare=False)
+            return list(cur.fetchall())
+
+
+class _PsycopgAsyncIO(_ClientIO):
+    __slots__ = ()
+
+    async def rows(self, sql: str, params: Any) -> list[tuple[Any, ...]]:
+        from psycopg.rows import tuple_row
+
+        async with self.conn.cursor(row_factory=tuple_row) as cur:
+            await cur.execute(sql, params, prepare=False)
+            return list(await cur.fetchall())
+
+
+class _AsyncpgIO(_ClientIO):
+    __slots__ = ()
+
+    async def rows(self, sql: str, params: Any) -> list[tuple[Any, ...]]:
+        return _tuples(await self.conn.fetch(sql, *(params or ())))
+
+
+class _MySQLdbIO(_ClientIO):
+    __slots__ = ()
+
+    def rows(self, sql: str, params: Any) -> list[tuple[Any, ...]]:
+        import MySQLdb.cursors
+
+        cur = self.conn.cursor(MySQLdb.cursors.Cursor)  # tuples, whatever the pool's cursorclass
+        try:
+            cur.execute(sql, params)
+            return list(cur.fetchall())
+        finally:
+            cur.close()
+
+
+class _PyMySQLAsyncIO(_ClientIO):
+    __slots__ = ()
+
+    async def rows(self, sql: str, params: Any) -> list[tuple[Any, ...]]:
+        cur = self.conn.cursor()
+        try:
+            await cur.execute(sql, params)
+            return _tuples(await cur.fetchall() if cur.description else ())
+        finally:
+            await cur.close()
+
+
+class _SQLiteIO(_ClientIO):
+    __slots__ = ()
+
+    def rows(self, sql: str, params: Any) -> list[tuple[Any, ...]]:
+        cur = self.conn.cursor()
+        cur.row_factory = None  # plain tuples, whatever the connection's row_factory
+        try:
+            cur.execute(sql, () if params is None else params)
+            return [tuple(r) for r in cur.fetchall()]
+        finally:
+            cur.close()
+
+
+class _AiosqliteIO(_ClientIO):
+    __slots__ = ()
+
+    async def rows(self, sql: str, params: Any) -> list[tuple[Any, ...]]:
+        cur = await self.conn.execute(sql, () if params is None else params)
+        try:
+            return _tuples(await cur.fetchall())
+        finally:
+            await cur.close()
+
+
+#: The plan readers' I/O for each client library: (``is_async``, ``name``).
+_IO: dict[tuple[bool, str], Callable[[Any, Any], _ClientIO]] = {
+    (False, "psycopg"): _PsycopgIO,
+    (False, "mysqlclient"): _MySQLdbIO,
+    (False, "sqlite3"): _SQLiteIO,
+    (True, "psycopg"): _PsycopgAsyncIO,
+    (True, "asyncpg"): _AsyncpgIO,
+    (True, "asyncmy"): _PyMySQLAsyncIO,
+    (True, "aiomysql"): _PyMySQLAsyncIO,
+    (True, "aiosqlite"): _AiosqliteIO,
 }

@@ -33,10 +33,10 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from fastpool.errors import ConfigError, ErrorKind
+from fastpool.errors import ConfigError, ErrorKind, UnsupportedClient
 from fastpool.options import integer, seconds
 from fastpool.query.observe import QueryObserver
 from fastpool.query.results import ResultCache, cache_key, fold_names
@@ -45,8 +45,11 @@ from fastpool.sqltext.tables import ANY, Access, access
 from fastpool.transaction import RetryStats
 
 if TYPE_CHECKING:
-    from fastpool.drivers.client import Client
+    from fastpool.drivers.client import ClientBase
     from fastpool.source import ConnectionSource
+
+#: How a failed standalone statement is retried (``QueryLayer._retry_rule``).
+_NO_RETRY, _RETRY, _RETRY_FORGET = 0, 1, 2
 
 __all__ = ["EXEC", "FETCH", "MANY", "ROW", "VAL", "QueryLayer"]
 
@@ -93,15 +96,46 @@ def _value(row: Any) -> Any:
     return row[0]
 
 
+def _rows(rows: Any) -> list[Any]:
+    return rows if type(rows) is list else list(rows)  # mysqlclient gives a tuple
+
+
 def _extract(kind: str, cur: Any) -> Any:
     if kind is FETCH:
-        rows = cur.fetchall()
-        return rows if type(rows) is list else list(rows)  # mysqlclient gives a tuple
+        return _rows(cur.fetchall())
     if kind is ROW:
         return cur.fetchone()
     if kind is VAL:
         return _value(cur.fetchone())
     return cur.rowcount
+
+
+async def _extract_async(kind: str, cur: Any) -> Any:
+    """``_extract`` for an asyncio cursor (its fetch methods are awaitable)."""
+    if kind is FETCH:
+        return _rows(await cur.fetchall())
+    if kind is ROW:
+        return await cur.fetchone()
+    if kind is VAL:
+        return _value(await cur.fetchone())
+    return cur.rowcount
+
+
+def _needs_commit(client: ClientBase, conn: Any) -> bool:
+    """After a statement run on its own: whether it left a transaction to
+    commit. The client's local status says (a transaction the statement
+    opened: MySQL/MariaDB and SQLite outside autocommit); a client that cannot
+    tell (a generic DB-API one) always commits. The one rule for every client
+    whose standalone statements can open a transaction; PostgreSQL's run in
+    autocommit (psycopg switched locally, asyncpg's own)."""
+    return client.in_transaction(conn) is not False
+
+
+def _pg_prepare(size: int, info: _Info, sql: str, params: Any) -> bool:
+    """Whether psycopg prepares the statement: the cache is on and the SQL is
+    a preparable statement. Without parameters a script of several statements
+    is valid SQL (simple protocol), but cannot be prepared."""
+    return size > 0 and info.prepare and (params is not None or ";" not in sql.strip().rstrip(";"))
 
 
 def _switch_flag(conn: Any, on: bool) -> None:
@@ -139,7 +173,7 @@ class QueryLayer:
         self.observer: QueryObserver = QueryObserver("pool", slow_query_ms)
         # The client adapter, learnt at the first call (a custom factory's
         # client is known only once it has connected).
-        self._client: Client | None = None
+        self._client: Any = None  # a ClientBase: Client (threads) or AsyncClient
         self.dialect: str | None = None
         # Writes made with conn= whose transaction has not ended yet:
         # id(conn) -> (weak ref to conn, tables). Their tables are not cached.
@@ -148,6 +182,8 @@ class QueryLayer:
         self._kind: str | None = None  # the adapter's kind: "postgresql", "mysql"...
         self._pg_flag = False  # psycopg's private _autocommit flag is there
         self._mysql_multi = False
+        # The asyncio path's statement runner for the client (see _ASYNC_RUNNERS).
+        self._runner: _Runner | None = None
         self._infos: OrderedDict[str, _Info] = OrderedDict()
         self._info_lock = threading.Lock()
         self.retried = 0
@@ -163,7 +199,7 @@ class QueryLayer:
         """Name the pool in slow-query logs and N+1 reports."""
         self.observer.pool_name = pool_name
 
-    def adopt(self, client: Client) -> None:
+    def adopt(self, client: ClientBase) -> None:
         """Take ``client``'s dialect for parsing SQL (URL pools know it before
         their first statement). SQL read with another dialect is read again."""
         client.require("query helpers", "the query helpers")
@@ -179,12 +215,19 @@ class QueryLayer:
         self.adopt(client)
         # psycopg's own autocommit flag, when this psycopg has it (see _switch_flag).
         self._pg_flag = client.kind == "postgresql" and isinstance(
-            vars(conn).get("_autocommit"), bool)
+            getattr(conn, "__dict__", {}).get("_autocommit"), bool)
         # mysqlclient connections opened by the MySQL URL driver have
         # multi-statements on; a custom factory's may not.
         self._mysql_multi = bool(getattr(client, "multi_statements", False))
-        self._kind = client.kind
-        return client.kind
+        if client.is_async:
+            runner = _ASYNC_RUNNERS.get(client.name)
+            if runner is None:
+                raise UnsupportedClient(f"the query helpers have no asyncio path for "
+                                        f"{client.name} connections")
+            self._runner = runner
+        kind: str = client.kind
+        self._kind = kind
+        return kind
 
     # ---- per-SQL facts -----------------------------------------------------
 
@@ -200,7 +243,60 @@ class QueryLayer:
                     self._infos.popitem(last=False)
         return info
 
-    # ---- running one statement on one connection ---------------------------
+    # ---- the rules every helper call follows, threads and asyncio alike --------
+
+    def _dialect_known(self, source: ConnectionSource) -> None:
+        """Before SQL is parsed: the adapter, if a connection has told it yet
+        (a custom factory's pool learns it at its first connection)."""
+        try:
+            client = source.adapter
+        except RuntimeError:
+            return
+        self.adopt(client)
+
+    def _caller_writes(self, conn: Any, info: _Info) -> None:
+        """A statement on the caller's connection (``conn=``): what it writes
+        stays out of the result cache until that transaction ends."""
+        if info.writes and self.results is not None:
+            self._open_write(conn, info.writes)
+
+    def _cache_plan(self, kind: str, sql: str, params: Any, info: _Info,
+                    cache_ttl: float) -> tuple[Any, float, frozenset[str]] | None:
+        """Whether the result cache serves this call: (key, ttl, tables read),
+        or None to run the statement. Not for writes, unhashable parameters,
+        or tables a transaction still open has written (``conn=``)."""
+        if kind is EXEC or kind is MANY:
+            return None
+        ttl = _ttl(cache_ttl)
+        key = cache_key(kind, sql, params)
+        if self.results is None or key is None or info.writes:
+            return None
+        reads = info.reads(sql, self.dialect)
+        if self._open and self._blocked(reads):
+            return None
+        return key, ttl, reads
+
+    def _retry_rule(self, source: ConnectionSource, exc: Exception) -> int:
+        """Whether a standalone statement that failed with ``exc`` runs again
+        (once, on another connection): a stale PostgreSQL plan (after the
+        connection forgets its statements), or nothing reached the server
+        (NOT_SENT). A statement lost in flight is not run again: even a
+        SELECT may call a function that writes."""
+        if _stale_plan(exc):
+            return _RETRY_FORGET
+        return _RETRY if source.classify(exc) is ErrorKind.NOT_SENT else _NO_RETRY
+
+    def _retrying(self) -> None:
+        with self._stats_lock:
+            self.retried += 1
+
+    def _failed(self, sql: str, params: Any, kind: str, t0: int) -> None:
+        """A failed statement is still logged if slow (e.g. a statement_timeout),
+        but nothing the observer raises may replace the driver's error."""
+        with contextlib.suppress(Exception):
+            self.observer.observe(sql, _count(params, kind), time.perf_counter_ns() - t0)
+
+    # ---- threads: running one statement on one connection -----------------------
 
     def run_on(self, source: ConnectionSource, conn: Any, kind: str, sql: str, params: Any,
                info: _Info, standalone: bool) -> Any:
@@ -210,10 +306,7 @@ class QueryLayer:
         try:
             result = self._run_client(client, conn, kind, sql, params, info, standalone)
         except BaseException:
-            # A failed statement is still logged if slow (e.g. a statement_timeout),
-            # but nothing the observer raises may replace the driver's error.
-            with contextlib.suppress(Exception):
-                self.observer.observe(sql, _count(params, kind), time.perf_counter_ns() - t0)
+            self._failed(sql, params, kind, t0)
             raise
         self.observer.observe(sql, _count(params, kind), time.perf_counter_ns() - t0)
         return result
@@ -226,7 +319,7 @@ class QueryLayer:
             cur = (conn.executemany(sql, params) if kind is MANY
                    else conn.execute(sql, () if params is None else params))
             result = _extract(kind, cur)
-            if standalone and conn.in_transaction:
+            if standalone and conn.in_transaction:  # sqlite3's status: SQLiteClient's rule
                 self._commit(conn)
         elif client == "mysql":
             # Outside autocommit a standalone statement needs a COMMIT: sent in
@@ -248,7 +341,7 @@ class QueryLayer:
                     cur.nextset()  # the COMMIT's answer (raises if it failed)
             finally:
                 cur.close()
-            if standalone and not inline and not conn.get_autocommit():
+            if standalone and not inline and _needs_commit(self._client, conn):
                 conn.commit()
         else:
             cur = conn.cursor()
@@ -262,7 +355,7 @@ class QueryLayer:
                 result = _extract(kind, cur)
             finally:
                 cur.close()
-            if standalone:
+            if standalone:  # no local status: _needs_commit is always True
                 self._commit(conn)
         return result
 
@@ -292,22 +385,10 @@ class QueryLayer:
             cur = conn.cursor()
             cur.executemany(sql, params)
             return cur.rowcount
-        # Without parameters a script of several statements is valid SQL
-        # (simple protocol), but cannot be prepared.
-        prepare = self.statements.size > 0 and info.prepare and (
-            params is not None or ";" not in sql.strip().rstrip(";"))
+        prepare = _pg_prepare(self.statements.size, info, sql, params)
         return _extract(kind, conn.execute(sql, params, prepare=prepare or None))
 
-    # ---- the helpers --------------------------------------------------------
-
-    def _dialect_known(self, source: ConnectionSource) -> None:
-        """Before SQL is parsed: the adapter, if a connection has told it yet
-        (a custom factory's pool learns it at its first connection)."""
-        try:
-            client = source.adapter
-        except RuntimeError:
-            return
-        self.adopt(client)
+    # ---- threads: the helpers -------------------------------------------------------
 
     def call(self, source: ConnectionSource, kind: str, sql: str, params: Any, conn: Any,
              cache_ttl: float | None) -> Any:
@@ -315,18 +396,15 @@ class QueryLayer:
             self._dialect_known(source)
         info = self._info(sql)
         if conn is not None:
-            if info.writes and self.results is not None:
-                self._open_write(conn, info.writes)
+            self._caller_writes(conn, info)
             return self.run_on(source, conn, kind, sql, params, info, standalone=False)
-        if cache_ttl is not None and kind is not EXEC and kind is not MANY:
-            ttl = _ttl(cache_ttl)
-            key = cache_key(kind, sql, params)
-            if self.results is not None and key is not None and not info.writes:
-                reads = info.reads(sql, self.dialect)
-                if not self._open or not self._blocked(reads):
-                    value = self.results.get_or_run(
-                        key, ttl, reads, lambda: self._standalone(source, kind, sql, params, info))
-                    return list(value) if kind is FETCH else value  # callers may mutate lists
+        if cache_ttl is not None:
+            plan = self._cache_plan(kind, sql, params, info, cache_ttl)
+            if plan is not None:
+                key, ttl, reads = plan
+                value = self.results.get_or_run(  # type: ignore[union-attr]
+                    key, ttl, reads, lambda: self._standalone(source, kind, sql, params, info))
+                return list(value) if kind is FETCH else value  # callers may mutate lists
         if info.writes and self.results is not None:
             self.results.begin_write(info.writes)
             try:
@@ -350,8 +428,7 @@ class QueryLayer:
                 if not again:
                     raise
                 retried = True
-                with self._stats_lock:
-                    self.retried += 1
+                self._retrying()
                 continue
             except BaseException:
                 source.release(conn)
@@ -360,12 +437,85 @@ class QueryLayer:
             return result
 
     def _may_retry(self, source: ConnectionSource, conn: Any, exc: Exception) -> bool:
-        if _stale_plan(exc):
+        rule = self._retry_rule(source, exc)
+        if rule == _RETRY_FORGET:
             self.statements.forget(conn)
-            return True
-        # Nothing reached the server: safe. A statement lost in flight is not
-        # run again: even a SELECT may call a function that writes.
-        return bool(source.classify(exc) is ErrorKind.NOT_SENT)
+        return rule != _NO_RETRY
+
+    # ---- asyncio: the same rules, awaited ---------------------------------------------
+
+    async def call_async(self, source: Any, kind: str, sql: str, params: Any,
+                         conn: Any, cache_ttl: float | None) -> Any:
+        """``call`` on an asyncio source (``await pool.fetch(...)``...): an
+        AsyncPool, whose acquire/release are awaited."""
+        if self._client is None:
+            self._dialect_known(source)
+        info = self._info(sql)
+        if conn is not None:
+            self._caller_writes(conn, info)
+            return await self.run_on_async(source, conn, kind, sql, params, info, False)
+        if cache_ttl is not None:
+            plan = self._cache_plan(kind, sql, params, info, cache_ttl)
+            if plan is not None:
+                key, ttl, reads = plan
+                value = await self.results.get_or_run_async(  # type: ignore[union-attr]
+                    key, ttl, reads,
+                    lambda: self._standalone_async(source, kind, sql, params, info))
+                return list(value) if kind is FETCH else value
+        if info.writes and self.results is not None:
+            self.results.begin_write(info.writes)
+            try:
+                return await self._standalone_async(source, kind, sql, params, info)
+            finally:
+                self.results.end_write(info.writes)
+        return await self._standalone_async(source, kind, sql, params, info)
+
+    async def _standalone_async(self, source: Any, kind: str, sql: str,
+                                params: Any, info: _Info) -> Any:
+        retried = False
+        while True:
+            conn = await source.acquire()
+            try:
+                result = await self.run_on_async(source, conn, kind, sql, params, info, True)
+            except Exception as exc:
+                try:
+                    again = not retried and await self._may_retry_async(source, conn, exc)
+                finally:
+                    await source.release(conn)
+                if not again:
+                    raise
+                retried = True
+                self._retrying()
+                continue
+            except BaseException:
+                await source.release(conn)
+                raise
+            await source.release(conn)
+            return result
+
+    async def _may_retry_async(self, source: Any, conn: Any,
+                               exc: Exception) -> bool:
+        rule = self._retry_rule(source, exc)
+        if rule == _RETRY_FORGET:
+            await self.statements.forget_async(conn)
+        return rule != _NO_RETRY
+
+    async def run_on_async(self, source: Any, conn: Any, kind: str, sql: str,
+                           params: Any, info: _Info, standalone: bool) -> Any:
+        """``run_on`` for an asyncio connection."""
+        runner = self._runner
+        if runner is None:
+            self._learn(source, conn)
+            runner = self._runner
+            assert runner is not None
+        t0 = time.perf_counter_ns()
+        try:
+            result = await runner(self, conn, kind, sql, params, info, standalone)
+        except BaseException:
+            self._failed(sql, params, kind, t0)
+            raise
+        self.observer.observe(sql, _count(params, kind), time.perf_counter_ns() - t0)
+        return result
 
     # ---- transactions --------------------------------------------------------
 
@@ -468,3 +618,127 @@ def _count(params: Any, kind: str) -> int:
         return len(params)
     except TypeError:
         return 0
+
+
+# ---- asyncio: one statement on one connection, per client ---------------------------
+#
+# Each runner runs one statement the client's way; the rules (what to prepare,
+# when to commit, what a result is) are the functions above, shared with the
+# threads' path.
+
+_Runner = Callable[[QueryLayer, Any, str, str, Any, _Info, bool], Awaitable[Any]]
+
+
+async def _run_psycopg_async(layer: QueryLayer, conn: Any, kind: str, sql: str, params: Any,
+                             info: _Info, standalone: bool) -> Any:
+    """psycopg ``AsyncConnection``: as ``_run_pg``, a standalone statement in
+    autocommit switched on locally (no round trip)."""
+    if not standalone or conn._autocommit:
+        await layer.statements.bind_pg_async(conn)
+        return await _psycopg_statement_async(layer, conn, kind, sql, params, info)
+    if layer._pg_flag:
+        conn._autocommit = True
+    else:
+        await conn.set_autocommit(True)
+    try:
+        await layer.statements.bind_pg_async(conn)
+        return await _psycopg_statement_async(layer, conn, kind, sql, params, info)
+    finally:
+        if layer._pg_flag:
+            conn._autocommit = False
+        elif conn.pgconn.transaction_status == _PQ_IDLE:
+            await conn.set_autocommit(False)
+
+
+async def _psycopg_statement_async(layer: QueryLayer, conn: Any, kind: str, sql: str,
+                                   params: Any, info: _Info) -> Any:
+    if kind is MANY:
+        cur = conn.cursor()
+        await cur.executemany(sql, params)
+        return cur.rowcount
+    prepare = _pg_prepare(layer.statements.size, info, sql, params)
+    return await _extract_async(kind, await conn.execute(sql, params, prepare=prepare or None))
+
+
+def _positional(params: Any) -> Any:
+    """asyncpg's arguments: a sequence for ``$1, $2...``; None for none."""
+    if params is None:
+        return ()
+    if isinstance(params, dict):
+        raise TypeError("asyncpg takes positional parameters ($1, $2...): pass a tuple, "
+                        "not a dict")
+    return params
+
+
+def _status_rows(status: str) -> int:
+    """Rows affected, from a command tag (``UPDATE 5``, ``INSERT 0 5``); -1
+    when it has none (``CREATE TABLE``), as psycopg's ``rowcount``."""
+    tail = status.rpartition(" ")[2]
+    return int(tail) if tail.isdigit() else -1
+
+
+async def _run_asyncpg(layer: QueryLayer, conn: Any, kind: str, sql: str, params: Any,
+                       info: _Info, standalone: bool) -> Any:
+    """asyncpg: ``$1`` placeholders; asyncpg's own statement cache (counted,
+    see ``StatementCache.bind_asyncpg``); outside a transaction asyncpg runs
+    each statement on its own (no BEGIN, no COMMIT). ``executemany`` returns
+    -1: asyncpg does not report the rows it affected."""
+    statements = layer.statements
+    if getattr(conn._stmt_cache, "generation", -1) != statements.generation:
+        statements.bind_asyncpg(conn)
+    if kind is VAL:
+        return await conn.fetchval(sql, *_positional(params))
+    if kind is FETCH:
+        return await conn.fetch(sql, *_positional(params))
+    if kind is ROW:
+        return await conn.fetchrow(sql, *_positional(params))
+    if kind is MANY:
+        await conn.executemany(sql, params)
+        return -1
+    return _status_rows(await conn.execute(sql, *_positional(params)))
+
+
+async def _run_pymysql_async(layer: QueryLayer, conn: Any, kind: str, sql: str, params: Any,
+                             info: _Info, standalone: bool) -> Any:
+    """asyncmy and aiomysql: ``%s`` placeholders, text protocol; a standalone
+    statement that opened a transaction (autocommit off) is committed."""
+    cur = conn.cursor()
+    try:
+        if kind is MANY:
+            await cur.executemany(sql, params)
+        else:
+            await cur.execute(sql, params)
+        result = await _extract_async(kind, cur)
+    finally:
+        await cur.close()
+    client = layer._client
+    assert client is not None
+    if standalone and _needs_commit(client, conn):
+        await client.commit(conn)
+    return result
+
+
+async def _run_aiosqlite(layer: QueryLayer, conn: Any, kind: str, sql: str, params: Any,
+                         info: _Info, standalone: bool) -> Any:
+    """aiosqlite: ``?`` placeholders; a standalone statement that opened a
+    transaction is committed, as with sqlite3."""
+    if kind is MANY:
+        cur = await conn.executemany(sql, params)
+    else:
+        cur = await conn.execute(sql, () if params is None else params)
+    result = await _extract_async(kind, cur)
+    client = layer._client
+    assert client is not None
+    if standalone and _needs_commit(client, conn):
+        await client.commit(conn)
+    return result
+
+
+#: The asyncio statement runner of each client library (``ClientBase.name``).
+_ASYNC_RUNNERS: dict[str, _Runner] = {
+    "psycopg": _run_psycopg_async,
+    "asyncpg": _run_asyncpg,
+    "asyncmy": _run_pymysql_async,
+    "aiomysql": _run_pymysql_async,
+    "aiosqlite": _run_aiosqlite,
+}

@@ -14,22 +14,28 @@ result only if none changed meanwhile, so a read that overlapped a write is
 returned to its caller (it was concurrent with the write) but never cached.
 
 Concurrent misses for one key run the query once: the first caller runs it
-and the others wait for its result (or its exception).
+and the others wait for its result (or its exception): threads on an event,
+asyncio tasks (``get_or_run_async``) on a future of the loop. Both flavours
+follow the same rules (``_cached``, ``_join``, ``_land``, ``_crash``,
+``_followed``); only the waiting differs.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from fastpool.options import callable_or_none, integer
 from fastpool.sqltext.tables import ANY
 
 __all__ = ["ResultCache"]
+
+_MISS: Any = object()
 
 
 class _Entry:
@@ -43,15 +49,28 @@ class _Entry:
 
 
 class _Flight:
-    """One in-flight read that later callers for the same key wait on."""
+    """One in-flight read that later callers for the same key wait on: on a
+    threading.Event (threads), or on a future of the leader's event loop (tasks)."""
 
-    __slots__ = ("done", "error", "tables", "value")
+    __slots__ = ("done", "error", "future", "tables", "value")
 
-    def __init__(self, tables: frozenset[str]) -> None:
-        self.done = threading.Event()
+    def __init__(self, tables: frozenset[str], loop: asyncio.AbstractEventLoop | None) -> None:
+        if loop is None:
+            self.done: threading.Event | None = threading.Event()
+            self.future: asyncio.Future[None] | None = None
+        else:
+            self.done = None
+            self.future = loop.create_future()
         self.value: Any = None
         self.error: BaseException | None = None
         self.tables = tables
+
+    def finish(self) -> None:
+        """Wake the followers (on the leader's thread or loop)."""
+        if self.done is not None:
+            self.done.set()
+        elif self.future is not None and not self.future.done():
+            self.future.set_result(None)
 
 
 def _sizeof(value: Any) -> int:
@@ -141,49 +160,108 @@ class ResultCache:
                    run: Callable[[], Any]) -> Any:
         """The cached value for ``key``, or ``run()``'s, cached for ``ttl`` seconds."""
         now = self._clock()
-        leader = False
         with self._lock:
-            entry = self._entries.get(key)
-            if entry is not None:
-                if entry.expires > now:
-                    self._entries.move_to_end(key)
-                    self.hits += 1
-                    return entry.value
-                self._drop(key)
-                self.expirations += 1
-            flight = self._flights.get(key)
-            if flight is not None:
-                self.hits += 1
-                self.waits += 1
-            else:
-                self.misses += 1
-                flight = self._flights[key] = _Flight(tables)
-                versions = self._snapshot(tables)
-                leader = True
-        if not leader:
-            flight.done.wait()
-            if flight.error is None:
+            value = self._cached(key, now)
+            if value is not _MISS:
+                return value
+            flight, versions = self._join(key, tables, None)
+        if versions is None:  # another caller runs it: wait for its result
+            flight.done.wait()  # type: ignore[union-attr]
+            if self._followed(flight):
                 return flight.value
-            if not isinstance(flight.error, Exception):
-                return run()  # the leader was interrupted: not this caller's error
-            raise flight.error
+            return run()
         try:
             value = run()
         except BaseException as exc:
-            flight.error = exc
-            with self._lock:
-                if self._flights.get(key) is flight:
-                    del self._flights[key]
-            flight.done.set()
+            self._crash(key, flight, exc)
             raise
+        self._land(key, flight, versions, value, now + ttl, tables)
+        return value
+
+    async def get_or_run_async(self, key: Any, ttl: float, tables: frozenset[str],
+                               run: Callable[[], Awaitable[Any]]) -> Any:
+        """``get_or_run`` for tasks: ``await run()``; the tasks that miss the
+        same key while it runs wait for its result on a future of the running
+        loop (never blocking the loop)."""
+        now = self._clock()
+        with self._lock:
+            value = self._cached(key, now)
+            if value is not _MISS:
+                return value
+            flight, versions = self._join(key, tables, asyncio.get_running_loop())
+        if versions is None:
+            # shield: a follower cancelled while waiting must not cancel the
+            # future the other followers wait on.
+            await asyncio.shield(flight.future)  # type: ignore[arg-type]
+            if self._followed(flight):
+                return flight.value
+            return await run()
+        try:
+            value = await run()
+        except BaseException as exc:
+            self._crash(key, flight, exc)
+            raise
+        self._land(key, flight, versions, value, now + ttl, tables)
+        return value
+
+    # The rules both get_or_run flavours follow (the lock held where said).
+
+    def _cached(self, key: Any, now: float) -> Any:
+        """A live entry's value (a hit), or _MISS; drops an expired one. Lock held."""
+        entry = self._entries.get(key)
+        if entry is not None:
+            if entry.expires > now:
+                self._entries.move_to_end(key)
+                self.hits += 1
+                return entry.value
+            self._drop(key)
+            self.expirations += 1
+        return _MISS
+
+    def _join(self, key: Any, tables: frozenset[str], loop: asyncio.AbstractEventLoop | None,
+              ) -> tuple[_Flight, tuple[int, ...] | None]:
+        """Follow the read of ``key`` in flight, or lead a new one: (flight,
+        None) to follow, (flight, the tables' versions) to lead. ``loop``:
+        the leader's event loop, whose future the followers await. Lock held."""
+        flight = self._flights.get(key)
+        if flight is not None:
+            self.hits += 1
+            self.waits += 1
+            return flight, None
+        self.misses += 1
+        flight = self._flights[key] = _Flight(tables, loop)
+        return flight, self._snapshot(tables)
+
+    @staticmethod
+    def _followed(flight: _Flight) -> bool:
+        """After the leader's flight ended: True to return its value, False to
+        run the read again (the leader was interrupted: a KeyboardInterrupt or
+        a cancellation is not this caller's error); raises the leader's error."""
+        if flight.error is None:
+            return True
+        if not isinstance(flight.error, Exception):
+            return False
+        raise flight.error
+
+    def _crash(self, key: Any, flight: _Flight, exc: BaseException) -> None:
+        """The leader's read failed: its followers get ``exc``."""
+        flight.error = exc
+        with self._lock:
+            if self._flights.get(key) is flight:
+                del self._flights[key]
+        flight.finish()
+
+    def _land(self, key: Any, flight: _Flight, versions: tuple[int, ...], value: Any,
+              expires: float, tables: frozenset[str]) -> None:
+        """The leader's read returned ``value``: stored unless a write to its
+        tables began or ended meanwhile; its followers get it."""
         flight.value = value
         with self._lock:
             if self._flights.get(key) is flight:
                 del self._flights[key]
             if versions == self._snapshot(tables):
-                self._store(key, value, now + ttl, tables)
-        flight.done.set()
-        return value
+                self._store(key, value, expires, tables)
+        flight.finish()
 
     def _snapshot(self, tables: frozenset[str]) -> tuple[int, ...]:
         if not tables or ANY in tables:  # unknown tables: any write at all makes it stale

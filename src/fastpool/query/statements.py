@@ -62,6 +62,10 @@ class _CountingManager(_PrepareManager):
             self.counts[_PREPARES] += 1
         return prep, name
 
+    @property
+    def cached(self) -> int:
+        return len(self._names)
+
     def _rotate(self) -> None:
         if len(self._names) > self.prepared_max:
             self.counts[_EVICTIONS] += 1
@@ -73,16 +77,21 @@ class _CountingManager(_PrepareManager):
         return bool(super().clear())
 
 
+def _forget_pg(mgr: _CountingManager) -> None:
+    """Forget every statement psycopg prepared, locally (DEALLOCATE ALL follows)."""
+    mgr.counts[_INVALIDATIONS] += len(mgr._names)
+    mgr._names.clear()
+    mgr._counts.clear()
+    mgr._to_flush.clear()
+
+
 def _deallocate_all(conn: Any, mgr: _CountingManager) -> None:
     """Forget every prepared statement of ``conn``, on the server too, now.
 
     Not through psycopg's ``clear()``: it sends DEALLOCATE ALL *after* the next
     statement, which would drop the statement that one just prepared.
     """
-    mgr.counts[_INVALIDATIONS] += len(mgr._names)
-    mgr._names.clear()
-    mgr._counts.clear()
-    mgr._to_flush.clear()
+    _forget_pg(mgr)
     if conn.pgconn.transaction_status == 0 and not conn.autocommit:  # idle: no BEGIN for this
         conn.autocommit = True
         try:
@@ -91,6 +100,49 @@ def _deallocate_all(conn: Any, mgr: _CountingManager) -> None:
             conn.autocommit = False
     else:
         conn.execute("DEALLOCATE ALL")
+
+
+try:  # asyncpg's per-connection statement cache
+    from asyncpg.connection import (  # type: ignore[import-untyped]
+        _StatementCache as _AsyncpgBase,
+    )
+except ImportError:  # pragma: no cover - asyncpg not installed
+    _AsyncpgBase = object
+
+
+class _AsyncpgCache(_AsyncpgBase):  # type: ignore[misc]
+    """asyncpg's statement cache, counting for fastpool's stats (see
+    ``StatementCache.bind_asyncpg``). One extra Python call per statement."""
+
+    __slots__ = ("__weakref__", "counts", "generation")
+
+    counts: list[int]
+    generation: int
+
+    def get(self, query: Any, *, promote: bool = True) -> Any:
+        stmt = super().get(query, promote=promote)
+        if stmt is not None and promote:  # promote=False: asyncpg's own has()
+            self.counts[_HITS] += 1
+        return stmt
+
+    def put(self, query: Any, statement: Any) -> None:
+        if self._max_size:
+            self.counts[_PREPARES] += 1
+        super().put(query, statement)
+
+    def _maybe_cleanup(self) -> None:
+        before = len(self._entries)
+        super()._maybe_cleanup()
+        self.counts[_EVICTIONS] += before - len(self._entries)
+
+    def _on_entry_expired(self, entry: Any) -> None:
+        if self._entries.get(entry._query) is entry:
+            self.counts[_EVICTIONS] += 1
+        super()._on_entry_expired(entry)
+
+    @property
+    def cached(self) -> int:
+        return len(self._entries)
 
 
 class _MySQLText(NamedTuple):
@@ -162,6 +214,10 @@ class _MySQLStatements:
         self.next_id = 0
         self.unpreparable: set[str] = set()
 
+    @property
+    def cached(self) -> int:
+        return len(self._names)
+
 
 class StatementCache:
     """The pool's policy for prepared statements; the state lives on each connection."""
@@ -188,6 +244,26 @@ class StatementCache:
         mgr = conn._prepared
         if type(mgr) is _CountingManager and mgr.generation == self.generation:
             return
+        stale = self._rebind_pg(conn, mgr)
+        if stale is not None:
+            _deallocate_all(conn, stale)
+
+    async def bind_pg_async(self, conn: Any) -> None:
+        """``bind_pg`` for a psycopg ``AsyncConnection``. Its caller has the
+        connection in autocommit (a standalone statement) or in the caller's
+        own transaction, so DEALLOCATE ALL opens no transaction of its own."""
+        mgr = conn._prepared
+        if type(mgr) is _CountingManager and mgr.generation == self.generation:
+            return
+        stale = self._rebind_pg(conn, mgr)
+        if stale is not None:
+            _forget_pg(stale)
+            await conn.execute("DEALLOCATE ALL")
+
+    def _rebind_pg(self, conn: Any, mgr: Any) -> _CountingManager | None:
+        """The local part of ``bind_pg``: install the counting manager and
+        size it; returns it when its statements must be deallocated (a new
+        generation), else None."""
         if type(mgr) is not _CountingManager:
             new = _CountingManager()
             new.__dict__.update(mgr.__dict__)
@@ -207,7 +283,45 @@ class StatementCache:
         # the next use after the rollback drops them.
         if mgr.generation != self.generation and conn.pgconn.transaction_status != 3:
             mgr.generation = self.generation
-            _deallocate_all(conn, mgr)
+            return mgr  # type: ignore[no-any-return]
+        return None
+
+    # ---- asyncpg: its own statement cache, counted ------------------------------
+
+    def bind_asyncpg(self, conn: Any) -> None:
+        """Make ``conn``'s asyncpg statement cache count its hits and follow
+        this cache's size and generation (no I/O: asyncpg closes the
+        statements it drops before its next statement).
+
+        asyncpg keeps its own per-connection LRU (``conn._stmt_cache``) and has
+        no counters; fastpool swaps in a subclass of it that counts what it
+        does (``get`` returning a statement is a hit, ``put`` after a prepare
+        a miss; entries dropped for size or lifetime are evictions). A
+        connection opened with asyncpg's ``statement_cache_size=0`` keeps its
+        cache off; ``statement_cache_size=0`` on the pool turns it off.
+        """
+        cache = conn._stmt_cache
+        if type(cache) is _AsyncpgCache:
+            if cache.generation != self.generation:
+                cache.generation = self.generation
+                cache.counts[_INVALIDATIONS] += len(cache)
+                cache.clear()
+            return
+        new = _AsyncpgCache(loop=cache._loop, max_size=cache._max_size,
+                            on_remove=cache._on_remove, max_lifetime=cache._max_lifetime)
+        for entry in cache._entries.values():
+            entry._cache = new
+        new._entries = cache._entries
+        counts = new.counts = [0, 0, 0, 0]
+        new.generation = self.generation
+        conn._stmt_cache = new
+        with self._lock:
+            self._live.add(new)
+        weakref.finalize(new, self._retire, counts)
+        if not self.size:
+            conn._stmt_cache_enabled = False
+        if conn._stmt_cache_enabled:
+            new.set_max_size(self.size)
 
     def execute_mysql(self, conn: Any, cur: Any, sql: str, params: Any, suffix: str = "") -> None:
         """Run ``sql`` on a mysqlclient cursor as a prepared statement (MariaDB),
@@ -291,6 +405,23 @@ class StatementCache:
         if type(mgr) is _CountingManager:
             _deallocate_all(conn, mgr)
 
+    async def forget_async(self, conn: Any) -> None:
+        """``forget`` for an idle asyncio connection (psycopg's or asyncpg's)."""
+        cache = getattr(conn, "_stmt_cache", None)
+        if type(cache) is _AsyncpgCache:
+            cache.counts[_INVALIDATIONS] += len(cache)
+            cache.clear()  # asyncpg closes them before its next statement
+            return
+        mgr = getattr(conn, "_prepared", None)
+        if type(mgr) is _CountingManager:
+            _forget_pg(mgr)
+            was = conn._autocommit  # idle: no BEGIN for this (see _deallocate_all)
+            conn._autocommit = True
+            try:
+                await conn.execute("DEALLOCATE ALL")
+            finally:
+                conn._autocommit = was
+
     def invalidate(self) -> None:
         """Every connection drops its prepared statements before its next use."""
         with self._lock:
@@ -309,7 +440,7 @@ class StatementCache:
             for mgr in list(self._live):
                 for i, n in enumerate(mgr.counts):
                     totals[i] += n
-                cached += len(mgr._names)
+                cached += mgr.cached
         prepares, hits, evictions, invalidations = totals
         used = prepares + hits
         return {
