@@ -42,7 +42,7 @@ from fastpool.writes.batch.dialects import (
     Dialect,
     dialect_for,
 )
-from fastpool.writes.batch.histogram import Counters, bucket_value, quantile
+from fastpool.writes.batch.histogram import Counters, bucket_value, quantile, record
 from fastpool.writes.batch.results import BatcherClosed, BatcherFull, BatchResult, BatchStats
 
 if TYPE_CHECKING:
@@ -236,6 +236,7 @@ class EngineBase:
         self.inflight: dict[int, int] = {}    # flusher -> lowest seq of its batch
         self.submitted = self.committed = self.failed = self.cancelled = self.batches = 0
         self.counters = [Counters(self.max_batch) for _ in range(self.flushers)]
+        self.taken_at = [0] * self.flushers   # when each flusher took its batch (ns)
 
     def get_dialect(self) -> Any:
         dialect = self.dialect
@@ -296,6 +297,7 @@ class EngineBase:
             batch = [q.popleft() for _ in range(self.max_batch)]
         self.inflight[me] = batch[0].seq
         self.batches += 1
+        self.taken_at[me] = time.monotonic_ns()
         self.counters[me].sizes[len(batch)] += 1
         return batch, bool(q) and bool(self.sleeping)
 
@@ -308,15 +310,17 @@ class EngineBase:
     # ---- resolving a batch ------------------------------------------------------------
 
     def tally(self, me: int, batch: list[Item]) -> int:
-        """Record the latencies of the committed writes (flusher ``me``'s own
-        counters: no lock); their number."""
+        """Record the batch's time and the latencies of its committed writes
+        (flusher ``me``'s own counters: no lock); their number."""
         now = time.monotonic_ns()
         counters = self.counters[me]
+        counters.record_commit((now - self.taken_at[me]) // 1000)
+        latency = counters.latency
         committed = 0
         for it in batch:
             if it.error is None and it.result is not None:
                 committed += 1
-                counters.record_latency((now - it.t0) // 1000)
+                record(latency, (now - it.t0) // 1000)
         return committed
 
     def settle(self, me: int, batch: list[Item], committed: int, cancelled: int) -> None:
@@ -487,31 +491,33 @@ class EngineBase:
                 self.batches = 0
         sizes = [0] * (self.max_batch + 1)
         latency: list[int] = []
+        commit: list[int] = []
         retries = conflicts = isolations = 0
         for c in self.counters:
             for i, n in enumerate(c.sizes):
                 sizes[i] += n
-            lat = list(c.latency)
-            if len(lat) > len(latency):
-                latency.extend([0] * (len(lat) - len(latency)))
-            for i, n in enumerate(lat):
-                latency[i] += n
+            _add_histogram(latency, c.latency)
+            _add_histogram(commit, c.commit)
             retries += c.retries
             conflicts += c.conflicts
             isolations += c.isolations
             if reset:
                 c.sizes = [0] * (self.max_batch + 1)
                 c.latency = []
+                c.commit = []
                 c.retries = c.conflicts = c.isolations = 0
         taken = sum(sizes)
         mean = sum(i * n for i, n in enumerate(sizes)) / taken if taken else 0.0
         p50 = bucket_value(quantile(latency, 0.50)) / 1e6 if any(latency) else 0.0
         p99 = bucket_value(quantile(latency, 0.99)) / 1e6 if any(latency) else 0.0
+        c50 = bucket_value(quantile(commit, 0.50)) / 1e6 if any(commit) else 0.0
+        c99 = bucket_value(quantile(commit, 0.99)) / 1e6 if any(commit) else 0.0
         return BatchStats(
             submitted=counts[0], committed=counts[1], failed=counts[2], cancelled=counts[3],
             pending=counts[4], queued=counts[5], batches=counts[6], batch_size_mean=mean,
             batch_size_p99=quantile(sizes, 0.99), latency_p50=p50, latency_p99=p99,
-            retries=retries, conflicts=conflicts, isolations=isolations)
+            retries=retries, conflicts=conflicts, isolations=isolations, commit_p50=c50,
+            commit_p99=c99)
 
 
 class Engine(EngineBase):
@@ -711,6 +717,14 @@ class Engine(EngineBase):
             self.closing = True
             self.work.notify_all()
             self.room.notify_all()
+
+
+def _add_histogram(total: list[int], counts: list[int]) -> None:
+    counts = list(counts)  # a flusher may be growing it
+    if len(counts) > len(total):
+        total.extend([0] * (len(counts) - len(total)))
+    for i, n in enumerate(counts):
+        total[i] += n
 
 
 def _copy_error(exc: BaseException) -> BaseException:

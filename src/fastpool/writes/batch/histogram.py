@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-__all__ = ["Counters", "bucket_value", "quantile"]
+__all__ = ["Counters", "bucket_value", "quantile", "record"]
 
 _EXACT = 16
 
@@ -45,13 +45,21 @@ class Counters:
     def __init__(self, max_batch: int) -> None:
         self.sizes = [0] * (max_batch + 1)
         self.latency: list[int] = []
+        self.commit: list[int] = []
         self.retries = 0
         self.conflicts = 0
         self.isolations = 0
 
     def record_latency(self, us: int) -> None:
-        idx = _bucket(us)
-        lat = self.latency
-        if idx >= len(lat):
-            lat.extend([0] * (idx + 1 - len(lat)))
-        lat[idx] += 1
+        record(self.latency, us)
+
+    def record_commit(self, us: int) -> None:
+        record(self.commit, us)
+
+
+def record(histogram: list[int], us: int) -> None:
+    """Count ``us`` microseconds in ``histogram``."""
+    idx = _bucket(us) if us >= _EXACT else us
+    if idx >= len(histogram):
+        histogram.extend([0] * (idx + 1 - len(histogram)))
+    histogram[idx] += 1
