@@ -54,12 +54,14 @@ def load_steps(job: Job) -> Steps[int]:
     target = _ident(*job.table)
     names = _idents(job.columns)
     try:
-        # No rows for a table that does not exist: then COPY (or CREATE TABLE
-        # AS) fails with the server's own error, before any row is read.
         found = {}
         for name, oid, type_name in (yield ("pg_columns", target)):
             found[name] = oid
             job.error.types[name] = type_name
+        if any(c not in found for c in job.columns):
+            # The server's own error (no such table, no such column), before
+            # any row is read: every client raises it here, whatever COPY does.
+            yield ("execute", f"SELECT {names} FROM {target} LIMIT 0")
         context, utf8 = yield ("pg_context",)
         binary, kinds, fallbacks = _pg_plan(context, utf8, job.columns,
                                             [found.get(c) for c in job.columns], job.pg_format)
