@@ -33,7 +33,7 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from fastpool.errors import ConfigError, ErrorKind, UnsupportedClient
@@ -59,6 +59,7 @@ EXEC, FETCH, ROW, VAL, MANY = "execute", "fetch", "fetchrow", "fetchval", "execu
 _PREPARABLE = re.compile(r"\s*(?:select|insert|update|delete|with|values|merge|table|replace)\b",
                          re.IGNORECASE)
 _INFO_CACHE_SIZE = 4096
+_perf_ns = time.perf_counter_ns
 _NO_TABLES: frozenset[str] = frozenset()
 _ANY_TABLE = frozenset({ANY})
 
@@ -444,39 +445,60 @@ class QueryLayer:
 
     # ---- asyncio: the same rules, awaited ---------------------------------------------
 
-    async def call_async(self, source: Any, kind: str, sql: str, params: Any,
-                         conn: Any, cache_ttl: float | None) -> Any:
-        """``call`` on an asyncio source (``await pool.fetch(...)``...): an
-        AsyncPool, whose acquire/release are awaited."""
+    def call_async(self, source: Any, kind: str, sql: str, params: Any, conn: Any,
+                   cache_ttl: float | None) -> Coroutine[Any, Any, Any]:
+        """``call`` on an asyncio source (an AsyncPool, whose acquire/release
+        are awaited): the decisions, made now, and the coroutine that runs the
+        statement (``await pool.fetch(...)`` awaits it; no frame in between)."""
         if self._client is None:
             self._dialect_known(source)
         info = self._info(sql)
         if conn is not None:
             self._caller_writes(conn, info)
-            return await self.run_on_async(source, conn, kind, sql, params, info, False)
+            return self.run_on_async(source, conn, kind, sql, params, info, False)
         if cache_ttl is not None:
             plan = self._cache_plan(kind, sql, params, info, cache_ttl)
             if plan is not None:
-                key, ttl, reads = plan
-                value = await self.results.get_or_run_async(  # type: ignore[union-attr]
-                    key, ttl, reads,
-                    lambda: self._standalone_async(source, kind, sql, params, info))
-                return list(value) if kind is FETCH else value
+                return self._cached_async(source, kind, sql, params, info, plan)
         if info.writes and self.results is not None:
-            self.results.begin_write(info.writes)
-            try:
-                return await self._standalone_async(source, kind, sql, params, info)
-            finally:
-                self.results.end_write(info.writes)
-        return await self._standalone_async(source, kind, sql, params, info)
+            return self._writing_async(source, kind, sql, params, info)
+        return self._standalone_async(source, kind, sql, params, info)
 
-    async def _standalone_async(self, source: Any, kind: str, sql: str,
-                                params: Any, info: _Info) -> Any:
+    async def _cached_async(self, source: Any, kind: str, sql: str, params: Any, info: _Info,
+                            plan: tuple[Any, float, frozenset[str]]) -> Any:
+        key, ttl, reads = plan
+        value = await self.results.get_or_run_async(  # type: ignore[union-attr]
+            key, ttl, reads, lambda: self._standalone_async(source, kind, sql, params, info))
+        return list(value) if kind is FETCH else value  # callers may mutate lists
+
+    async def _writing_async(self, source: Any, kind: str, sql: str, params: Any,
+                             info: _Info) -> Any:
+        self.results.begin_write(info.writes)  # type: ignore[union-attr]
+        try:
+            return await self._standalone_async(source, kind, sql, params, info)
+        finally:
+            self.results.end_write(info.writes)  # type: ignore[union-attr]
+
+    async def _standalone_async(self, source: Any, kind: str, sql: str, params: Any,
+                                info: _Info) -> Any:
+        # _standalone and run_on in one frame: each coroutine frame costs
+        # about as much as the pool's whole acquire + release.
         retried = False
         while True:
             conn = await source.acquire()
             try:
-                result = await self.run_on_async(source, conn, kind, sql, params, info, True)
+                runner = self._runner
+                if runner is None:
+                    self._learn(source, conn)
+                    runner = self._runner
+                    assert runner is not None
+                t0 = _perf_ns()
+                try:
+                    result = await runner(self, conn, kind, sql, params, info, True)
+                except BaseException:
+                    self._failed(sql, params, kind, t0)
+                    raise
+                self.observer.observe(sql, _count(params, kind), _perf_ns() - t0)
             except Exception as exc:
                 try:
                     again = not retried and await self._may_retry_async(source, conn, exc)
@@ -677,25 +699,41 @@ def _status_rows(status: str) -> int:
     return int(tail) if tail.isdigit() else -1
 
 
-async def _run_asyncpg(layer: QueryLayer, conn: Any, kind: str, sql: str, params: Any,
-                       info: _Info, standalone: bool) -> Any:
+def _run_asyncpg(layer: QueryLayer, conn: Any, kind: str, sql: str, params: Any,
+                 info: _Info, standalone: bool) -> Awaitable[Any]:
     """asyncpg: ``$1`` placeholders; asyncpg's own statement cache (counted,
     see ``StatementCache.bind_asyncpg``); outside a transaction asyncpg runs
     each statement on its own (no BEGIN, no COMMIT). ``executemany`` returns
-    -1: asyncpg does not report the rows it affected."""
+    -1: asyncpg does not report the rows it affected. A plain function
+    returning asyncpg's own coroutine for the fetches: no frame of ours
+    between the caller and asyncpg."""
     statements = layer.statements
     if getattr(conn._stmt_cache, "generation", -1) != statements.generation:
         statements.bind_asyncpg(conn)
+    if params is None:
+        args: Any = ()
+    elif type(params) is tuple or type(params) is list:
+        args = params
+    else:
+        args = _positional(params)
     if kind is VAL:
-        return await conn.fetchval(sql, *_positional(params))
+        return conn.fetchval(sql, *args)  # type: ignore[no-any-return]
     if kind is FETCH:
-        return await conn.fetch(sql, *_positional(params))
+        return conn.fetch(sql, *args)  # type: ignore[no-any-return]
     if kind is ROW:
-        return await conn.fetchrow(sql, *_positional(params))
+        return conn.fetchrow(sql, *args)  # type: ignore[no-any-return]
     if kind is MANY:
-        await conn.executemany(sql, params)
-        return -1
-    return _status_rows(await conn.execute(sql, *_positional(params)))
+        return _asyncpg_many(conn, sql, params)
+    return _asyncpg_execute(conn, sql, args)
+
+
+async def _asyncpg_many(conn: Any, sql: str, params: Any) -> int:
+    await conn.executemany(sql, params)
+    return -1
+
+
+async def _asyncpg_execute(conn: Any, sql: str, args: Any) -> int:
+    return _status_rows(await conn.execute(sql, *args))
 
 
 async def _run_pymysql_async(layer: QueryLayer, conn: Any, kind: str, sql: str, params: Any,
