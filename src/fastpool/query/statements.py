@@ -14,6 +14,16 @@ statements (``DEALLOCATE ALL``, sent with its next statement) before its next
 use. ``statement_cache_size=0`` turns every prepared statement off, psycopg's
 automatic ones included (PgBouncer in transaction mode).
 
+psycopg's ``AsyncConnection`` is served the same way (``bind_pg_async``).
+asyncpg keeps its own per-connection LRU (``conn._stmt_cache``), which the
+helpers use as it is (``conn.fetch/fetchrow/fetchval/execute/executemany``);
+asyncpg has no counters, so fastpool swaps in a subclass that counts a
+``get`` returning a statement as a hit and a ``put`` (after a prepare) as a
+miss, at one extra Python call per statement (``bind_asyncpg``). Statements
+asyncpg does not cache (longer than its ``max_cacheable_statement_size``) are
+not counted. asyncmy and aiomysql run the text protocol (asyncmy's own
+statement cache is off by default and is not turned on).
+
 MariaDB: mysqlclient speaks only the text protocol, but SQL-level prepared
 statements are faster (BENCHMARKS.md: 8% on a primary-key lookup, 11% on a
 join): each statement is prepared once per connection (``PREPARE fp_N FROM
