@@ -4,7 +4,9 @@
 duration, against the embedded default (an SQLite file in a temporary
 directory) or ``--url``; a progress bar while it runs, then a table of
 throughput, fairness, acquire-wait percentiles, utilization and the pool's
-stats (``--json`` for machine-readable output).
+stats (``--json`` for machine-readable output). ``--async``: the same with N
+asyncio tasks on an ``AsyncPool`` (aiosqlite on the embedded default), each
+cycle an ``await pool.fetch(query)``; ``--uvloop`` runs them on uvloop.
 
 ``fastpool top``: a live view of pools (gauges, counters with rates, the
 acquire-wait histogram, the connections in use) refreshed every second, from a
@@ -22,6 +24,7 @@ becomes NULL only when it equals ``--null`` (``--null ''`` for empty fields).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import collections
 import contextlib
 import csv
@@ -39,6 +42,8 @@ from typing import Any, TextIO
 
 from fastpool.errors import FastpoolError
 from fastpool.pool import create_pool
+from fastpool.pool.async_facade import create_async_pool
+from fastpool.steps import Steps, run, run_async
 
 
 def _positive_int(text: str) -> int:
@@ -68,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", action="store_true", help="print the results as JSON")
     bench.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
                        help="progress bar on stderr (auto: when it is a terminal)")
+    bench.add_argument("--async", dest="use_async", action="store_true",
+                       help="asyncio tasks (--threads of them) on an AsyncPool")
+    bench.add_argument("--uvloop", action="store_true", help="with --async: run on uvloop")
     top = sub.add_parser(
         "top", help="live view of pools: gauges, rates, acquire waits, holders",
         description="Watch a process's pools through its debug endpoint (--endpoint), or "
@@ -200,6 +208,61 @@ class _Workload:
         for t in self.threads:
             t.join()
 
+    # The rest of the I/O of _bench_steps.
+    sleep = staticmethod(time.sleep)
+
+    def ready(self, pool: Any) -> None:
+        pool.wait(timeout=30.0)
+
+
+class _TaskWorkload:
+    """``_Workload`` for an ``AsyncPool``: ``tasks`` asyncio tasks, each cycle
+    an ``await pool.fetch(query)`` (acquire -> query -> release, any driver)."""
+
+    def __init__(self, pool: Any, tasks: int, query: str) -> None:
+        self.pool = pool
+        self.query = query
+        self.stopping = False
+        self.counts = [0] * tasks
+        self.gaps = [0.0] * tasks
+        self.errors: list[BaseException] = []
+        self.tasks: list[asyncio.Task[None]] = []
+
+    async def _work(self, slot: int, go: asyncio.Event) -> None:
+        fetch, query = self.pool.fetch, self.query
+        n = 0
+        await go.wait()  # every task begins together
+        last = time.perf_counter()
+        gap = 0.0
+        try:
+            while not self.stopping:
+                await fetch(query)
+                n += 1
+                now = time.perf_counter()
+                gap = max(gap, now - last)
+                last = now
+                if not n & 63:
+                    self.counts[slot] = n
+        except Exception as exc:
+            self.errors.append(exc)
+        self.counts[slot] = n
+        self.gaps[slot] = gap
+
+    async def start(self) -> None:
+        go = asyncio.Event()
+        self.tasks = [asyncio.ensure_future(self._work(i, go)) for i in range(len(self.counts))]
+        await asyncio.sleep(0)  # each task is waiting on the event
+        go.set()
+
+    async def stop(self) -> None:
+        self.stopping = True
+        await asyncio.gather(*self.tasks)
+
+    sleep = staticmethod(asyncio.sleep)
+
+    async def ready(self, pool: Any) -> None:
+        await pool.wait(timeout=30.0)
+
 
 @contextlib.contextmanager
 def _database_url(url: str | None, command: str) -> Iterator[str]:
@@ -211,36 +274,35 @@ def _database_url(url: str | None, command: str) -> Iterator[str]:
         yield f"sqlite:///{os.path.join(tmp, command + '.db')}"
 
 
-def run_bench(args: argparse.Namespace) -> dict[str, Any]:
-    min_size = args.max_size if args.min_size is None else args.min_size
-    with _database_url(args.url, "bench") as url, \
-            create_pool(url, min_size=min_size, max_size=args.max_size, name="bench") as pool:
-        pool.wait(timeout=30.0)
-        pool.stats(reset=True)
-        work = _Workload(pool, args.threads, args.query)
-        counts, gaps, errors = work.counts, work.gaps, work.errors
-        show = args.progress == "always" or (
-            args.progress == "auto" and sys.stderr.isatty() and not args.json)
-        work.start()
-        start = time.perf_counter()
-        try:
-            while (elapsed := time.perf_counter() - start) < args.duration and not errors:
-                if show:
-                    _progress(sys.stderr, elapsed, args.duration, sum(counts))
-                time.sleep(min(0.2, max(args.duration - elapsed, 0.0)))
-        finally:
-            work.stop()
-        elapsed = time.perf_counter() - start
-        if show:
-            _progress(sys.stderr, elapsed, args.duration, sum(counts))
-            sys.stderr.write("\n")
-        if errors:
-            raise errors[0]
-        stats = pool.stats()
-        driver = pool.driver.describe()
+def _bench_steps(args: argparse.Namespace, pool: Any, work: Any) -> Steps[dict[str, Any]]:
+    """One bench run, written once (``fastpool.steps``) for threads and tasks:
+    ``work`` (a ``_Workload`` or ``_TaskWorkload``) is both the workload and
+    the I/O (ready, start, sleep, stop)."""
+    yield ("ready", pool)
+    pool.stats(reset=True)
+    counts, gaps, errors = work.counts, work.gaps, work.errors
+    show = args.progress == "always" or (
+        args.progress == "auto" and sys.stderr.isatty() and not args.json)
+    yield ("start",)
+    start = time.perf_counter()
+    try:
+        while (elapsed := time.perf_counter() - start) < args.duration and not errors:
+            if show:
+                _progress(sys.stderr, elapsed, args.duration, sum(counts))
+            yield ("sleep", min(0.2, max(args.duration - elapsed, 0.0)))
+    finally:
+        yield ("stop",)
+    elapsed = time.perf_counter() - start
+    if show:
+        _progress(sys.stderr, elapsed, args.duration, sum(counts))
+        sys.stderr.write("\n")
+    if errors:
+        raise errors[0]
+    stats = pool.stats()
     total = sum(counts)
     return {
-        "url": driver,
+        "url": pool.driver.describe(),
+        "mode": "asyncio" if pool.is_async else "threads",
         "threads": args.threads,
         "max_size": args.max_size,
         "query": args.query,
@@ -259,6 +321,32 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def run_bench(args: argparse.Namespace) -> dict[str, Any]:
+    min_size = args.max_size if args.min_size is None else args.min_size
+    with _database_url(args.url, "bench") as url, \
+            create_pool(url, min_size=min_size, max_size=args.max_size, name="bench") as pool:
+        work = _Workload(pool, args.threads, args.query)
+        return run(_bench_steps(args, pool, work), work)
+
+
+def run_bench_async(args: argparse.Namespace) -> dict[str, Any]:
+    """``fastpool bench --async``: ``run_bench`` with tasks on an ``AsyncPool``."""
+
+    async def bench() -> dict[str, Any]:
+        min_size = args.max_size if args.min_size is None else args.min_size
+        with _database_url(args.url, "bench") as url:
+            async with create_async_pool(url, min_size=min_size, max_size=args.max_size,
+                                         name="bench", wait=False) as pool:
+                work = _TaskWorkload(pool, args.threads, args.query)
+                return await run_async(_bench_steps(args, pool, work), work)
+
+    if args.uvloop:
+        import uvloop
+
+        return uvloop.run(bench())
+    return asyncio.run(bench())
+
+
 def _fmt_s(seconds: float) -> str:
     if seconds >= 1:
         return f"{seconds:.2f} s"
@@ -271,12 +359,14 @@ def format_table(r: dict[str, Any]) -> str:
     fairness = "n/a (a thread never ran)" if r["fairness"] is None else f"{r['fairness']:.2f}"
     rows = [
         ("database", r["url"]),
-        ("threads / max_size", f"{r['threads']} / {r['max_size']}"),
+        (f"{'tasks' if r['mode'] == 'asyncio' else 'threads'} / max_size",
+         f"{r['threads']} / {r['max_size']}"),
         ("query", r["query"]),
         ("duration", f"{r['duration']:.2f} s"),
         ("cycles", f"{r['cycles']:,}"),
         ("throughput", f"{r['throughput']:,.0f} cycles/s"),
-        ("per-thread cycles min/max", f"{r['per_thread_min']:,} / {r['per_thread_max']:,}"),
+        (f"per-{'task' if r['mode'] == 'asyncio' else 'thread'} cycles min/max",
+         f"{r['per_thread_min']:,} / {r['per_thread_max']:,}"),
         ("fairness (max/min)", fairness),
         ("longest gap between cycles", _fmt_s(r["longest_gap"])),
         ("acquire wait p50", _fmt_s(r["acquire_wait_p50"])),
@@ -291,7 +381,8 @@ def format_table(r: dict[str, Any]) -> str:
     width = max(len(k) for k, _ in rows)
     lines = [f"{k:<{width}}  {v}" for k, v in rows]
     rule = "-" * max(len(line) for line in lines)
-    return "\n".join(["fastpool bench", rule, *lines, rule])
+    title = "fastpool bench --async" if r["mode"] == "asyncio" else "fastpool bench"
+    return "\n".join([title, rule, *lines, rule])
 
 
 def _only(snap: dict[str, Any], names: list[str] | None) -> dict[str, Any]:
@@ -515,8 +606,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"fastpool bench: --min-size must be between 0 and --max-size "
               f"({args.max_size}), got {args.min_size}", file=sys.stderr)
         return 2
+    if args.uvloop and not args.use_async:
+        print("fastpool bench: --uvloop goes with --async", file=sys.stderr)
+        return 2
     try:
-        result = run_bench(args)
+        result = run_bench_async(args) if args.use_async else run_bench(args)
     except (FastpoolError, OSError) as exc:
         print(f"fastpool bench: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

@@ -51,3 +51,34 @@ def test_fastpool_console_script_is_installed():
     from fastpool.cli import main
 
     assert script.load() is main
+
+
+def test_bench_async_on_the_embedded_default_prints_its_table():
+    proc = run("bench", "--async", "--duration", "0.5", "--threads", "20", "--max-size", "4")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("fastpool bench --async")
+    rows = dict(line.split(None, 1) if "  " not in line else
+                [part.strip() for part in line.split("  ", 1)]
+                for line in proc.stdout.splitlines()[2:-1])
+    assert rows["tasks / max_size"] == "20 / 4"
+    assert rows["database"].startswith("sqlite ")
+    assert rows["throughput"].endswith("cycles/s")
+    assert rows["pool timeouts"] == "0" and "acquire wait p99" in rows
+
+
+def test_bench_async_json_counts_every_task(tmp_path):
+    url = f"sqlite:///{tmp_path / 'b.db'}"
+    proc = run("bench", "--async", "--url", url, "--duration", "0.5", "--threads", "8",
+               "--max-size", "2", "--json")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["mode"] == "asyncio" and out["threads"] == 8 and out["max_size"] == 2
+    assert out["cycles"] > 0 and out["stats"]["acquisitions"] == out["cycles"]
+    assert out["per_thread_min"] > 0  # every task completed cycles (FIFO hand-off)
+    assert out["stats"]["timeouts"] == 0
+
+
+def test_bench_uvloop_needs_async():
+    proc = run("bench", "--uvloop")
+    assert proc.returncode == 2
+    assert "--uvloop goes with --async" in proc.stderr
