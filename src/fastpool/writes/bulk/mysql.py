@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from collections.abc import Callable
 from typing import Any
@@ -96,13 +97,16 @@ class _PyMySQLIO:
     """asyncmy and aiomysql (PyMySQL's API, awaited)."""
 
     def __init__(self, conn: Any, library: str) -> None:
-        import importlib
-
         self.conn = conn
-        # Plain tuples, whatever cursor class the pool's connections default to.
-        self.cur = conn.cursor(importlib.import_module(f"{library}.cursors").Cursor)
+        self.library = library
+        self.cur: Any = None
 
     async def query(self, statement: str | bytes) -> Any:
+        if self.cur is None:
+            # Plain tuples, whatever cursor class the pool's connections default
+            # to; aiomysql's cursor() is awaited.
+            cur = self.conn.cursor(importlib.import_module(f"{self.library}.cursors").Cursor)
+            self.cur = await cur if inspect.isawaitable(cur) else cur
         await self.cur.execute(statement)
         rows = self.cur.fetchall()  # aiomysql's buffered cursor answers at once
         return await rows if inspect.isawaitable(rows) else rows
@@ -126,7 +130,8 @@ class _PyMySQLIO:
         return feed.refill()
 
     async def close(self) -> None:
-        await self.cur.close()
+        if self.cur is not None:
+            await self.cur.close()
 
 
 def io_for(client: Any, conn: Any) -> Any:
