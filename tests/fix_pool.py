@@ -9,6 +9,7 @@ one that is loaded.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sqlite3
@@ -24,12 +25,18 @@ import pytest
 import fastpool
 from fastpool import _core_py
 from fastpool.pool import Pool, PoolFeatures, PoolPolicy
+from fastpool.pool.aio import AsyncPolicy
+from fastpool.pool.async_facade import AsyncPool, AsyncPoolFeatures
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 class PurePool(PoolFeatures, PoolPolicy, _core_py.PoolCore):
     """The same policy over the pure-Python core."""
+
+
+class PureAsyncPool(AsyncPoolFeatures, AsyncPolicy, _core_py.PoolCore):
+    """The asyncio policy over the pure-Python core."""
 
 
 def compiled_loaded() -> bool:
@@ -45,6 +52,61 @@ def pool_cls(request: pytest.FixtureRequest) -> type[Any]:
             pytest.skip("compiled core not built")
         return Pool
     return PurePool
+
+
+@pytest.fixture(params=["compiled", "python"])
+def async_pool_cls(request: pytest.FixtureRequest) -> type[Any]:
+    """AsyncPool over the compiled core, and over the pure-Python twin."""
+    if request.param == "compiled":
+        if not compiled_loaded():
+            if IN_CI:
+                pytest.fail("CI=true but the compiled core is not loaded")
+            pytest.skip("compiled core not built")
+        return AsyncPool
+    return PureAsyncPool
+
+
+@pytest.fixture
+def run_pools(async_pool_cls: type[Any], db_path: str) -> Callable[..., Any]:
+    """``run_pools(body)`` runs ``await body(make)`` in a new event loop, where
+    ``await make(url=..., **options)`` creates AsyncPools of the parametrized
+    core (aiosqlite over a file by default; ``driver=`` / ``connect=`` as
+    AsyncPool takes them). Each pool's accounting is checked and it is closed
+    when the body ends; a connection left open then fails the test.
+    ``loop="uvloop"`` runs the body on uvloop."""
+
+    def runner(body: Callable[[Callable[..., Any]], Any], *, loop: str = "asyncio") -> Any:
+        async def main() -> Any:
+            pools: list[Any] = []
+
+            async def make(**options: Any) -> Any:
+                if "connect" not in options and "driver" not in options:
+                    url = options.pop("url", f"sqlite:///{db_path}")
+                    driver_options = options.pop("driver_options", {})
+                    options["driver"] = fastpool.drivers.from_url_async(url, **driver_options)
+                options.setdefault("timeout", 5.0)
+                pool = async_pool_cls(**options)
+                pools.append(pool)
+                return pool
+
+            try:
+                return await body(make)
+            finally:
+                for pool in pools:
+                    try:
+                        check_accounting(pool)
+                    finally:
+                        await pool.close(timeout=2.0)
+                    s = pool.stats()
+                    if s.in_use == 0:
+                        assert s.open == 0, f"pool closed with connections still open: {s}"
+
+        if loop == "uvloop":
+            import uvloop
+            return uvloop.run(main())
+        return asyncio.run(main())
+
+    return runner
 
 
 def wait_until(predicate: Callable[[], object], timeout: float = 5.0) -> None:

@@ -4,6 +4,12 @@
 >>> with fastpool.create_pool("sqlite:///app.db", max_size=8) as pool:
 ...     with pool.connection() as conn:
 ...         conn.execute("CREATE TABLE IF NOT EXISTS t (x)")
+
+and on asyncio (in a coroutine)::
+
+    async with fastpool.create_async_pool("postgresql+asyncpg://db/app") as pool:
+        async with pool.connection() as conn:
+            await conn.execute("SELECT 1")
 """
 
 from fastpool._loader import load_core as _load_core
@@ -32,8 +38,10 @@ from fastpool.errors import (  # noqa: E402
     TransactionAborted,
     TransactionOutcomeUnknown,
     UnsupportedClient,
+    WrongEventLoop,
 )
 from fastpool.pool import Pool, create_pool  # noqa: E402
+from fastpool.pool.async_facade import AsyncPool, create_async_pool  # noqa: E402
 from fastpool.pool.stats import PoolStats  # noqa: E402
 from fastpool.query.explain import AnalyzeRefused, Plan, ScanFinding  # noqa: E402
 from fastpool.query.observe import (  # noqa: E402
@@ -49,6 +57,7 @@ from fastpool.writes.bulk import RowError  # noqa: E402
 __version__ = "0.1.0"
 __all__ = [
     "AnalyzeRefused",
+    "AsyncPool",
     "BatchResult",
     "Batcher",
     "BatcherClosed",
@@ -79,7 +88,9 @@ __all__ = [
     "TransactionAborted",
     "TransactionOutcomeUnknown",
     "UnsupportedClient",
+    "WrongEventLoop",
     "__version__",
+    "create_async_pool",
     "create_pool",
     "n_plus_one_guard",
     "normalize",

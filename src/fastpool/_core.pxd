@@ -102,6 +102,8 @@ cdef class PoolCore:
         # The asyncio front end: the thread whose loop owns the pool (0: none),
         # and what the policy's slow release left for release_async to await.
         unsigned long owner_thread
+        object owner_loop
+        bint owner_loop_tid
         object later
 
     # Called by the core, provided by the pool's policy: a Python subclass, or
@@ -122,6 +124,9 @@ cdef class PoolCore:
 
     @cython.final
     cdef object _take_later(self)
+
+    @cython.final
+    cdef bint _off_owner(self) except -1
 
     @cython.final
     cdef int _release(self, object conn, bint commit) except -1

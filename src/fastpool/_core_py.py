@@ -205,6 +205,7 @@ class PoolCore:
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._owner_thread = 0
+        self._owner_loop: Any = None
         self._later: Any = None
         self._mutex = threading.Lock()
         self._slots: list[_Slot] = []
@@ -289,7 +290,7 @@ class PoolCore:
     async def acquire_async(self, timeout: float | None = None) -> Any:
         """``await pool.acquire()``: a slow path comes back from the policy's
         ``_acquire_slow`` as a flow (a generator) to await."""
-        if self._owner_thread != threading.get_ident():
+        if self._off_owner():
             self._off_loop()
         conn = self._acquire(timeout)
         if type(conn) is GeneratorType:
@@ -301,7 +302,7 @@ class PoolCore:
         await self._release_async(conn, False)
 
     async def _release_async(self, conn: Any, commit: bool) -> None:
-        if self._owner_thread != threading.get_ident():
+        if self._off_owner():
             self._off_loop()
         self._release(conn, commit)
         later = self._later
@@ -313,9 +314,15 @@ class PoolCore:
         """``async with pool.connection() as conn`` of an asyncio pool."""
         return AsyncConnectionContext(self, timeout)
 
-    def _set_owner(self, thread: int) -> None:
-        """The thread whose event loop owns the pool (0: none)."""
+    def _set_owner(self, thread: int, loop: Any = None) -> None:
+        """The thread whose event loop ``loop`` owns the pool (0: none)."""
         self._owner_thread = thread
+        self._owner_loop = loop
+
+    def _off_owner(self) -> bool:
+        if self._owner_thread != threading.get_ident():
+            return True
+        return self._owner_loop is not None and not self._owner_loop.is_running()
 
     def _set_later(self, later: Any) -> None:
         """What ``release_async`` must await once the core is done."""

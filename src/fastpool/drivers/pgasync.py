@@ -34,7 +34,6 @@ refuses to nest in them, and they in it: use one or the other per block).
 from __future__ import annotations
 
 import inspect
-import operator
 import os
 import sys
 from typing import Any, ClassVar
@@ -100,19 +99,25 @@ def classify_asyncpg_error(exc: BaseException) -> ErrorKind:
 
 
 class _Status:
-    """asyncpg has no transaction-status attribute, only a method
-    (``is_in_transaction()``, True for an open or failed transaction). This
-    holder gives the core an attribute to read: ``in_transaction`` is a
-    property whose getter is C code (``operator.methodcaller``) calling the
-    protocol's own method (~30-40 ns), no Python frame."""
+    """asyncpg has no transaction-status attribute, only methods
+    (``is_in_transaction()``, True for an open or failed transaction, and
+    False on a closed connection too). This holder gives the core an
+    attribute to read: ``in_transaction`` is True while a transaction is open
+    *or* the connection is no longer connected, so a connection closed or
+    killed under its borrower never goes back to the idle ring as clean."""
 
-    __slots__ = ("is_in_transaction",)
+    __slots__ = ("connected", "is_in_transaction")
 
     def __init__(self, conn: Any) -> None:
         proto = getattr(conn, "_protocol", None)
         self.is_in_transaction = getattr(proto, "is_in_transaction", conn.is_in_transaction)
+        connected = getattr(proto, "is_connected", None)
+        self.connected = connected if connected is not None else (
+            lambda: not conn.is_closed())
 
-    in_transaction = property(operator.methodcaller("is_in_transaction"))
+    @property
+    def in_transaction(self) -> bool:
+        return bool(self.is_in_transaction()) or not self.connected()
 
 
 class AsyncpgClient(AsyncClient):

@@ -187,7 +187,7 @@ class AsyncPolicy(PoolPolicy):
             raise ConfigError(f"driver must be a fastpool AsyncDriver, got {driver!r}; "
                               "for a sync driver use fastpool.Pool")
         super().__init__(driver=driver, **options)
-        self._set_owner(_get_ident())
+        self._set_owner(_get_ident(), self._loop)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -261,7 +261,7 @@ class AsyncPolicy(PoolPolicy):
         WrongEventLoop."""
         loop = _get_running_loop()
         if loop is not None and (loop is self._loop or self._pid != os.getpid()):
-            self._set_owner(_get_ident())
+            self._set_owner(_get_ident(), self._loop)
             if loop is self._loop and self._worker.done() and not self._is_closed:
                 self._start_worker()
             return
@@ -297,8 +297,9 @@ class AsyncPolicy(PoolPolicy):
 
     def _capture_holder(self) -> object:
         task = asyncio.current_task(self._loop)
-        return leaks.capture_stack() if task is None else (task.get_name(),
-                                                           *leaks.capture_stack())
+        if task is None:
+            return leaks.capture_stack()
+        return leaks.capture_task_stack(task.get_name())
 
     def _reinit_after_fork(self, pid: int) -> list[Any]:
         # The parent's loop is not this process's: the pool moves to the
@@ -306,7 +307,7 @@ class AsyncPolicy(PoolPolicy):
         loop = _get_running_loop()
         if loop is not None:
             self._loop = loop
-            self._set_owner(_get_ident())
+            self._set_owner(_get_ident(), self._loop)
             self._io = self._make_io(self._driver)
         self._tasks = set()
         return super()._reinit_after_fork(pid)

@@ -62,6 +62,8 @@ class AsyncPoolFeatures(_Composed):
             slow_query_ms=slow_query_ms)
         super().__init__(connect, **options)
         self._queries.bind(self.name)
+        if self._driver.client is not None:  # a URL pool knows its client (and dialect) now
+            self._queries.adopt(self._driver.client)
 
     def _set_clock(self, clock: Callable[[], int] | None) -> None:
         """One clock for the whole pool (tests); see ``Pool._set_clock``."""

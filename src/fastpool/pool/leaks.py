@@ -34,12 +34,27 @@ def capture_stack() -> Holder:
     return tuple(frames)
 
 
+def capture_task_stack(task_name: str) -> tuple[object, ...]:
+    """``capture_stack()`` in an asyncio task, led by the task's name: a
+    coroutine's stack runs from the task's step down to the acquire site."""
+    return (task_name, *capture_stack())
+
+
+def _split(holder: object) -> tuple[str | None, Holder]:
+    if not isinstance(holder, tuple) or not holder:
+        return None, ()
+    if isinstance(holder[0], str):
+        return holder[0], holder[1:]
+    return None, holder
+
+
 def format_stack(holder: object) -> str:
     """A traceback-style text of a captured stack, outermost call first."""
-    if not isinstance(holder, tuple) or not holder:
+    task, frames = _split(holder)
+    if not frames:
         return "  (acquisition site not recorded)"
-    lines = []
-    for code, lineno in reversed(holder):
+    lines = [f"  in asyncio task {task!r}"] if task is not None else []
+    for code, lineno in reversed(frames):
         lines.append(f'  File "{code.co_filename}", line {lineno}, in {code.co_name}')
         source = linecache.getline(code.co_filename, lineno).strip()
         if source:
@@ -49,7 +64,8 @@ def format_stack(holder: object) -> str:
 
 def acquire_site(holder: object) -> str | None:
     """``file:line in function`` of the innermost recorded frame, for monitoring."""
-    if not isinstance(holder, tuple) or not holder:
+    _, frames = _split(holder)
+    if not frames:
         return None
-    code, lineno = holder[0]
+    code, lineno = frames[0]
     return f"{code.co_filename}:{lineno} in {code.co_name}"

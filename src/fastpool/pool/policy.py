@@ -21,6 +21,7 @@ import os
 import random
 import threading
 import time
+import types
 import weakref
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -227,6 +228,12 @@ class PoolPolicy(_Core):
     def _apply_policy(self) -> None:
         d = self._driver
         self._status_spec = (d.status_attr, d.idle_status)
+        # A driver's reset mode (asyncpg's ``reset=`` option): "rollback"
+        # decides from the local status; "discard" closes every returned
+        # connection; "none" trusts the borrower (the status always reads idle).
+        self._reset_mode = getattr(d, "reset_mode", "rollback")
+        self._trusted = types.SimpleNamespace(**{d.status_attr: d.idle_status}) \
+            if self._reset_mode == "none" and d.status_attr else None
         self._set_policy(
             lifo=self.reuse == "lifo",
             # 0 means "always probe": no idle time is <= -1 ns.
@@ -234,7 +241,7 @@ class PoolPolicy(_Core):
             max_open=self.max_size,
             status_attr=d.status_attr,
             idle_status=d.idle_status,
-            always_slow_release=self._reset is not None,
+            always_slow_release=self._reset is not None or self._reset_mode == "discard",
             track_holders=self.track_holders,
         )
         limits = [self.MAINTENANCE_INTERVAL]
@@ -463,6 +470,10 @@ class PoolPolicy(_Core):
 
     def _reset_and_shelve(self, idx: int, conn: Any, owned: list[bool]) -> Steps[None]:
         """Roll back what is open, run the user's reset, and shelve or retire."""
+        if self._reset_mode == "discard":
+            owned[0] = False
+            self._retire(idx, _core.REASON_RESET)
+            return
         if self._verdict(idx) == _core.DIRTY and not (yield ("reset", conn)):
             owned[0] = False
             if self._driver.is_lost(conn):
@@ -607,7 +618,8 @@ class PoolPolicy(_Core):
             else:
                 life = self.max_lifetime * (1.0 - self.LIFETIME_JITTER * random.random())
                 deadline = created + int(life * 1e9)
-            added = self._add(conn, self._driver.status_source(conn), created, deadline)
+            source = self._trusted or self._driver.status_source(conn)
+            added = self._add(conn, source, created, deadline)
         except Exception as exc:
             self._close_connection(conn)
             self._connect_failed(exc)

@@ -305,10 +305,6 @@ def test_a_statement_whose_table_was_recreated_runs_again(
     run_pools(body)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the pool puts a closed asyncpg connection back as idle: pgasync._Status reads "
-    "is_in_transaction() (False once closed), so release takes the fast path; the "
-    "retry then borrows the same closed connection"))
 def test_a_killed_idle_connection_nothing_sent_runs_on_another(
         client: Client, run_pools: Run, request: pytest.FixtureRequest) -> None:
     """NOT_SENT: asyncpg notices the server closed an idle connection and
