@@ -595,3 +595,95 @@ def test_uvloop_runs_the_pool(run_pools, pg_url):
         assert pool.stats().acquisitions == 1000
 
     run_pools(body, loop="uvloop")
+
+
+def test_monitoring_shows_async_pools_beside_sync_ones(run_pools, make_pool, tmp_path):
+    """The JSON endpoint, Prometheus, OpenTelemetry and `fastpool top` read an
+    AsyncPool as they read a Pool (the endpoint is read from another thread,
+    as a scraper would)."""
+    pytest.importorskip("prometheus_client")
+    pytest.importorskip("opentelemetry.sdk")
+    import json
+
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from rich.console import Console
+
+    from fastpool import monitoring
+    from fastpool.monitoring import instrument_opentelemetry, top
+    from tests.unit.monitoring.test_monitoring import get, scrape
+
+    sync = make_pool(name="mon-sync")
+    with sync.connection():
+        pass
+    server = monitoring.serve(port=0)
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+
+    async def body(make):
+        pool = await make(name="mon-async", max_size=2, track_holders=True,
+                          url=f"sqlite:///{tmp_path}/mon.db")
+        stop = instrument_opentelemetry(pool, meter_provider=provider)
+        for _ in range(3):
+            async with pool.connection():
+                pass
+        held = await pool.acquire()
+        try:
+            status, _, raw = await asyncio.to_thread(get, f"{server.url}/debug/fastpool")
+            pools = {p["name"]: p for p in json.loads(raw)["pools"]}
+            assert status == 200 and {"mon-sync", "mon-async"} <= set(pools)
+            assert pools["mon-async"]["stats"]["acquisitions"] == 4
+            assert pools["mon-async"]["stats"]["in_use"] == 1
+            (holder,) = pools["mon-async"]["holders"]
+            assert holder["acquired_at"].startswith(f"{__file__}:")
+            samples = await asyncio.to_thread(scrape, f"{server.url}/metrics")
+            assert samples[("fastpool_acquisitions_total", (("pool", "mon-async"),))] == 4
+            assert samples[("fastpool_acquisitions_total", (("pool", "mon-sync"),))] == 1
+            snap = monitoring.snapshot()
+            console = Console(record=True, width=120, force_terminal=False)
+            console.print(top.render({**snap, "pools": [p for p in snap["pools"]
+                                                        if p["name"] == "mon-async"]}))
+            assert "mon-async" in console.export_text()
+        finally:
+            await pool.release(held)
+        waits = [p for rm in reader.get_metrics_data().resource_metrics
+                 for sm in rm.scope_metrics for m in sm.metrics
+                 if m.name == "db.client.connection.wait_time" for p in m.data.data_points
+                 if p.attributes["db.client.connection.pool.name"] == "mon-async"]
+        assert sum(p.count for p in waits) == 4
+        stop()
+
+    try:
+        run_pools(body)
+    finally:
+        server.close()
+
+
+def test_a_forked_child_opens_its_own_connections(run_pools, pg_url):
+    """Fork safety as in the sync pool: the child never touches the parent's
+    connections (it runs its own event loop and opens new ones); the parent's
+    keep working."""
+    from tests.fix_pool import run_in_child
+
+    async def body(make):
+        pool = await make(url=PG_ASYNCPG, min_size=2, max_size=2)
+        await pool.wait(10)
+        parent_pids = set(pool._session_states())
+
+        def child() -> list[int]:
+            async def use() -> list[int]:
+                pids = []
+                for _ in range(3):
+                    async with pool.connection() as conn:
+                        pids.append(await conn.fetchval("SELECT pg_backend_pid()"))
+                await pool.close()
+                return pids
+
+            return asyncio.run(use())
+
+        child_pids = run_in_child(child)
+        assert child_pids and not set(child_pids) & parent_pids
+        async with pool.connection() as conn:  # the parent's are untouched
+            assert await conn.fetchval("SELECT pg_backend_pid()") in parent_pids
+
+    run_pools(body)

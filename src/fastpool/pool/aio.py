@@ -163,6 +163,17 @@ def _expire_none(fut: asyncio.Future[None]) -> None:
         fut.set_result(None)
 
 
+class _NoWorker:
+    """The worker of a forked child's pool until its first call."""
+
+    @staticmethod
+    def done() -> bool:
+        return True
+
+
+_NO_WORKER = _NoWorker()
+
+
 class AsyncPolicy(PoolPolicy):
     """``PoolPolicy`` on an event loop (see the module documentation)."""
 
@@ -178,6 +189,7 @@ class AsyncPolicy(PoolPolicy):
                 "an AsyncPool must be created inside a running event loop (in a coroutine, "
                 "e.g. your application's startup): it belongs to that loop")
         self._loop = loop
+        self._forked = False
         self._tasks: set[asyncio.Task[Any]] = set()
         if (connect is None) == (driver is None):
             raise ConfigError("give exactly one of connect (an async factory) or driver")
@@ -254,20 +266,29 @@ class AsyncPolicy(PoolPolicy):
             handle.cancel()
 
     def _off_loop(self) -> None:
-        """Called by the core when the caller's thread is not the owner's (or
-        the pool's loop has shut down): go on if the caller is on the pool's
-        running loop (its worker is restarted if it was lost) or in a forked
-        child's loop (the policy moves the pool there); otherwise raise
-        WrongEventLoop."""
+        """Called by the core when the caller's thread is not the owner's, or
+        the owner's loop is not running. Go on if the caller is on the pool's
+        own loop (its worker is restarted if the loop lost it), or is a forked
+        child's first call (the pool moves to the child's loop); otherwise
+        raise WrongEventLoop."""
         loop = _get_running_loop()
-        if loop is not None and (loop is self._loop or self._pid != os.getpid()):
-            self._set_owner(_get_ident(), self._loop)
-            if loop is self._loop and self._worker.done() and not self._is_closed:
+        if loop is not None and (self._forked or loop is self._loop):
+            self._forked = False
+            if loop is not self._loop:
+                self._loop = loop
+                self._io = self._make_io(self._driver)
+            self._set_owner(_get_ident(), loop)
+            if self._worker.done() and not self._is_closed:
                 self._start_worker()
             return
         raise WrongEventLoop(
             f"pool {self.name!r} belongs to the event loop it was created on "
             f"({self._loop!r}); it was used from another loop or thread")
+
+    def _here(self) -> None:
+        """The owner check of the methods that are not the core's hot path."""
+        if self._forked or _get_running_loop() is not self._loop:
+            self._off_loop()
 
     # ---- the core's callbacks ----------------------------------------------
 
@@ -302,20 +323,23 @@ class AsyncPolicy(PoolPolicy):
         return leaks.capture_task_stack(task.get_name())
 
     def _reinit_after_fork(self, pid: int) -> list[Any]:
-        # The parent's loop is not this process's: the pool moves to the
-        # child's running loop, and its worker task with it.
-        loop = _get_running_loop()
-        if loop is not None:
-            self._loop = loop
-            self._set_owner(_get_ident(), self._loop)
-            self._io = self._make_io(self._driver)
+        """In a forked child (at fork time, no loop runs yet): forget the
+        parent's connections and tasks; the child's first call binds the pool
+        to the child's loop and starts its worker there (``_off_loop``)."""
+        orphans = self._after_fork(pid)
+        self._lock = threading.Lock()
         self._tasks = set()
-        return super()._reinit_after_fork(pid)
+        self._signal = _LoopSignal()  # type: ignore[assignment]
+        self._worker = _NO_WORKER
+        self._forked = True
+        self._set_owner(0)
+        return orphans
 
     # ---- public API ----------------------------------------------------------
 
     async def wait(self, timeout: float = 30.0) -> None:  # type: ignore[override]
         """Wait until ``min_size`` connections are open (see ``Pool.wait``)."""
+        self._here()
         t = seconds("timeout", timeout)
         deadline = time.monotonic() + t
         self._kick()
@@ -327,20 +351,24 @@ class AsyncPolicy(PoolPolicy):
 
     async def resize(self, min_size: int, max_size: int | None = None) -> None:  # type: ignore[override]
         """Change the pool's size; extra connections close as they become idle."""
+        self._here()
         PoolPolicy.resize(self, min_size, max_size)
 
     async def drain(self) -> None:  # type: ignore[override]
         """Replace every connection (see ``Pool.drain``)."""
+        self._here()
         PoolPolicy.drain(self)
 
     async def check(self) -> int:  # type: ignore[override]
         """Probe every idle connection now; returns how many were discarded."""
+        self._here()
         return await run_async(self._check_steps(), self._io)
 
     async def close(self, timeout: float = 5.0) -> None:  # type: ignore[override]
         """Close the pool (see ``Pool.close``): waiters get PoolClosed, idle
         connections close now, those in use when returned; waits up to
         ``timeout`` seconds for them and for the pool's tasks."""
+        self._here()
         t = seconds("timeout", timeout)
         deadline = time.monotonic() + t
         first = self._begin_close()
@@ -371,6 +399,7 @@ class AsyncPolicy(PoolPolicy):
 
     async def server_activity(self) -> list[dict[str, Any]]:  # type: ignore[override]
         """This pool's sessions as the server sees them (see ``Pool.server_activity``)."""
+        self._here()
         states = self._session_states()
         rows: list[dict[str, Any]] = await self._driver.server_activity(sorted(states))
         for row in rows:
