@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shlex
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -61,3 +62,17 @@ def test_the_test_extra_brings_mysqlclient():
     test = " ".join(extras["test"])
     assert re.search(r"fastpool\[[^\]]*\bmysql\b", test), extras["test"]
     assert "pytest-timeout" in test   # pyproject's `timeout` needs it
+
+
+def test_the_asyncio_example_runs(tmp_path):
+    """The README's first asyncio example, as a user would paste it (SQLite via aiosqlite)."""
+    pytest.importorskip("aiosqlite")
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## asyncio"):]
+    example = re.search(r"```python\n(.*?)```", section, re.S)
+    assert example and "create_async_pool" in example.group(1)
+    (tmp_path / "example.py").write_text(example.group(1))
+    done = subprocess.run([sys.executable, "example.py"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["(1,)", "1"]
