@@ -431,16 +431,11 @@ class AsyncPolicy(PoolPolicy):
         async def release(conn: Any, commit: bool = False) -> None:
             pool = ref()
             assert pool is not None
-            idx = pool._slot_of(conn)
-            info = pool._slot_info(idx) if idx >= 0 else None
-            ours = info is not None and info["state"] == _IN_USE and pool._conn_at(idx) is conn
+            lent_ns = pool._lent_at(conn)
             try:
                 await pool._release_async(conn, commit)
             finally:  # released (or retired) even if a commit or the reset failed
-                if ours:
-                    assert info is not None
-                    pool._hooks.emit("release", conn,
-                                     (pool._now_ns() - info["acquired_ns"]) / 1e9)
+                pool._emit_release(conn, lent_ns)
 
         def connection(timeout: float | None = None) -> HookedAsyncContext:
             pool = ref()

@@ -9,7 +9,6 @@ compiled idle ring and FIFO waiters as ``Pool``'s). An AsyncPool is a
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 from collections.abc import (
     AsyncIterable,
@@ -21,66 +20,30 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from fastpool import _core
 from fastpool.backoff import Backoff
 from fastpool.drivers import from_url_async
 from fastpool.errors import ConfigError
 from fastpool.pool.aio import AsyncPolicy
+from fastpool.pool.facade import QueryFeatures
 from fastpool.pool.policy import PoolPolicy
 from fastpool.query.explain import Plan, explain_async
-from fastpool.query.helpers import EXEC, FETCH, MANY, ROW, VAL, QueryLayer
+from fastpool.query.helpers import EXEC, FETCH, MANY, ROW, VAL
 from fastpool.transaction import DEFAULT_BACKOFF, run_transaction_async, transactional
 from fastpool.writes.batch.aio import AsyncBatcher
 from fastpool.writes.bulk import Table, copy_records_async, copy_rows_async
-
-if TYPE_CHECKING:
-    from fastpool.query.observe import Action, NPlusOneGuard
-
-    _Composed = AsyncPolicy
-else:
-    _Composed = object
 
 __all__ = ["ASYNC_POOL_OPTIONS", "AsyncPool", "AsyncPoolFeatures", "create_async_pool"]
 
 R = TypeVar("R")
 
 
-class AsyncPoolFeatures(_Composed):
-    """The features an asyncio pool offers; each method delegates to its module."""
-
-    _queries: QueryLayer
-
-    def __init__(self, connect: Callable[[], Any] | None = None, *,
-                 statement_cache_size: int = 256, result_cache_entries: int = 10_000,
-                 result_cache_bytes: int = 64 * 1024 * 1024,
-                 slow_query_ms: float | None = None, **options: Any) -> None:
-        self._queries = QueryLayer(
-            statement_cache_size=statement_cache_size,
-            result_cache_entries=result_cache_entries, result_cache_bytes=result_cache_bytes,
-            slow_query_ms=slow_query_ms)
-        super().__init__(connect, **options)
-        self._queries.bind(self.name)
-        if self._driver.client is not None:  # a URL pool knows its client (and dialect) now
-            self._queries.adopt(self._driver.client)
-
-    def _set_clock(self, clock: Callable[[], int] | None) -> None:
-        """One clock for the whole pool (tests); see ``Pool._set_clock``."""
-        super()._set_clock(clock)
-        self._queries.set_clock(None if clock is None else lambda: clock() / 1e9)
-
-    def writing(self, tables: Iterable[str]) -> contextlib.AbstractContextManager[None]:
-        """Wrap a write of ``tables`` fastpool did not parse (see ``Pool.writing``)."""
-        return self._queries.writing(tables)
-
-    def invalidate(self, *tables: str) -> int:
-        """Drop cached results of ``tables`` (all of them when none is named)."""
-        return self._queries.invalidate(tables)
-
-    def query_stats(self) -> dict[str, Any]:
-        """Statement cache, result cache, slow queries and retried statements."""
-        return self._queries.stats()
+class AsyncPoolFeatures(QueryFeatures):
+    """The features an asyncio pool offers; each method delegates to its
+    module's asyncio entry point (the query layer, options and stats are
+    ``QueryFeatures``', shared with ``Pool``)."""
 
     # ---- query helpers and explain (fastpool.query) ---------------------------------
     # Plain methods returning the helper's coroutine (``await pool.fetch(...)``):
@@ -112,15 +75,6 @@ class AsyncPoolFeatures(_Composed):
                  conn: Any = None) -> Coroutine[Any, Any, Any]:
         """``await pool.fetchval(sql, params)``: the first column of the first row, or None."""
         return self._queries.call_async(self, VAL, sql, params, conn, cache_ttl)
-
-    def invalidate_statements(self) -> None:
-        """Drop every prepared statement (after a schema change); re-prepared lazily."""
-        self._queries.statements.invalidate()
-
-    def n_plus_one_guard(self, threshold: int = 10, action: Action = "warn") -> NPlusOneGuard:
-        """A scope (``with``, or a decorator of an ``async def`` handler) reporting any
-        statement shape this pool runs more than ``threshold`` times in its task."""
-        return self._queries.observer.n_plus_one_guard(threshold, action)
 
     def explain(self, sql: str, params: Any = None, *, analyze: bool = False,
                 scan_rows: int = 1000) -> Coroutine[Any, Any, Plan]:

@@ -35,17 +35,16 @@ if TYPE_CHECKING:
 else:
     _Composed = object
 
-__all__ = ["Pool", "PoolFeatures", "create_pool"]
+__all__ = ["Pool", "PoolFeatures", "QueryFeatures", "create_pool"]
 
 R = TypeVar("R")
 
 
-class PoolFeatures(_Composed):
-    """The features a pool offers; each method delegates to its module.
-
-    Listed before the policy in ``Pool``'s bases; its ``__init__`` takes the
-    features' options and passes the rest to ``PoolPolicy``.
-    """
+class QueryFeatures(_Composed):
+    """What both front ends' features share: the query layer (statement and
+    result caches, observer) built from the features' options, its clock,
+    invalidation, stats and the N+1 guard. ``PoolFeatures`` and
+    ``AsyncPoolFeatures`` (``async_facade.py``) add their entry points."""
 
     _queries: QueryLayer
 
@@ -78,6 +77,34 @@ class PoolFeatures(_Composed):
         batch): their cached results are dropped before and after it."""
         return self._queries.writing(tables)
 
+    # ---- caches, stats, diagnostics ----------------------------------------------
+
+    def invalidate(self, *tables: str) -> int:
+        """Drop cached results of ``tables`` (all of them when none is named)."""
+        return self._queries.invalidate(tables)
+
+    def invalidate_statements(self) -> None:
+        """Deallocate every prepared statement (after a schema change); re-prepared lazily."""
+        self._queries.statements.invalidate()
+
+    def query_stats(self) -> dict[str, Any]:
+        """Statement cache, result cache, slow queries and retried statements."""
+        return self._queries.stats()
+
+    def n_plus_one_guard(self, threshold: int = 10, action: Action = "warn") -> NPlusOneGuard:
+        """A scope reporting any statement shape this pool runs more than ``threshold``
+        times (``action``: "warn", "raise" or "log"); also a decorator of a request
+        handler, sync or ``async def`` (counted per asyncio task)."""
+        return self._queries.observer.n_plus_one_guard(threshold, action)
+
+
+class PoolFeatures(QueryFeatures):
+    """The features a pool offers; each method delegates to its module.
+
+    Listed before the policy in ``Pool``'s bases; its ``__init__`` (``QueryFeatures``')
+    takes the features' options and passes the rest to ``PoolPolicy``.
+    """
+
     # ---- query helpers (fastpool.query.helpers) -----------------------------------
 
     def execute(self, sql: str, params: Any = None, *, conn: Any = None) -> int:
@@ -107,23 +134,6 @@ class PoolFeatures(_Composed):
                  conn: Any = None) -> Any:
         """The first column of the first row, or None."""
         return self._queries.call(self, VAL, sql, params, conn, cache_ttl)
-
-    def invalidate(self, *tables: str) -> int:
-        """Drop cached results of ``tables`` (all of them when none is named)."""
-        return self._queries.invalidate(tables)
-
-    def invalidate_statements(self) -> None:
-        """Deallocate every prepared statement (after a schema change); re-prepared lazily."""
-        self._queries.statements.invalidate()
-
-    def query_stats(self) -> dict[str, Any]:
-        """Statement cache, result cache, slow queries and retried statements."""
-        return self._queries.stats()
-
-    def n_plus_one_guard(self, threshold: int = 10, action: Action = "warn") -> NPlusOneGuard:
-        """A scope reporting any statement shape this pool runs more than ``threshold`` times
-        (``action``: "warn", "raise" or "log"); also a decorator, e.g. of a request handler."""
-        return self._queries.observer.n_plus_one_guard(threshold, action)
 
     # ---- transactions (fastpool.transaction) ----------------------------------------
 

@@ -900,16 +900,23 @@ class PoolPolicy(_Core):
         return conn
 
     def _hooked_release(self, conn: Any) -> None:
-        idx = self._slot_of(conn)
-        info = self._slot_info(idx) if idx >= 0 else None
-        ours = info is not None and info["state"] == _IN_USE and self._conn_at(idx) is conn
+        lent_ns = self._lent_at(conn)
         try:
             type(self).release(self, conn)
         finally:  # released (or retired) even if a commit or the reset failed
-            if ours:
-                assert info is not None
-                self._hooks.emit("release", conn,
-                                 (self._now_ns() - info["acquired_ns"]) / 1e9)
+            self._emit_release(conn, lent_ns)
+
+    def _lent_at(self, conn: Any) -> int | None:
+        """When ``conn`` was lent, if it is this pool's and in use (for the release event)."""
+        idx = self._slot_of(conn)
+        info = self._slot_info(idx) if idx >= 0 else None
+        if info is None or info["state"] != _IN_USE or self._conn_at(idx) is not conn:
+            return None
+        return info["acquired_ns"]
+
+    def _emit_release(self, conn: Any, lent_ns: int | None) -> None:
+        if lent_ns is not None:
+            self._hooks.emit("release", conn, (self._now_ns() - lent_ns) / 1e9)
 
     def classify(self, exc: BaseException) -> ErrorKind:
         """What the driver's exception ``exc`` means (lost connection, retryable
