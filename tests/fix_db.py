@@ -233,6 +233,13 @@ def stop_mariadb() -> None:
     subprocess.run(["mariadb-admin", "-uroot", "-h127.0.0.1", "shutdown"], check=True,
                    capture_output=True, timeout=120)
     _wait_port(3306, up=False)
+    # The port closes before the process exits; start-stop-daemon --oknodo
+    # would take an exiting mariadbd for a running one and start nothing.
+    deadline = time.monotonic() + 60
+    while subprocess.run(["pgrep", "-x", "mariadbd"], capture_output=True).returncode == 0:
+        if time.monotonic() > deadline:
+            raise AssertionError("mariadbd did not exit within 60 s of shutdown")
+        time.sleep(0.1)
 
 
 def start_mariadb() -> None:

@@ -129,7 +129,7 @@ cdef class PoolCore:
     cdef bint _off_owner(self) except -1
 
     @cython.final
-    cdef int _release(self, object conn, bint commit) except -1
+    cdef int _release(self, object conn, bint commit, bint slow=*) except -1
 
     @cython.final
     cdef inline object _lend(self, int idx, int64_t now, int64_t wait_ns)

@@ -325,7 +325,10 @@ cdef class AsyncConnectionContext:
             pool = self.pool
             if pool._off_owner():
                 pool._off_loop()
-            pool._release(conn, et is None)
+            # A block ended by an exception returns through the policy: the
+            # error may have broken the connection in a way its client sees
+            # only once the loop has run (a server's last words, then EOF).
+            pool._release(conn, et is None, et is not None)
             if pool.later is not None:
                 await pool._release_later(pool._take_later())
         return False
@@ -393,10 +396,10 @@ cdef class PoolCore:
         if self.later is not None:
             await self._release_later(self._take_later())
 
-    async def _release_async(self, conn, bint commit):
+    async def _release_async(self, conn, bint commit, bint slow=False):
         if self._off_owner():
             self._off_loop()
-        self._release(conn, commit)
+        self._release(conn, commit, slow)
         if self.later is not None:
             await self._release_later(self._take_later())
 
@@ -500,7 +503,7 @@ cdef class PoolCore:
         _hist_add(&self.wait_hist, wait_ns)
         return self.conns[idx]
 
-    cdef int _release(self, object conn, bint commit) except -1:
+    cdef int _release(self, object conn, bint commit, bint slow=False) except -1:
         # The clock first, as in _acquire: nothing may run between the state
         # check below and marking the slot RELEASING.
         cdef int64_t now = self._clock_ns()
@@ -520,7 +523,7 @@ cdef class PoolCore:
         # Mark it first: reading the status may run Python code (and switch
         # threads), and a concurrent double release must see it gone.
         s.state = RELEASING
-        if self._clean(idx, now):
+        if not slow and self._clean(idx, now):
             self._end_hold(idx, now)
             self._put(idx, now)
         else:

@@ -196,7 +196,9 @@ class AsyncConnectionContext:
         conn = self.conn
         if conn is not None and conn is not _ENTERING:
             self.conn = None
-            await self.pool._release_async(conn, et is None)
+            # A block ended by an exception returns through the policy (see
+            # the compiled core).
+            await self.pool._release_async(conn, et is None, et is not None)
         return False
 
 
@@ -301,10 +303,10 @@ class PoolCore:
         """``await pool.release(conn)``."""
         await self._release_async(conn, False)
 
-    async def _release_async(self, conn: Any, commit: bool) -> None:
+    async def _release_async(self, conn: Any, commit: bool, slow: bool = False) -> None:
         if self._off_owner():
             self._off_loop()
-        self._release(conn, commit)
+        self._release(conn, commit, slow)
         later = self._later
         if later is not None:
             self._later = None
@@ -347,7 +349,7 @@ class PoolCore:
         """A context manager lending a connection: commit on success, roll back on error."""
         return ConnectionContext(self, timeout)
 
-    def _release(self, conn: Any, commit: bool) -> None:
+    def _release(self, conn: Any, commit: bool, slow: bool = False) -> None:
         now = self._core_clock()  # before any change, as in _acquire
         with self._mutex:
             idx = self._slot_index(conn)
@@ -359,7 +361,7 @@ class PoolCore:
                     raise ConnectionAlreadyReleased(
                         f"connection {conn!r} was already released to this pool")
                 s.state = RELEASING
-                clean = self._clean(idx, now)
+                clean = not slow and self._clean(idx, now)
                 if clean:
                     self._end_hold(idx, now)
                     self._put(idx, now)

@@ -300,20 +300,15 @@ _COUNTERS = ("attempts", "retries", "exhausted", "outcome_unknown")
 def _check_fn(fn: object, is_async: bool = False) -> None:
     if not callable(fn):
         raise ConfigError(f"the transaction function must be callable, got {fn!r}")
-    if inspect.iscoroutinefunction(fn) and not is_async:
+    coroutine = (inspect.iscoroutinefunction(fn)
+                 or inspect.iscoroutinefunction(getattr(fn, "__call__", None)))  # noqa: B004
+    if coroutine and not is_async:
         raise ConfigError(f"the transaction function must not be async, got {fn!r}: "
                           "this pool's connections are blocking (use fastpool.AsyncPool)")
-
-
-def _awaited(fn: Callable[[Any], Any]) -> Callable[[Any], Awaitable[Any]]:
-    """An asyncio pool's body: ``fn(conn)`` must give an awaitable."""
-    def body(conn: Any) -> Awaitable[Any]:
-        result = fn(conn)
-        if not inspect.isawaitable(result):
-            raise ConfigError(f"the transaction function of an asyncio pool must be a "
-                              f"coroutine function (async def), got {fn!r}")
-        return result
-    return body
+    if is_async and not coroutine:
+        raise ConfigError(f"the transaction function of an asyncio pool must be a coroutine "
+                          f"function (async def), got {fn!r}; pass arguments with "
+                          "functools.partial(fn, ...)")
 
 
 def _check_retries(retries: object) -> int:
@@ -374,7 +369,7 @@ async def run_transaction_async(source: ConnectionSource, fn: Callable[[Any], Aw
     _check_finished(finished)
     _check_stats(stats)
     value: R = await run_async(_run_steps(source, retries, delay_for, finished, stats),
-                               _SourceIO(source, _awaited(fn), asyncio.sleep))
+                               _SourceIO(source, fn, asyncio.sleep))
     return value
 
 
@@ -456,9 +451,9 @@ def transactional(source: ConnectionSource, fn: Callable[..., Any] | None = None
         if is_async:
             @functools.wraps(func)
             async def run_async_(*args: Any, **kwargs: Any) -> Any:
-                body = _awaited(lambda conn: func(conn, *args, **kwargs))
                 return await run_async(_run_steps(source, retries, delay_for, finished, stats),
-                                       _SourceIO(source, body, asyncio.sleep))
+                                       _SourceIO(source, lambda conn: func(conn, *args, **kwargs),
+                                                 asyncio.sleep))
             return run_async_
 
         @functools.wraps(func)

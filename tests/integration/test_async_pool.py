@@ -9,6 +9,7 @@ AsyncConnection and asyncpg on PostgreSQL, asyncmy on MariaDB.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 from typing import Any
@@ -480,21 +481,21 @@ def test_transaction_commits_returns_and_reraises(run_pools, pg_url):
             await conn.execute("INSERT INTO fp_async_tx VALUES ($1)", i)
             return i
 
-        assert await pool.transaction(lambda conn: insert(conn, 1)) == 1
+        assert await pool.transaction(functools.partial(insert, i=1)) == 1
         with pytest.raises(Exception, match="duplicate key"):
-            await pool.transaction(lambda conn: insert(conn, 1))
+            await pool.transaction(functools.partial(insert, i=1))
 
         @pool.transactional
         async def add(conn, i):
             return await insert(conn, i)
 
         assert await add(2) == 2
-        with pytest.raises(ConfigError, match="coroutine"):
-            await pool.transaction(lambda conn: 5)
+        with pytest.raises(ConfigError, match="coroutine function"):
+            await pool.transaction(lambda conn: insert(conn, 3))  # refused before it runs
         async with pool.connection() as conn:
             assert await conn.fetchval("SELECT count(*) FROM fp_async_tx") == 2
             await conn.execute("DROP TABLE fp_async_tx")
-        assert pool.query_stats()["transactions"]["attempts"] == 4
+        assert pool.query_stats()["transactions"]["attempts"] == 3  # the refused one never began
 
     run_pools(body)
 

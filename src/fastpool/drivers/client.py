@@ -193,6 +193,11 @@ class AsyncClient(ClientBase):
         """Close ``conn`` (gracefully where the client can)."""
         await conn.close()
 
+    def abandon(self, conn: Any) -> None:
+        """Close ``conn`` now, without awaiting anything: its event loop is
+        shutting down (best effort; errors are the caller's to swallow)."""
+        raise NotImplementedError(f"{self.name}: no way to close a connection without its loop")
+
     async def fetch_dicts(self, conn: Any, sql: str, params: Any) -> list[dict[str, Any]]:
         """Run one query (in this client's ``paramstyle``) and return its rows as dicts."""
         raise NotImplementedError

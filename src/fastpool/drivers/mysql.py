@@ -504,6 +504,9 @@ class AsyncMySQLClient(MySQLLocal, AsyncClient):
             return False
         return not self.is_lost(conn)
 
+    def abandon(self, conn: Any) -> None:
+        conn.close()  # asyncmy's and aiomysql's close() drop the socket at once
+
     async def close(self, conn: Any) -> None:
         """COM_QUIT on a live connection, else just drop the transport."""
         if self.is_lost(conn):

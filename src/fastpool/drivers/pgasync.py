@@ -91,6 +91,11 @@ def classify_asyncpg_error(exc: BaseException) -> ErrorKind:
         if isinstance(exc, asyncpg.exceptions.ClientConfigurationError):
             return ErrorKind.CONFIG
         return ErrorKind.OTHER
+    if isinstance(exc, asyncpg.exceptions.InternalClientError) and \
+            "another operation" in str(exc):
+        # The connection's previous operation never finished (its server
+        # went away mid-answer): refused before anything was sent.
+        return ErrorKind.NOT_SENT
     if isinstance(exc, asyncpg.exceptions.ConnectionDoesNotExistError):
         return ErrorKind.CONNECTION_LOST  # pragma: no cover - a PostgresError subclass
     if isinstance(exc, OSError) and "FATAL" in str(exc):
@@ -99,25 +104,25 @@ def classify_asyncpg_error(exc: BaseException) -> ErrorKind:
 
 
 class _Status:
-    """asyncpg has no transaction-status attribute, only methods
-    (``is_in_transaction()``, True for an open or failed transaction, and
-    False on a closed connection too). This holder gives the core an
-    attribute to read: ``in_transaction`` is True while a transaction is open
-    *or* the connection is no longer connected, so a connection closed or
-    killed under its borrower never goes back to the idle ring as clean."""
+    """asyncpg has no transaction-status attribute, only methods. This holder
+    gives the core an attribute to read: ``in_transaction`` is True while a
+    transaction is open (or failed), while a cancelled statement's cancel
+    request is still in flight (asyncpg updates its transaction state only
+    when the server answers: a ``BEGIN`` cancelled on its way may yet open
+    one), or once the connection is no longer connected; so such a
+    connection never goes back to the idle ring as clean."""
 
-    __slots__ = ("connected", "is_in_transaction")
+    __slots__ = ("cancelling", "connected", "is_in_transaction")
 
     def __init__(self, conn: Any) -> None:
-        proto = getattr(conn, "_protocol", None)
-        self.is_in_transaction = getattr(proto, "is_in_transaction", conn.is_in_transaction)
-        connected = getattr(proto, "is_connected", None)
-        self.connected = connected if connected is not None else (
-            lambda: not conn.is_closed())
+        proto = conn._protocol
+        self.is_in_transaction = proto.is_in_transaction
+        self.connected = proto.is_connected
+        self.cancelling = proto._is_cancelling
 
     @property
     def in_transaction(self) -> bool:
-        return bool(self.is_in_transaction()) or not self.connected()
+        return bool(self.is_in_transaction() or self.cancelling()) or not self.connected()
 
 
 class AsyncpgClient(AsyncClient):
@@ -177,9 +182,18 @@ class AsyncpgClient(AsyncClient):
         await conn.execute("SELECT 1", timeout=5.0 if timeout is None else timeout)
 
     async def reset(self, conn: Any) -> bool:
-        """Roll back only when a transaction is open, decided locally."""
+        """Roll back only when a transaction is open, decided locally, once a
+        cancelled statement's cancel request has been answered (as asyncpg's
+        own pool waits for it)."""
         if conn.is_closed():
             return False
+        if conn._protocol._is_cancelling():
+            try:
+                await conn._protocol._wait_for_cancellation()
+            except Exception:
+                return False
+            if conn.is_closed():
+                return False
         if not conn.is_in_transaction():
             return True
         try:
@@ -187,6 +201,9 @@ class AsyncpgClient(AsyncClient):
         except Exception:
             return False
         return not conn.is_closed() and not conn.is_in_transaction()
+
+    def abandon(self, conn: Any) -> None:
+        conn.terminate()
 
     async def close(self, conn: Any) -> None:
         if conn.is_closed():

@@ -531,6 +531,9 @@ class PsycopgClient(PsycopgLocal, Client):
 class AsyncPsycopgClient(PsycopgLocal, AsyncClient):
     """psycopg 3 ``AsyncConnection`` objects: ``PsycopgLocal``'s rules, awaited."""
 
+    def abandon(self, conn: Any) -> None:
+        conn.pgconn.finish()  # libpq closes the socket; nothing to await
+
     async def begin(self, conn: Any, *, write: bool = False) -> None:
         if conn.autocommit:
             await conn.execute("BEGIN")

@@ -298,18 +298,92 @@ class SQLiteClient(SQLiteLocal, Client):
         conn.execute("SELECT 1").fetchone()
 
 
+class AiosqliteStatus:
+    """What the core reads for an aiosqlite connection: ``in_transaction`` is
+    True while the sqlite3 connection underneath has a transaction open, or
+    while a statement sent to aiosqlite's thread has not finished there: a
+    task cancelled while awaiting it does not stop it (a ``BEGIN`` cancelled
+    on its way still opens a transaction, later). The connection's
+    ``_execute`` (through which aiosqlite sends everything to its thread) is
+    wrapped to count: ``started`` is written only on the loop's thread,
+    ``finished`` only on aiosqlite's, so neither count loses an update."""
+
+    __slots__ = ("finished", "raw", "started")
+
+    def __init__(self, conn: Any) -> None:
+        self.raw = conn._connection
+        self.started = 0
+        self.finished = 0
+        send = conn._execute
+        status = self
+
+        async def counted(fn: Any, *args: Any, **kwargs: Any) -> Any:
+            def run() -> Any:
+                try:
+                    return fn(*args, **kwargs)
+                finally:
+                    status.finished += 1
+
+            status.started += 1
+            try:
+                return await send(run)
+            except BaseException:
+                if not conn._running or conn._connection is None:
+                    status.finished = status.started  # closed: nothing will run
+                raise
+
+        conn._execute = counted
+
+    @property
+    def pending(self) -> bool:
+        return self.started != self.finished
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.started != self.finished or bool(self.raw.in_transaction)
+
+
 class AiosqliteClient(SQLiteLocal, AsyncClient):
     """aiosqlite connections: ``SQLiteLocal``'s rules on the sqlite3 connection
-    underneath (``conn._connection``), whose ``in_transaction`` the core reads
-    from the event loop's thread (that getter has no same-thread check and
-    reads one flag; the pool reads it only when the borrower is done, so no
-    statement of this connection runs in aiosqlite's thread meanwhile)."""
+    underneath (``conn._connection``), read from the event loop's thread
+    through ``AiosqliteStatus`` (the sqlite3 getter has no same-thread check
+    and reads one flag)."""
 
     def __init__(self) -> None:
         super().__init__("aiosqlite")
 
     def status_source(self, conn: Any) -> Any:
-        return conn._connection
+        status = getattr(conn, "_fastpool_status", None)
+        if status is None:
+            status = conn._fastpool_status = AiosqliteStatus(conn)
+        return status
+
+    def abandon(self, conn: Any) -> None:
+        """What aiosqlite's ``stop()`` does, minus the future it would make on a
+        loop that is going away: its thread closes the sqlite3 connection and
+        exits (it is not a daemon thread: left running, the process could not
+        exit)."""
+        import aiosqlite.core
+
+        raw, conn._connection, conn._running = conn._connection, None, False
+
+        def close_and_stop() -> Any:
+            if raw is not None:
+                raw.close()
+            return aiosqlite.core._STOP_RUNNING_SENTINEL
+
+        conn._tx.put_nowait((None, close_and_stop))
+
+    async def reset(self, conn: Any) -> bool:
+        """Wait for what a cancelled borrower left running in aiosqlite's
+        thread (a no-op queued behind it), then roll back what is open."""
+        status = self.status_source(conn)
+        if status.pending:
+            try:
+                await conn._execute(lambda: None)
+            except Exception:
+                return False
+        return await super().reset(conn)
 
     def is_lost(self, conn: Any) -> bool:
         return conn._connection is None

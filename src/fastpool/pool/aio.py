@@ -132,6 +132,7 @@ async def _worker_main(ref: weakref.ReferenceType[AsyncPolicy], signal: _LoopSig
         pool = ref()
         if pool is not None and not signal.stopping:
             pool._set_owner(0)
+            pool._abandon_idle()
         raise
 
 
@@ -284,6 +285,20 @@ class AsyncPolicy(PoolPolicy):
         raise WrongEventLoop(
             f"pool {self.name!r} belongs to the event loop it was created on "
             f"({self._loop!r}); it was used from another loop or thread")
+
+    def _abandon_idle(self) -> None:
+        """The pool's loop is shutting down with the pool open: close its idle
+        connections without awaiting (a client's thread or socket would
+        otherwise outlive the loop, e.g. aiosqlite's, keeping the process
+        from exiting). Connections in use are their borrowers'."""
+        client = self._driver.client
+        for idx, _verdict in self._take_idle(everything=True):
+            conn = self._discard(idx, _core.REASON_CLOSED)
+            try:
+                client.abandon(conn)
+            except Exception as exc:
+                logger.debug("fastpool: pool %r: closing a connection without its loop "
+                             "failed: %s", self.name, exc)
 
     def _here(self) -> None:
         """The owner check of the methods that are not the core's hot path."""

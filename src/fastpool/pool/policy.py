@@ -474,6 +474,11 @@ class PoolPolicy(_Core):
             owned[0] = False
             self._retire(idx, _core.REASON_RESET)
             return
+        if self._driver.is_lost(conn):  # its client knows it is broken: never shelved
+            owned[0] = False
+            self._retire(idx, _core.REASON_BROKEN)
+            self._lost_one()
+            return
         if self._verdict(idx) == _core.DIRTY and not (yield ("reset", conn)):
             owned[0] = False
             if self._driver.is_lost(conn):
