@@ -31,7 +31,7 @@ from fastpool.pool.facade import QueryFeatures
 from fastpool.pool.policy import PoolPolicy
 from fastpool.query.explain import Plan, explain_async
 from fastpool.query.helpers import EXEC, FETCH, MANY, ROW, VAL
-from fastpool.transaction import DEFAULT_BACKOFF, run_transaction_async, transactional
+from fastpool.transaction import DEFAULT_BACKOFF, run_transaction_async
 from fastpool.writes.batch.aio import AsyncBatcher
 from fastpool.writes.bulk import Table, copy_records_async, copy_rows_async
 
@@ -92,14 +92,6 @@ class AsyncPoolFeatures(QueryFeatures):
         q = self._queries
         return await run_transaction_async(self, fn, retries=retries, backoff=backoff,
                                            finished=q.finished, stats=q.transactions)
-
-    def transactional(self, fn: Callable[..., Any] | None = None, /, *, retries: int = 3,
-                      backoff: Backoff = DEFAULT_BACKOFF) -> Any:
-        """``@pool.transactional`` on an ``async def fn(conn, ...)``: awaiting the
-        function runs it through ``pool.transaction`` with ``conn`` first."""
-        q = self._queries
-        return transactional(self, fn, retries=retries, backoff=backoff,
-                             finished=q.finished, stats=q.transactions)
 
     # ---- bulk loads (fastpool.writes.bulk) ----------------------------------------------
 

@@ -97,6 +97,17 @@ class QueryFeatures(_Composed):
         handler, sync or ``async def`` (counted per asyncio task)."""
         return self._queries.observer.n_plus_one_guard(threshold, action)
 
+    # ---- transactions (fastpool.transaction) ----------------------------------------
+
+    def transactional(self, fn: Callable[..., Any] | None = None, /, *, retries: int = 3,
+                      backoff: Backoff = DEFAULT_BACKOFF) -> Any:
+        """``@pool.transactional`` / ``@pool.transactional(retries=5)``: calling the
+        function runs it through ``pool.transaction`` with ``conn`` first (an
+        asyncio pool's: an ``async def``, and the call is awaited)."""
+        q = self._queries
+        return transactional(self, fn, retries=retries, backoff=backoff,
+                             finished=q.finished, stats=q.transactions)
+
 
 class PoolFeatures(QueryFeatures):
     """The features a pool offers; each method delegates to its module.
@@ -146,14 +157,6 @@ class PoolFeatures(QueryFeatures):
         q = self._queries
         return run_transaction(self, fn, retries=retries, backoff=backoff,
                                finished=q.finished, stats=q.transactions)
-
-    def transactional(self, fn: Callable[..., Any] | None = None, /, *, retries: int = 3,
-                      backoff: Backoff = DEFAULT_BACKOFF) -> Any:
-        """``@pool.transactional`` / ``@pool.transactional(retries=5)``: calling the
-        function runs it through ``pool.transaction`` with ``conn`` first."""
-        q = self._queries
-        return transactional(self, fn, retries=retries, backoff=backoff,
-                             finished=q.finished, stats=q.transactions)
 
     # ---- writes (fastpool.writes) ------------------------------------------------------
 
