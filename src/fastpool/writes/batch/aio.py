@@ -125,21 +125,13 @@ class AsyncEngine(EngineBase):
         return fut
 
     async def wait_for_room(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Wait (or refuse) while ``max_pending`` writes are pending."""
-        if self.raise_when_full:
-            raise self.full_error()
-        deadline = None if self.full_timeout is None else loop.time() + self.full_timeout
-        self.room_waiters += 1
-        try:
-            while self.pending >= self.max_pending and not self.closing:
-                remaining = None if deadline is None else deadline - loop.time()
-                if remaining is not None and remaining <= 0:
-                    raise self.full_error(timed_out=True)
-                await self._sleep_on(loop, self.room, remaining)
-        finally:
-            self.room_waiters -= 1
-        if self.closing:
-            raise self.closed_error(waited=True)
+        """Wait (or refuse) while ``max_pending`` writes are pending (``room_steps``)."""
+        await run_async(self.room_steps(loop.time), self)
+
+    def sleep_for_room(self, remaining: float | None) -> Any:
+        """``room_steps``' wait: until a flush makes room."""
+        assert self.loop is not None
+        return self._sleep_on(self.loop, self.room, remaining)
 
     @staticmethod
     async def _sleep_on(loop: asyncio.AbstractEventLoop, waiters: deque[asyncio.Future[bool]],

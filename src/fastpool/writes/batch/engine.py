@@ -33,7 +33,7 @@ from fastpool.errors import ConfigError, ErrorKind
 from fastpool.options import integer, optional_seconds, seconds
 from fastpool.sqltext.tables import access
 from fastpool.steps import Steps, run
-from fastpool.transaction import Attempt, Outcome, _SourceIO, attempt_steps
+from fastpool.transaction import Attempt, Outcome, SourceIO, attempt_steps
 from fastpool.writes.batch.dialects import (
     RELEASE,
     ROLLBACK_TO,
@@ -156,8 +156,8 @@ def _no_body(conn: Any) -> None:  # pragma: no cover - the flow runs its body in
     raise AssertionError("the batcher's body runs inside its flow")
 
 
-class BatchIO(_SourceIO):
-    """The I/O of the batcher's flow: the transaction runner's (``_SourceIO``:
+class BatchIO(SourceIO):
+    """The I/O of the batcher's flow: the transaction runner's (``SourceIO``:
     acquire, begin, commit, rollback, release, sleep) and the dialect's
     (``run`` a statement group, ``command``). Blocking or coroutines, as the
     pool's client is."""
@@ -257,6 +257,26 @@ class EngineBase:
             return BatcherFull(f"batcher {self.name!r} stayed full for "
                                f"{self.full_timeout:g} s (full_timeout): {state}")
         return BatcherFull(f"batcher {self.name!r} is full: {state}, on_full='raise'")
+
+    def room_steps(self, clock: Callable[[], float]) -> Steps[None]:
+        """Back-pressure, for threads and tasks alike: wait (operation
+        ``sleep_for_room``, at most the seconds left) while ``max_pending``
+        writes are pending, or refuse (``on_full="raise"``, ``full_timeout``
+        passed, the batcher closed meanwhile)."""
+        if self.raise_when_full:
+            raise self.full_error()
+        deadline = None if self.full_timeout is None else clock() + self.full_timeout
+        self.room_waiters += 1
+        try:
+            while self.pending >= self.max_pending and not self.closing:
+                remaining = None if deadline is None else deadline - clock()
+                if remaining is not None and remaining <= 0:
+                    raise self.full_error(timed_out=True)
+                yield ("sleep_for_room", remaining)
+        finally:
+            self.room_waiters -= 1
+        if self.closing:
+            raise self.closed_error(waited=True)
 
     def admit(self, item: Item) -> bool:
         """Queue ``item`` (room was checked); True if a sleeping flusher
@@ -566,26 +586,13 @@ class Engine(EngineBase):
                     # stop the very thread that makes room.
                     raise BatcherFull(f"batcher {self.name!r} is full ({self.pending} writes "
                                       "pending) and a flusher thread cannot wait for room")
-                self._wait_for_room()
+                run(self.room_steps(time.monotonic), self)
             if self.admit(item):
                 self.work.notify()
 
-    def _wait_for_room(self) -> None:
-        """With the lock held: wait (or refuse) while ``max_pending`` are pending."""
-        if self.raise_when_full:
-            raise self.full_error()
-        deadline = None if self.full_timeout is None else time.monotonic() + self.full_timeout
-        self.room_waiters += 1
-        try:
-            while self.pending >= self.max_pending and not self.closing:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    raise self.full_error(timed_out=True)
-                self.room.wait(remaining)
-        finally:
-            self.room_waiters -= 1
-        if self.closing:
-            raise self.closed_error(waited=True)
+    def sleep_for_room(self, remaining: float | None) -> None:
+        """``room_steps``' wait, with the lock held: until a flush makes room."""
+        self.room.wait(remaining)
 
     # ---- the flusher's side ---------------------------------------------------
 
