@@ -75,6 +75,7 @@ __all__ = [
     "ExponentialBackoff",
     "Outcome",
     "RetryStats",
+    "SourceIO",
     "TransactionAborted",
     "attempt",
     "attempt_async",
@@ -136,7 +137,7 @@ class Attempt(Generic[R]):
 _BEGIN, _RUN, _COMMIT = range(3)
 
 
-class _SourceIO:
+class SourceIO:
     """The I/O of the runner's flows: the source's acquire/release, the
     adapter's begin/commit/rollback, the body and the backoff's sleep. The
     same object serves threads and asyncio: with an asyncio pool each of these
@@ -180,7 +181,7 @@ def attempt(source: ConnectionSource, body: Callable[[Any], R], *, write: bool =
     connection goes back in every case, and releasing rolls back what is open
     (or discards a connection in mid-query).
     """
-    return run(attempt_steps(source, write, finished, what, started), _SourceIO(source, body))
+    return run(attempt_steps(source, write, finished, what, started), SourceIO(source, body))
 
 
 async def attempt_async(source: ConnectionSource, body: Callable[[Any], Awaitable[R]], *,
@@ -189,12 +190,12 @@ async def attempt_async(source: ConnectionSource, body: Callable[[Any], Awaitabl
                         started: Callable[[], object] | None = None) -> Attempt[R]:
     """``attempt`` on an asyncio pool: ``body(conn)`` is awaited."""
     return await run_async(attempt_steps(source, write, finished, what, started),
-                           _SourceIO(source, body))
+                           SourceIO(source, body))
 
 
 def attempt_steps(source: ConnectionSource, write: bool, finished: Finished | None, what: str,
                   started: Callable[[], object] | None) -> Steps[Attempt[Any]]:
-    """The runner's one flow (see ``attempt``); its I/O is ``_SourceIO``'s."""
+    """The runner's one flow (see ``attempt``); its I/O is ``SourceIO``'s."""
     conn = yield ("acquire",)
     try:
         if started is not None:
@@ -353,7 +354,7 @@ def run_transaction(source: ConnectionSource, fn: Callable[[Any], R], *, retries
     delay_for = delay_function(backoff)
     _check_finished(finished)
     _check_stats(stats)
-    value: R = run(_run_steps(source, retries, delay_for, finished, stats), _SourceIO(source, fn))
+    value: R = run(_run_steps(source, retries, delay_for, finished, stats), SourceIO(source, fn))
     return value
 
 
@@ -369,7 +370,7 @@ async def run_transaction_async(source: ConnectionSource, fn: Callable[[Any], Aw
     _check_finished(finished)
     _check_stats(stats)
     value: R = await run_async(_run_steps(source, retries, delay_for, finished, stats),
-                               _SourceIO(source, fn, asyncio.sleep))
+                               SourceIO(source, fn, asyncio.sleep))
     return value
 
 
@@ -452,14 +453,14 @@ def transactional(source: ConnectionSource, fn: Callable[..., Any] | None = None
             @functools.wraps(func)
             async def run_async_(*args: Any, **kwargs: Any) -> Any:
                 return await run_async(_run_steps(source, retries, delay_for, finished, stats),
-                                       _SourceIO(source, lambda conn: func(conn, *args, **kwargs),
+                                       SourceIO(source, lambda conn: func(conn, *args, **kwargs),
                                                  asyncio.sleep))
             return run_async_
 
         @functools.wraps(func)
         def run_(*args: Any, **kwargs: Any) -> Any:
             return run(_run_steps(source, retries, delay_for, finished, stats),
-                       _SourceIO(source, lambda conn: func(conn, *args, **kwargs)))
+                       SourceIO(source, lambda conn: func(conn, *args, **kwargs)))
 
         return run_
 

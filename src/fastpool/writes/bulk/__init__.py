@@ -59,7 +59,7 @@ from typing import TYPE_CHECKING, Any
 from fastpool.errors import ConfigError, UnsupportedClient
 from fastpool.options import callable_or_none, choice, integer
 from fastpool.steps import Steps, run, run_async
-from fastpool.transaction import Outcome, _SourceIO, attempt_steps
+from fastpool.transaction import Outcome, SourceIO, attempt_steps
 from fastpool.writes.bulk.common import (
     DEFAULT_CHUNK_ROWS,
     Feed,
@@ -164,7 +164,7 @@ def copy_rows(source: ConnectionSource, table: Table, columns: Sequence[str],
     """
     job = _rows_job(table, columns, rows, False, on_conflict, pg_format, progress, chunk_rows,
                     max_packet)
-    return run(_load_steps(source, job), _SourceIO(source, _body(source, job, run)))
+    return run(_load_steps(source, job), SourceIO(source, _body(source, job, run)))
 
 
 async def copy_rows_async(source: ConnectionSource, table: Table, columns: Sequence[str],
@@ -179,7 +179,7 @@ async def copy_rows_async(source: ConnectionSource, table: Table, columns: Seque
     job = _rows_job(table, columns, rows, True, on_conflict, pg_format, progress, chunk_rows,
                     max_packet)
     return await run_async(_load_steps(source, job),
-                           _SourceIO(source, _body(source, job, run_async)))
+                           SourceIO(source, _body(source, job, run_async)))
 
 
 def copy_records(source: ConnectionSource, table: Table, records: Iterable[Mapping[str, Any]],
@@ -205,7 +205,7 @@ def copy_records(source: ConnectionSource, table: Table, records: Iterable[Mappi
         it = itertools.chain([first], it)
     job = _records_job(names, columns, it, on_conflict, pg_format, progress, chunk_rows,
                        max_packet)
-    return run(_load_steps(source, job), _SourceIO(source, _body(source, job, run)))
+    return run(_load_steps(source, job), SourceIO(source, _body(source, job, run)))
 
 
 async def copy_records_async(source: ConnectionSource, table: Table,
@@ -231,7 +231,7 @@ async def copy_records_async(source: ConnectionSource, table: Table,
     job = _records_job(names, columns, it, on_conflict, pg_format, progress, chunk_rows,
                        max_packet)
     return await run_async(_load_steps(source, job),
-                           _SourceIO(source, _body(source, job, run_async)))
+                           SourceIO(source, _body(source, job, run_async)))
 
 
 _END: Any = object()
