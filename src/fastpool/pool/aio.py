@@ -42,7 +42,6 @@ from fastpool.steps import run_async
 
 __all__ = ["AsyncPolicy", "HookedAsyncContext", "LoopIO"]
 
-_IN_USE = _core.SLOT_STATES.index("in_use")
 
 logger = logging.getLogger("fastpool")
 
