@@ -30,6 +30,7 @@ fastpool_connect_errors_total              counter failed connection attempts
 fastpool_probes_total                      counter liveness probes
 fastpool_probe_seconds_total               counter time spent probing
 fastpool_leaks_total                       counter connections reported as leaked
+fastpool_reclaimed_total                   counter connections dropped without a release, taken back
 fastpool_acquire_wait_seconds              histo.  time from acquire() to a connection
 fastpool_hold_seconds                      histo.  time a connection was held
 ========================================== ======= =============================================
@@ -68,6 +69,8 @@ _COUNTERS = (
     ("probes", "fastpool_probes", "Liveness probes run."),
     ("probe_time", "fastpool_probe_seconds", "Time spent in liveness probes."),
     ("leaks", "fastpool_leaks", "Connections reported held past leak_threshold."),
+    ("reclaimed", "fastpool_reclaimed",
+     "Connections their borrowers dropped without a release, taken back by the pool."),
 )
 
 # (section of pool.query_stats(), key, metric name, help, counter?)

@@ -48,7 +48,8 @@ def read(pool: Any) -> tuple[PoolStats, dict[str, Any]]:
     raw = pool._snapshot(False)
     stats = PoolStats.from_snapshot(raw, name=pool.name, min_size=pool.min_size,
                                     max_size=pool.max_size,
-                                    connect_errors=pool._connect_errors)
+                                    connect_errors=pool._connect_errors,
+                                    reclaimed=pool._reclaimed)
     return stats, raw
 
 

@@ -135,6 +135,8 @@ def _counters(stats: Mapping[str, Any], before: Mapping[str, Any] | None,
     add("timeouts", "timeouts", alarming=True)
     add("rejected", "rejected", alarming=True)
     add("connect errors", "connect_errors", alarming=True)
+    if "reclaimed" in stats:  # a process running an older fastpool has none
+        add("reclaimed", "reclaimed", alarming=True)
     add("opened", "opened")
     closed = stats["closed"]
     reasons = [r for r, n in closed.items() if n]

@@ -41,7 +41,8 @@ class PoolStats:
     ``max_size``. Counters (since the pool started or the last
     ``stats(reset=True)``): acquisitions and how many had to wait, timed out or
     were rejected; connections opened and closed (by reason); health probes
-    and their total time; leaks. ``utilization`` is busy connection-seconds
+    and their total time; leaks; ``reclaimed``: connections taken back from
+    borrowers that dropped them without a release. ``utilization`` is busy connection-seconds
     over open connection-seconds in the same window.
     """
 
@@ -73,6 +74,7 @@ class PoolStats:
     utilization: float
     window: float
     generation: int
+    reclaimed: int = 0
 
     @property
     def closed_total(self) -> int:
@@ -87,7 +89,7 @@ class PoolStats:
 
     @classmethod
     def from_snapshot(cls, raw: Mapping[str, Any], *, name: str, min_size: int, max_size: int,
-                      connect_errors: int) -> PoolStats:
+                      connect_errors: int, reclaimed: int = 0) -> PoolStats:
         c = raw["counters"]
         wait, hold = raw["wait"], raw["hold"]
         ns = 1e-9
@@ -121,4 +123,5 @@ class PoolStats:
             utilization=(raw["busy_ns"] / open_ns) if open_ns > 0 else 0.0,
             window=raw["window_ns"] * ns,
             generation=raw["generation"],
+            reclaimed=reclaimed,
         )
