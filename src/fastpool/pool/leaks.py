@@ -8,9 +8,13 @@ reported. With leak detection off, the core never calls in here.
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import linecache
 import os
 import sys
+import types
+from collections.abc import Mapping
 from types import CodeType, FrameType
 
 Holder = tuple[tuple[CodeType, int], ...]
@@ -69,3 +73,100 @@ def acquire_site(holder: object) -> str | None:
         return None
     code, lineno = frames[0]
     return f"{code.co_filename}:{lineno} in {code.co_name}"
+
+
+# ---- reclaiming connections dropped without a release ------------------------
+#
+# A lent connection whose borrower let go of it (returned early, an exception
+# path that skipped release(), a task cancelled) is kept alive by the pool's own
+# references only, so nothing would ever collect it. The worker finds such a
+# connection by counting references: the pool's own (the core's list of
+# connections, its index, the status source it reads) are known; what is left
+# must be explained by the connection's own private object graph (sqlite3's
+# statement cache, PyMySQL's last result, a wrapper stored on the connection
+# that points back at it), or a borrower still holds it. Every rule below errs
+# the same way: whatever cannot be explained counts as a borrower, so an
+# unexplained reference keeps the connection lent, never the other way round.
+
+def _local_refs() -> int:
+    probe = object()
+    return sys.getrefcount(probe)
+
+
+#: What ``sys.getrefcount(x)`` reports for an object held by one local
+#: variable only (the variable and the call's argument: 2 up to Python 3.13).
+LOCAL_REFS = _local_refs()
+
+#: Objects never expanded while looking for a connection's private references:
+#: whatever they hold counts as held from outside. Frames, coroutines, tasks
+#: and futures lead to borrowers' stacks; types and modules to everything.
+_OPAQUE = (type, types.ModuleType, types.FrameType, types.CodeType, types.GeneratorType,
+           types.CoroutineType, types.AsyncGeneratorType, asyncio.Future)
+
+#: At most this many objects of a connection's graph are examined per check;
+#: a larger graph is cut off there, and the rest counts as outside references.
+MAX_OBJECTS = 512
+
+
+def _referents(obj: object) -> list[object]:
+    if isinstance(obj, types.FunctionType):
+        # A function's globals and builtins are the module's, not the connection's.
+        outer = (obj.__globals__, obj.__builtins__)
+        return [r for r in gc.get_referents(obj) if not any(r is o for o in outer)]
+    return gc.get_referents(obj)
+
+
+def private_refs(conn: object, credit: Mapping[int, int]) -> int:
+    """How many references to ``conn`` come from its own private objects.
+
+    The objects reachable from ``conn`` (up to MAX_OBJECTS, not entering
+    ``_OPAQUE`` ones) are examined as a garbage collector would: an object that
+    is referred to from outside this graph (beyond ``credit[id(obj)]``
+    references the pool holds to it) is held from outside, and so is every
+    object it reaches without passing through ``conn``. The references to
+    ``conn`` from the rest, the objects only ``conn`` keeps alive, are
+    returned. The caller compares ``conn``'s own count with it.
+    """
+    members: list[object] = [conn]
+    index: dict[int, int] = {id(conn): 0}
+    edges: list[list[int]] = []
+    i = 0
+    while i < len(members):
+        obj = members[i]
+        out: list[int] = []
+        if i == 0 or not isinstance(obj, _OPAQUE):
+            for ref in _referents(obj):
+                j = index.get(id(ref))
+                if j is None:
+                    if len(members) >= MAX_OBJECTS or not gc.is_tracked(ref):
+                        continue  # not examined: counts as outside
+                    j = index[id(ref)] = len(members)
+                    members.append(ref)
+                out.append(j)
+        edges.append(out)
+        i += 1
+    obj = ref = None  # from here on, the only references held here are the list's
+    inside = [0] * len(members)
+    for out in edges:
+        for j in out:
+            inside[j] += 1
+    # References from outside the graph: the count less this function's own
+    # (the list entry, the loop variable and the call's argument), the
+    # pool's, and those from inside.
+    held = [False] * len(members)
+    stack: list[int] = []
+    for j in range(1, len(members)):
+        item = members[j]
+        outside = (sys.getrefcount(item) - LOCAL_REFS - 1
+                   - credit.get(id(item), 0) - inside[j])
+        item = None
+        if outside > 0:
+            held[j] = True
+            stack.append(j)
+    while stack:  # what an outside reference reaches, not passing through conn
+        for j in edges[stack.pop()]:
+            if j and not held[j]:
+                held[j] = True
+                stack.append(j)
+    return sum(1 for j in range(1, len(members)) if not held[j]
+               for k in edges[j] if k == 0)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import sys
 import threading
 import time
 import types
@@ -64,6 +65,16 @@ else:
 
 _NEVER_NS = 1 << 62
 _pool_numbers = iter(range(1, 1 << 62))
+
+
+class _Default(float):
+    """A default number that an explicit argument of the same value is not."""
+
+
+#: ``leak_threshold``'s default (seconds): no normal request holds a connection
+#: for five minutes. Reaching it logs a warning; unlike an explicit
+#: ``leak_threshold``, the default does not turn on ``track_holders``.
+DEFAULT_LEAK_THRESHOLD: float = _Default(300.0)
 
 
 class _Signal:
@@ -149,6 +160,10 @@ class PoolPolicy(_Core):
     MAINTENANCE_INTERVAL = 1.0
     #: Longest a liveness probe may take (and never past the caller's deadline).
     PROBE_TIMEOUT = 5.0
+    #: A connection lent this long (seconds) is checked by the worker for a
+    #: borrower that dropped it without a release; such a connection is taken
+    #: back (see ``_reclaim_steps``). None turns reclaiming off.
+    RECLAIM_AFTER: float | None = 1.0
 
     def __init__(
         self,
@@ -167,7 +182,7 @@ class PoolPolicy(_Core):
         reset: Callable[[Any], object] | None = None,
         reconnect_timeout: float = 300.0,
         reconnect_failed: Callable[[Any], object] | None = None,
-        leak_threshold: float | None = None,
+        leak_threshold: float | None = DEFAULT_LEAK_THRESHOLD,
         track_holders: bool = False,
         hooks: Mapping[str, Callable[..., object]] | None = None,
         name: str | None = None,
@@ -195,9 +210,10 @@ class PoolPolicy(_Core):
         self._reset = callable_or_none("reset", reset)
         self.reconnect_timeout = seconds("reconnect_timeout", reconnect_timeout)
         self._reconnect_failed = callable_or_none("reconnect_failed", reconnect_failed)
+        explicit_leaks = type(leak_threshold) is not _Default
         self.leak_threshold = optional_seconds("leak_threshold", leak_threshold)
         self.track_holders = (boolean("track_holders", track_holders)
-                              or self.leak_threshold is not None)
+                              or (explicit_leaks and self.leak_threshold is not None))
         if name is not None and not isinstance(name, str):
             raise ConfigError(f"name must be a string, got {name!r}")
         self.name = name or f"pool-{next(_pool_numbers)}"
@@ -206,6 +222,9 @@ class PoolPolicy(_Core):
         self._failures = 0
         self._failing_since = 0.0
         self._connect_errors = 0
+        self._reclaimed = 0
+        # Waiters between a hand-off and taking the connection (see _reclaim_steps).
+        self._handoffs: set[Any] = set()
         self._last_connect_error: BaseException | None = None
         self._fatal_error: ConnectError | None = None
         self._ever_connected = False
@@ -307,19 +326,23 @@ class PoolPolicy(_Core):
             waiter = self._new_waiter(wakeup)
             if self.track_holders:  # recorded by the core at hand-off, with no gap
                 waiter.holder = self._capture_holder()
-            idx = self._pop_or_wait(waiter, self.max_waiting)
-            if idx >= 0:
-                conn = yield from self._check_out_steps(idx, start, deadline)
-                if conn is not None:
-                    return conn
-                continue
-            if idx == _core.POOL_CLOSED:
-                raise PoolClosed(f"pool {self.name!r} is closed")
-            if idx == _core.REJECTED:
-                raise TooManyWaiting(
-                    f"pool {self.name!r}: {self.max_waiting} callers are already waiting "
-                    f"(max_waiting={self.max_waiting}); {self._state_text()}")
-            return (yield from self._wait_for_handoff(waiter, token, deadline, t))
+            self._handoffs.add(waiter)
+            try:
+                idx = self._pop_or_wait(waiter, self.max_waiting)
+                if idx >= 0:
+                    conn = yield from self._check_out_steps(idx, start, deadline)
+                    if conn is not None:
+                        return conn
+                    continue
+                if idx == _core.POOL_CLOSED:
+                    raise PoolClosed(f"pool {self.name!r} is closed")
+                if idx == _core.REJECTED:
+                    raise TooManyWaiting(
+                        f"pool {self.name!r}: {self.max_waiting} callers are already waiting "
+                        f"(max_waiting={self.max_waiting}); {self._state_text()}")
+                return (yield from self._wait_for_handoff(waiter, token, deadline, t))
+            finally:
+                self._handoffs.discard(waiter)
 
     def _wait_for_handoff(self, waiter: Any, token: Any, deadline: int,
                           t: float) -> Steps[Any]:
@@ -419,9 +442,28 @@ class PoolPolicy(_Core):
         err = self._last_connect_error
         if err is not None and self._failures:
             msg += f"; connecting fails: {type(err).__name__}: {self._driver.redact(str(err))}"
+        msg += self._leak_text()
         exc = PoolTimeout(msg)
         exc.__cause__ = err if self._failures else None
         return exc
+
+    def _leak_text(self) -> str:
+        """For a PoolTimeout: the connections held past ``leak_threshold``, if any."""
+        if self.leak_threshold is None:
+            return ""
+        limit = int(self.leak_threshold * 1e9)
+        old = sorted(((held, holder) for _conn, held, holder in self._holders()
+                      if held >= limit), key=lambda h: -h[0])
+        if not old:
+            return ""
+        held, holder = old[0]
+        site = leaks.acquire_site(holder)
+        where = (f"the longest ({held / 1e9:.0f} s) acquired at {site}" if site else
+                 f"the longest {held / 1e9:.0f} s; track_holders=True records where "
+                 "they are acquired")
+        return (f"; {len(old)} connection(s) held longer than leak_threshold "
+                f"({self.leak_threshold:g} s), {where}: possibly leaked (not released), "
+                "see pool.holders()")
 
     def _fatal_copy(self) -> ConnectError:
         assert self._fatal_error is not None
@@ -592,6 +634,7 @@ class PoolPolicy(_Core):
         self._reap()
         if self.leak_threshold is not None:
             self._report_leaks()
+        yield from self._reclaim_steps()
         if self._failures and time.monotonic() < self._retry_at:
             # Backing off: callers that wait meanwhile do not hurry it up.
             return min(self._backoff(), self._tick)
@@ -701,8 +744,108 @@ class PoolPolicy(_Core):
         for conn, held_ns, holder in self._leaks(int(self.leak_threshold * 1e9)):
             logger.warning(
                 "fastpool: pool %r: connection %r held for %.1f s (leak_threshold %g s); "
-                "possible leak, acquired at:\n%s",
-                self.name, conn, held_ns / 1e9, self.leak_threshold, leaks.format_stack(holder))
+                "possible leak, %s",
+                self.name, conn, held_ns / 1e9, self.leak_threshold, self._site_text(holder))
+
+    def _site_text(self, holder: object) -> str:
+        """Where a connection was acquired, for a warning, or how to find out."""
+        if self.track_holders and holder is not None:
+            return "acquired at:\n" + leaks.format_stack(holder)
+        return ("acquired at an unknown place (track_holders=True records where each "
+                "connection is acquired)")
+
+    # ---- reclaiming connections dropped without a release ---------------
+
+    def _reclaim_steps(self) -> Steps[None]:
+        """Take back lent connections whose borrowers let go of them without a
+        release (returned early, an exception path that skipped it, a task
+        cancelled or abandoned): rolled back (or discarded when that fails or
+        its state is unknown) and returned to the pool, counted in
+        ``stats().reclaimed``, with a warning naming the acquire site.
+
+        Nothing is added to acquire or release: this worker looks at
+        connections lent longer than RECLAIM_AFTER and counts their references
+        (``_let_go``). A borrower holding the connection, a cursor or result
+        open on it, or another thread's reference keeps it lent.
+        """
+        if self.RECLAIM_AFTER is None:
+            return
+        grace = int(self.RECLAIM_AFTER * 1e9)
+        candidates = [(self._slot_of(conn), holder) for conn, held, holder in self._holders()
+                      if held >= grace]
+        # A waiter that was handed a slot but has not taken its connection yet
+        # holds no reference to it: never a candidate.
+        pending = {w.idx for w in list(self._handoffs) if w.state_name == "given"}
+        for idx, holder in candidates:
+            if idx < 0 or idx in pending:
+                continue
+            info = self._slot_info(idx)
+            if info["state"] != _IN_USE or not self._let_go(idx, info["acquired_ns"]):
+                continue
+            conn = self._conn_at(idx)
+            held_s = (self._now_ns() - info["acquired_ns"]) / 1e9
+            dirty = self._driver.client.in_transaction(conn) \
+                if self._driver.client is not None else None
+            self._reclaimed += 1
+            try:
+                # The core's own release (its coroutine for the asyncio pool):
+                # a rollback and the decisions of any other return.
+                yield ("call", type(self).release, self, conn)
+            except Exception as exc:
+                logger.warning("fastpool: pool %r: returning a reclaimed connection failed: "
+                               "%s: %s", self.name, type(exc).__name__, exc)
+            self._emit_release(conn, info["acquired_ns"])
+            if self._slot_of(conn) < 0:
+                fate = "discarded (its state could not be restored)"
+            elif dirty:
+                fate = "rolled back and returned to the pool"
+            else:
+                fate = "returned to the pool"
+            logger.warning(
+                "fastpool: pool %r: connection %r was dropped without a release after "
+                "%.1f s; reclaimed: %s. Release every connection (or use `with "
+                "pool.connection()`); %s", self.name, conn, held_s, fate,
+                self._site_text(holder))
+            conn = None  # hold no reference into the next check
+
+    def _let_go(self, idx: int, acquired_ns: int) -> bool:
+        """Has every borrower of the lent slot ``idx`` let go of its connection?
+
+        The connection's reference count, less this frame's own, is compared
+        with the pool's references: the core's list of connections and its
+        index (2), and the status source the core reads (the connection itself,
+        the same object each time, or a new one per call whose references are
+        measured). Any excess must be explained by the connection's private
+        objects (``leaks.private_refs``). A reference nothing explains is a
+        borrower's: the connection stays lent.
+        """
+        conn = self._conn_at(idx)
+        others = sys.getrefcount(conn) - leaks.LOCAL_REFS
+        own = 2
+        credit: dict[int, int] = {}
+        if others > own:
+            try:
+                before = sys.getrefcount(conn)
+                src = self._trusted or self._driver.status_source(conn)
+                added = sys.getrefcount(conn) - before
+                again = self._trusted or self._driver.status_source(conn)
+            except Exception:
+                return False  # cannot account for it: leave it lent
+            if src is conn:
+                own += 1
+            elif again is src:
+                credit[id(src)] = 1  # the very object the core holds
+            else:
+                own += added  # a new one per call holds what the core's holds
+            src = again = None
+        if others < own:
+            return False
+        if others > own and others - own != leaks.private_refs(conn, credit):
+            return False
+        # Nothing changed meanwhile: the same lend, and the same count.
+        info = self._slot_info(idx)
+        return (info["state"] == _IN_USE and info["acquired_ns"] == acquired_ns
+                and sys.getrefcount(conn) - leaks.LOCAL_REFS == others)
 
     # ---- fork -----------------------------------------------------------
 
@@ -934,11 +1077,12 @@ class PoolPolicy(_Core):
         With ``reset`` the counters and histograms start again from zero.
         """
         raw = self._snapshot(reset)
-        errors = self._connect_errors
+        errors, reclaimed = self._connect_errors, self._reclaimed
         if reset:
-            self._connect_errors = 0
+            self._connect_errors = self._reclaimed = 0
         return PoolStats.from_snapshot(raw, name=self.name, min_size=self.min_size,
-                                       max_size=self.max_size, connect_errors=errors)
+                                       max_size=self.max_size, connect_errors=errors,
+                                       reclaimed=reclaimed)
 
     def server_activity(self) -> list[dict[str, Any]]:
         """This pool's sessions as the server sees them: one dict per open
@@ -965,9 +1109,12 @@ class PoolPolicy(_Core):
         return states
 
     def holders(self) -> list[dict[str, Any]]:
-        """The connections in use now: how long held and where acquired (if tracked)."""
+        """The connections in use now: how long held, where acquired (if
+        tracked), and ``past_leak_threshold``: held longer than ``leak_threshold``."""
+        limit = _NEVER_NS if self.leak_threshold is None else int(self.leak_threshold * 1e9)
         return [{"connection": repr(conn), "held": held_ns / 1e9,
-                 "acquired_at": leaks.acquire_site(holder)}
+                 "acquired_at": leaks.acquire_site(holder),
+                 "past_leak_threshold": held_ns >= limit}
                 for conn, held_ns, holder in self._holders()]
 
     def __enter__(self) -> PoolPolicy:
