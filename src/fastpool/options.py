@@ -23,6 +23,7 @@ __all__ = [
     "callable_or_none",
     "choice",
     "integer",
+    "integer_or_auto",
     "optional_seconds",
     "seconds",
 ]
@@ -70,6 +71,16 @@ def integer(name: str, value: object, minimum: int, *, owner: str | None = None,
         need = f"an integer >= {minimum}" + (f" and <= {maximum}" if maximum is not None
                                              else "")
         raise _fail(owner, name, need, value)
+    return value
+
+
+def integer_or_auto(name: str, value: object, minimum: int, *, owner: str | None = None,
+                    ) -> int | None:
+    """An int >= ``minimum``, or the string ``"auto"`` (returned as None)."""
+    if value == "auto" and isinstance(value, str):
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise _fail(owner, name, f'an integer >= {minimum} or "auto"', value)
     return value
 
 

@@ -29,8 +29,10 @@ from fastpool.errors import ConfigError
 from fastpool.pool.aio import AsyncPolicy
 from fastpool.pool.facade import QueryFeatures
 from fastpool.pool.policy import PoolPolicy
+from fastpool.pool.sizing import DEFAULT_TARGET_WAIT, SizingAdvice, SizingPolicy
 from fastpool.query.explain import Plan, explain_async
 from fastpool.query.helpers import EXEC, FETCH, MANY, ROW, VAL
+from fastpool.steps import run_async
 from fastpool.transaction import DEFAULT_BACKOFF, run_transaction_async
 from fastpool.writes.batch.aio import AsyncBatcher
 from fastpool.writes.bulk import Table, copy_records_async, copy_rows_async
@@ -115,7 +117,7 @@ class AsyncPoolFeatures(QueryFeatures):
         return AsyncBatcher(self, **options)
 
 
-class AsyncPool(AsyncPoolFeatures, AsyncPolicy, _core.PoolCore):
+class AsyncPool(AsyncPoolFeatures, SizingPolicy, AsyncPolicy, _core.PoolCore):
     """An asyncio connection pool on fastpool's compiled core.
 
     ``await pool.acquire()``/``await pool.release(conn)`` and ``async with
@@ -129,6 +131,13 @@ class AsyncPool(AsyncPoolFeatures, AsyncPolicy, _core.PoolCore):
     ``async with create_async_pool(url) as pool``, or
     ``AsyncPool(connect=async_factory, ...)``; the options are ``Pool``'s.
     """
+
+    async def advice(self, window: float | None = None, *,  # type: ignore[override]
+                     target_wait: float = DEFAULT_TARGET_WAIT,
+                     processes: int | None = None) -> SizingAdvice:
+        """``await pool.advice()``: the sizes the measured load calls for (see
+        ``Pool.advice``); the server's limits are asked on a connection of its own."""
+        return await run_async(self._advice_steps(window, target_wait, processes), self._driver)
 
 
 class _Opening:
@@ -199,5 +208,6 @@ def create_async_pool(url: str, *, wait: bool = True, **options: Any) -> _Openin
 #: The keyword options of AsyncPool; any other keyword of create_async_pool
 #: goes to the driver (``driver=`` too: it names the client library).
 ASYNC_POOL_OPTIONS = (frozenset(inspect.signature(PoolPolicy.__init__).parameters)
+                      | frozenset(inspect.signature(SizingPolicy.__init__).parameters)
                       | frozenset(inspect.signature(AsyncPoolFeatures.__init__).parameters)) - {
     "self", "connect", "driver", "options"}

@@ -20,6 +20,7 @@ from fastpool.backoff import Backoff
 from fastpool.drivers import from_url
 from fastpool.errors import ConfigError
 from fastpool.pool.policy import PoolPolicy
+from fastpool.pool.sizing import SizingPolicy
 from fastpool.query.explain import Plan, explain
 from fastpool.query.helpers import EXEC, FETCH, MANY, ROW, VAL, QueryLayer
 from fastpool.transaction import DEFAULT_BACKOFF, run_transaction, transactional
@@ -188,7 +189,7 @@ class PoolFeatures(QueryFeatures):
         return explain(self, sql, params, analyze=analyze, scan_rows=scan_rows)
 
 
-class Pool(PoolFeatures, PoolPolicy, _core.PoolCore):
+class Pool(PoolFeatures, SizingPolicy, PoolPolicy, _core.PoolCore):
     """A connection pool.
 
     ``acquire()``/``release()`` and ``with pool.connection() as conn`` cost a
@@ -207,6 +208,10 @@ class Pool(PoolFeatures, PoolPolicy, _core.PoolCore):
 
     Use ``create_pool(url, ...)`` for a URL, or ``Pool(connect=factory, ...)``
     for a custom connection factory (e.g. rotating credentials).
+
+    Sizing (``fastpool.pool.sizing``): ``pool.advice()`` recommends sizes from
+    the measured load; ``max_size="auto"`` (with ``max_size_ceiling``) lets the
+    pool find the database's knee itself.
     """
 
     def __enter__(self) -> Pool:
@@ -222,7 +227,7 @@ def create_pool(url: str, **options: Any) -> Pool:
 
     ``options`` are Pool's keyword arguments (``min_size``, ``max_size``,
     ``timeout``, ``max_waiting``, ``max_lifetime``, ``max_idle``,
-    ``alive_bypass``, ``reuse``, ``configure``, ``reset``,
+    ``alive_bypass``, ``reuse``, ``configure``, ``reset``, ``max_size_ceiling``,
     ``reconnect_timeout``, ``reconnect_failed``, ``leak_threshold``, ``name``,
     and the features' ``statement_cache_size``, ``result_cache_entries``,
     ``result_cache_bytes``, ``slow_query_ms``); any other keyword goes to the
@@ -249,5 +254,6 @@ def create_pool(url: str, **options: Any) -> Pool:
 #: The keyword options of Pool (the policy's and the features'); any other
 #: keyword of create_pool goes to the driver.
 POOL_OPTIONS = (frozenset(inspect.signature(PoolPolicy.__init__).parameters)
+                | frozenset(inspect.signature(SizingPolicy.__init__).parameters)
                 | frozenset(inspect.signature(PoolFeatures.__init__).parameters)) - {
     "self", "connect", "driver", "options"}
