@@ -27,15 +27,16 @@ from fastpool import _core_py
 from fastpool.pool import Pool, PoolFeatures, PoolPolicy
 from fastpool.pool.aio import AsyncPolicy
 from fastpool.pool.async_facade import AsyncPool, AsyncPoolFeatures
+from fastpool.pool.sizing import AsyncSizingPolicy, SizingPolicy
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
-class PurePool(PoolFeatures, PoolPolicy, _core_py.PoolCore):
+class PurePool(PoolFeatures, SizingPolicy, PoolPolicy, _core_py.PoolCore):
     """The same policy over the pure-Python core."""
 
 
-class PureAsyncPool(AsyncPoolFeatures, AsyncPolicy, _core_py.PoolCore):
+class PureAsyncPool(AsyncPoolFeatures, AsyncSizingPolicy, AsyncPolicy, _core_py.PoolCore):
     """The asyncio policy over the pure-Python core."""
 
 

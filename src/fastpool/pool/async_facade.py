@@ -29,10 +29,9 @@ from fastpool.errors import ConfigError
 from fastpool.pool.aio import AsyncPolicy
 from fastpool.pool.facade import QueryFeatures
 from fastpool.pool.policy import PoolPolicy
-from fastpool.pool.sizing import DEFAULT_TARGET_WAIT, SizingAdvice, SizingPolicy
+from fastpool.pool.sizing import AsyncSizingPolicy, SizingPolicy
 from fastpool.query.explain import Plan, explain_async
 from fastpool.query.helpers import EXEC, FETCH, MANY, ROW, VAL
-from fastpool.steps import run_async
 from fastpool.transaction import DEFAULT_BACKOFF, run_transaction_async
 from fastpool.writes.batch.aio import AsyncBatcher
 from fastpool.writes.bulk import Table, copy_records_async, copy_rows_async
@@ -117,7 +116,7 @@ class AsyncPoolFeatures(QueryFeatures):
         return AsyncBatcher(self, **options)
 
 
-class AsyncPool(AsyncPoolFeatures, SizingPolicy, AsyncPolicy, _core.PoolCore):
+class AsyncPool(AsyncPoolFeatures, AsyncSizingPolicy, AsyncPolicy, _core.PoolCore):
     """An asyncio connection pool on fastpool's compiled core.
 
     ``await pool.acquire()``/``await pool.release(conn)`` and ``async with
@@ -131,14 +130,6 @@ class AsyncPool(AsyncPoolFeatures, SizingPolicy, AsyncPolicy, _core.PoolCore):
     ``async with create_async_pool(url) as pool``, or
     ``AsyncPool(connect=async_factory, ...)``; the options are ``Pool``'s.
     """
-
-    async def advice(self, window: float | None = None, *,  # type: ignore[override]
-                     target_wait: float = DEFAULT_TARGET_WAIT,
-                     processes: int | None = None) -> SizingAdvice:
-        """``await pool.advice()``: the sizes the measured load calls for (see
-        ``Pool.advice``); the server's limits are asked on a connection of its own."""
-        return await run_async(self._advice_steps(window, target_wait, processes), self._driver)
-
 
 class _Opening:
     """What ``create_async_pool`` returns: await it for the pool, or use it as

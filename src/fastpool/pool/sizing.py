@@ -47,7 +47,7 @@ from fastpool.options import integer, integer_or_auto, seconds
 from fastpool.pool.adaptive import AdaptiveLimit, Interval
 from fastpool.pool.policy import PoolPolicy
 from fastpool.pool.stats import percentile
-from fastpool.steps import Steps, run
+from fastpool.steps import Steps, run, run_async
 
 if TYPE_CHECKING:
     # A mixin: in ``Pool`` and ``AsyncPool`` it sits before the policy.
@@ -56,6 +56,7 @@ else:
     _Composed = object
 
 __all__ = [
+    "AsyncSizingPolicy",
     "Load",
     "Sampler",
     "ServerCap",
@@ -587,3 +588,14 @@ class SizingPolicy(_Composed):
         cap = None if self._server_cap is None else self._server_cap[2]
         return advise(load, min_size=self.min_size, max_size=self.max_size,
                       target_wait=target_wait, server=cap, ceiling=self.max_size_ceiling)
+
+
+class AsyncSizingPolicy(SizingPolicy):
+    """``SizingPolicy`` for ``AsyncPool``: ``advice()`` is awaited."""
+
+    async def advice(self, window: float | None = None, *,  # type: ignore[override]
+                     target_wait: float = DEFAULT_TARGET_WAIT,
+                     processes: int | None = None) -> SizingAdvice:
+        """``await pool.advice()``: the sizes the measured load calls for (see
+        ``Pool.advice``); the server's limits are asked on a connection of its own."""
+        return await run_async(self._advice_steps(window, target_wait, processes), self._driver)
