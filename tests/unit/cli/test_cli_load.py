@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import subprocess
 import sys
@@ -23,13 +24,14 @@ def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str
 @pytest.fixture
 def db(tmp_path: Path) -> Path:
     path = tmp_path / "load.db"
-    with sqlite3.connect(path) as conn:
+    # sqlite3's `with conn:` commits but does not close (Python 3.13 warns).
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
         conn.execute("CREATE TABLE fp_bulk_cli (id INTEGER PRIMARY KEY, name TEXT, score REAL)")
     return path
 
 
 def rows(db: Path) -> list[tuple[object, ...]]:
-    with sqlite3.connect(db) as conn:
+    with contextlib.closing(sqlite3.connect(db)) as conn:
         return conn.execute("SELECT * FROM fp_bulk_cli ORDER BY id").fetchall()
 
 
