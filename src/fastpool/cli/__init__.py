@@ -7,6 +7,8 @@ throughput, fairness, acquire-wait percentiles, utilization and the pool's
 stats (``--json`` for machine-readable output). ``--async``: the same with N
 asyncio tasks on an ``AsyncPool`` (aiosqlite on the embedded default), each
 cycle an ``await pool.fetch(query)``; ``--uvloop`` runs them on uvloop.
+``--sweep 1,2,4,8,16,32``: the workload at each pool size, with the knee
+marked, ``--plot sweep.png`` draws it (``fastpool.cli.sweep``).
 
 ``fastpool top``: a live view of pools (gauges, counters with rates, the
 acquire-wait histogram, the connections in use) refreshed every second, from a
@@ -65,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     bench = sub.add_parser("bench", help="run a pool workload and report throughput and waits")
     bench.add_argument("--url", help="database URL (default: an SQLite file in a temp dir)")
-    bench.add_argument("--threads", type=_positive_int, default=8, help="worker threads (8)")
+    bench.add_argument("--threads", type=_positive_int, default=None,
+                       help="worker threads (8; with --sweep: twice the largest size)")
     bench.add_argument("--duration", type=_positive_float, default=5.0, help="seconds (5)")
     bench.add_argument("--min-size", type=int, default=None, help="pool min_size (= max-size)")
     bench.add_argument("--max-size", type=_positive_int, default=4, help="pool max_size (4)")
@@ -76,6 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--async", dest="use_async", action="store_true",
                        help="asyncio tasks (--threads of them) on an AsyncPool")
     bench.add_argument("--uvloop", action="store_true", help="with --async: run on uvloop")
+    bench.add_argument("--sweep", type=_sizes, metavar="SIZES",
+                       help="run at each pool size (e.g. 1,2,4,8,16,32): throughput, latency "
+                            "p50/p99 and utilization per size, and the knee")
+    bench.add_argument("--plot", metavar="FILE.png",
+                       help="with --sweep: draw throughput and latency per size as a PNG")
     top = sub.add_parser(
         "top", help="live view of pools: gauges, rates, acquire waits, holders",
         description="Watch a process's pools through its debug endpoint (--endpoint), or "
@@ -123,6 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
                       help="progress bar on stderr (auto: when it is a terminal)")
     return parser
+
+
+def _sizes(text: str) -> list[int]:
+    from fastpool.cli.sweep import parse_sizes
+
+    return parse_sizes(text)
 
 
 def _name_list(text: str) -> list[str]:
@@ -602,6 +616,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (FastpoolError, OSError) as exc:
             print(f"fastpool top: {type(exc).__name__}: {exc}", file=sys.stderr)
             return 1
+    args.threads_given = args.threads is not None
+    if args.threads is None:
+        args.threads = 8
+    if args.sweep is not None or args.plot is not None:
+        return _sweep(args)
     if args.min_size is not None and not 0 <= args.min_size <= args.max_size:
         print(f"fastpool bench: --min-size must be between 0 and --max-size "
               f"({args.max_size}), got {args.min_size}", file=sys.stderr)
@@ -618,4 +637,41 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(result, indent=2, sort_keys=True))
     else:
         print(format_table(result))
+    return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    """``fastpool bench --sweep SIZES [--plot FILE.png]`` (see ``fastpool.cli.sweep``)."""
+    from fastpool.cli import sweep
+
+    if args.sweep is None:
+        print("fastpool bench: --plot goes with --sweep", file=sys.stderr)
+        return 2
+    if args.min_size is not None:
+        print("fastpool bench: --sweep opens every size's connections: no --min-size",
+              file=sys.stderr)
+        return 2
+    if args.uvloop and not args.use_async:
+        print("fastpool bench: --uvloop goes with --async", file=sys.stderr)
+        return 2
+    if args.plot is not None:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError as exc:
+            print(f"fastpool bench: --plot needs matplotlib ({exc}): "
+                  "pip install 'fastpool[bench]'", file=sys.stderr)
+            return 2
+    try:
+        result = sweep.run_sweep(args, run_bench_async if args.use_async else run_bench)
+        if args.plot is not None:
+            sweep.plot(result, args.plot)
+    except (FastpoolError, OSError) as exc:
+        print(f"fastpool bench: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(result, indent=2, sort_keys=True))
+    else:
+        print(sweep.format_sweep(result))
+        if args.plot is not None:
+            print(f"plot: {args.plot}")
     return 0

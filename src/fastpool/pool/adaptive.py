@@ -116,6 +116,9 @@ class AdaptiveLimit:
         if above is not None:
             g = self._gradient(limit, above)
             if g > self.SHRINK_ABOVE:
+                if below is None and limit > self.floor:  # is this one past it too?
+                    return self._move(limit - self._step(limit),
+                                      f"probing down: {above} was past the knee")
                 self.reason = f"holding: {above} was past the knee"
                 return limit
             if g < self.GROW_BELOW:

@@ -1,0 +1,157 @@
+"""Pool sizing on real servers: the advisor's predictions against measurements,
+and the adaptive limit against a sweep of fixed sizes (BENCHMARKS.md "Pool sizing").
+
+    flock -s /tmp/fp-quiet.lock python3 benchmarks/sizing_validation.py [--quick]
+
+1. **Too small**: Poisson arrivals (100/s) each holding a connection for a
+   20 ms server sleep (``pg_sleep`` / ``SLEEP``) on a pool of 3; ``pool.advice()``
+   predicts the p99 wait at 3 and recommends a size; the pool is resized and the
+   same arrivals run again: predicted vs measured p99 wait and utilization.
+2. **Far too large**: the same arrivals on a pool of 32 (all open); the advice
+   shrinks it; measured again.
+3. **Adaptive limit**: 24 threads running a query that burns server CPU
+   (``generate_series`` sum / ``BENCHMARK(MD5)``) back to back, on fixed sizes
+   (the sweep: throughput, p99 hold; the knee is the size of greatest power,
+   throughput / mean latency) and on ``max_size="auto"`` (ceiling 32): where the
+   limit settles, its throughput and p99 hold against the best fixed size and
+   the oversized pool.
+
+Results: a table on stdout and JSON in benchmarks/results/sizing/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from typing import Any
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from tests.fix_load import ClosedLoop, open_loop
+
+import fastpool
+from fastpool.cli.sweep import knee
+
+SERVERS = {
+    "postgresql": (os.environ.get("FASTPOOL_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test"),
+                   "SELECT pg_sleep(0.02)", "SELECT sum(x) FROM generate_series(1, 200000) x"),
+    "mariadb": (os.environ.get("FASTPOOL_MYSQL_DSN", "mysql://root@127.0.0.1:3306/test"),
+                "SELECT SLEEP(0.02)", "SELECT BENCHMARK(30000, MD5('x'))"),
+}
+RATE = 100.0
+FIXED = (1, 2, 3, 4, 6, 8, 16, 32)
+
+
+def measured(pool: Any) -> dict[str, float]:
+    s = pool.stats()
+    return {"wait_p99": s.acquire_wait_p99, "utilization": s.utilization,
+            "waits": s.waits / max(s.acquisitions, 1), "hold_p99": s.hold_p99}
+
+
+def advisor_case(url: str, sql: str, size: int, seconds: float) -> dict[str, Any]:
+    with fastpool.create_pool(url, min_size=size, max_size=size, name=f"advice-{size}") as pool:
+        pool.wait()
+        pool.stats(reset=True)
+        open_loop(pool, RATE, sql, seconds)
+        before = measured(pool)
+        advice = pool.advice()
+        pool.resize(advice.max_size, advice.max_size)  # all open: utilization as the model's
+        pool.wait()
+        pool.stats(reset=True)
+        open_loop(pool, RATE, sql, seconds, seed=16)
+        after = measured(pool)
+        return {"size": size, "advice": advice.as_dict(), "before": before, "after": after}
+
+
+def fixed_run(url: str, sql: str, size: int, threads: int, seconds: float) -> dict[str, float]:
+    with fastpool.create_pool(url, min_size=size, max_size=size, name=f"fixed-{size}") as pool:
+        pool.wait()
+        load = ClosedLoop(pool, sql, threads)
+        time.sleep(1.0)
+        pool.stats(reset=True)
+        time.sleep(seconds)
+        s = pool.stats()
+        load.stop()
+        return {"size": size, "throughput": s.releases / s.window, "hold_p50": s.hold_p50,
+                "hold_p99": s.hold_p99, "hold_mean": _hold_mean(pool)}
+
+
+def _hold_mean(pool: Any) -> float:
+    raw = pool._snapshot(False)["hold"]
+    return raw["total"] / raw["count"] / 1e9 if raw["count"] else 0.0
+
+
+def adaptive_run(url: str, sql: str, threads: int, seconds: float) -> dict[str, Any]:
+    with fastpool.create_pool(url, max_size="auto", max_size_ceiling=32,
+                              name="auto") as pool:
+        load = ClosedLoop(pool, sql, threads)
+        limits = []
+        start = time.monotonic()
+        settled_from = seconds / 2
+        reset = False
+        while (elapsed := time.monotonic() - start) < seconds:
+            time.sleep(0.5)
+            limits.append((round(elapsed, 1), pool.max_size))
+            if not reset and elapsed >= settled_from:
+                pool.stats(reset=True)  # the second half: the settled limit's numbers
+                reset = True
+        s = pool.stats()
+        load.stop()
+        late = [lim for t, lim in limits if t >= settled_from]
+        return {"limits": limits, "settled_median": statistics.median(late),
+                "settled_min": min(late), "settled_max": max(late),
+                "throughput": s.releases / s.window, "hold_p99": s.hold_p99,
+                "hold_p50": s.hold_p50}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="shorter runs")
+    parser.add_argument("--server", choices=sorted(SERVERS), action="append")
+    args = parser.parse_args()
+    phase = 4.0 if args.quick else 8.0
+    results: dict[str, Any] = {"machine": platform.platform(), "cpus": os.cpu_count(),
+                               "python": platform.python_version(), "rate": RATE,
+                               "time": time.strftime("%Y-%m-%d %H:%M:%S"), "servers": {}}
+    for name in args.server or sorted(SERVERS):
+        url, hold_sql, burn_sql = SERVERS[name]
+        out: dict[str, Any] = {}
+        results["servers"][name] = out
+        for size in (3, 32):
+            case = advisor_case(url, hold_sql, size, phase)
+            out[f"advice_from_{size}"] = case
+            a = case["advice"]
+            print(f"{name} pool {size}: advice {a['summary']} ({a['reason']}); measured p99 "
+                  f"wait {case['before']['wait_p99'] * 1e3:.2f} ms -> "
+                  f"{case['after']['wait_p99'] * 1e3:.2f} ms, utilization "
+                  f"{case['before']['utilization']:.0%} -> {case['after']['utilization']:.0%} "
+                  f"(predicted {a['predicted_utilization']:.0%})", flush=True)
+        sweep = [fixed_run(url, burn_sql, size, 24, phase / 2) for size in FIXED]
+        for row in sweep:
+            print(f"{name} fixed {row['size']:2d}: {row['throughput']:7.1f}/s hold p50 "
+                  f"{row['hold_p50'] * 1e3:7.1f} ms p99 {row['hold_p99'] * 1e3:7.1f} ms",
+                  flush=True)
+        k = knee([r["size"] for r in sweep], [r["throughput"] for r in sweep],
+                 [r["hold_mean"] for r in sweep])
+        auto = adaptive_run(url, burn_sql, 24, 6 * phase)
+        best = max(sweep, key=lambda r: r["throughput"])
+        out.update(sweep=sweep, knee=k, adaptive=auto, best_fixed=best)
+        print(f"{name} knee {k}; auto settled {auto['settled_min']}..{auto['settled_max']} "
+              f"(median {auto['settled_median']}), {auto['throughput']:.1f}/s vs best fixed "
+              f"{best['size']} {best['throughput']:.1f}/s; p99 hold {auto['hold_p99'] * 1e3:.0f} "
+              f"ms vs {sweep[-1]['hold_p99'] * 1e3:.0f} ms at {sweep[-1]['size']}", flush=True)
+    folder = os.path.join(os.path.dirname(__file__), "results", "sizing")
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, time.strftime("%Y-%m-%dT%H%M%S") + ".json")
+    with open(path, "w") as f:
+        json.dump(results, f, indent=1)
+    print(f"results: {path}")
+
+
+if __name__ == "__main__":
+    main()
