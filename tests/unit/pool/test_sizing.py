@@ -4,6 +4,7 @@ tests/integration/pool/test_sizing.py)."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from fractions import Fraction
@@ -283,7 +284,7 @@ def test_adaptive_limit_grows_to_the_ceiling_while_latency_stays_flat():
     rng = random.Random(1)
     limits = drive(AdaptiveLimit(floor=1, ceiling=24), server_model(1000, 0.02, 0.05, rng), 60)
     assert limits[-1] == 24
-    assert all(b - a <= max(1, a // 4) for a, b in zip(limits, limits[1:], strict=False))
+    assert all(b - a <= max(1, a // 4) for a, b in itertools.pairwise(limits))
 
 
 def test_adaptive_limit_shrinks_from_an_oversized_start():
@@ -307,12 +308,11 @@ def test_adaptive_limit_steps_are_bounded_and_settle():
     rng = random.Random(3)
     controller = AdaptiveLimit(floor=1, ceiling=64)
     limits = drive(controller, server_model(8, 0.01, 0.3, rng), 300)  # very noisy
-    changes = [i for i, (a, b) in enumerate(zip(limits, limits[1:], strict=False)) if a != b]
+    changes = [i for i, (a, b) in enumerate(itertools.pairwise(limits)) if a != b]
     # One change at most every SETTLE + 1 intervals, steps of at most a quarter.
-    assert all(b - a >= AdaptiveLimit.SETTLE + 1 for a, b in zip(changes, changes[1:],
-                                                                  strict=False))
+    assert all(b - a >= AdaptiveLimit.SETTLE + 1 for a, b in itertools.pairwise(changes))
     assert all(abs(b - a) <= max(1, max(a, b) // 4) + 1
-               for a, b in zip(limits, limits[1:], strict=False))
+               for a, b in itertools.pairwise(limits))
     assert len(changes) < 100  # hysteresis: no change every other interval
 
 
