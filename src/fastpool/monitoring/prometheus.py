@@ -31,6 +31,8 @@ fastpool_probes_total                      counter liveness probes
 fastpool_probe_seconds_total               counter time spent probing
 fastpool_leaks_total                       counter connections reported as leaked
 fastpool_reclaimed_total                   counter connections dropped without a release, taken back
+fastpool_advised_max_size                  gauge   max_size pool.advice() recommends (last minute)
+fastpool_predicted_wait_seconds            gauge   the p99 acquire wait predicted at that size
 fastpool_acquire_wait_seconds              histo.  time from acquire() to a connection
 fastpool_hold_seconds                      histo.  time a connection was held
 ========================================== ======= =============================================
@@ -52,7 +54,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from fastpool.errors import ConfigError
-from fastpool.monitoring.snapshot import histogram, pools, read
+from fastpool.monitoring.snapshot import advice, histogram, pools, read
 from fastpool.pool import registry as _registry
 
 __all__ = ["PrometheusCollector", "register_prometheus"]
@@ -132,6 +134,12 @@ class PrometheusCollector(Collector):
                                      "Time from acquire() to a connection.", labels=["pool"])
         hold = HistogramMetricFamily("fastpool_hold_seconds", "Time a connection was held.",
                                      labels=["pool"])
+        advised = GaugeMetricFamily("fastpool_advised_max_size",
+                                    "max_size recommended by pool.advice() (last minute).",
+                                    labels=["pool"])
+        predicted = GaugeMetricFamily("fastpool_predicted_wait_seconds",
+                                      "p99 acquire wait predicted at the advised max_size.",
+                                      labels=["pool"])
         query = [(section, key, (CounterMetricFamily if is_counter else GaugeMetricFamily)(
                      metric, doc, labels=["pool"]))
                  for section, key, metric, doc, is_counter in _QUERY_METRICS]
@@ -152,6 +160,11 @@ class PrometheusCollector(Collector):
                 buckets = [("+Inf" if le == float("inf") else repr(le), n)
                            for le, n in zip(h["le"], h["cumulative"], strict=True)]
                 histo.add_metric(name, buckets, sum_value=h["sum"])
+            sizing = advice(pool)
+            if sizing is not None:
+                advised.add_metric(name, sizing["max_size"])
+                wait_p99 = sizing["predicted_wait_p99"]
+                predicted.add_metric(name, float("inf") if wait_p99 is None else wait_p99)
             qstats = pool.query_stats()
             for section, key, family in query:
                 values = qstats[section] if section else qstats
@@ -161,6 +174,8 @@ class PrometheusCollector(Collector):
         yield from gauges.values()
         yield from counters.values()
         yield closed
+        yield advised
+        yield predicted
         yield wait
         yield hold
         for _, _, family in query:

@@ -9,7 +9,7 @@ from typing import Any
 from fastpool.pool import registry as _registry
 from fastpool.pool.stats import PoolStats
 
-__all__ = ["histogram", "pool_snapshot", "pools", "snapshot"]
+__all__ = ["advice", "histogram", "pool_snapshot", "pools", "snapshot"]
 
 #: Bucket bounds reported for the log2 histograms: 1 µs .. ~68.7 s, then +Inf.
 FIRST_BUCKET, LAST_BUCKET = 10, 36
@@ -67,12 +67,25 @@ def pool_snapshot(pool: Any) -> dict[str, Any]:
         "hold": histogram(raw["hold"]),
         "holders": sorted(pool.holders(), key=lambda h: -h["held"]),
         "queries": pool.query_stats(),
+        "advice": advice(pool),
         "settings": {"min_size": pool.min_size, "max_size": pool.max_size,
                      "timeout": pool.timeout, "max_lifetime": pool.max_lifetime,
                      "max_idle": pool.max_idle, "alive_bypass": pool.alive_bypass,
                      "leak_threshold": pool.leak_threshold,
-                     "track_holders": pool.track_holders},
+                     "track_holders": pool.track_holders,
+                     "max_size_ceiling": getattr(pool, "max_size_ceiling", None)},
     }
+
+
+def advice(pool: Any) -> dict[str, Any] | None:
+    """The pool's sizing advice over the last minute (``pool.advice()`` without
+    asking the server again: its cap as last asked), or None for a pool without
+    the sizing mixin."""
+    advise = getattr(pool, "_advise_now", None)
+    if advise is None:
+        return None
+    result: dict[str, Any] = advise().as_dict()
+    return result
 
 
 def snapshot() -> dict[str, Any]:

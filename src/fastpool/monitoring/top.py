@@ -184,6 +184,17 @@ def _waits(pool: Mapping[str, Any]) -> Group:
     return Group(summary, table)
 
 
+def _advice(pool: Mapping[str, Any]) -> RenderableType:
+    """``advice  max_size 4 → 9: p99 wait 38 ms → 0.6 ms`` and why (pool.advice())."""
+    advice = pool.get("advice")  # absent from an older fastpool's endpoint
+    if not advice:
+        return Text()
+    change = advice["max_size"] != advice["current_max_size"]
+    return Text.assemble(("advice  ", "bold"), (advice["summary"], "bold yellow" if change
+                                                 else ""),
+                         (f"  {advice['reason']}", "dim"))
+
+
 def _holders(pool: Mapping[str, Any]) -> RenderableType:
     holders = sorted(pool["holders"], key=lambda h: -float(h["held"]))
     if not holders:
@@ -215,7 +226,7 @@ def _pool_panel(pool: Mapping[str, Any], pid: object, before: Mapping[str, Any] 
         title.append("  closed", style="bold red")
     top = Table.grid(padding=(0, 3))
     top.add_row(_gauges(stats), _counters(stats, before, elapsed))
-    body = Group(top, Text(), _waits(pool), Text(), _holders(pool))
+    body = Group(top, Text(), _waits(pool), _advice(pool), Text(), _holders(pool))
     return Panel(body, title=title, title_align="left", border_style="cyan")
 
 

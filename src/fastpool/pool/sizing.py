@@ -428,7 +428,7 @@ def advise(load: Load, *, min_size: int, max_size: int, target_wait: float = DEF
 
     if load.acquisitions < MIN_EVIDENCE or hold <= 0.0:
         return result(min_size, max_size,
-                      f"keep: too little load measured ({load.acquisitions} acquisitions in "
+                      f"keep: too little load measured ({load.acquisitions} acquires in "
                       f"{load.window:.1f} s) to advise")
     size = smallest_size(rate, hold, target_wait)
     reason = f"{evidence}; {size} keep the p99 wait <= {_fmt(target_wait)}"
