@@ -318,9 +318,17 @@ class AiosqliteStatus:
         status = self
 
         async def counted(fn: Any, *args: Any, **kwargs: Any) -> Any:
+            job = [fn, args, kwargs]
+
             def run() -> Any:
                 try:
-                    return fn(*args, **kwargs)
+                    # aiosqlite's thread keeps the last function it ran until it
+                    # gets the next one: that must not keep the connection (a
+                    # bound method) alive, or the pool could never tell that a
+                    # borrower dropped it (PoolPolicy._let_go).
+                    call, call_args, call_kwargs = job
+                    job.clear()
+                    return call(*call_args, **call_kwargs)
                 finally:
                     status.finished += 1
 

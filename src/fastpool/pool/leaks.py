@@ -111,7 +111,7 @@ MAX_OBJECTS = 512
 def _referents(obj: object) -> list[object]:
     if isinstance(obj, types.FunctionType):
         # A function's globals and builtins are the module's, not the connection's.
-        outer = (obj.__globals__, obj.__builtins__)
+        outer = (obj.__globals__, getattr(obj, "__builtins__", None))
         return [r for r in gc.get_referents(obj) if not any(r is o for o in outer)]
     return gc.get_referents(obj)
 
