@@ -111,7 +111,9 @@ asyncio.run(amain(int(sys.argv[4])))
 
 
 def count(mode: str, dsn: str, path: str, n: int, is_async: bool = False) -> int:
-    exe = os.path.realpath(sys.executable)
+    # sys.executable as it is, not its realpath: a venv's python is a symlink to
+    # the base interpreter, and only the venv's path finds the venv's packages.
+    exe = sys.executable
     proc = subprocess.run(
         ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", exe, "-c",
          ASYNC_CHILD if is_async else CHILD,
