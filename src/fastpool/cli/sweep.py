@@ -65,7 +65,7 @@ def run_sweep(args: argparse.Namespace, run_one: Callable[[argparse.Namespace], 
                      "latency_p50": s["hold_p50"], "latency_p99": s["hold_p99"],
                      "acquire_wait_p99": r["acquire_wait_p99"],
                      "utilization": r["utilization"], "cycles": r["cycles"]})
-        url = r["url"]
+        url = r["url"] if args.url is not None else "sqlite (the embedded default)"
     found = knee([r["max_size"] for r in rows], [r["throughput"] for r in rows],
                  [r["latency_p50"] for r in rows])
     return {"url": url, "threads": threads, "query": args.query, "duration": args.duration,
@@ -113,7 +113,7 @@ def plot(result: dict[str, Any], path: str) -> None:
                 label="throughput")
         ax.set_xlabel("max_size (connections)")
         ax.set_ylabel("throughput (cycles/s)", color="tab:blue")
-        ax.set_ylim(bottom=0)
+        ax.set_ylim(0, 1.15 * max(r["throughput"] for r in rows))  # room for the knee's label
         if len(sizes) > 1 and sizes[-1] / sizes[0] >= 8:
             ax.set_xscale("log", base=2)
         ax.set_xticks(sizes, [str(s) for s in sizes])
@@ -125,11 +125,12 @@ def plot(result: dict[str, Any], path: str) -> None:
         lat.set_ylabel("latency (ms held)", color="tab:red")
         lat.set_ylim(bottom=0)
         ax.axvline(result["knee"], color="grey", linestyle="--", linewidth=1)
-        ax.annotate(f"knee: {result['knee']}", xy=(result["knee"], 0), xytext=(4, 8),
+        ax.annotate(f"knee: {result['knee']}", xy=(result["knee"], 1.0),
+                    xycoords=("data", "axes fraction"), xytext=(4, -14),
                     textcoords="offset points", color="grey")
         handles = ax.get_legend_handles_labels()[0] + lat.get_legend_handles_labels()[0]
-        ax.legend(handles, [str(h.get_label()) for h in handles], loc="upper left",
-                  fontsize="small")
+        ax.legend(handles, [str(h.get_label()) for h in handles], loc="center left",
+                  fontsize="small", framealpha=0.8)
         query = result["query"] if len(result["query"]) <= 40 else result["query"][:37] + "..."
         ax.set_title(f"fastpool bench --sweep: {result['url']}\n{result['threads']} threads, "
                      f"{query}", fontsize="medium")

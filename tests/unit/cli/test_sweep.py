@@ -27,7 +27,7 @@ def test_sweep_prints_each_size_marks_the_knee_and_draws_a_png(tmp_path):
     proc = run("bench", "--sweep", "1,2,4", "--duration", "0.3", "--plot", str(png))
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
-    assert out.startswith("fastpool bench --sweep: sqlite ")
+    assert out.startswith("fastpool bench --sweep: sqlite (the embedded default), ")
     assert "8 threads" in out  # twice the largest size
     rows = [line.split() for line in out.splitlines() if line.split()[:1] in (["1"], ["2"], ["4"])]
     assert [int(r[0]) for r in rows] == [1, 2, 4]
