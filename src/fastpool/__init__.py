@@ -42,6 +42,7 @@ from fastpool.errors import (  # noqa: E402
 )
 from fastpool.pool import Pool, create_pool  # noqa: E402
 from fastpool.pool.async_facade import AsyncPool, create_async_pool  # noqa: E402
+from fastpool.pool.sizing import SizingAdvice  # noqa: E402
 from fastpool.pool.stats import PoolStats  # noqa: E402
 from fastpool.query.explain import AnalyzeRefused, Plan, ScanFinding  # noqa: E402
 from fastpool.query.observe import (  # noqa: E402
@@ -84,6 +85,7 @@ __all__ = [
     "RowError",
     "SQLiteDriver",
     "ScanFinding",
+    "SizingAdvice",
     "TooManyWaiting",
     "TransactionAborted",
     "TransactionOutcomeUnknown",

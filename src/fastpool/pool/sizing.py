@@ -253,11 +253,12 @@ class Sampler:
     def load(self, now: Sample, window: float | None) -> Load:
         """The load since ``window`` seconds before ``now`` (the oldest sample
         if none is that old; None: since the pool started or its stats were reset)."""
-        if window is None or not self.samples or now.window_ns < self.samples[-1].window_ns:
+        samples = list(self.samples)  # one copy: the worker appends from its own thread
+        if window is None or not samples or now.window_ns < samples[-1].window_ns:
             return Load.between(_ZERO, now)
         since = now.window_ns - int(window * 1e9)
-        old = self.samples[0]
-        for sample in reversed(self.samples):
+        old = samples[0]
+        for sample in reversed(samples):
             if sample.window_ns <= since:
                 old = sample
                 break
@@ -458,8 +459,8 @@ class SizingPolicy(_Composed):
     ``advice(window=...)``) and, with ``max_size="auto"``, moves the limit
     (``fastpool.pool.adaptive``) through ``resize``.
 
-    ``max_size="auto"``: the pool finds its limit between ``min_size`` and
-    ``max_size_ceiling`` (default 32), starting at ``max(min_size, 2)``.
+    ``max_size="auto"``: the pool finds its limit between ``max(min_size, 1)``
+    and ``max_size_ceiling`` (default 32), starting at 4 (within those bounds).
     """
 
     #: Seconds between samples of the counters (and between adaptive steps).
