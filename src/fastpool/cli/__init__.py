@@ -619,59 +619,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.threads_given = args.threads is not None
     if args.threads is None:
         args.threads = 8
-    if args.sweep is not None or args.plot is not None:
-        return _sweep(args)
-    if args.min_size is not None and not 0 <= args.min_size <= args.max_size:
-        print(f"fastpool bench: --min-size must be between 0 and --max-size "
-              f"({args.max_size}), got {args.min_size}", file=sys.stderr)
+    refusal = _bench_refusal(args)
+    if refusal is not None:
+        print(f"fastpool bench: {refusal}", file=sys.stderr)
         return 2
-    if args.uvloop and not args.use_async:
-        print("fastpool bench: --uvloop goes with --async", file=sys.stderr)
-        return 2
+    bench = run_bench_async if args.use_async else run_bench
     try:
-        result = run_bench_async(args) if args.use_async else run_bench(args)
+        if args.sweep is not None:  # fastpool.cli.sweep: a bench run per pool size
+            from fastpool.cli import sweep
+
+            result = sweep.run_sweep(args, bench)
+            if args.plot is not None:
+                sweep.plot(result, args.plot)
+            table = sweep.format_sweep(result) + (f"\nplot: {args.plot}" if args.plot else "")
+        else:
+            result = bench(args)
+            table = format_table(result)
     except (FastpoolError, OSError) as exc:
         print(f"fastpool bench: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
-    if args.json:
-        print(json.dumps(result, indent=2, sort_keys=True))
-    else:
-        print(format_table(result))
+    print(json.dumps(result, indent=2, sort_keys=True) if args.json else table)
     return 0
 
 
-def _sweep(args: argparse.Namespace) -> int:
-    """``fastpool bench --sweep SIZES [--plot FILE.png]`` (see ``fastpool.cli.sweep``)."""
-    from fastpool.cli import sweep
-
-    if args.sweep is None:
-        print("fastpool bench: --plot goes with --sweep", file=sys.stderr)
-        return 2
-    if args.min_size is not None:
-        print("fastpool bench: --sweep opens every size's connections: no --min-size",
-              file=sys.stderr)
-        return 2
+def _bench_refusal(args: argparse.Namespace) -> str | None:
+    """Why ``fastpool bench``'s options do not go together, or None."""
     if args.uvloop and not args.use_async:
-        print("fastpool bench: --uvloop goes with --async", file=sys.stderr)
-        return 2
+        return "--uvloop goes with --async"
+    if args.plot is not None and args.sweep is None:
+        return "--plot goes with --sweep"
+    if args.sweep is not None and args.min_size is not None:
+        return "--sweep opens every size's connections: no --min-size"
+    if args.min_size is not None and not 0 <= args.min_size <= args.max_size:
+        return (f"--min-size must be between 0 and --max-size ({args.max_size}), "
+                f"got {args.min_size}")
     if args.plot is not None:
         try:
             import matplotlib  # noqa: F401
         except ImportError as exc:
-            print(f"fastpool bench: --plot needs matplotlib ({exc}): "
-                  "pip install 'fastpool[bench]'", file=sys.stderr)
-            return 2
-    try:
-        result = sweep.run_sweep(args, run_bench_async if args.use_async else run_bench)
-        if args.plot is not None:
-            sweep.plot(result, args.plot)
-    except (FastpoolError, OSError) as exc:
-        print(f"fastpool bench: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
-    if args.json:
-        print(json.dumps(result, indent=2, sort_keys=True))
-    else:
-        print(sweep.format_sweep(result))
-        if args.plot is not None:
-            print(f"plot: {args.plot}")
-    return 0
+            return f"--plot needs matplotlib ({exc}): pip install 'fastpool[bench]'"
+    return None

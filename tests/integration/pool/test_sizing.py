@@ -33,19 +33,23 @@ def server(request: pytest.FixtureRequest) -> tuple[str, str]:
     return request.param, url
 
 
-def waited(pool: Any) -> float:
-    s = pool.stats()
-    return s.waits / max(s.acquisitions, 1)
+def arrivals(pool: Any, kind: str, seed: int) -> Any:
+    """4 s of Poisson arrivals holding a connection for a 20 ms server sleep; the stats."""
+    pool.wait()
+    pool.stats(reset=True)
+    open_loop(pool, RATE, SLEEP[kind], 4.0, seed=seed)
+    return pool.stats()
+
+
+def waited(stats: Any) -> float:
+    return stats.waits / max(stats.acquisitions, 1)
 
 
 @pytest.mark.slow
 def test_advice_grows_a_pool_too_small_and_fewer_callers_wait(server):
     kind, url = server
     with fastpool.create_pool(url, min_size=3, max_size=3, name="too-small") as pool:
-        pool.wait()
-        pool.stats(reset=True)
-        open_loop(pool, RATE, SLEEP[kind], 4.0)
-        before = pool.stats()
+        before = arrivals(pool, kind, seed=15)
         advice = pool.advice()
         # M/M/c at a = 2 on 3 connections: 44% of the callers wait, p99 ~ 76 ms.
         assert before.acquire_wait_p99 > 0.010
@@ -54,35 +58,27 @@ def test_advice_grows_a_pool_too_small_and_fewer_callers_wait(server):
         assert advice.predicted_wait_p99 < advice.wait_p99 / 10
         assert advice.server is not None and advice.server.limit >= advice.max_size
         pool.resize(advice.max_size, advice.max_size)
-        pool.wait()
-        pool.stats(reset=True)
-        open_loop(pool, RATE, SLEEP[kind], 4.0, seed=16)
-        after = pool.stats()
+        after = arrivals(pool, kind, seed=16)
     assert after.acquisitions > 200
     # The model says under 1% wait at the advised size; a noisy machine's stalls
     # make more, but far fewer than at 3.
-    assert waited(pool) < (before.waits / before.acquisitions) / 3
+    assert waited(after) < waited(before) / 3
 
 
 @pytest.mark.slow
 def test_advice_shrinks_a_pool_far_too_large_and_utilization_rises(server):
     kind, url = server
     with fastpool.create_pool(url, min_size=24, max_size=24, name="too-large") as pool:
-        pool.wait()
-        pool.stats(reset=True)
-        open_loop(pool, RATE, SLEEP[kind], 4.0)
-        before = pool.stats()
+        before = arrivals(pool, kind, seed=15)
         advice = pool.advice()
         assert advice.reason.startswith("shrink:"), advice.reason
         assert 2 <= advice.max_size <= 12, advice
         assert advice.predicted_utilization > 2 * before.utilization
         pool.resize(advice.max_size, advice.max_size)
-        pool.stats(reset=True)
-        open_loop(pool, RATE, SLEEP[kind], 4.0, seed=16)
-        after = pool.stats()
+        after = arrivals(pool, kind, seed=16)
     assert after.open == advice.max_size
     assert after.utilization > 2 * before.utilization
-    assert waited(pool) < 0.25  # the wait target is loosened by noise, not lost
+    assert waited(after) < 0.25  # the wait target is loosened by noise, not lost
 
 
 def test_postgres_cap_counts_reserved_slots_and_sibling_sessions(make_pg_pool, pg_admin):
