@@ -74,8 +74,10 @@ class AdaptiveLimit:
     MIN_RELEASES = 10
     #: Intervals without a decision after a change.
     SETTLE = 1
-    #: Intervals a level's measurement stays valid.
-    MEMORY = 60
+    #: Intervals a level's measurement stays valid: decisions compare holds
+    #: measured close in time (a shared server's background load drifts), at the
+    #: cost of a probe one step down every MEMORY intervals or so.
+    MEMORY = 12
     #: Weight of the newest interval in a level's moving average.
     SMOOTHING = 0.5
     #: Longest refusal (intervals) to grow back to a limit found past the knee.
