@@ -116,6 +116,26 @@ def test_mariadb_cap_is_max_connections_less_other_threads(make_mysql_pool, mysq
     assert cap.limit == (max_connections - cap.foreign_sessions) // 2
 
 
+@pytest.mark.parametrize(("scheme", "server_url"), [("postgresql+asyncpg", "pg_url"),
+                                                    ("postgresql", "pg_url"),
+                                                    ("mysql", "mysql_url")])
+def test_async_pool_advice_asks_the_server_on_the_loop(scheme, server_url, request):
+    import asyncio
+
+    url = request.getfixturevalue(server_url).split("://", 1)[1]
+
+    async def main() -> Any:
+        async with fastpool.create_async_pool(f"{scheme}://{url}", max_size=4) as pool:
+            for _ in range(50):
+                await pool.fetchval("SELECT 1")
+            return await pool.advice()
+
+    advice = asyncio.run(main())
+    assert advice.acquisitions >= 50
+    assert advice.server is not None and advice.server.max_connections > advice.server.limit > 0
+    assert 1 <= advice.max_size <= 4  # SELECT 1 holds: a connection or two suffice
+
+
 def run_auto(url: str, sql: str, *, threads: int, ceiling: int, seconds: float) -> list[int]:
     """An adaptive pool under ``threads`` back-to-back callers: its limits, every 0.25 s."""
     with fastpool.create_pool(url, max_size="auto", max_size_ceiling=ceiling,
@@ -137,7 +157,7 @@ def run_auto(url: str, sql: str, *, threads: int, ceiling: int, seconds: float) 
 @pytest.mark.slow
 def test_adaptive_limit_stays_far_below_its_ceiling_on_a_saturated_server(server):
     kind, url = server
-    limits = run_auto(url, BURN[kind], threads=16, ceiling=24, seconds=12.0)
+    limits = run_auto(url, BURN[kind], threads=16, ceiling=24, seconds=10.0)
     late = limits[len(limits) // 2:]
     # 2 vCPUs: past ~2-4 connections the server only queues. The ceiling is 24.
     assert max(late) <= 12, limits
@@ -146,5 +166,5 @@ def test_adaptive_limit_stays_far_below_its_ceiling_on_a_saturated_server(server
 
 @pytest.mark.slow
 def test_adaptive_limit_grows_while_latency_stays_flat(pg_url):
-    limits = run_auto(pg_url, SLEEP["pg"], threads=16, ceiling=16, seconds=10.0)
+    limits = run_auto(pg_url, SLEEP["pg"], threads=16, ceiling=16, seconds=8.0)
     assert limits[-1] >= 10, limits  # sleeps do not contend: more connections, more done
