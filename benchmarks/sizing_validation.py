@@ -12,9 +12,10 @@ and the adaptive limit against a sweep of fixed sizes (BENCHMARKS.md "Pool sizin
 3. **Adaptive limit**: 24 threads running a query that burns server CPU
    (``generate_series`` sum / ``BENCHMARK(MD5)``) back to back, on fixed sizes
    (the sweep: throughput, p99 hold; the knee is the size of greatest power,
-   throughput / mean latency) and on ``max_size="auto"`` (ceiling 32): where the
-   limit settles, its throughput and p99 hold against the best fixed size and
-   the oversized pool.
+   throughput / mean latency) and on ``max_size="auto"`` (ceiling 32), in
+   interleaved rounds (medians of 5) so that all see the same drift of a shared
+   machine: where the limit settles, its throughput and p99 hold against the
+   best fixed size, the knee and the oversized pool.
 
 Results: a table on stdout and JSON in benchmarks/results/sizing/.
 """
@@ -68,45 +69,49 @@ def advisor_case(url: str, sql: str, size: int, seconds: float) -> dict[str, Any
         return {"size": size, "advice": advice.as_dict(), "before": before, "after": after}
 
 
-def fixed_run(url: str, sql: str, size: int, threads: int, seconds: float) -> dict[str, float]:
-    with fastpool.create_pool(url, min_size=size, max_size=size, name=f"fixed-{size}") as pool:
-        pool.wait()
-        load = ClosedLoop(pool, sql, threads)
-        time.sleep(1.0)
+def slot(pool: Any, sql: str, threads: int, seconds: float) -> dict[str, Any]:
+    """``threads`` back-to-back callers on ``pool`` for ``seconds`` (after 0.5 s of warm-up)."""
+    load = ClosedLoop(pool, sql, threads)
+    limits = []
+    try:
+        time.sleep(0.5)
         pool.stats(reset=True)
-        time.sleep(seconds)
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            time.sleep(0.25)
+            limits.append(pool.max_size)
         s = pool.stats()
+        raw = pool._snapshot(False)["hold"]
+    finally:
         load.stop()
-        return {"size": size, "throughput": s.releases / s.window, "hold_p50": s.hold_p50,
-                "hold_p99": s.hold_p99, "hold_mean": _hold_mean(pool)}
+    return {"throughput": s.releases / s.window, "hold_p50": s.hold_p50,
+            "hold_p99": s.hold_p99, "limits": limits,
+            "hold_mean": raw["total"] / raw["count"] / 1e9 if raw["count"] else 0.0}
 
 
-def _hold_mean(pool: Any) -> float:
-    raw = pool._snapshot(False)["hold"]
-    return raw["total"] / raw["count"] / 1e9 if raw["count"] else 0.0
-
-
-def adaptive_run(url: str, sql: str, threads: int, seconds: float) -> dict[str, Any]:
-    with fastpool.create_pool(url, max_size="auto", max_size_ceiling=32,
-                              name="auto") as pool:
-        load = ClosedLoop(pool, sql, threads)
-        limits = []
-        start = time.monotonic()
-        settled_from = seconds / 2
-        reset = False
-        while (elapsed := time.monotonic() - start) < seconds:
-            time.sleep(0.5)
-            limits.append((round(elapsed, 1), pool.max_size))
-            if not reset and elapsed >= settled_from:
-                pool.stats(reset=True)  # the second half: the settled limit's numbers
-                reset = True
-        s = pool.stats()
-        load.stop()
-        late = [lim for t, lim in limits if t >= settled_from]
-        return {"limits": limits, "settled_median": statistics.median(late),
-                "settled_min": min(late), "settled_max": max(late),
-                "throughput": s.releases / s.window, "hold_p99": s.hold_p99,
-                "hold_p50": s.hold_p50}
+def interleaved(url: str, sql: str, threads: int, seconds: float, rounds: int,
+                ) -> dict[str, Any]:
+    """Rounds of one slot per fixed size and one of an adaptive pool (kept across
+    rounds, warmed up first), so that every configuration sees the same drift of a
+    shared machine; medians over the rounds."""
+    runs: dict[str, list[dict[str, Any]]] = {"auto": [], **{str(n): [] for n in FIXED}}
+    with fastpool.create_pool(url, max_size="auto", max_size_ceiling=32, name="auto") as auto:
+        warm = slot(auto, sql, threads, 15.0)
+        for _ in range(rounds):
+            runs["auto"].append(slot(auto, sql, threads, seconds))
+            for size in FIXED:
+                with fastpool.create_pool(url, min_size=size, max_size=size,
+                                          name=f"fixed-{size}") as pool:
+                    pool.wait()
+                    runs[str(size)].append(slot(pool, sql, threads, seconds))
+    table = {key: {m: statistics.median(r[m] for r in rs)
+                   for m in ("throughput", "hold_p50", "hold_p99", "hold_mean")}
+             for key, rs in runs.items()}
+    limits = [lim for r in runs["auto"] for lim in r["limits"]]
+    table["auto"].update(limits_warmup=warm["limits"], limits=limits,
+                         limit_median=statistics.median(limits), limit_min=min(limits),
+                         limit_max=max(limits))
+    return {"median": table, "runs": runs}
 
 
 def main() -> None:
@@ -131,20 +136,24 @@ def main() -> None:
                   f"{case['after']['wait_p99'] * 1e3:.2f} ms, utilization "
                   f"{case['before']['utilization']:.0%} -> {case['after']['utilization']:.0%} "
                   f"(predicted {a['predicted_utilization']:.0%})", flush=True)
-        sweep = [fixed_run(url, burn_sql, size, 24, phase / 2) for size in FIXED]
-        for row in sweep:
+        rounds = 3 if args.quick else 5
+        res = interleaved(url, burn_sql, 24, phase / 2, rounds)
+        med = res["median"]
+        fixed = [dict(size=n, **med[str(n)]) for n in FIXED]
+        for row in fixed:
             print(f"{name} fixed {row['size']:2d}: {row['throughput']:7.1f}/s hold p50 "
                   f"{row['hold_p50'] * 1e3:7.1f} ms p99 {row['hold_p99'] * 1e3:7.1f} ms",
                   flush=True)
-        k = knee([r["size"] for r in sweep], [r["throughput"] for r in sweep],
-                 [r["hold_mean"] for r in sweep])
-        auto = adaptive_run(url, burn_sql, 24, 6 * phase)
-        best = max(sweep, key=lambda r: r["throughput"])
-        out.update(sweep=sweep, knee=k, adaptive=auto, best_fixed=best)
-        print(f"{name} knee {k}; auto settled {auto['settled_min']}..{auto['settled_max']} "
-              f"(median {auto['settled_median']}), {auto['throughput']:.1f}/s vs best fixed "
-              f"{best['size']} {best['throughput']:.1f}/s; p99 hold {auto['hold_p99'] * 1e3:.0f} "
-              f"ms vs {sweep[-1]['hold_p99'] * 1e3:.0f} ms at {sweep[-1]['size']}", flush=True)
+        k = knee([r["size"] for r in fixed], [r["throughput"] for r in fixed],
+                 [r["hold_mean"] for r in fixed])
+        auto = med["auto"]
+        best = max(fixed, key=lambda r: r["throughput"])
+        out.update(interleaved=res, knee=k, best_fixed=best)
+        print(f"{name} knee {k}; auto limit {auto['limit_min']}..{auto['limit_max']} (median "
+              f"{auto['limit_median']}), {auto['throughput']:.1f}/s vs best fixed "
+              f"{best['size']} {best['throughput']:.1f}/s and knee {med[str(k)]['throughput']:.1f}"
+              f"/s; p99 hold {auto['hold_p99'] * 1e3:.0f} ms vs {fixed[-1]['hold_p99'] * 1e3:.0f}"
+              f" ms at {fixed[-1]['size']}", flush=True)
     folder = os.path.join(os.path.dirname(__file__), "results", "sizing")
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, time.strftime("%Y-%m-%dT%H%M%S") + ".json")
