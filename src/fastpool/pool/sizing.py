@@ -486,13 +486,13 @@ class SizingPolicy(_Composed):
             floor = integer("min_size", options.get("min_size", 1), 0)
             if floor > ceiling:
                 raise ConfigError(f"min_size ({floor}) must not exceed max_size_ceiling "
-                                    f"({ceiling})")
+                                  f"({ceiling})")
             self.max_size_ceiling = ceiling
             self._adaptive = AdaptiveLimit(floor=max(floor, 1), ceiling=ceiling)
             options["max_size"] = self._adaptive.limit
         elif max_size_ceiling is not None:
             raise ConfigError('max_size_ceiling is the ceiling of max_size="auto"; '
-                                f"got max_size={options.get('max_size', 10)!r}")
+                              f"got max_size={options.get('max_size', 10)!r}")
         self._sampler = Sampler(self.SAMPLE_INTERVAL, self.SAMPLES_KEPT)
         self._next_sample = 0.0
         self._last_adapt: Sample | None = None
