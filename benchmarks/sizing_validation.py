@@ -38,6 +38,7 @@ from tests.fix_load import ClosedLoop, open_loop
 
 import fastpool
 from fastpool.cli.sweep import knee
+from fastpool.pool.sizing import erlang_c
 
 SERVERS = {
     "postgresql": (os.environ.get("FASTPOOL_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test"),
@@ -69,7 +70,9 @@ def advisor_case(url: str, sql: str, size: int, seconds: float, after_seconds: f
         # Waits come in bursts: a p99 near the 1% boundary needs a long run to settle.
         open_loop(pool, RATE, sql, after_seconds, seed=16)
         after = measured(pool)
-        return {"size": size, "advice": advice.as_dict(), "before": before, "after": after}
+        predicted_waits = erlang_c(advice.max_size, advice.arrival_rate * advice.hold_mean)
+        return {"size": size, "advice": advice.as_dict(), "predicted_waits": predicted_waits,
+                "before": before, "after": after}
 
 
 def slot(pool: Any, sql: str, threads: int, seconds: float) -> dict[str, Any]:
@@ -139,7 +142,8 @@ def main() -> None:
             a = case["advice"]
             print(f"{name} pool {size}: advice {a['summary']} ({a['reason']}); measured p99 "
                   f"wait {case['before']['wait_p99'] * 1e3:.2f} ms -> "
-                  f"{case['after']['wait_p99'] * 1e3:.2f} ms, utilization "
+                  f"{case['after']['wait_p99'] * 1e3:.2f} ms, waited {case['after']['waits']:.2%}"
+                  f" (predicted {case['predicted_waits']:.2%}), utilization "
                   f"{case['before']['utilization']:.0%} -> {case['after']['utilization']:.0%} "
                   f"(predicted {a['predicted_utilization']:.0%})", flush=True)
         if "adaptive" not in parts:
