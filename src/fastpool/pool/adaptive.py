@@ -69,7 +69,7 @@ class AdaptiveLimit:
     #: Hold-time gradient below which the limit grows (latency flat).
     GROW_BELOW = 0.5
     #: Gradient above which it shrinks (latency climbing with concurrency).
-    SHRINK_ABOVE = 0.85
+    SHRINK_ABOVE = 0.7
     #: Fewer releases than this in an interval: no decision.
     MIN_RELEASES = 10
     #: Intervals without a decision after a change.

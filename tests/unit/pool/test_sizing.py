@@ -280,6 +280,23 @@ def test_adaptive_limit_settles_at_the_knee(cores):
     assert len(near) >= 0.85 * len(settled), settled
 
 
+@pytest.mark.parametrize("cores", [2, 4, 8])
+def test_adaptive_limit_finds_a_gradual_knee_by_power(cores):
+    # A server whose latency bends smoothly: hold = base * (1 + (c/cores)^4)^(1/4).
+    rng = random.Random(cores)
+
+    def hold(c: int) -> float:
+        return 0.01 * (1 + (c / cores) ** 4) ** 0.25 * (1 + rng.uniform(-0.05, 0.05))
+
+    def power(c: int) -> float:  # throughput / latency = c / hold^2
+        return c / ((1 + (c / cores) ** 4) ** 0.5)
+
+    knee = max(range(1, 65), key=power)
+    settled = sorted(drive(AdaptiveLimit(floor=1, ceiling=64), hold, 300)[100:])
+    median = settled[len(settled) // 2]
+    assert knee * 0.75 <= median <= knee * 1.25 + 0.5, (knee, settled)
+
+
 def test_adaptive_limit_grows_to_the_ceiling_while_latency_stays_flat():
     rng = random.Random(1)
     limits = drive(AdaptiveLimit(floor=1, ceiling=24), server_model(1000, 0.02, 0.05, rng), 60)
