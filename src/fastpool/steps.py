@@ -20,7 +20,6 @@ protocol the same way: generators in ``psycopg.generators``, driven by
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Generator
 from typing import Any, TypeVar
 
@@ -57,7 +56,7 @@ async def run_async(steps: Steps[R], io: Any) -> R:
         while True:
             try:
                 result = getattr(io, op[0])(*op[1:])
-                if inspect.isawaitable(result):
+                if hasattr(result, "__await__"):  # inspect.isawaitable, in C
                     result = await result
             except BaseException as exc:
                 op = steps.throw(exc)

@@ -12,6 +12,7 @@ import asyncio
 import functools
 import logging
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -186,6 +187,33 @@ def test_acquire_times_out_with_the_pools_state(run_pools):
         await pool.release(held)
 
     run_pools(body)
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_each_waiter_times_out_at_its_own_deadline(run_pools, loop):
+    # All waiters' deadlines share one loop timer, armed at the earliest: a
+    # waiter queued behind a patient one, with a shorter timeout, must still
+    # time out on time, and the patient one must keep waiting and be served.
+    async def body(make):
+        pool = await make(max_size=1, timeout=30)
+        held = await pool.acquire()
+        patient = asyncio.create_task(pool.acquire(timeout=30))
+        await asyncio.sleep(0)
+        t0 = time.monotonic()
+        with pytest.raises(PoolTimeout):
+            await pool.acquire(timeout=0.2)
+        waited = time.monotonic() - t0
+        assert 0.15 < waited < 10, waited  # at its deadline, not the patient one's
+        shorter = [asyncio.create_task(pool.acquire(timeout=t)) for t in (0.3, 0.1, 0.2)]
+        done = await asyncio.gather(*shorter, return_exceptions=True)
+        assert all(isinstance(e, PoolTimeout) for e in done), done
+        assert not patient.done()
+        await pool.release(held)
+        conn = await asyncio.wait_for(patient, 5)
+        await pool.release(conn)
+        assert pool.stats().timeouts == 4
+
+    run_pools(body, loop=loop)
 
 
 def test_waiters_are_served_first_come_first_served(run_pools):

@@ -24,12 +24,14 @@ pops the idle ring in C; only what needs waiting or I/O leaves it.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import threading
 import time
 import weakref
 from collections.abc import Callable, Coroutine
+from heapq import heappop, heappush
 from typing import Any
 
 from fastpool import _core
@@ -49,21 +51,24 @@ _get_running_loop = asyncio._get_running_loop
 _get_ident = threading.get_ident
 
 
-def _expire(fut: asyncio.Future[bool]) -> None:
-    if not fut.done():
-        fut.set_result(False)
-
-
 class LoopIO:
     """The asyncio pool's I/O for its flows (``fastpool.steps``): coroutines of
     the async driver, and waits on futures of the pool's loop. Holds the
     driver and the loop, not the pool."""
 
-    __slots__ = ("driver", "loop")
+    __slots__ = ("deadlines", "driver", "loop", "seq", "timer", "timer_at")
 
     def __init__(self, driver: Any, loop: asyncio.AbstractEventLoop) -> None:
         self.driver = driver
         self.loop = loop
+        # Every waiter's deadline, in one heap with one loop timer armed at
+        # the earliest: a timer per wait would cost a TimerHandle, its cancel
+        # and Python-level heap compares in the loop's own timer heap (where
+        # the driver's timers would then sit among a thousand waiters').
+        self.deadlines: list[tuple[float, int, asyncio.Future[bool]]] = []
+        self.seq = itertools.count()
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_at = 0.0
 
     def token(self) -> tuple[Callable[[], object], asyncio.Future[bool]]:
         """A waiter's wake-up and the future ``wait`` awaits."""
@@ -75,14 +80,39 @@ class LoopIO:
 
         return wakeup, fut
 
-    async def wait(self, fut: asyncio.Future[bool], timeout: float) -> bool:
+    def wait(self, fut: asyncio.Future[bool], timeout: float) -> Any:
+        """``fut`` to await: True once woken, False at the deadline (a waiter
+        woken and expired at once keeps True: the hand-off came first)."""
         if fut.done():
             return fut.result()
-        handle = self.loop.call_later(timeout, _expire, fut)
-        try:
-            return await fut
-        finally:
-            handle.cancel()
+        when = self.loop.time() + timeout
+        heap = self.deadlines
+        while heap and heap[0][2].done():  # woken or cancelled: forget
+            heappop(heap)
+        heappush(heap, (when, next(self.seq), fut))
+        if self.timer is None or when < self.timer_at:
+            self._arm(when)
+        return fut
+
+    def _arm(self, when: float) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = self.loop.call_at(when, self._expire_due)
+        self.timer_at = when
+
+    def _expire_due(self) -> None:
+        """The timer: wake every waiter whose deadline has come with False."""
+        self.timer = None
+        now = self.loop.time()
+        heap = self.deadlines
+        while heap:
+            when, _, fut = heap[0]
+            if not fut.done():
+                if when > now:
+                    self._arm(when)
+                    return
+                fut.set_result(False)
+            heappop(heap)
 
     def probe(self, conn: Any, timeout: float) -> Coroutine[Any, Any, None]:
         return self.driver.probe(conn, timeout)  # type: ignore[no-any-return]
@@ -312,11 +342,13 @@ class AsyncPolicy(PoolPolicy):
         # A generator is never a connection.
         return self._acquire_steps(timeout, idx)
 
-    async def _acquire_later(self, steps: Any) -> Any:
+    def _acquire_later(self, steps: Any) -> Coroutine[Any, Any, Any]:
+        # A plain function returning the flow's coroutine: one coroutine
+        # fewer for every wait to resume through.
         if _get_running_loop() is not self._loop and self._pid == os.getpid():
             steps.close()  # not started: nothing to undo but the slot it owns
             self._off_loop()
-        return await run_async(steps, self._io)
+        return run_async(steps, self._io)
 
     def _release_slow(self, idx: int, commit: bool) -> None:
         # The rollback (or commit, or reset) runs as a task of its own, so a
