@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -44,6 +45,7 @@ def test_asyncpg_cancelled_mid_query_is_not_lent_in_a_transaction(
     run_pools(body)
 
 
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="asyncio.timeout is Python 3.11+")
 def test_asyncpg_writes_after_a_timed_out_transaction_are_not_lost(
         run_pools: Callable[..., Any], pg_url: str) -> None:
     """``asyncio.timeout`` around ``pool.transaction`` landing while BEGIN is in
