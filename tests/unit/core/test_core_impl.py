@@ -70,3 +70,16 @@ def test_asking_for_the_compiled_core_when_it_is_missing_is_a_clear_error():
     assert proc.returncode != 0
     assert "FASTPOOL_IMPL asks for the compiled core, but it cannot be imported" in proc.stderr
     assert "Tried: fastpool._core (compiled)" in proc.stderr
+
+
+def test_an_installed_wheel_is_the_fastpool_under_test():
+    """scripts/matrix (CI on the other Pythons) runs the suite against the wheel
+    it installed in a venv and names that venv's site-packages here: fastpool
+    and its compiled core must come from there, never from src/."""
+    site = os.environ.get("FASTPOOL_EXPECT_INSTALLED")
+    if not site:
+        pytest.skip("not a run against an installed wheel (see scripts/matrix)")
+    site_dir = os.path.realpath(site) + os.sep
+    assert os.path.realpath(fastpool.__file__).startswith(site_dir), fastpool.__file__
+    assert fastpool._core.__impl__ == "compiled"
+    assert os.path.realpath(fastpool._core.__file__).startswith(site_dir), fastpool._core.__file__
