@@ -322,7 +322,7 @@ class PoolPolicy(_Core):
                 self._count(_core.C_TIMEOUTS)
                 self._hooks.emit("timeout", (time.monotonic_ns() - start) / 1e9)
                 raise self._timeout_error(t)
-            wakeup, token = yield ("token",)
+            wakeup, token = self._io.token()  # no I/O: a lock, or a future of the loop
             waiter = self._new_waiter(wakeup)
             if self.track_holders:  # recorded by the core at hand-off, with no gap
                 waiter.holder = self._capture_holder()
@@ -745,7 +745,8 @@ class PoolPolicy(_Core):
             logger.warning(
                 "fastpool: pool %r: connection %r held for %.1f s (leak_threshold %g s); "
                 "possible leak, %s",
-                self.name, conn, held_ns / 1e9, self.leak_threshold, self._site_text(holder))
+                # repr: a log record a handler keeps must not keep the connection
+                self.name, repr(conn), held_ns / 1e9, self.leak_threshold, self._site_text(holder))
 
     def _site_text(self, holder: object) -> str:
         """Where a connection was acquired, for a warning, or how to find out."""
@@ -804,7 +805,7 @@ class PoolPolicy(_Core):
             logger.warning(
                 "fastpool: pool %r: connection %r was dropped without a release after "
                 "%.1f s; reclaimed: %s. Release every connection (or use `with "
-                "pool.connection()`); %s", self.name, conn, held_s, fate,
+                "pool.connection()`); %s", self.name, repr(conn), held_s, fate,
                 self._site_text(holder))
             conn = None  # hold no reference into the next check
 

@@ -1,0 +1,219 @@
+"""Connections dropped without a release come back; connections in use never do.
+
+On PostgreSQL (psycopg), MariaDB (mysqlclient) and SQLite, over both cores: the
+pool's worker takes back a lent connection once nothing but the pool refers to
+it (rolled back, counted in ``stats().reclaimed``, a warning naming where it
+was acquired), and never one that a borrower, a cursor or another thread
+still holds. The default ``leak_threshold`` warns, marks ``holders()`` and
+explains a ``PoolTimeout``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from fastpool.errors import PoolTimeout
+from fastpool.pool.policy import DEFAULT_LEAK_THRESHOLD, PoolPolicy
+from tests.fix_db import Db, q
+from tests.fix_pool import wait_until
+
+
+@pytest.fixture(autouse=True)
+def quick_reclaim(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Check lent connections after 50 ms, every 20 ms (instead of 1 s and 1 s)."""
+    monkeypatch.setattr(PoolPolicy, "RECLAIM_AFTER", 0.05)
+    monkeypatch.setattr(PoolPolicy, "MAINTENANCE_INTERVAL", 0.02)
+    yield
+
+
+def ph(db: Db) -> str:
+    return "?" if db.kind == "sqlite" else "%s"
+
+
+def begin(db: Db, conn: Any) -> None:
+    """Open a transaction on ``conn`` with an uncommitted row in it."""
+    if db.kind == "mysql":
+        q(conn, "BEGIN")
+    elif db.kind == "sqlite" and not conn.in_transaction:
+        conn.execute("BEGIN")
+    q(conn, f"INSERT INTO {db.table} VALUES ({ph(db)}, {ph(db)})", (1, 1))
+
+
+def drop_without_release(pool: Any, db: Db) -> None:
+    """A request handler that returns early: acquires, writes, never releases."""
+    conn = pool.acquire()
+    begin(db, conn)
+
+
+def test_a_dropped_connection_is_rolled_back_and_lent_again(db: Db, caplog: Any) -> None:
+    pool = db.make(max_size=1, min_size=0)
+    with caplog.at_level(logging.WARNING, logger="fastpool"):
+        drop_without_release(pool, db)
+        conn = pool.acquire(timeout=5.0)  # the only connection: reclaimed, then lent
+        try:
+            assert pool.stats().reclaimed == 1
+            assert not pool.adapter.in_transaction(conn)
+        finally:
+            pool.release(conn)
+        # Logged by the worker once the connection is back (maybe after this caller got it).
+        wait_until(lambda: "dropped without a release" in caplog.text)
+    assert db.rows() == []  # the dropped borrower's write was rolled back
+    (record,) = [r for r in caplog.records if "dropped without a release" in r.getMessage()]
+    text = record.getMessage()
+    assert "rolled back and returned to the pool" in text
+    assert "track_holders=True" in text  # how to learn where it was acquired
+
+
+def test_the_warning_names_the_acquire_site_when_holders_are_tracked(
+        db: Db, caplog: Any) -> None:
+    pool = db.make(max_size=1, min_size=0, track_holders=True)
+    with caplog.at_level(logging.WARNING, logger="fastpool"):
+        drop_without_release(pool, db)
+        wait_until(lambda: "dropped without a release" in caplog.text)
+    (record,) = [r for r in caplog.records if "dropped without a release" in r.getMessage()]
+    assert "in drop_without_release" in record.getMessage()
+    assert "conn = pool.acquire()" in record.getMessage()
+
+
+def test_an_exception_path_that_skips_release_loses_nothing(db: Db) -> None:
+    pool = db.make(max_size=2, min_size=0)
+
+    def handler() -> None:
+        conn = pool.acquire()
+        begin(db, conn)
+        raise ValueError("bad request")  # release() never runs
+
+    for _ in range(5):  # more than max_size: each one comes back
+        with contextlib.suppress(ValueError):  # handled: the handler's frame is freed
+            handler()
+    wait_until(lambda: pool.stats().in_use == 0)
+    assert pool.stats().reclaimed == 5
+    assert db.rows() == []
+
+
+class _Holder:
+    """Keeps a connection (or something on it) until told to let go."""
+
+    def __init__(self, pool: Any, how: str) -> None:
+        self.conn: Any = pool.acquire()
+        self.cursor: Any = None
+        self.thread: threading.Thread | None = None
+        self.done = threading.Event()
+        if how == "cursor":
+            # A cursor with a result still open on it; the borrower keeps only that.
+            self.cursor = self.conn.cursor()
+            self.cursor.execute("SELECT 1 UNION ALL SELECT 2")
+            self.cursor.fetchone()
+            self.conn = None
+        elif how == "thread":
+            # Another thread has it (blocked in the middle of its work).
+            conn, self.conn = self.conn, None
+            self.thread = threading.Thread(target=self._hold, args=(conn,), daemon=True)
+            del conn
+            self.thread.start()
+
+    def _hold(self, conn: Any) -> None:
+        self.done.wait(30)
+
+    def let_go(self) -> None:
+        self.conn = self.cursor = None
+        if self.thread is not None:
+            self.done.set()
+            self.thread.join()
+
+
+@pytest.mark.parametrize("how", ["borrower", "cursor", "thread"])
+def test_a_connection_still_in_use_is_never_reclaimed(db: Db, how: str) -> None:
+    pool = db.make(max_size=1, min_size=0)
+    holder = _Holder(pool, how)
+    # Many maintenance rounds (20 ms each) see it lent and held.
+    with pytest.raises(PoolTimeout):
+        pool.acquire(timeout=0.4)
+    assert pool.stats().reclaimed == 0
+    assert pool.stats().in_use == 1
+    # Once nothing holds it, the same worker takes it back: it was looking.
+    holder.let_go()
+    gc.collect()
+    wait_until(lambda: pool.stats().reclaimed == 1)
+    conn = pool.acquire(timeout=5.0)
+    pool.release(conn)
+
+
+def test_reclaiming_can_be_turned_off(make_pool: Callable[..., Any],
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(PoolPolicy, "RECLAIM_AFTER", None)
+    pool = make_pool(max_size=1, min_size=0)
+    pool.acquire()
+    with pytest.raises(PoolTimeout):
+        pool.acquire(timeout=0.2)
+    assert pool.stats().reclaimed == 0
+    (conn,) = [c for c, _, _ in pool._holders()]
+    pool.release(conn)
+
+
+# ---- the default leak threshold ------------------------------------------------------
+
+def test_leaks_are_reported_by_default_without_tracking_holders(
+        make_pool: Callable[..., Any]) -> None:
+    pool = make_pool()
+    assert pool.leak_threshold == DEFAULT_LEAK_THRESHOLD == 300.0
+    assert pool.track_holders is False  # the default costs no stack capture per acquire
+    explicit = make_pool(leak_threshold=300.0)
+    assert explicit.track_holders is True  # as before: an explicit threshold tracks
+    off = make_pool(leak_threshold=None)
+    assert off.leak_threshold is None and off.track_holders is False
+
+
+def test_a_long_hold_is_logged_once_with_how_to_find_its_site(
+        make_pool: Callable[..., Any], fake_clock: Any, caplog: Any) -> None:
+    pool = make_pool(max_size=1, min_size=0)
+    pool._set_clock(fake_clock)
+    conn = pool.acquire()
+    fake_clock.advance(DEFAULT_LEAK_THRESHOLD + 1)
+    with caplog.at_level(logging.WARNING, logger="fastpool"):
+        wait_until(lambda: pool.stats().leaks == 1)
+        pool._report_leaks()  # again: nothing more
+    (record,) = [r for r in caplog.records if "possible leak" in r.getMessage()]
+    assert "held for 301.0 s (leak_threshold 300 s)" in record.getMessage()
+    assert "track_holders=True" in record.getMessage()
+    assert [h["past_leak_threshold"] for h in pool.holders()] == [True]
+    pool.release(conn)
+
+
+def test_a_pool_timeout_says_connections_are_held_past_the_threshold(
+        make_pool: Callable[..., Any], fake_clock: Any) -> None:
+    pool = make_pool(max_size=2, min_size=0, leak_threshold=60.0)
+    pool._set_clock(fake_clock)
+
+    def forgetful_handler() -> Any:
+        return pool.acquire()
+
+    old = forgetful_handler()
+    fake_clock.advance(61)
+    young = pool.acquire()
+    assert [h["past_leak_threshold"] for h in sorted(pool.holders(),
+                                                      key=lambda h: -h["held"])] == [True, False]
+    with pytest.raises(PoolTimeout) as info:
+        pool.acquire(timeout=0.05)
+    message = str(info.value)
+    assert "1 connection(s) held longer than leak_threshold (60 s)" in message
+    assert "in forgetful_handler" in message and "possibly leaked" in message
+    pool.release(old)
+    pool.release(young)
+
+
+def test_a_pool_timeout_without_old_holders_does_not_mention_leaks(
+        make_pool: Callable[..., Any]) -> None:
+    pool = make_pool(max_size=1, min_size=0)
+    conn = pool.acquire()
+    with pytest.raises(PoolTimeout) as info:
+        pool.acquire(timeout=0.05)
+    assert "leak" not in str(info.value)
+    pool.release(conn)
