@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -68,6 +69,8 @@ __all__ = [
     "server_cap_steps",
     "wait_quantile",
 ]
+
+logger = logging.getLogger("fastpool")
 
 #: The seed's acquisition target: a p99 wait under 1 ms.
 DEFAULT_TARGET_WAIT = 0.001
@@ -577,8 +580,15 @@ class SizingPolicy(_Composed):
         now = self._now_ns() / 1e9
         if cached is None or cached[1] != processes or now - cached[0] > self.SERVER_CAP_TTL:
             client = self._driver.client
-            cap = None if client is None else (yield from server_cap_steps(
-                client.kind, sorted(self._session_states()), processes))
+            cap = None
+            if client is not None:
+                try:
+                    cap = yield from server_cap_steps(
+                        client.kind, sorted(self._session_states()), processes)
+                except Exception as exc:  # no cap known: the advice says so, not fails
+                    logger.warning("fastpool: pool %r: cannot read the server's connection "
+                                   "limits for advice(): %s: %s", self.name,
+                                   type(exc).__name__, self._driver.redact(str(exc)))
             self._server_cap = (now, processes, cap)
         return self._advise_now(window, target)
 

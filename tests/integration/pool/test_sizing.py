@@ -168,3 +168,19 @@ def test_adaptive_limit_stays_far_below_its_ceiling_on_a_saturated_server(server
 def test_adaptive_limit_grows_while_latency_stays_flat(pg_url):
     limits = run_auto(pg_url, SLEEP["pg"], threads=16, ceiling=16, seconds=8.0)
     assert limits[-1] >= 10, limits  # sleeps do not contend: more connections, more done
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "mysql"])
+def test_advice_without_the_servers_limits_says_so_and_still_advises(kind, request, caplog):
+    from tests.fix_proxy import proxied
+
+    proxy, url = proxied(kind, request)
+    with fastpool.create_pool(url, min_size=1, max_size=2, name="unreachable") as pool:
+        for _ in range(40):
+            pool.fetchval("SELECT 1")
+        proxy.close()  # the server is unreachable from now on: connecting is refused
+        with caplog.at_level("WARNING", logger="fastpool"):
+            advice = pool.advice()
+    assert advice.server is None
+    assert advice.acquisitions >= 40 and 1 <= advice.max_size <= 2
+    assert "cannot read the server's connection limits" in caplog.text
