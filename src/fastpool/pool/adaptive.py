@@ -17,8 +17,10 @@ gradient against concurrency**::
 ``g`` near 0: latency stays flat as connections are added, throughput grows
 with them (``throughput = busy / hold``): grow. ``g`` near 1: latency grows as
 fast as concurrency, throughput is flat: the extra connections only queue in
-the server: shrink. In between (``GROW_BELOW <= g <= SHRINK_ABOVE``) the limit
-holds: that band is the hysteresis.
+the server: shrink. The thresholds: below ``GROW_BELOW`` (0.5) power,
+throughput / latency, still rises with the limit (``busy / hold**2``), so the
+limit grows; above ``SHRINK_ABOVE`` (0.7) it steps back; in between it holds:
+that band is the hysteresis.
 
 Step rates are bounded: one change per interval at most, then ``SETTLE``
 intervals without a decision while the queue re-forms; steps of
