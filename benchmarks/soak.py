@@ -379,31 +379,51 @@ class Sessions:
     """Counts the servers' sessions of this run, on connections of its own."""
 
     def __init__(self, kinds: set[str]) -> None:
-        self.pg = self.my = None
-        if "postgresql" in kinds:
+        self.kinds = kinds
+        self.conns: dict[str, Any] = {}
+
+    def _connect(self, kind: str) -> Any:
+        if kind == "postgresql":
             import psycopg
-            self.pg = psycopg.connect(PG_URL, autocommit=True,
-                                      application_name="fastpool-soak-admin")
-        if "mysql" in kinds:
-            self.my = fastpool.drivers.from_url(MYSQL_URL, autocommit=True).connect()
+            return psycopg.connect(PG_URL, autocommit=True,
+                                   application_name="fastpool-soak-admin")
+        return fastpool.drivers.from_url(MYSQL_URL, autocommit=True).connect()
+
+    def _count(self, kind: str) -> int:
+        conn = self.conns.get(kind)
+        if conn is None:
+            conn = self.conns[kind] = self._connect(kind)
+        cur = conn.cursor()
+        try:
+            if kind == "postgresql":
+                cur.execute("SELECT count(*) FROM pg_stat_activity "
+                            "WHERE application_name = %s", (APP,))
+            else:
+                cur.execute("SELECT count(*) FROM information_schema.processlist "
+                            "WHERE db = %s", (MYSQL_DB,))
+            return int(cur.fetchone()[0])
+        finally:
+            cur.close()
 
     def count(self) -> dict[str, int]:
+        """Sessions per server; a server that went away (restarted by someone
+        else) is asked again on a new connection, and left out if still down."""
         out = {}
-        if self.pg is not None:
-            out["postgresql"] = self.pg.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
-                (APP,)).fetchone()[0]
-        if self.my is not None:
-            cur = self.my.cursor()
-            cur.execute("SELECT count(*) FROM information_schema.processlist WHERE db = %s",
-                        (MYSQL_DB,))
-            out["mysql"] = int(cur.fetchone()[0])
-            cur.close()
+        for kind in sorted(self.kinds & {"postgresql", "mysql"}):
+            for _ in range(2):
+                try:
+                    out[kind] = self._count(kind)
+                    break
+                except Exception as exc:
+                    print(f"  ({kind} sessions not read: {type(exc).__name__}: {exc})",
+                          flush=True)
+                    with contextlib.suppress(Exception):
+                        self.conns.pop(kind).close()
         return out
 
     def close(self) -> None:
-        for conn in (self.pg, self.my):
-            if conn is not None:
+        for conn in self.conns.values():
+            with contextlib.suppress(Exception):
                 conn.close()
 
 

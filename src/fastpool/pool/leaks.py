@@ -134,15 +134,15 @@ def private_refs(conn: object, credit: Mapping[int, int]) -> int:
     while i < len(members):
         obj = members[i]
         out: list[int] = []
-        if i == 0 or not isinstance(obj, _OPAQUE):
-            for ref in _referents(obj):
-                j = index.get(id(ref))
-                if j is None:
-                    if len(members) >= MAX_OBJECTS or not gc.is_tracked(ref):
-                        continue  # not examined: counts as outside
-                    j = index[id(ref)] = len(members)
-                    members.append(ref)
-                out.append(j)
+        for ref in _referents(obj):
+            j = index.get(id(ref))
+            if j is None:
+                if (len(members) >= MAX_OBJECTS or not gc.is_tracked(ref)
+                        or isinstance(ref, _OPAQUE)):
+                    continue  # not examined: what it holds counts as outside
+                j = index[id(ref)] = len(members)
+                members.append(ref)
+            out.append(j)
         edges.append(out)
         i += 1
     obj = ref = None  # from here on, the only references held here are the list's

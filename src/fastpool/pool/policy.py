@@ -225,6 +225,10 @@ class PoolPolicy(_Core):
         self._reclaimed = 0
         # Waiters between a hand-off and taking the connection (see _reclaim_steps).
         self._handoffs: set[Any] = set()
+        # Lent slots whose deep check found a holder: slot -> (lend, next deep check
+        # on the core's clock, checks so far, the reference count then); see
+        # _reclaim_steps.
+        self._deep_checks: dict[int, tuple[int, int, int, int]] = {}
         self._last_connect_error: BaseException | None = None
         self._fatal_error: ConnectError | None = None
         self._ever_connected = False
@@ -777,16 +781,39 @@ class PoolPolicy(_Core):
         # A waiter that was handed a slot but has not taken its connection yet
         # holds no reference to it: never a candidate.
         pending = {w.idx for w in list(self._handoffs) if w.state_name == "given"}
+        checks, self._deep_checks = self._deep_checks, {}
+        now = self._now_ns()
         for idx, holder in candidates:
             if idx < 0 or idx in pending:
                 continue
             info = self._slot_info(idx)
-            if info["state"] != _IN_USE or not self._let_go(idx, info["acquired_ns"]):
+            if info["state"] != _IN_USE:
+                continue
+            lent = info["acquired_ns"]
+            # The count against the pool's own references is cheap and runs every
+            # round. The look into the connection's own objects (needed only
+            # when it refers to itself: sqlite3, PyMySQL, aiosqlite) runs when
+            # the count changed since the last look (a borrower let go), else
+            # backs off for a connection found held, from RECLAIM_AFTER to 30 s.
+            seen_lent, due, n, last = checks.get(idx, (lent, 0, 0, -1))
+            if seen_lent != lent:
+                due, n, last = 0, 0, -1
+            try:
+                let_go, count, looked = self._let_go(idx, lent, now >= due, last)
+            except Exception as exc:  # never stop the worker's round for this
+                logger.debug("fastpool: pool %r: reference check failed: %s", self.name, exc)
+                let_go, count, looked = False, -1, True
+            if not let_go:
+                if looked:
+                    due, n = now + min(grace << min(n, 30), 30 * 10**9), n + 1
+                self._deep_checks[idx] = (lent, due, n, count)
                 continue
             conn = self._conn_at(idx)
-            held_s = (self._now_ns() - info["acquired_ns"]) / 1e9
-            dirty = self._driver.client.in_transaction(conn) \
-                if self._driver.client is not None else None
+            held_s = (now - lent) / 1e9
+            try:
+                dirty = self._driver.client.in_transaction(conn)  # type: ignore[union-attr]
+            except Exception:
+                dirty = None
             self._reclaimed += 1
             try:
                 # The core's own release (its coroutine for the asyncio pool):
@@ -795,7 +822,7 @@ class PoolPolicy(_Core):
             except Exception as exc:
                 logger.warning("fastpool: pool %r: returning a reclaimed connection failed: "
                                "%s: %s", self.name, type(exc).__name__, exc)
-            self._emit_release(conn, info["acquired_ns"])
+            self._emit_release(conn, lent)
             if self._slot_of(conn) < 0:
                 fate = "discarded (its state could not be restored)"
             elif dirty:
@@ -809,7 +836,8 @@ class PoolPolicy(_Core):
                 self._site_text(holder))
             conn = None  # hold no reference into the next check
 
-    def _let_go(self, idx: int, acquired_ns: int) -> bool:
+    def _let_go(self, idx: int, acquired_ns: int, deep: bool = True,
+                last: int = -1) -> tuple[bool, int, bool]:
         """Has every borrower of the lent slot ``idx`` let go of its connection?
 
         The connection's reference count, less this frame's own, is compared
@@ -817,8 +845,9 @@ class PoolPolicy(_Core):
         index (2), and the status source the core reads (the connection itself,
         the same object each time, or a new one per call whose references are
         measured). Any excess must be explained by the connection's private
-        objects (``leaks.private_refs``). A reference nothing explains is a
-        borrower's: the connection stays lent.
+        objects (``leaks.private_refs``; when ``deep`` or the count is not
+        ``last``). A reference nothing explains is a borrower's: the
+        connection stays lent. Returns (let go?, the count, looked deep?).
         """
         conn = self._conn_at(idx)
         others = sys.getrefcount(conn) - leaks.LOCAL_REFS
@@ -831,7 +860,7 @@ class PoolPolicy(_Core):
                 added = sys.getrefcount(conn) - before
                 again = self._trusted or self._driver.status_source(conn)
             except Exception:
-                return False  # cannot account for it: leave it lent
+                return False, others, True  # cannot account for it: leave it lent
             if src is conn:
                 own += 1
             elif again is src:
@@ -839,14 +868,19 @@ class PoolPolicy(_Core):
             else:
                 own += added  # a new one per call holds what the core's holds
             src = again = None
+        looked = False
         if others < own:
-            return False
-        if others > own and others - own != leaks.private_refs(conn, credit):
-            return False
+            return False, others, looked
+        if others > own:
+            if not deep and others == last:
+                return False, others, looked
+            looked = True
+            if others - own != leaks.private_refs(conn, credit):
+                return False, others, looked
         # Nothing changed meanwhile: the same lend, and the same count.
         info = self._slot_info(idx)
         return (info["state"] == _IN_USE and info["acquired_ns"] == acquired_ns
-                and sys.getrefcount(conn) - leaks.LOCAL_REFS == others)
+                and sys.getrefcount(conn) - leaks.LOCAL_REFS == others), others, looked
 
     # ---- fork -----------------------------------------------------------
 
