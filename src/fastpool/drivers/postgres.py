@@ -400,6 +400,14 @@ def probe_connection(conn: Any, query: bool = True, timeout: float | None = None
     _empty_query_done(pgconn)
 
 
+def _set_ready(fut: asyncio.Future[None]) -> None:
+    # Not ``fut.set_result``: the deadline may have cancelled ``fut`` in the
+    # same loop iteration that found the socket readable (the loop would log
+    # the InvalidStateError of a callback).
+    if not fut.done():
+        fut.set_result(None)
+
+
 async def probe_connection_async(conn: Any, query: bool = True,
                                  timeout: float | None = None) -> None:
     """``probe_connection`` for a psycopg ``AsyncConnection``: the same local
@@ -419,7 +427,7 @@ async def probe_connection_async(conn: Any, query: bool = True,
         if not pgconn.is_busy():
             break
         ready = loop.create_future()
-        loop.add_reader(fd, ready.set_result, None)
+        loop.add_reader(fd, _set_ready, ready)
         try:
             await asyncio.wait_for(ready, max(0.0, deadline - loop.time()))
         except asyncio.TimeoutError:
