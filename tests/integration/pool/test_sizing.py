@@ -132,7 +132,7 @@ def test_async_pool_advice_asks_the_server_on_the_loop(scheme, server_url, reque
 
     advice = asyncio.run(main())
     assert advice.acquisitions >= 50
-    assert advice.server is not None and advice.server.max_connections > advice.server.limit > 0
+    assert advice.server is not None and advice.server.max_connections >= advice.server.limit > 0
     assert 1 <= advice.max_size <= 4  # SELECT 1 holds: a connection or two suffice
 
 
