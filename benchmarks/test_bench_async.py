@@ -15,7 +15,9 @@ part of each group's name):
   socket, autocommit: no pool owes the server a COMMIT); extra_info has
   cycles/s, fairness (max/min cycles per task), the longest acquire wait and
   the longest gap between two cycles of one task. Not pinned: the server needs
-  the other CPU.
+  the other CPU. ``no_pool_*_ceiling``: one task per connection, no pool, the
+  machine's ceiling; ``littles_law_mean_wait_ms`` = (TASKS - POOL_SIZE) / its
+  throughput, the least mean acquire wait any pool can give 1,000 tasks here.
 - ``async-overhead-<loop>``: ``SELECT 1`` (``conn.fetchval``) on one asyncpg
   connection: raw, and each pool's acquire -> fetchval -> release; the client
   and the connection's PostgreSQL backend pinned to one CPU; every pool
@@ -161,6 +163,27 @@ async def _asyncpg_pool(url: str, reset: str, size: int) -> Contender:
                      native=raw)
 
 
+async def _no_pool(url: str) -> Contender:
+    """``POOL_SIZE`` connections, each its own task's: no pool, no waiting.
+    Its throughput is this machine's ceiling for the load group."""
+    if "asyncpg" in url:
+        asyncpg = pytest.importorskip("asyncpg")
+        dsn = url.replace("postgresql+asyncpg://", "postgresql://", 1)
+        conns = [await asyncpg.connect(dsn) for _ in range(POOL_SIZE)]
+        query = _asyncpg_select
+    else:
+        psycopg = pytest.importorskip("psycopg")
+        conns = [await psycopg.AsyncConnection.connect(url, autocommit=True)
+                 for _ in range(POOL_SIZE)]
+        query = _psycopg_select
+
+    async def close() -> None:
+        for conn in conns:
+            await conn.close()
+
+    return Contender(close, query=query, native=conns)
+
+
 async def _lifoqueue() -> Contender:
     q: asyncio.LifoQueue[object] = asyncio.LifoQueue()
     q.put_nowait(object())
@@ -241,6 +264,8 @@ def load_contenders(url: str) -> dict[str, Callable[[], Awaitable[Contender]]]:
         "fastpool_asyncpg": lambda: _fastpool(apg, "cycle", POOL_SIZE),
         "asyncpg_pool_default_reset": lambda: _asyncpg_pool(apg, "default", POOL_SIZE),
         "asyncpg_pool_noop_reset": lambda: _asyncpg_pool(apg, "noop", POOL_SIZE),
+        "no_pool_psycopg_ceiling": lambda: _no_pool(url),
+        "no_pool_asyncpg_ceiling": lambda: _no_pool(apg),
     }
 
 
@@ -248,7 +273,12 @@ LOAD_NAMES = list(load_contenders(PG_URL))
 
 
 async def drive(c: Contender, tasks: int, duration: float) -> dict[str, Any]:
-    """``tasks`` tasks cycling on ``c`` for ``duration`` s: throughput, fairness, waits."""
+    """``tasks`` tasks cycling on ``c`` for ``duration`` s: throughput, fairness, waits.
+    A contender without a pool (``native`` is its connections) runs one task per
+    connection instead: the ceiling, and from it Little's law's floor for the
+    mean acquire wait of ``tasks`` tasks on that many connections."""
+    if c.acquire is None and c.connection is None:
+        return await _drive_no_pool(c, tasks, duration)
     counts = [0] * tasks
     gaps = [0.0] * tasks
     waits = [0.0] * tasks
@@ -307,6 +337,34 @@ async def drive(c: Contender, tasks: int, duration: float) -> dict[str, Any]:
         "longest_acquire_wait_ms": max(waits) * 1e3,
         "longest_gap_ms": max(gaps) * 1e3,
     }
+
+
+async def _drive_no_pool(c: Contender, tasks: int, duration: float) -> dict[str, Any]:
+    query = c.query
+    assert query is not None
+    stop = False
+    counts = [0] * len(c.native)
+
+    async def work(i: int, conn: Any) -> None:
+        n = 0
+        while not stop:
+            await query(conn)
+            n += 1
+        counts[i] = n
+
+    workers = [asyncio.ensure_future(work(i, conn)) for i, conn in enumerate(c.native)]
+    t0 = time.perf_counter()
+    await asyncio.sleep(duration)
+    stop = True
+    await asyncio.gather(*workers)
+    rate = sum(counts) / (time.perf_counter() - t0)
+    # Every task waits, on average, while the (tasks - connections) tasks
+    # queued ahead of it are served: no pool, fair or not, can do better.
+    return {"tasks": len(c.native), "pool_size": POOL_SIZE, "cycles_per_s": rate,
+            "fairness_max_over_min": max(counts) / min(counts) if min(counts) else float("inf"),
+            "min_task_cycles": min(counts), "max_task_cycles": max(counts),
+            "longest_acquire_wait_ms": 0.0, "longest_gap_ms": 0.0,
+            "littles_law_mean_wait_ms": (tasks - POOL_SIZE) / rate * 1e3}
 
 
 @pytest.mark.parametrize("name", LOAD_NAMES)
@@ -465,6 +523,11 @@ def report(paths: list[str]) -> None:
                 rate = m(n, "cycles_per_s")
                 ref = fp["asyncpg" if "asyncpg" in n else "psycopg"]
                 ratio = f"{ref / rate:.2f}" if ref else "-"
+                if "littles_law_mean_wait_ms" in rows[n][0]["extra_info"]:
+                    print(f"| {n} (one task per connection) | {rate:,.0f} | {ratio} | - | "
+                          f"≥ {m(n, 'littles_law_mean_wait_ms'):.1f} mean for {TASKS:,} "
+                          "tasks (Little's law) | - |")
+                    continue
                 print(f"| {n} | {rate:,.0f} | {ratio} | "
                       f"{m(n, 'fairness_max_over_min'):.2f} | "
                       f"{m(n, 'longest_acquire_wait_ms'):.1f} | {m(n, 'longest_gap_ms'):.1f} |")
