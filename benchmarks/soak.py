@@ -636,7 +636,8 @@ def report(minutes: float, samples: list[dict[str, Any]], final: dict[str, Any],
         if n:
             failures.append(f"{kind}: {n} server session(s) left after the pools closed")
     result = {"minutes": minutes, "python": sys.version.split()[0],
-              "core": fastpool._core.__impl__, "samples": samples, "final": final,
+              "core": fastpool._core.__impl__, "fastpool": os.path.dirname(fastpool.__file__),
+              "samples": samples, "final": final,
               "slopes": slopes, "sessions_after_close": after_close,
               "correctness": correctness, "failures": failures, "passed": not failures}
     print("\nslopes (per minute; growth over the run vs the noise allowance):")

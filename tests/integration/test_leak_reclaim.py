@@ -14,6 +14,7 @@ import contextlib
 import gc
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -217,3 +218,15 @@ def test_a_pool_timeout_without_old_holders_does_not_mention_leaks(
         pool.acquire(timeout=0.05)
     assert "leak" not in str(info.value)
     pool.release(conn)
+
+
+def test_close_takes_back_and_closes_what_was_dropped(
+        db: Db, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(PoolPolicy, "MAINTENANCE_INTERVAL", 30.0)  # close() must do it
+    pool = db.make(max_size=1, min_size=0)
+    drop_without_release(pool, db)
+    time.sleep(0.1)  # lent longer than RECLAIM_AFTER
+    pool.close(timeout=5.0)  # does not wait out its timeout for a connection nobody holds
+    s = pool.stats()
+    assert (s.in_use, s.open, s.reclaimed) == (0, 0, 1)
+    assert db.rows() == []

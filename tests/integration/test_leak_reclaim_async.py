@@ -126,3 +126,29 @@ async def open_cursor(conn: Any) -> Any:
     cur = conn.cursor()  # asyncmy
     await cur.execute("SELECT 1 UNION ALL SELECT 2")
     return cur
+
+
+def test_close_takes_back_and_closes_what_a_cancelled_task_held(
+        run_pools: Any, url: str, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    monkeypatch.setattr(PoolPolicy, "MAINTENANCE_INTERVAL", 30.0)  # close() must do it
+
+    async def body(make: Any) -> None:
+        pool = await make(url=url, max_size=1, min_size=0)
+        ready = asyncio.Event()
+
+        async def handler() -> None:
+            await pool.acquire()
+            ready.set()
+            await asyncio.sleep(3600)
+
+        task = asyncio.ensure_future(handler())
+        await ready.wait()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        del task
+        await asyncio.sleep(0.1)  # lent longer than RECLAIM_AFTER
+        await pool.close(timeout=5.0)
+        s = pool.stats()
+        assert (s.in_use, s.open, s.reclaimed) == (0, 0, 1)
+
+    run_pools(body)

@@ -423,7 +423,10 @@ class AsyncPolicy(PoolPolicy):
             await asyncio.wait([worker], timeout=t)
         self._close_idle()
         while self._sizes()[2] and time.monotonic() < deadline:
-            await self._changed(deadline - time.monotonic())
+            # A connection dropped without a release never comes back: take it (closed).
+            await run_async(self._reclaim_steps(), self._io)
+            if self._sizes()[2]:
+                await self._changed(min(deadline - time.monotonic(), self._tick))
         self._close_idle()  # anything a racing check() or release put back meanwhile
         pending = [task for task in self._tasks if task is not asyncio.current_task()]
         if pending:

@@ -747,7 +747,7 @@ class PoolPolicy(_Core):
         assert self.leak_threshold is not None
         for conn, held_ns, holder in self._leaks(int(self.leak_threshold * 1e9)):
             logger.warning(
-                "fastpool: pool %r: connection %r held for %.1f s (leak_threshold %g s); "
+                "fastpool: pool %r: connection %s held for %.1f s (leak_threshold %g s); "
                 "possible leak, %s",
                 # repr: a log record a handler keeps must not keep the connection
                 self.name, repr(conn), held_ns / 1e9, self.leak_threshold, self._site_text(holder))
@@ -824,13 +824,14 @@ class PoolPolicy(_Core):
                                "%s: %s", self.name, type(exc).__name__, exc)
             self._emit_release(conn, lent)
             if self._slot_of(conn) < 0:
-                fate = "discarded (its state could not be restored)"
+                fate = "closed (the pool is closed or drained, it expired, or its state " \
+                       "could not be restored)"
             elif dirty:
                 fate = "rolled back and returned to the pool"
             else:
                 fate = "returned to the pool"
             logger.warning(
-                "fastpool: pool %r: connection %r was dropped without a release after "
+                "fastpool: pool %r: connection %s was dropped without a release after "
                 "%.1f s; reclaimed: %s. Release every connection (or use `with "
                 "pool.connection()`); %s", self.name, repr(conn), held_s, fate,
                 self._site_text(holder))
@@ -979,9 +980,12 @@ class PoolPolicy(_Core):
             self._worker.join(t)
         self._close_idle()
         deadline = time.monotonic() + t
-        with self._signal.cond:
-            while self._sizes()[2] and time.monotonic() < deadline:
-                self._signal.cond.wait(deadline - time.monotonic())
+        while self._sizes()[2] and time.monotonic() < deadline:
+            # A connection dropped without a release never comes back: take it (closed).
+            run(self._reclaim_steps(), self._io)
+            with self._signal.cond:
+                if self._sizes()[2]:
+                    self._signal.cond.wait(max(min(deadline - time.monotonic(), self._tick), 0))
         self._close_idle()  # anything a racing check() or release put back meanwhile
         self._end_close(first)
         self._driver.close_pool()
