@@ -623,9 +623,10 @@ cdef class PoolCore:
         try:
             w.wakeup()
         except BaseException:
-            # A wakeup must not fail (it is a lock release or a thread-safe
-            # call); if it does, the waiter still owns the slot and will see
-            # it at its deadline through `_cancel_wait`.
+            # A thread's wakeup (a lock release) does not fail; an asyncio
+            # waiter's (its future's set_result) does when the deadline or a
+            # cancellation resolved the future first. Either way the waiter
+            # owns the slot and finds it through `_cancel_wait`.
             pass
 
     cdef inline void _ring_push(self, int idx) noexcept:

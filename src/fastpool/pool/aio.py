@@ -24,6 +24,7 @@ pops the idle ring in C; only what needs waiting or I/O leaves it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import os
@@ -73,12 +74,11 @@ class LoopIO:
     def token(self) -> tuple[Callable[[], object], asyncio.Future[bool]]:
         """A waiter's wake-up and the future ``wait`` awaits."""
         fut: asyncio.Future[bool] = self.loop.create_future()
-
-        def wakeup() -> None:  # called by the core's hand-off, on the loop's thread
-            if not fut.done():
-                fut.set_result(True)
-
-        return wakeup, fut
+        # Called by the core's hand-off, on the loop's thread; all in C (no
+        # Python frame per hand-off). On a future already done (the deadline
+        # or a cancellation came first) it raises InvalidStateError, which the
+        # core ignores: the waiter finds the slot through _cancel_wait.
+        return functools.partial(fut.set_result, True), fut
 
     def wait(self, fut: asyncio.Future[bool], timeout: float) -> Any:
         """``fut`` to await: True once woken, False at the deadline (a waiter
