@@ -151,6 +151,10 @@ class AdaptiveLimit:
         return self._move(new, why)
 
     def _move(self, new: int, why: str) -> int:
+        new = min(max(new, self.floor), self.ceiling)  # a step never leaves [floor, ceiling]
+        if new == self.limit:
+            self.reason = f"{why}; at the bound"
+            return new
         self.reason = f"{self.limit} -> {new}: {why}"
         self.limit = new
         self._settle = self.SETTLE

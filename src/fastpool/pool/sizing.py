@@ -544,7 +544,8 @@ class SizingPolicy(_Composed):
             seconds=load.window, releases=load.releases, hold_mean=load.hold_mean,
             busy=load.busy, waits=load.waits, waiting=sample.waiting))
         if new != self.max_size:  # the sync resize (an AsyncPool's awaits nothing more)
-            PoolPolicy.resize(self, min(self.min_size, new), new)
+            # The user's min_size stays: the controller moves max_size only.
+            PoolPolicy.resize(self, self.min_size, max(new, self.min_size))
 
     # ---- advice -----------------------------------------------------------------------------
 

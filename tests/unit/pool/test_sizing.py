@@ -321,6 +321,13 @@ def test_adaptive_limit_holds_when_the_limit_is_not_reached():
     assert controller.reason == "the limit is not reached"
 
 
+def test_adaptive_limit_probing_down_never_goes_below_the_floor():
+    # floor 10, limit 12: a probe one step (3) down would give 9.
+    controller = AdaptiveLimit(floor=10, ceiling=64, start=12)
+    limits = drive(controller, server_model(4, 0.01, 0.05, random.Random(4)), 60)
+    assert min(limits) == 10  # it did probe down, to the floor and no lower
+
+
 def test_adaptive_limit_steps_are_bounded_and_settle():
     rng = random.Random(3)
     controller = AdaptiveLimit(floor=1, ceiling=64)
