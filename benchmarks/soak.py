@@ -57,9 +57,12 @@ from fastpool.pool.policy import PoolPolicy
 
 PG_URL = os.environ.get("FASTPOOL_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 MYSQL_URL = os.environ.get("FASTPOOL_MYSQL_DSN", "mysql://root@127.0.0.1:3306/test")
-APP = "fastpool-soak"
-MYSQL_DB = "fastpool_soak"
-TABLE = "fp_soak_rows"
+# Names of this run's own: two soaks at once (a CI run beside a long one) must not
+# share a table or count each other's sessions.
+RUN = f"{os.getpid()}"
+APP = f"fastpool-soak-{RUN}"
+MYSQL_DB = f"fastpool_soak_{RUN}"
+TABLE = f"fp_soak_rows_{RUN}"
 POOL_SIZE = 4
 NOT_STARTED = (PoolTimeout, TooManyWaiting)  # nothing was sent: not written
 
@@ -538,6 +541,21 @@ def count_rows(b: Backend) -> int:
         return int(pool.fetchval(f"SELECT count(*) FROM {TABLE}"))
 
 
+def clean_up(backends: list[Backend]) -> None:
+    """Drop this run's table (and MariaDB database)."""
+    for b in backends:
+        with contextlib.suppress(Exception):
+            if b.kind == "mysql":
+                admin = fastpool.drivers.from_url(MYSQL_URL, autocommit=True).connect()
+                cur = admin.cursor()
+                cur.execute(f"DROP DATABASE IF EXISTS {MYSQL_DB}")
+                cur.close()
+                admin.close()
+            else:
+                with fastpool.create_pool(b.url, max_size=1) as pool:
+                    pool.execute(f"DROP TABLE IF EXISTS {TABLE}")
+
+
 def run(minutes: float, every: float, kinds: list[str]) -> dict[str, Any]:
     tmp = tempfile.mkdtemp(prefix="fastpool-soak-")
     backends = make_backends(kinds, tmp)
@@ -593,7 +611,10 @@ def run(minutes: float, every: float, kinds: list[str]) -> dict[str, Any]:
     time.sleep(0.5)
     after_close = sessions.count()
     sessions.close()
-    return report(minutes, samples, final, after_close, backends)
+    try:
+        return report(minutes, samples, final, after_close, backends)
+    finally:
+        clean_up(backends)
 
 
 def _row_text(row: dict[str, Any]) -> str:
