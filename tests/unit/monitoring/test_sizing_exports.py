@@ -16,9 +16,11 @@ from fastpool.monitoring.snapshot import advice
 from tests.unit.monitoring.test_monitoring import get, scrape
 
 
-def starve(pool: Any, threads: int = 4, seconds: float = 0.6) -> None:
-    """``threads`` threads each holding a connection for 5 ms, back to back:
-    a pool of one is always busy and callers wait."""
+def starve(pool: Any, threads: int = 4, acquisitions: int = 100, cap: float = 60.0) -> None:
+    """``threads`` threads each holding a connection for 5 ms, back to back,
+    until the pool has lent ``acquisitions`` (advice needs 30 to say more than
+    "too little load"; a stalled machine makes fewer in a fixed time), at most
+    ``cap`` seconds: a pool of one is always busy and callers wait."""
     stop = threading.Event()
 
     def work() -> None:
@@ -30,7 +32,9 @@ def starve(pool: Any, threads: int = 4, seconds: float = 0.6) -> None:
     crowd = [threading.Thread(target=work) for _ in range(threads)]
     for t in crowd:
         t.start()
-    time.sleep(seconds)
+    deadline = time.monotonic() + cap
+    while pool.stats().acquisitions < acquisitions and time.monotonic() < deadline:
+        time.sleep(0.05)
     stop.set()
     for t in crowd:
         t.join()
