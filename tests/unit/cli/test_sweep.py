@@ -22,18 +22,19 @@ def png_size(path) -> tuple[int, int]:
     return struct.unpack(">II", data[16:24])
 
 
+@pytest.mark.slow  # ~20 s on the shared machine, most of it importing matplotlib
 def test_sweep_prints_each_size_marks_the_knee_and_draws_a_png(tmp_path):
     png = tmp_path / "sweep.png"
-    proc = run("bench", "--sweep", "1,2,4", "--duration", "0.3", "--plot", str(png))
+    proc = run("bench", "--sweep", "1,2", "--duration", "0.1", "--plot", str(png))
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert out.startswith("fastpool bench --sweep: sqlite (the embedded default), ")
-    assert "8 threads" in out  # twice the largest size
-    rows = [line.split() for line in out.splitlines() if line.split()[:1] in (["1"], ["2"], ["4"])]
-    assert [int(r[0]) for r in rows] == [1, 2, 4]
+    assert "4 threads" in out  # twice the largest size
+    rows = [line.split() for line in out.splitlines() if line.split()[:1] in (["1"], ["2"])]
+    assert [int(r[0]) for r in rows] == [1, 2]
     assert sum(1 for line in out.splitlines() if line.endswith("<- knee")) == 1
     assert "knee: max_size " in out and f"plot: {png}" in out
-    assert "max_size 4, 8 threads" in proc.stderr  # progress per size
+    assert "max_size 2, 4 threads" in proc.stderr  # progress per size
     # The picture: a real PNG of the size drawn (8 x 4.5 in at 100 dpi), decodable.
     assert png_size(png) == (800, 450)
     assert png.stat().st_size > 10_000
