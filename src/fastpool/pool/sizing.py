@@ -289,6 +289,8 @@ class ServerCap:
     sibling_sessions: int
     processes: int
     server: str
+    #: True when ``processes`` was estimated from the sibling sessions (no hint).
+    estimated: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -307,11 +309,12 @@ _MY_THREADS = "SHOW GLOBAL STATUS LIKE 'Threads_connected'"
 
 
 def server_cap_steps(kind: str, own_sessions: Sequence[int], processes: int | None,
-                     ) -> Steps[ServerCap | None]:
+                     size: int = 0) -> Steps[ServerCap | None]:
     """Ask the server (``("query_dicts", sql, None)`` on a connection of the
     driver's own, so it answers while the pool is exhausted) what it allows.
-    ``own_sessions``: the server session ids of this pool's connections.
-    None for a server without connection limits (SQLite)."""
+    ``own_sessions``: the server session ids of this pool's connections;
+    ``size``: the pool's configured size (see ``server_cap``). None for a
+    server without connection limits (SQLite)."""
     if kind == "postgresql":
         settings = (yield ("query_dicts", _PG_SETTINGS, None))[0]
         sessions = yield ("query_dicts", _PG_SESSIONS, None)
@@ -321,7 +324,7 @@ def server_cap_steps(kind: str, own_sessions: Sequence[int], processes: int | No
         siblings = sum(1 for s in others if app and s["application_name"] == app)
         reserved = int(settings["superuser_reserved"]) + int(settings["reserved"])
         return server_cap("postgresql", int(settings["max_connections"]), reserved,
-                          len(others) - siblings, siblings, len(ours), processes)
+                          len(others) - siblings, siblings, max(len(ours), size), processes)
     if kind == "mysql":
         limit = (yield ("query_dicts", _MY_MAX, None))[0]
         status = yield ("query_dicts", _MY_THREADS, None)
@@ -330,7 +333,7 @@ def server_cap_steps(kind: str, own_sessions: Sequence[int], processes: int | No
         # Threads_connected counts this pool's connections and the one asking.
         foreign = max(connected - len(own_sessions) - 1, 0)
         return server_cap("mysql", int(limit["max_connections"]), 0, foreign, 0,
-                          len(own_sessions), processes)
+                          max(len(own_sessions), size), processes)
     return None
 
 
@@ -338,14 +341,18 @@ def server_cap(server: str, max_connections: int, reserved: int, foreign: int, s
                own: int, processes: int | None) -> ServerCap:
     """The share of the server left to each process of this application. Without
     a ``processes`` hint, the processes are this one plus as many as the
-    sibling sessions (same application_name) would fill at this pool's size."""
+    sibling sessions (same application_name) would fill at this pool's size
+    (``own``: its configured size, or the connections it has open if more): an
+    estimate (an idle sibling opens fewer, another service may share the name),
+    which the advice's reason says; pass ``processes=`` to know."""
+    estimated = processes is None and siblings > 0
     if processes is None:
         processes = 1 + (math.ceil(siblings / own) if siblings and own else
                          (1 if siblings else 0))
     free = max_connections - reserved - foreign
     return ServerCap(limit=max(free // processes, 1), max_connections=max_connections,
                      reserved=reserved, foreign_sessions=foreign, sibling_sessions=siblings,
-                     processes=processes, server=server)
+                     processes=processes, server=server, estimated=estimated)
 
 
 # ---- the advice -------------------------------------------------------------------------------
@@ -442,6 +449,10 @@ def advise(load: Load, *, min_size: int, max_size: int, target_wait: float = DEF
             size = bound
             reason = (f"{evidence}; {why} allows {bound}, predicted p99 wait "
                       f"{_fmt(wait_quantile(bound, rate, hold))} > {_fmt(target_wait)}")
+            if bound is not ceiling and server is not None and server.estimated:
+                reason += (f" ({server.processes} processes estimated from "
+                           f"{server.sibling_sessions} sessions of this application_name: "
+                           "pass processes=)")
     # Keep open what the mean load keeps busy; the rest opens on demand.
     new_min = min(size, max(1, math.ceil(load.offered)))
     if size == max_size:
@@ -585,7 +596,7 @@ class SizingPolicy(_Composed):
             if client is not None:
                 try:
                     cap = yield from server_cap_steps(
-                        client.kind, sorted(self._session_states()), processes)
+                        client.kind, sorted(self._session_states()), processes, self.max_size)
                 except Exception as exc:  # no cap known: the advice says so, not fails
                     logger.warning("fastpool: pool %r: cannot read the server's connection "
                                    "limits for advice(): %s: %s", self.name,

@@ -237,6 +237,20 @@ def test_server_cap_steps_on_postgresql_counts_other_sessions():
     assert cap.limit == (100 - 5 - 2) // 2
 
 
+def test_server_cap_estimates_processes_from_the_configured_size():
+    # An idle pool of 10 with 2 open; 40 sessions of its application_name: the
+    # siblings are 4 processes like this one, not 20.
+    sessions = [{"session_id": i, "application_name": "api"} for i in range(100, 142)]
+    io = Replies([{"max_connections": 200, "superuser_reserved": 3, "reserved": 0,
+                   "application_name": "api"}], sessions)
+    cap = run(server_cap_steps("postgresql", [100, 101], None, 10), io)
+    assert (cap.sibling_sessions, cap.processes, cap.estimated) == (40, 5, True)
+    assert cap.limit == (200 - 3) // 5
+    advice = advise(load_of(1000.0, 0.5), min_size=1, max_size=10, server=cap)  # 500 busy
+    assert advice.max_size == cap.limit and "pass processes=" in advice.reason
+    assert not server_cap("postgresql", 200, 3, 0, 40, 10, 5).estimated  # a hint is known
+
+
 def test_server_cap_steps_on_mysql_and_sqlite():
     io = Replies([{"max_connections": 151}],
                  [{"Variable_name": "Threads_connected", "Value": "10"}])
