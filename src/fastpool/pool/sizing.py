@@ -301,9 +301,13 @@ SELECT current_setting('max_connections')::int AS max_connections,
        current_setting('superuser_reserved_connections')::int AS superuser_reserved,
        coalesce(current_setting('reserved_connections', true), '0')::int AS reserved,
        current_setting('application_name') AS application_name"""
+# Without pg_read_all_stats (or superuser), PostgreSQL 14+ shows another role's
+# sessions with backend_type NULL: a NULL type with a user is a client's too.
 _PG_SESSIONS = """
 SELECT pid AS session_id, coalesce(application_name, '') AS application_name
-FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"""
+FROM pg_stat_activity
+WHERE (backend_type = 'client backend' OR (backend_type IS NULL AND usesysid IS NOT NULL))
+  AND pid <> pg_backend_pid()"""
 _MY_MAX = "SELECT @@max_connections AS max_connections"
 _MY_THREADS = "SHOW GLOBAL STATUS LIKE 'Threads_connected'"
 

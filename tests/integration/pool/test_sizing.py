@@ -81,6 +81,27 @@ def test_advice_shrinks_a_pool_far_too_large_and_utilization_rises(server):
     assert waited(after) < 0.25  # the wait target is loosened by noise, not lost
 
 
+def test_postgres_cap_counts_other_roles_sessions_for_an_ordinary_role(make_pg_pool, pg_admin,
+                                                                       pg_url):
+    from urllib.parse import urlsplit, urlunsplit
+
+    # An ordinary role sees other roles' sessions with backend_type NULL; the
+    # cap counted none of them (pg_admin's session, a superuser's, at least).
+    pg_admin.execute("DROP ROLE IF EXISTS fp_sizing_plain")
+    pg_admin.execute("CREATE ROLE fp_sizing_plain LOGIN")
+    parts = urlsplit(pg_url)
+    netloc = f"fp_sizing_plain@{parts.hostname}:{parts.port or 5432}"
+    url = urlunsplit(parts._replace(netloc=netloc))
+    pool = make_pg_pool(url, min_size=1, max_size=2)
+    try:
+        pool.wait()
+        cap = pool.advice().server
+        assert cap is not None and cap.foreign_sessions >= 1
+    finally:
+        pool.close()
+        pg_admin.execute("DROP ROLE fp_sizing_plain")
+
+
 def test_postgres_cap_counts_reserved_slots_and_sibling_sessions(make_pg_pool, pg_admin):
     app = f"fp-sizing-{time.monotonic_ns()}"
     # 2 of its 4 open: the estimate divides the siblings by the configured size
