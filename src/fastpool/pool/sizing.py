@@ -47,7 +47,7 @@ from fastpool.errors import ConfigError
 from fastpool.options import integer, integer_or_auto, seconds
 from fastpool.pool.adaptive import AdaptiveLimit, Interval
 from fastpool.pool.policy import PoolPolicy
-from fastpool.pool.stats import percentile
+from fastpool.pool.stats import PoolStats, percentile
 from fastpool.steps import Steps, run, run_async
 
 if TYPE_CHECKING:
@@ -516,6 +516,13 @@ class SizingPolicy(_Composed):
         self._last_adapt: Sample | None = None
         self._server_cap: tuple[float, int | None, ServerCap | None] | None = None
         super().__init__(connect, **options)
+
+    def stats(self, reset: bool = False) -> PoolStats:
+        result = super().stats(reset)
+        if reset:  # the samples before count from another zero: forget them
+            self._sampler.samples.clear()
+            self._last_adapt = None
+        return result
 
     @property
     def adaptive(self) -> bool:

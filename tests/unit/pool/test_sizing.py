@@ -7,11 +7,13 @@ from __future__ import annotations
 import itertools
 import math
 import random
+import time
 from fractions import Fraction
 
 import pytest
 
 from fastpool import ConfigError
+from fastpool.drivers import from_url
 from fastpool.pool.adaptive import AdaptiveLimit, Interval
 from fastpool.pool.sizing import (
     Load,
@@ -372,6 +374,34 @@ def test_auto_pool_starts_low_within_its_bounds(make_pool):
     assert pool.adaptive and pool.max_size_ceiling == 3
     assert 1 <= pool.max_size <= 3
     assert not make_pool(max_size=4).adaptive
+
+
+def test_a_stats_reset_forgets_the_samples_before_it(pool_cls, tmp_path):
+    # A sample taken early, then stats(reset=True): once the new window is longer
+    # than the old sample's, the old counts were subtracted from the new ones.
+    # Not through make_pool: after a reset the lifetime books no longer balance.
+    pool = pool_cls(driver=from_url(f"sqlite:///{tmp_path / 'r.db'}"), max_size=2)
+    try:
+        reset_and_advise(pool)
+    finally:
+        pool.close()
+
+
+def reset_and_advise(pool):
+    pool._next_sample = math.inf  # the worker samples no more: this test's samples only
+    for _ in range(300):
+        pool.fetchval("SELECT 1")
+    pool._sampler.samples.clear()
+    early = pool._sampler.add(pool._snapshot(False))  # what the worker does every second
+    pool.stats(reset=True)
+    for _ in range(10):
+        pool.fetchval("SELECT 1")
+    deadline = time.monotonic() + 60
+    while Sample.of(pool._snapshot(False)).window_ns <= early.window_ns:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    advice = pool.advice(window=60)
+    assert advice.acquisitions == 10  # was 10 - 300
 
 
 def test_advice_on_a_pool_over_an_embedded_database(make_pool):
