@@ -524,6 +524,21 @@ class SizingPolicy(_Composed):
             self._last_adapt = None
         return result
 
+    def resize(self, min_size: int, max_size: int | None = None) -> None:
+        """``PoolPolicy.resize``; on an adaptive pool the sizes stay within
+        ``max_size_ceiling``, and the controller carries on from the new ones."""
+        self._within_ceiling(min_size, max_size)
+        super().resize(min_size, max_size)
+
+    def _within_ceiling(self, min_size: int, max_size: int | None) -> None:
+        ceiling = self.max_size_ceiling
+        if ceiling is None:
+            return
+        for name, value in (("min_size", min_size), ("max_size", max_size)):
+            if value is not None and integer(name, value, 0) > ceiling:
+                raise ConfigError(f"{name} ({value}) must not exceed max_size_ceiling "
+                                  f"({ceiling}) of this adaptive pool")
+
     @property
     def adaptive(self) -> bool:
         """True for ``max_size="auto"``: ``max_size`` is then the limit found so far."""
@@ -625,7 +640,13 @@ class SizingPolicy(_Composed):
 
 
 class AsyncSizingPolicy(SizingPolicy):
-    """``SizingPolicy`` for ``AsyncPool``: ``advice()`` is awaited."""
+    """``SizingPolicy`` for ``AsyncPool``: ``advice()`` and ``resize()`` are awaited."""
+
+    async def resize(self, min_size: int,  # type: ignore[override]
+                     max_size: int | None = None) -> None:
+        """``AsyncPool.resize`` within an adaptive pool's ``max_size_ceiling``."""
+        self._within_ceiling(min_size, max_size)
+        await super(SizingPolicy, self).resize(min_size, max_size)  # type: ignore[misc]
 
     async def advice(self, window: float | None = None, *,  # type: ignore[override]
                      target_wait: float = DEFAULT_TARGET_WAIT,

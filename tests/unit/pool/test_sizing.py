@@ -376,6 +376,28 @@ def test_auto_pool_starts_low_within_its_bounds(make_pool):
     assert not make_pool(max_size=4).adaptive
 
 
+def test_resize_of_an_adaptive_pool_stays_within_its_ceiling(make_pool):
+    pool = make_pool(max_size="auto", max_size_ceiling=8)
+    with pytest.raises(ConfigError, match=r"max_size \(50\) must not exceed max_size_ceiling"):
+        pool.resize(1, 50)
+    with pytest.raises(ConfigError, match="min_size"):
+        pool.resize(9)  # the floor would pass the ceiling
+    assert pool.max_size <= 8
+    pool.resize(2, 8)  # a new starting point for the controller
+    assert (pool.min_size, pool.max_size) == (2, 8)
+    make_pool(max_size=4).resize(1, 50)  # a fixed pool has no ceiling
+
+
+def test_async_resize_of_an_adaptive_pool_stays_within_its_ceiling(run_pools):
+    async def body(make):
+        pool = await make(max_size="auto", max_size_ceiling=8)
+        with pytest.raises(ConfigError, match="max_size_ceiling"):
+            await pool.resize(1, 50)
+        await pool.resize(1, 8)
+        assert pool.max_size == 8
+    run_pools(body)
+
+
 def test_a_stats_reset_forgets_the_samples_before_it(pool_cls, tmp_path):
     # A sample taken early, then stats(reset=True): once the new window is longer
     # than the old sample's, the old counts were subtracted from the new ones.
