@@ -77,7 +77,7 @@ def integer(name: str, value: object, minimum: int, *, owner: str | None = None,
 def integer_or_auto(name: str, value: object, minimum: int, *, owner: str | None = None,
                     ) -> int | None:
     """An int >= ``minimum``, or the string ``"auto"`` (returned as None)."""
-    if value == "auto" and isinstance(value, str):
+    if isinstance(value, str) and value == "auto":  # str first: an array's == is no bool
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise _fail(owner, name, f'an integer >= {minimum} or "auto"', value)

@@ -14,6 +14,7 @@ import pytest
 
 from fastpool import ConfigError
 from fastpool.drivers import from_url
+from fastpool.options import integer_or_auto
 from fastpool.pool.adaptive import AdaptiveLimit, Interval
 from fastpool.pool.sizing import (
     Load,
@@ -396,6 +397,25 @@ def test_async_resize_of_an_adaptive_pool_stays_within_its_ceiling(run_pools):
         await pool.resize(1, 8)
         assert pool.max_size == 8
     run_pools(body)
+
+
+def test_a_batcher_on_an_adaptive_pool_checks_its_flushers_against_the_ceiling(make_pool):
+    from fastpool.writes.batch import Batcher
+
+    pool = make_pool(max_size="auto", max_size_ceiling=8)  # its limit starts at 4
+    Batcher(pool, flushers=6).close(timeout=10)
+    with pytest.raises(ConfigError, match=r"flushers \(9\).*max_size_ceiling \(8\)"):
+        Batcher(pool, flushers=9)
+
+
+def test_auto_is_a_string_and_nothing_else_is_a_config_error():
+    class Elementwise:  # == answers with an array (numpy, pandas): not a bool
+        def __eq__(self, other):
+            raise ValueError("truth value of an array is ambiguous")
+
+    with pytest.raises(ConfigError):
+        integer_or_auto("max_size", Elementwise(), 1)
+    assert integer_or_auto("max_size", "auto", 1) is None
 
 
 def test_a_stats_reset_forgets_the_samples_before_it(pool_cls, tmp_path):

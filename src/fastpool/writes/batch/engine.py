@@ -116,10 +116,13 @@ def check_options(owner: str, pool: ConnectionSource, *, max_batch: int, max_del
     delay = seconds("max_delay", max_delay, owner=owner)
     assert delay is not None
     flushers = integer("flushers", flushers, 1, owner=owner)
-    pool_max = getattr(pool, "max_size", None)
+    # An adaptive pool's max_size is its limit so far: the ceiling is what it may reach.
+    ceiling = getattr(pool, "max_size_ceiling", None)
+    pool_max, what = ((ceiling, "max_size_ceiling") if isinstance(ceiling, int)
+                      else (getattr(pool, "max_size", None), "max_size"))
     if isinstance(pool_max, int) and flushers > pool_max:
         raise ConfigError(f"{owner}: flushers ({flushers}) must not exceed the pool's "
-                          f"max_size ({pool_max}): each flusher holds a connection")
+                          f"{what} ({pool_max}): each flusher holds a connection")
     if max_pending is not None:
         max_pending = integer("max_pending", max_pending, 1, owner=owner)
     if on_full not in ("block", "raise"):
