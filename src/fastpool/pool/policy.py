@@ -790,6 +790,10 @@ class PoolPolicy(_Core):
             if info["state"] != _IN_USE:
                 continue
             lent = info["acquired_ns"]
+            if self._now_ns() - lent < grace:
+                # Lent again since the round began (released by its borrower
+                # and handed to a waiter meanwhile): a new lend, not a candidate.
+                continue
             # The count against the pool's own references is cheap and runs every
             # round. The look into the connection's own objects (needed only
             # when it refers to itself: sqlite3, PyMySQL, aiosqlite) runs when
@@ -807,6 +811,10 @@ class PoolPolicy(_Core):
                 if looked:
                     due, n = now + min(grace << min(n, 30), 30 * 10**9), n + 1
                 self._deep_checks[idx] = (lent, due, n, count)
+                continue
+            if any(w.idx == idx and w.state_name == "given" for w in list(self._handoffs)):
+                # Handed to a waiter that has not taken it yet (it holds no
+                # reference until it does): in use, whatever the count says.
                 continue
             conn = self._conn_at(idx)
             held_s = (now - lent) / 1e9
