@@ -42,7 +42,7 @@ from fastpool.writes.batch.dialects import (
     Dialect,
     dialect_for,
 )
-from fastpool.writes.batch.histogram import EXACT, Counters, bucket, bucket_value, quantile
+from fastpool.writes.batch.histogram import Counters, bucket_value, quantile, record
 from fastpool.writes.batch.results import BatcherClosed, BatcherFull, BatchResult, BatchStats
 
 if TYPE_CHECKING:
@@ -339,18 +339,11 @@ class EngineBase:
         counters = self.counters[me]
         counters.record_commit((now - self.taken_at[me]) // 1000)
         latency = counters.latency
-        size = len(latency)
         committed = 0
         for it in batch:
             if it.error is None and it.result is not None:
                 committed += 1
-                # histogram.record, inlined: this runs once per write.
-                us = (now - it.t0) // 1000
-                idx = us if us < EXACT else bucket(us)
-                if idx >= size:
-                    latency.extend([0] * (idx + 1 - size))
-                    size = idx + 1
-                latency[idx] += 1
+                record(latency, (now - it.t0) // 1000)
         return committed
 
     def settle(self, me: int, batch: list[Item], committed: int, cancelled: int) -> None:

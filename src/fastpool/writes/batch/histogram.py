@@ -6,24 +6,23 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-__all__ = ["EXACT", "Counters", "bucket", "bucket_value", "quantile", "record"]
+__all__ = ["Counters", "bucket_value", "quantile", "record"]
 
-#: Below this many microseconds every value has its own bucket.
-EXACT = 16
+_EXACT = 16
 
 
-def bucket(us: int) -> int:
-    if us < EXACT:
+def _bucket(us: int) -> int:
+    if us < _EXACT:
         return us
     shift = us.bit_length() - 4
-    return EXACT + (shift - 1) * 8 + ((us >> shift) & 7)
+    return _EXACT + (shift - 1) * 8 + ((us >> shift) & 7)
 
 
 def bucket_value(idx: int) -> float:
-    if idx < EXACT:
+    if idx < _EXACT:
         return float(idx)
-    shift = (idx - EXACT) // 8 + 1
-    return ((8 + (idx - EXACT) % 8) << shift) + (1 << shift) / 2
+    shift = (idx - _EXACT) // 8 + 1
+    return ((8 + (idx - _EXACT) % 8) << shift) + (1 << shift) / 2
 
 
 def quantile(counts: Sequence[int], q: float) -> int:
@@ -60,7 +59,7 @@ class Counters:
 
 def record(histogram: list[int], us: int) -> None:
     """Count ``us`` microseconds in ``histogram``."""
-    idx = bucket(us) if us >= EXACT else us
+    idx = _bucket(us) if us >= _EXACT else us
     if idx >= len(histogram):
         histogram.extend([0] * (idx + 1 - len(histogram)))
     histogram[idx] += 1
