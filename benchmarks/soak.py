@@ -520,15 +520,22 @@ def make_backends(kinds: list[str], tmp: str) -> list[Backend]:
     return out
 
 
+def _mysql_admin(sql: str) -> None:
+    """One statement on a connection of its own to MariaDB's server (no database)."""
+    admin = fastpool.drivers.from_url(MYSQL_URL, autocommit=True).connect()
+    try:
+        cur = admin.cursor()
+        cur.execute(sql)
+        cur.close()
+    finally:
+        admin.close()
+
+
 def prepare(backends: list[Backend]) -> None:
     """A fresh table (and the MariaDB database) for the run."""
     for b in backends:
         if b.kind == "mysql":
-            admin = fastpool.drivers.from_url(MYSQL_URL, autocommit=True).connect()
-            cur = admin.cursor()
-            cur.execute(f"CREATE DATABASE IF NOT EXISTS {MYSQL_DB}")
-            cur.close()
-            admin.close()
+            _mysql_admin(f"CREATE DATABASE IF NOT EXISTS {MYSQL_DB}")
         with fastpool.create_pool(b.url, max_size=1) as pool:
             pool.execute(f"DROP TABLE IF EXISTS {TABLE}")
             engine = " ENGINE=InnoDB" if b.kind == "mysql" else ""
@@ -546,11 +553,7 @@ def clean_up(backends: list[Backend]) -> None:
     for b in backends:
         with contextlib.suppress(Exception):
             if b.kind == "mysql":
-                admin = fastpool.drivers.from_url(MYSQL_URL, autocommit=True).connect()
-                cur = admin.cursor()
-                cur.execute(f"DROP DATABASE IF EXISTS {MYSQL_DB}")
-                cur.close()
-                admin.close()
+                _mysql_admin(f"DROP DATABASE IF EXISTS {MYSQL_DB}")
             else:
                 with fastpool.create_pool(b.url, max_size=1) as pool:
                     pool.execute(f"DROP TABLE IF EXISTS {TABLE}")
