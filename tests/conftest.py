@@ -3,7 +3,8 @@ import os
 
 import pytest
 
-pytest_plugins = ["tests.fix_pool", "tests.fix_db", "tests.fix_proxy", "tests.fix_clock"]
+pytest_plugins = ["tests.fix_pool", "tests.fix_db", "tests.fix_proxy", "tests.fix_clock",
+                  "tests.fix_replicas"]
 
 #: The fixtures that run a test body over both cores ("compiled", "python").
 CORE_FIXTURES = ("pool_cls", "async_pool_cls", "core")
