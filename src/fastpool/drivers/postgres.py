@@ -12,8 +12,9 @@ fastpool's own options go in the same places (URL query or keyword):
 ``autocommit`` (default off), ``statement_timeout``,
 ``idle_in_transaction_session_timeout``, ``lock_timeout`` (seconds, sent as
 startup options so they cost no round trip), ``prepare_threshold`` (psycopg's),
-and ``probe`` (``"query"``: local checks then an empty query, the default;
-``"local"``: local checks only). Keywords win over the URL. Tuned defaults,
+``probe`` (``"query"``: local checks then an empty query, the default;
+``"local"``: local checks only), and ``pgbouncer`` (the profile for a server
+behind PgBouncer, see ``PGBOUNCER_MODES``). Keywords win over the URL. Tuned defaults,
 each overridable (and below libpq's environment variables):
 ``application_name`` falls back to ``fastpool``, ``connect_timeout=10``, TCP
 keepalives after 30 s idle, every 10 s, 3 probes, and ``tcp_user_timeout``
@@ -48,6 +49,7 @@ from fastpool.drivers.base import (
 )
 from fastpool.drivers.client import CAPABILITIES, AsyncClient, Client, ClientBase
 from fastpool.errors import ConfigError, ErrorKind, TransactionAborted
+from fastpool.options import choice
 
 # libpq's enums (libpq-fe.h); stable across versions.
 _CONNECTION_OK = 0
@@ -69,7 +71,17 @@ DEFAULTS: dict[str, str] = {
 }
 _ENV = {"connect_timeout": "PGCONNECT_TIMEOUT"}
 _TIMEOUTS = ("statement_timeout", "idle_in_transaction_session_timeout", "lock_timeout")
-_OWN = frozenset({"autocommit", "prepare_threshold", "probe", *_TIMEOUTS})
+_OWN = frozenset({"autocommit", "prepare_threshold", "probe", "pgbouncer", *_TIMEOUTS})
+#: The PgBouncer profiles (``pgbouncer=`` in the URL or as a keyword), named
+#: after PgBouncer's pool_mode. "transaction": the pool assumes no session
+#: state across transactions: no server-side prepared statements (neither the
+#: statement cache nor psycopg's automatic ones: PgBouncer < 1.22 cannot carry
+#: them), no startup options (PgBouncer refuses them; a SET would not outlive
+#: the transaction), reset decided locally as always. "session": everything
+#: on; the timeouts are SET once per connection instead of sent as startup
+#: options. In both, the backend pid libpq sees is PgBouncer's, not a server
+#: session's: no session ids for server_activity().
+PGBOUNCER_MODES = ("transaction", "session")
 _UNSET: Any = object()
 
 # SQLSTATEs (PostgreSQL Appendix A).
@@ -88,6 +100,12 @@ _AUTH_PATTERNS = re.compile(
 _CONFIG_PATTERNS = re.compile(
     r"database \".*\" does not exist|invalid value for parameter|unrecognized configuration"
     r"|invalid connection option|unsupported startup parameter")
+# What PgBouncer's limits look like from the client: a statement psycopg
+# prepared itself (named _pg3_N) missing or already there on the server
+# connection PgBouncer lent this time, or a startup parameter it refuses.
+_PGBOUNCER_STATEMENT = re.compile(r'prepared statement "_pg3_\d+"')
+_PGBOUNCER_STATES = frozenset({"26000", "42P05"})
+_PGBOUNCER_STARTUP = re.compile(r"unsupported startup parameter: (\S+)")
 _TRANSIENT_PATTERNS = re.compile(
     r"the database system is (starting up|shutting down|in recovery mode|not yet accepting)"
     r"|too many clients|too many connections|remaining connection slots are reserved")
@@ -154,8 +172,44 @@ def classify_connect_message(msg: str) -> ErrorKind:
     return ErrorKind.UNREACHABLE  # refused, no socket, no such host, timed out
 
 
+def pgbouncer_hint(sqlstate: str | None, msg: str) -> str | None:
+    """What to do about an error that PgBouncer's limits caused, naming the
+    profile to use; None for any other error."""
+    if sqlstate in _PGBOUNCER_STATES and _PGBOUNCER_STATEMENT.search(msg):
+        return ("fastpool: a statement psycopg prepared was missing from, or already on, "
+                "the server connection PgBouncer lent this time: this server is behind "
+                "PgBouncer in transaction mode, which (before 1.22) cannot carry prepared "
+                "statements. Create the "
+                "pool with pgbouncer='transaction' (no prepared statements, no session "
+                "state assumed).")
+    found = _PGBOUNCER_STARTUP.search(msg)
+    if found:
+        return (f"fastpool: PgBouncer refuses the startup parameter {found.group(1)!r}; "
+                "fastpool sends statement_timeout, lock_timeout and "
+                "idle_in_transaction_session_timeout that way. Create the pool with "
+                "pgbouncer='session' (they are SET once per connection) or "
+                "pgbouncer='transaction' (set them on the role or database instead: "
+                "ALTER ROLE ... SET statement_timeout = ...), and leave libpq's options "
+                "and PGOPTIONS unset.")
+    return None
+
+
+def _note(exc: BaseException, hint: str) -> None:
+    """Add ``hint`` to ``exc``'s notes, once (Python 3.11+ shows them in the
+    traceback; 3.10 keeps them in ``__notes__``)."""
+    notes = getattr(exc, "__notes__", None)
+    if notes is not None and hint in notes:
+        return
+    if hasattr(exc, "add_note"):
+        exc.add_note(hint)
+    else:  # pragma: no cover - Python 3.10
+        exc.__notes__ = [*(notes or ()), hint]
+
+
 def classify_error(exc: BaseException) -> ErrorKind:
-    """What a psycopg exception means; see ErrorKind."""
+    """What a psycopg exception means; see ErrorKind. An error that
+    PgBouncer's limits caused gets a note naming the profile to use
+    (``pgbouncer_hint``); its kind is the one the SQLSTATE or message says."""
     try:
         import psycopg
     except ImportError:  # pragma: no cover - psycopg is what raised exc
@@ -164,6 +218,9 @@ def classify_error(exc: BaseException) -> ErrorKind:
         return ErrorKind.OTHER
     msg = str(exc)
     sqlstate = exc.sqlstate
+    hint = pgbouncer_hint(sqlstate, msg)
+    if hint is not None:
+        _note(exc, hint)
     if sqlstate:
         return classify_sqlstate(sqlstate, exc.diag.severity_nonlocalized)
     if isinstance(exc, psycopg.errors.ConnectionTimeout) or msg.startswith(_CONNECT_PREFIXES):
@@ -193,8 +250,8 @@ class PostgresSettings(DriverBase):
                  statement_timeout: Any = _UNSET,
                  idle_in_transaction_session_timeout: Any = _UNSET,
                  lock_timeout: Any = _UNSET, prepare_threshold: Any = _UNSET,
-                 probe: Any = _UNSET, row_factory: Any = None, cursor_factory: Any = None,
-                 **params: Any) -> None:
+                 probe: Any = _UNSET, pgbouncer: Any = _UNSET, row_factory: Any = None,
+                 cursor_factory: Any = None, **params: Any) -> None:
         self._psycopg = psycopg = _import_psycopg()
         if not isinstance(conninfo, str):
             raise ConfigError(f"postgresql: conninfo must be a string, got {type(conninfo)}")
@@ -206,7 +263,7 @@ class PostgresSettings(DriverBase):
         explicit = {"autocommit": autocommit, "statement_timeout": statement_timeout,
                     "idle_in_transaction_session_timeout": idle_in_transaction_session_timeout,
                     "lock_timeout": lock_timeout, "prepare_threshold": prepare_threshold,
-                    "probe": probe}
+                    "probe": probe, "pgbouncer": pgbouncer}
         # Keywords win over the URL, the URL over the defaults.
         options.update({k: v for k, v in explicit.items() if v is not _UNSET})
         try:
@@ -225,18 +282,39 @@ class PostgresSettings(DriverBase):
         self._secrets.append(str(merged.get("password") or ""))
 
         self.autocommit = option_bool("postgresql", "autocommit", options.get("autocommit", False))
-        startup = [f"-c {name}={_seconds_to_ms(name, options[name])}"
-                   for name in _TIMEOUTS if options.get(name) is not None]
+        #: The PgBouncer profile (PGBOUNCER_MODES), or None.
+        self.pgbouncer: str | None = choice("pgbouncer", options.get("pgbouncer"),
+                                            (None, *PGBOUNCER_MODES), owner="postgresql")
+        #: Whether statements may be prepared on the server (the pool's
+        #: statement cache follows it: fastpool.pool.facade.QueryFeatures).
+        self.prepared_statements = self.pgbouncer != "transaction"
+        timeouts = {name: _seconds_to_ms(name, options[name])
+                    for name in _TIMEOUTS if options.get(name) is not None}
+        startup = [f"-c {name}={ms}" for name, ms in timeouts.items()]
+        #: SET once per connection (PgBouncer's session mode refuses startup options).
+        self._session_sql = ""
+        if timeouts and self.pgbouncer == "transaction":
+            raise ConfigError(
+                f"postgresql: {', '.join(timeouts)} with pgbouncer='transaction': PgBouncer "
+                "refuses startup options and a SET would not outlive the transaction; set it "
+                "on the role or database (ALTER ROLE ... SET statement_timeout = ...)")
+        if timeouts and self.pgbouncer == "session":
+            self._session_sql = "; ".join(f"SET {name} = {ms}" for name, ms in timeouts.items())
+            startup = []
         if startup:
             # An explicit `options` replaces PGOPTIONS in libpq: keep both.
             base = merged.get("options", os.environ.get("PGOPTIONS", ""))
             merged["options"] = " ".join(filter(None, [base, *startup]))
-        pt: Any = options.get("prepare_threshold", 5)
+        pt: Any = options.get("prepare_threshold", 5 if self.prepared_statements else None)
         if isinstance(pt, str):
             pt = None if pt.lower() == "none" else option_int("postgresql", "prepare_threshold", pt)
         if pt is not None and (not isinstance(pt, int) or isinstance(pt, bool) or pt < 0):
             raise ConfigError(f"postgresql: prepare_threshold must be an int >= 0 or None, "
                               f"got {pt!r}")
+        if pt is not None and not self.prepared_statements:
+            raise ConfigError(f"postgresql: prepare_threshold={pt} with pgbouncer='transaction': "
+                              "PgBouncer's transaction mode cannot carry prepared statements; "
+                              "leave it unset (None)")
         self.prepare_threshold: int | None = pt
         probe_mode = options.get("probe", "query")
         if probe_mode not in ("query", "local"):
@@ -263,7 +341,9 @@ class PostgresSettings(DriverBase):
 
     def _opened(self, conn: Any) -> Any:
         # Kept for server_activity(), which must not touch connections in use.
-        self._session_ids[conn] = int(conn.pgconn.backend_pid)
+        # Behind PgBouncer the backend pid is PgBouncer's key, not a server's.
+        if self.pgbouncer is None:
+            self._session_ids[conn] = int(conn.pgconn.backend_pid)
         return conn
 
     def session_id(self, conn: Any) -> int | None:
@@ -296,8 +376,15 @@ class PostgresDriver(PostgresSettings, Driver):
         self.client: PsycopgClient = PsycopgClient()
 
     def connect(self) -> Any:
-        return self._opened(self._psycopg.Connection.connect(
-            self._conninfo, **self._connect_kwargs()))
+        conn = self._psycopg.Connection.connect(self._conninfo, **self._connect_kwargs())
+        if self._session_sql:
+            try:
+                conn.execute(self._session_sql)
+                conn.commit()
+            except BaseException:
+                conn.close()
+                raise
+        return self._opened(conn)
 
     def probe(self, conn: Any, timeout: float | None = None) -> None:
         """Local checks first (libpq status, unread bytes from the server); then,
@@ -318,8 +405,16 @@ class AsyncPostgresDriver(PostgresSettings, AsyncDriver):
         self.client: AsyncPsycopgClient = AsyncPsycopgClient()
 
     async def connect(self) -> Any:
-        return self._opened(await self._psycopg.AsyncConnection.connect(
-            self._conninfo, **self._connect_kwargs()))
+        conn = await self._psycopg.AsyncConnection.connect(
+            self._conninfo, **self._connect_kwargs())
+        if self._session_sql:
+            try:
+                await conn.execute(self._session_sql)
+                await conn.commit()
+            except BaseException:
+                await conn.close()
+                raise
+        return self._opened(conn)
 
     async def probe(self, conn: Any, timeout: float | None = None) -> None:
         """As ``PostgresDriver.probe``, awaiting the empty query."""

@@ -50,9 +50,21 @@ class QueryFeatures(_Composed):
     _queries: QueryLayer
 
     def __init__(self, connect: Callable[[], Any] | None = None, *,
-                 statement_cache_size: int = 256, result_cache_entries: int = 10_000,
+                 statement_cache_size: int | None = None, result_cache_entries: int = 10_000,
                  result_cache_bytes: int = 64 * 1024 * 1024,
                  slow_query_ms: float | None = None, **options: Any) -> None:
+        # The statement cache (default 256 statements) follows the driver: off
+        # where statements cannot be prepared on the server (PgBouncer's
+        # transaction mode, drivers/postgres.py's PGBOUNCER_MODES).
+        if not getattr(options.get("driver"), "prepared_statements", True):
+            if statement_cache_size:
+                raise ConfigError(
+                    f"statement_cache_size={statement_cache_size!r} with pgbouncer='transaction': "
+                    "PgBouncer's transaction mode cannot carry prepared statements; leave it "
+                    "unset (0)")
+            statement_cache_size = 0
+        elif statement_cache_size is None:
+            statement_cache_size = 256
         # Built (and its options checked) before the policy starts its worker
         # and registers the pool with monitoring, which reads query_stats().
         self._queries = QueryLayer(
@@ -236,6 +248,12 @@ def create_pool(url: str, **options: Any) -> Pool:
 
         pool = create_pool("postgresql://db/orders", max_size=20,
                            application_name="billing", statement_timeout=5)
+
+    Behind PgBouncer, ``pgbouncer="transaction"`` or ``"session"`` (its
+    pool_mode) sets what the pool may assume of a server session (see
+    ``fastpool.drivers.postgres.PGBOUNCER_MODES``)::
+
+        pool = create_pool("postgresql://bouncer:6432/orders", pgbouncer="transaction")
     """
     if "connect" in options or "driver" in options:
         raise ConfigError("create_pool takes a URL; use Pool(connect=...) for a factory")
