@@ -4,7 +4,7 @@ import os
 import pytest
 
 pytest_plugins = ["tests.fix_pool", "tests.fix_db", "tests.fix_proxy", "tests.fix_clock",
-                  "tests.fix_replicas"]
+                  "tests.fix_replicas", "tests.fix_pgbouncer"]
 
 #: The fixtures that run a test body over both cores ("compiled", "python").
 CORE_FIXTURES = ("pool_cls", "async_pool_cls", "core")
