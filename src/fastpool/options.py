@@ -12,18 +12,22 @@ name or a driver's string options, stay with that option's code, and raise
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from fastpool.errors import ConfigError
 
 __all__ = [
+    "MAX_INT",
+    "MAX_INT64",
+    "MAX_POOL_SIZE",
     "MAX_SECONDS",
     "boolean",
     "callable_or_none",
     "choice",
     "integer",
     "integer_or_auto",
+    "mapping_or_none",
     "optional_seconds",
     "seconds",
 ]
@@ -33,6 +37,17 @@ T = TypeVar("T")
 #: The longest duration any option takes (about 31 years): a larger number is
 #: a unit mistake, and C's int64 nanoseconds overflow not far beyond it.
 MAX_SECONDS = 1e9
+#: The largest integer option (unless one says otherwise): a C ``int``, the
+#: compiled core's type for sizes and counts (``max_waiting``, slot indexes).
+#: Anything larger is a typo, and would otherwise fail as an OverflowError.
+MAX_INT = 2**31 - 1
+#: The largest pool (``min_size``, ``max_size``, ``max_size_ceiling``): the
+#: core reserves a slot per connection up to ``max_size`` at once (about 60
+#: bytes each), and no server takes more sessions than this from one process.
+MAX_POOL_SIZE = 100_000
+#: The bound of integer options the core never holds that may be large (bytes,
+#: table rows): what a C ``int64_t`` holds.
+MAX_INT64 = 2**63 - 1
 
 
 def _fail(owner: str | None, name: str, need: str, value: object) -> ConfigError:
@@ -64,23 +79,23 @@ def optional_seconds(name: str, value: object, *, allow_zero: bool = False,
 
 
 def integer(name: str, value: object, minimum: int, *, owner: str | None = None,
-            maximum: int | None = None) -> int:
-    """An int (not a bool) >= ``minimum`` (and <= ``maximum``)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum \
-            or (maximum is not None and value > maximum):
-        need = f"an integer >= {minimum}" + (f" and <= {maximum}" if maximum is not None
-                                             else "")
-        raise _fail(owner, name, need, value)
+            maximum: int = MAX_INT) -> int:
+    """An int (not a bool) >= ``minimum`` and <= ``maximum``."""
+    if isinstance(value, bool) or not isinstance(value, int) or not \
+            minimum <= value <= maximum:
+        raise _fail(owner, name, f"an integer >= {minimum} and <= {maximum}", value)
     return value
 
 
 def integer_or_auto(name: str, value: object, minimum: int, *, owner: str | None = None,
-                    ) -> int | None:
-    """An int >= ``minimum``, or the string ``"auto"`` (returned as None)."""
+                    maximum: int = MAX_INT) -> int | None:
+    """An int >= ``minimum`` and <= ``maximum``, or the string ``"auto"`` (returned as None)."""
     if isinstance(value, str) and value == "auto":  # str first: an array's == is no bool
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise _fail(owner, name, f'an integer >= {minimum} or "auto"', value)
+    if isinstance(value, bool) or not isinstance(value, int) or not \
+            minimum <= value <= maximum:
+        raise _fail(owner, name, f'an integer >= {minimum} and <= {maximum}, or "auto"',
+                    value)
     return value
 
 
@@ -95,6 +110,16 @@ def choice(name: str, value: T, allowed: tuple[T, ...], *, owner: str | None = N
     """One of ``allowed``."""
     if value not in allowed:
         raise _fail(owner, name, " or ".join(repr(a) for a in allowed), value)
+    return value
+
+
+def mapping_or_none(name: str, value: object, need: str, *, owner: str | None = None,
+                    ) -> Mapping[Any, Any]:
+    """A mapping (``need`` says of what), or None (returned as an empty one)."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise _fail(owner, name, f"a mapping of {need}, or None", value)
     return value
 
 

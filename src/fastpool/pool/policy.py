@@ -41,11 +41,20 @@ from fastpool.errors import (
     PoolTimeout,
     TooManyWaiting,
 )
-from fastpool.options import boolean, callable_or_none, choice, integer, optional_seconds, seconds
+from fastpool.options import (
+    MAX_POOL_SIZE,
+    boolean,
+    callable_or_none,
+    choice,
+    integer,
+    mapping_or_none,
+    optional_seconds,
+    seconds,
+)
 from fastpool.pool import fork as _fork
 from fastpool.pool import leaks
 from fastpool.pool import registry as _registry
-from fastpool.pool.events import HookedContext, Hooks
+from fastpool.pool.events import EVENTS, HookedContext, Hooks
 from fastpool.pool.stats import PoolStats
 from fastpool.steps import Steps, run
 from fastpool.transaction import outcome_unknown
@@ -196,8 +205,8 @@ class PoolPolicy(_Core):
             raise ConfigError(f"driver must be a fastpool Driver, got {driver!r}")
         self._driver = driver
         self._io: Any = self._make_io(driver)
-        self.min_size = integer("min_size", min_size, 0)
-        self.max_size = integer("max_size", max_size, 1)
+        self.min_size = integer("min_size", min_size, 0, maximum=MAX_POOL_SIZE)
+        self.max_size = integer("max_size", max_size, 1, maximum=MAX_POOL_SIZE)
         if self.min_size > self.max_size:
             raise ConfigError(f"min_size ({min_size}) must not exceed max_size ({max_size})")
         self.timeout = seconds("timeout", timeout)
@@ -236,7 +245,8 @@ class PoolPolicy(_Core):
         self._closing = False
         self._lock = threading.Lock()
         self._apply_policy()
-        for event, fn in (hooks or {}).items():
+        for event, fn in mapping_or_none(
+                "hooks", hooks, f"event name ({', '.join(EVENTS)}) to callable").items():
             self.on(event, fn)
         _fork.register(self)
         _registry.add(self)
@@ -934,8 +944,9 @@ class PoolPolicy(_Core):
 
     def resize(self, min_size: int, max_size: int | None = None) -> None:
         """Change the pool's size; extra connections close as they become idle."""
-        new_min = integer("min_size", min_size, 0)
-        new_max = self.max_size if max_size is None else integer("max_size", max_size, 1)
+        new_min = integer("min_size", min_size, 0, maximum=MAX_POOL_SIZE)
+        new_max = self.max_size if max_size is None else integer("max_size", max_size, 1,
+                                                                  maximum=MAX_POOL_SIZE)
         if new_min > new_max:
             raise ConfigError(f"min_size ({new_min}) must not exceed max_size ({new_max})")
         self.min_size, self.max_size = new_min, new_max

@@ -44,7 +44,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from fastpool.errors import ConfigError
-from fastpool.options import integer, integer_or_auto, seconds
+from fastpool.options import MAX_POOL_SIZE, integer, integer_or_auto, seconds
 from fastpool.pool.adaptive import AdaptiveLimit, Interval
 from fastpool.pool.policy import PoolPolicy
 from fastpool.pool.stats import PoolStats, percentile
@@ -495,13 +495,13 @@ class SizingPolicy(_Composed):
     def __init__(self, connect: Any = None, *, max_size_ceiling: int | None = None,
                  **options: Any) -> None:
         auto = "max_size" in options and integer_or_auto(
-            "max_size", options["max_size"], 1) is None
+            "max_size", options["max_size"], 1, maximum=MAX_POOL_SIZE) is None
         self.max_size_ceiling: int | None = None
         self._adaptive: AdaptiveLimit | None = None
         if auto:
             ceiling = self.DEFAULT_CEILING if max_size_ceiling is None else integer(
-                "max_size_ceiling", max_size_ceiling, 1)
-            floor = integer("min_size", options.get("min_size", 1), 0)
+                "max_size_ceiling", max_size_ceiling, 1, maximum=MAX_POOL_SIZE)
+            floor = integer("min_size", options.get("min_size", 1), 0, maximum=MAX_POOL_SIZE)
             if floor > ceiling:
                 raise ConfigError(f"min_size ({floor}) must not exceed max_size_ceiling "
                                   f"({ceiling})")

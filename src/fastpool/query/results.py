@@ -30,7 +30,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from fastpool.options import callable_or_none, integer
+from fastpool.options import MAX_INT64, callable_or_none, integer
 from fastpool.sqltext.tables import ANY
 
 __all__ = ["ResultCache"]
@@ -122,7 +122,7 @@ class ResultCache:
     def __init__(self, max_entries: int = 10_000, max_bytes: int = 64 * 1024 * 1024,
                  clock: Callable[[], float] = time.monotonic) -> None:
         integer("result_cache_entries", max_entries, 1)
-        integer("result_cache_bytes", max_bytes, 1)
+        integer("result_cache_bytes", max_bytes, 1, maximum=MAX_INT64)
         callable_or_none("clock", clock, owner="ResultCache")
         self.max_entries = max_entries
         self.max_bytes = max_bytes
