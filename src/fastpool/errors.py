@@ -16,6 +16,7 @@ __all__ = [
     "ErrorKind",
     "FastpoolError",
     "ForeignConnection",
+    "NoReplicaAvailable",
     "PoolClosed",
     "PoolTimeout",
     "TooManyWaiting",
@@ -74,6 +75,13 @@ class ConnectionAlreadyReleased(FastpoolError, ValueError):
 
 class ForeignConnection(FastpoolError, ValueError):
     """``release()`` was called with a connection this pool did not hand out."""
+
+
+class NoReplicaAvailable(FastpoolError):
+    """A read asked for a replica only (``route="replica_only"``) and none is
+    usable now: every replica is down, lags more than ``max_replica_lag``, or
+    has not yet replayed the caller's last write (read-your-writes). The
+    message says which."""
 
 
 class TransactionOutcomeUnknown(FastpoolError):
