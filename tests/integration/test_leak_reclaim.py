@@ -21,7 +21,8 @@ from typing import Any
 import pytest
 
 from fastpool.errors import PoolTimeout
-from fastpool.pool.policy import DEFAULT_LEAK_THRESHOLD, PoolPolicy
+from fastpool.pool.policy import DEFAULT_LEAK_THRESHOLD, PoolPolicy, ThreadIO
+from fastpool.steps import run
 from tests.fix_db import Db, q
 from tests.fix_pool import wait_until
 
@@ -229,4 +230,150 @@ def test_close_takes_back_and_closes_what_was_dropped(
     pool.close(timeout=5.0)  # does not wait out its timeout for a connection nobody holds
     s = pool.stats()
     assert (s.in_use, s.open, s.reclaimed) == (0, 0, 1)
+    assert db.rows() == []
+
+
+# ---- one round at a time, and never a connection lent twice ------------------------------
+
+def stop_worker(pool: Any) -> None:
+    """End the pool's worker thread: from here on only the test's own rounds
+    (``run(pool._reclaim_steps(), pool._io)``) reclaim, at the steps it picks."""
+    pool._signal.stopping = True
+    pool._kick()
+    pool._worker.join(10)
+    assert not pool._worker.is_alive()
+
+
+def server_session(db: Db, conn: Any) -> int:
+    """The server's id of ``conn``'s session, asked of the server (sqlite3: the
+    connection object is the session)."""
+    if db.kind == "postgresql":
+        return int(q(conn, "SELECT pg_backend_pid()")[0][0])
+    if db.kind == "mysql":
+        return int(q(conn, "SELECT CONNECTION_ID()")[0][0])
+    return id(conn)
+
+
+class LendLog:
+    """Each borrower logs a session when it has it and before it gives it back;
+    ``overlaps()`` lists every session logged as lent to two borrowers at once."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, int]] = []
+        self._lock = threading.Lock()
+
+    def lent(self, who: str, session: int) -> None:
+        with self._lock:
+            self.events.append(("lent", who, session))
+
+    def returned(self, who: str, session: int) -> None:
+        with self._lock:
+            self.events.append(("returned", who, session))
+
+    def overlaps(self) -> list[tuple[int, str, str]]:
+        holder: dict[int, str] = {}
+        found = []
+        for what, who, session in self.events:
+            if what == "lent":
+                if session in holder:
+                    found.append((session, holder[session], who))
+                holder[session] = who
+            elif holder.get(session) == who:
+                del holder[session]
+        return found
+
+
+class GatedIO(ThreadIO):
+    """The pool's own I/O, except that a waiter woken by a hand-off does not
+    run on until ``gate`` opens: a thread the scheduler has not run yet, which
+    holds no reference to the connection it was handed."""
+
+    __slots__ = ("gate",)
+
+    def __init__(self, driver: Any, gate: threading.Event) -> None:
+        super().__init__(driver)
+        self.gate = gate
+
+    def wait(self, lock: Any, timeout: float) -> bool:
+        woken = super().wait(lock, timeout)
+        assert self.gate.wait(30), "the gate never opened"
+        return woken
+
+
+def test_a_connection_handed_to_a_waiter_during_a_round_is_never_reclaimed(db: Db) -> None:
+    """The race fixed in d174c3d: a round begins with the holder's connection
+    among its candidates; while it returns the dropped one, the holder
+    releases and the connection goes to a waiter that has not taken it yet
+    (no reference to it anywhere but the pool's). The round must leave it lent:
+    reclaiming it would put it back in the ring while the waiter has it."""
+    log = LendLog()
+    state: dict[str, Any] = {"held": [], "dropped": None}
+    pool: Any = None
+
+    def reset(conn: Any) -> None:  # runs on every return; acts on the dropped one's
+        if id(conn) == state["dropped"] and state["held"]:
+            log.returned("holder", state["held_session"])
+            pool.release(state["held"].pop())  # handed to the waiter, mid-round
+
+    pool = db.make(max_size=2, min_size=2, reset=reset)
+    pool.wait(timeout=10)
+    stop_worker(pool)
+    gate = threading.Event()
+    pool._io = GatedIO(pool._driver, gate)
+    first, second = pool.acquire(), pool.acquire()
+    if pool._slot_of(first) > pool._slot_of(second):
+        first, second = second, first  # the round looks at slots in order: the dropped one first
+    state["held_session"] = server_session(db, second)
+    log.lent("holder", state["held_session"])
+    state["held"].append(second)
+    del second
+    dropped = server_session(db, first)
+    log.lent("dropper", dropped)
+    begin(db, first)
+    state["dropped"] = id(first)
+    log.returned("dropper", dropped)  # it lets go: only the pool has it now
+    del first
+
+    took, done = threading.Event(), threading.Event()
+    errors: list[Exception] = []
+
+    def waiter() -> None:
+        conn = pool.acquire(timeout=30)
+        session = server_session(db, conn)
+        log.lent("waiter", session)
+        took.set()
+        done.wait(30)
+        log.returned("waiter", session)
+        try:
+            pool.release(conn)
+        except Exception as exc:  # already released by another borrower, say
+            errors.append(exc)
+
+    thread = threading.Thread(target=waiter, daemon=True)
+    thread.start()
+    wait_until(lambda: pool._sizes()[3] == 1)  # queued
+    time.sleep(0.1)  # both lent longer than RECLAIM_AFTER: both are the round's candidates
+    run(pool._reclaim_steps(), pool._io)
+    assert state["held"] == [], "the holder's release did not happen during the round"
+    gate.set()
+    assert took.wait(10)
+    mine = []
+    for _ in range(2):  # whatever the pool has to lend now
+        try:
+            conn = pool.acquire(timeout=0.3)
+        except PoolTimeout:
+            break
+        mine.append((conn, server_session(db, conn)))
+        log.lent("main", mine[-1][1])
+        conn = None
+    for conn, session in mine:
+        log.returned("main", session)
+        pool.release(conn)
+    conn = mine = None
+    done.set()
+    thread.join(10)
+    assert log.overlaps() == []
+    assert errors == []
+    assert pool.stats().reclaimed == 1
+    assert pool.stats().in_use == 0
     assert db.rows() == []

@@ -18,8 +18,16 @@ from typing import Any
 import pytest
 
 from fastpool.errors import PoolTimeout
+from fastpool.pool.aio import LoopIO
 from fastpool.pool.policy import PoolPolicy
-from tests.integration.test_async_pool import in_transaction, open_transaction, url  # noqa: F401
+from fastpool.steps import run_async
+from tests.integration.test_async_pool import (  # noqa: F401
+    in_transaction,
+    open_transaction,
+    query,
+    url,
+)
+from tests.integration.test_leak_reclaim import LendLog
 
 pytestmark = pytest.mark.usefixtures("quick_reclaim")
 
@@ -150,5 +158,125 @@ def test_close_takes_back_and_closes_what_a_cancelled_task_held(
         await pool.close(timeout=5.0)
         s = pool.stats()
         assert (s.in_use, s.open, s.reclaimed) == (0, 0, 1)
+
+    run_pools(body)
+
+
+# ---- one round at a time, and never a connection lent twice ------------------------------
+
+async def stop_worker(pool: Any) -> None:
+    """End the pool's worker task: from here on only the test's own rounds
+    (``run_async(pool._reclaim_steps(), pool._io)``) reclaim."""
+    pool._signal.stopping = True
+    pool._kick()
+    await asyncio.wait_for(pool._worker, 10)
+
+
+async def server_session(conn: Any) -> int:
+    """The server's id of ``conn``'s session, asked of the server (aiosqlite:
+    the connection object is the session)."""
+    if hasattr(conn, "_connection"):  # aiosqlite
+        return id(conn)
+    if hasattr(conn, "fetchval") or hasattr(conn, "pgconn"):  # asyncpg, psycopg
+        return int(await query(conn, "SELECT pg_backend_pid()"))
+    return int(await query(conn, "SELECT CONNECTION_ID()"))  # asyncmy
+
+
+class GatedLoopIO(LoopIO):
+    """The pool's own I/O, except that a waiter woken by a hand-off does not
+    run on until ``gate`` opens: a task the loop has not resumed yet, which
+    holds no reference to the connection it was handed."""
+
+    def __init__(self, driver: Any, loop: asyncio.AbstractEventLoop,
+                 gate: asyncio.Event) -> None:
+        super().__init__(driver, loop)
+        self.gate = gate
+
+    def wait(self, fut: Any, timeout: float) -> Any:
+        woken = super().wait(fut, timeout)
+
+        async def gated() -> Any:
+            result = (await woken) if hasattr(woken, "__await__") else woken
+            await asyncio.wait_for(self.gate.wait(), 30)
+            return result
+
+        return gated()
+
+
+def test_a_connection_handed_to_a_waiter_during_a_round_is_never_reclaimed(
+        run_pools: Any, url: str) -> None:  # noqa: F811
+    """The race fixed in d174c3d, on an event loop: while the round returns the
+    dropped connection, the holder releases and the connection goes to a
+    waiting task that has not resumed yet; the round must leave it lent."""
+    async def body(make: Any) -> None:
+        log = LendLog()
+        state: dict[str, Any] = {"held": [], "dropped": None}
+        pool: Any = None
+
+        async def reset(conn: Any) -> None:  # runs on every return; acts on the dropped one's
+            if id(conn) == state["dropped"] and state["held"]:
+                log.returned("holder", state["held_session"])
+                await pool.release(state["held"].pop())  # handed to the waiter, mid-round
+
+        pool = await make(url=url, max_size=2, min_size=2, reset=reset)
+        await pool.wait(timeout=10)
+        await stop_worker(pool)
+        gate = asyncio.Event()
+        pool._io = GatedLoopIO(pool._driver, pool._loop, gate)
+        first, second = await pool.acquire(), await pool.acquire()
+        if pool._slot_of(first) > pool._slot_of(second):
+            first, second = second, first  # the round looks at slots in order
+        state["held_session"] = await server_session(second)
+        log.lent("holder", state["held_session"])
+        state["held"].append(second)
+        del second
+        dropped = await server_session(first)
+        log.lent("dropper", dropped)
+        await open_transaction(first)
+        state["dropped"] = id(first)
+        log.returned("dropper", dropped)  # it lets go: only the pool has it now
+        del first
+
+        took, done = asyncio.Event(), asyncio.Event()
+        errors: list[Exception] = []
+
+        async def waiter() -> None:
+            conn = await pool.acquire(timeout=30)
+            session = await server_session(conn)
+            log.lent("waiter", session)
+            took.set()
+            await asyncio.wait_for(done.wait(), 30)
+            log.returned("waiter", session)
+            try:
+                await pool.release(conn)
+            except Exception as exc:  # already released by another borrower, say
+                errors.append(exc)
+
+        task = asyncio.ensure_future(waiter())
+        await until(lambda: pool._sizes()[3] == 1)  # queued
+        await asyncio.sleep(0.1)  # both lent longer than RECLAIM_AFTER: both are candidates
+        await run_async(pool._reclaim_steps(), pool._io)
+        assert state["held"] == [], "the holder's release did not happen during the round"
+        gate.set()
+        await asyncio.wait_for(took.wait(), 10)
+        mine = []
+        for _ in range(2):  # whatever the pool has to lend now
+            try:
+                conn = await pool.acquire(timeout=0.3)
+            except PoolTimeout:
+                break
+            mine.append((conn, await server_session(conn)))
+            log.lent("main", mine[-1][1])
+            conn = None
+        for conn, session in mine:
+            log.returned("main", session)
+            await pool.release(conn)
+        conn = mine = None
+        done.set()
+        await asyncio.wait_for(task, 10)
+        assert log.overlaps() == []
+        assert errors == []
+        assert pool.stats().reclaimed == 1
+        assert pool.stats().in_use == 0
 
     run_pools(body)
