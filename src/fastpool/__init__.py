@@ -18,6 +18,7 @@ _load_core()  # binds fastpool._core to the compiled core or to its Python twin
 
 from fastpool import _core as _core  # noqa: E402
 from fastpool.backoff import ExponentialBackoff  # noqa: E402
+from fastpool.cluster import Cluster, ReplicaReader, create_cluster  # noqa: E402
 from fastpool.drivers import (  # noqa: E402
     CallableDriver,
     Driver,
@@ -32,6 +33,7 @@ from fastpool.errors import (  # noqa: E402
     ErrorKind,
     FastpoolError,
     ForeignConnection,
+    NoReplicaAvailable,
     PoolClosed,
     PoolTimeout,
     TooManyWaiting,
@@ -64,6 +66,7 @@ __all__ = [
     "BatcherClosed",
     "BatcherFull",
     "CallableDriver",
+    "Cluster",
     "ConfigError",
     "ConnectError",
     "ConnectionAlreadyReleased",
@@ -76,12 +79,14 @@ __all__ = [
     "MySQLDriver",
     "NPlusOneDetected",
     "NPlusOneWarning",
+    "NoReplicaAvailable",
     "Plan",
     "Pool",
     "PoolClosed",
     "PoolStats",
     "PoolTimeout",
     "PostgresDriver",
+    "ReplicaReader",
     "RowError",
     "SQLiteDriver",
     "ScanFinding",
@@ -93,6 +98,7 @@ __all__ = [
     "WrongEventLoop",
     "__version__",
     "create_async_pool",
+    "create_cluster",
     "create_pool",
     "n_plus_one_guard",
     "normalize",

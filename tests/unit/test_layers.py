@@ -30,6 +30,7 @@ LAYERS = [
     ("drivers", ("drivers",)),
     ("features", ("source", "transaction", "query", "writes")),
     ("pool", ("pool",)),
+    ("cluster", ("cluster",)),
     ("top", ("monitoring", "cli", "__init__", "__main__")),
 ]
 RANK = {top: rank for rank, (_, tops) in enumerate(LAYERS) for top in tops}

@@ -1,0 +1,191 @@
+"""A cluster over a real primary and two streaming replicas (tests/fix_replicas.py):
+which node serves each read, the lag skip, and read-your-writes.
+
+The node that served a read is asked in the read itself (``inet_server_port()``,
+``pg_is_in_recovery()``).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import fastpool
+from fastpool import ConfigError, NoReplicaAvailable
+from tests.fix_replicas import ReplicaSet
+
+_SERVED = "SELECT inet_server_port(), pg_is_in_recovery()"
+
+
+@pytest.fixture
+def cluster(replicas: ReplicaSet) -> Iterator[fastpool.Cluster]:
+    c = fastpool.create_cluster(replicas.primary.url, [n.url for n in replicas.replicas],
+                                max_size=4, max_replica_lag=60.0, lag_interval=0.05)
+    try:
+        _until(lambda: len(c._topo.usable) == 2, "both replicas usable")
+        yield c
+    finally:
+        c.close()
+        for node in replicas.replicas:
+            replicas.resume(node)
+
+
+def _until(cond: Any, what: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout:g} s: {what}")
+        time.sleep(0.01)
+
+
+def _table(c: fastpool.Cluster, replicas: ReplicaSet, name: str) -> str:
+    c.execute(f"DROP TABLE IF EXISTS {name}")
+    c.execute(f"CREATE TABLE {name} (k int PRIMARY KEY, v int NOT NULL)")
+    replicas.wait_replayed()
+    return name
+
+
+def test_reads_go_to_both_replicas_and_writes_to_the_primary(cluster, replicas):
+    ports = Counter(tuple(cluster.fetchrow(_SERVED)) for _ in range(200))
+    assert set(ports) == {(n.port, True) for n in replicas.replicas}, ports
+    assert min(ports.values()) >= 40, ports  # two choices spread the load
+    assert cluster.fetchrow(_SERVED, route="primary") == (replicas.primary.port, False)
+    anywhere = {cluster.fetchrow(_SERVED, route="any")[0] for _ in range(100)}
+    assert anywhere <= {n.port for n in replicas.nodes}
+    reader = cluster.replica()
+    assert reader.fetchval("SELECT pg_is_in_recovery()") is True
+    with reader.connection() as conn:
+        assert conn.execute("SELECT pg_is_in_recovery()").fetchone() == (True,)
+    # A write goes to the primary (a replica would refuse it: 25006).
+    _table(cluster, replicas, "cluster_route")
+    assert cluster.execute("INSERT INTO cluster_route VALUES (1, 1), (2, 2)") == 2
+    assert cluster.transaction(
+        lambda conn: conn.execute("SELECT inet_server_port()").fetchone()[0]) \
+        == replicas.primary.port
+    with cluster.connection() as conn:
+        assert conn.execute("SELECT pg_is_in_recovery()").fetchone() == (False,)
+
+
+def test_stats_name_each_node_its_role_lag_and_pool(cluster, replicas):
+    stats = cluster.stats()
+    assert stats["primary"] == cluster.primary.name
+    roles = [(n["role"], n["usable"]) for n in stats["nodes"]]
+    assert roles == [("primary", False), ("replica", True), ("replica", True)]
+    assert all(n["lag"] >= 0 for n in stats["nodes"])
+    assert all(isinstance(n["pool"], fastpool.PoolStats) for n in stats["nodes"])
+    assert str(replicas.replicas[0].port) in stats["nodes"][1]["where"]
+
+
+def test_a_bad_route_or_token_is_a_config_error(cluster):
+    with pytest.raises(ConfigError, match="route must be one of"):
+        cluster.fetch("SELECT 1", route="replicas")
+    with pytest.raises(ConfigError, match="write token"):
+        cluster.fetch("SELECT 1", route_after="yesterday")
+    with pytest.raises(ConfigError, match="replicas must be a list"):
+        fastpool.create_cluster("postgresql://x/y", "postgresql://z/y")
+
+
+def test_a_replica_behind_by_more_than_max_replica_lag_gets_no_reads(cluster, replicas):
+    cluster._topo.max_replica_lag = cluster.max_replica_lag = 0.3
+    paused, other = replicas.replicas
+    _table(cluster, replicas, "cluster_lag")
+    replicas.pause(paused)
+    cluster.execute("INSERT INTO cluster_lag VALUES (1, 1)")  # the primary moves on
+    _until(lambda: [n.port for n in replicas.replicas if any(
+        s["usable"] and s["where"].endswith(f":{n.port} dbname=postgres user=postgres")
+        for s in cluster.stats()["nodes"])] == [other.port], "the paused replica skipped")
+    lag = cluster.stats()["nodes"][1]["lag"]
+    assert lag > 0.3
+    served = Counter(cluster.fetchrow(_SERVED)[0] for _ in range(200))
+    assert served == {other.port: 200}
+    with pytest.raises(NoReplicaAvailable, match="lag"):
+        replicas.pause(other)
+        cluster.execute("INSERT INTO cluster_lag VALUES (2, 2)")
+        _until(lambda: not cluster._topo.usable, "both replicas skipped")
+        cluster.fetch("SELECT 1", route="replica_only")
+    # With no usable replica, route="replica" reads from the primary.
+    assert cluster.fetchrow(_SERVED) == (replicas.primary.port, False)
+    replicas.resume(paused)
+    replicas.resume(other)
+    _until(lambda: len(cluster._topo.usable) == 2, "both replicas usable again")
+    assert {cluster.fetchrow(_SERVED)[0] for _ in range(100)} == {
+        n.port for n in replicas.replicas}
+
+
+def _ryw_loop(cluster: fastpool.Cluster, key: int, n: int, served: Counter[int]) -> None:
+    for i in range(1, n + 1):
+        cluster.execute("UPDATE cluster_ryw SET v = %s WHERE k = %s", (i, key))
+        v, port = cluster.fetchrow("SELECT v, inet_server_port() FROM cluster_ryw WHERE k = %s",
+                                   (key,))
+        assert v == i, f"key {key}: wrote {i}, read {v} from port {port}"
+        served[port] += 1
+
+
+def test_read_your_writes_with_a_replica_paused_behind_the_write(cluster, replicas):
+    paused, _other = replicas.replicas
+    _table(cluster, replicas, "cluster_ryw")
+    cluster.executemany("INSERT INTO cluster_ryw VALUES (%s, 0)", [(k,) for k in range(33)])
+    replicas.wait_replayed()
+    replicas.pause(paused)  # usable by lag (max 60 s): only read-your-writes protects
+    served: Counter[int] = Counter()
+    _ryw_loop(cluster, 32, 1000, served)  # 1,000 in a row
+    assert paused.port not in served, served
+    # 32 threads at once, each its own context (its own last write).
+    errors: list[BaseException] = []
+
+    def worker(key: int) -> None:
+        try:
+            _ryw_loop(cluster, key, 40, served)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(32)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[:3]
+    assert paused.port not in served
+    assert sum(served.values()) == 1000 + 32 * 40
+    # Caught up again: a context's reads go back to the replicas.
+    replicas.resume(paused)
+    replicas.wait_replayed()
+    time.sleep(0.2)
+    assert {cluster.fetchrow(_SERVED)[1] for _ in range(50)} == {True}
+
+
+def test_a_write_token_carries_read_your_writes_to_another_context(cluster, replicas):
+    paused, other = replicas.replicas
+    with replicas.admin(replicas.primary) as admin:  # not through the cluster: no token here
+        admin.execute("DROP TABLE IF EXISTS cluster_token")
+        admin.execute("CREATE TABLE cluster_token (k int PRIMARY KEY, v int NOT NULL)")
+        admin.execute("INSERT INTO cluster_token VALUES (1, 0)")
+    replicas.wait_replayed()
+    replicas.pause(paused)
+    replicas.pause(other)
+    tokens: list[str | None] = []
+
+    def writer(i: int) -> None:  # another thread: another context, as another process
+        cluster.execute("UPDATE cluster_token SET v = %s WHERE k = 1", (i,))
+        tokens.append(cluster.last_write_token())
+
+    for i in range(1, 101):
+        t = threading.Thread(target=writer, args=(i,))
+        t.start()
+        t.join()
+        token = tokens[-1]
+        assert token is not None
+        assert cluster.last_write_token() is None  # this context wrote nothing
+        assert cluster.fetchval("SELECT v FROM cluster_token WHERE k = 1",
+                                route_after=token) == i
+        with cluster.reads_after(token):
+            assert cluster.fetchval("SELECT v FROM cluster_token WHERE k = 1") == i
+            with pytest.raises(NoReplicaAvailable, match="replayed"):
+                cluster.fetchval("SELECT 1", route="replica_only")
+    # Without the token this context may read a paused replica's older value.
+    assert cluster.fetchval("SELECT v FROM cluster_token WHERE k = 1") == 0
