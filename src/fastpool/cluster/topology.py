@@ -242,29 +242,29 @@ class Topology:
             self._promote(current, found)
 
     def _promote(self, old: Node, new: Node) -> None:
-        """``new`` is the primary now: drain both nodes' pools, re-point the
-        readers, wake the writers waiting for it."""
+        """``new`` is the primary now: re-point the writers and readers, drain
+        both nodes' pools, and fail the callers queued on the old primary's
+        pool (they see the new primary when they try again)."""
+        new.role = PRIMARY
+        new.up = True
+        new.lag = 0.0
+        new.replay_lsn = EVERYTHING
+        new.source = self._primary_source
+        with self._changed:
+            self.primary = new
+            self._changed.notify_all()
+        new.pool.drain()  # its connections were opened to a replica
         if old is not new:
             if not old.up:  # one that answered in recovery is a replica already
                 old.role, old.replay_lsn = DOWN, 0
             old.source = old.pool
             old.pool.drain()
-            # Callers queued on the old primary's pool try the new one at once.
             old.pool._fail_waiters(ConnectError(
                 f"cluster {self.name!r}: the primary moved from {old.name} to {new.name}"))
             self.failovers += 1
             self.last_failover = time.time()
             logger.warning("fastpool: cluster %r: %s is the primary now (was %s)", self.name,
                            new.name, old.name)
-        new.role = PRIMARY
-        new.up = True
-        new.lag = 0.0
-        new.replay_lsn = EVERYTHING
-        new.source = self._primary_source
-        new.pool.drain()  # its connections were opened to a replica
-        with self._changed:
-            self.primary = new
-            self._changed.notify_all()
         self._publish()
 
     def _same_server(self, node: Node, seen: _Seen) -> None:
