@@ -296,9 +296,9 @@ class Cluster:
         replayed this context's last write, the less loaded of two at random."""
         topo = self._topo
         if route == "replica" or route == "replica_only":
-            nodes = topo.usable
+            nodes, floor = topo.replica_view
         elif route == "any":
-            nodes = topo.usable_any
+            nodes, floor = topo.any_view
         elif route == "primary":
             return topo.primary
         else:
@@ -307,22 +307,28 @@ class Cluster:
         need = self._written.get()
         if route_after is not None:
             need = max(need, parse_lsn(route_after))
-        if need:
-            if need < 0:
+        if need > floor:  # not every candidate has replayed it: only those that have
+            if need >= EVERYTHING:
                 need = self._resolve(need)
-            nodes = tuple(n for n in nodes if n.replay_lsn >= need)
+            nodes = [n for n in nodes if n.replay_lsn >= need]  # type: ignore[assignment]
         n = len(nodes)
-        if n == 2:  # in random order: ties (idle pools) alternate
-            a, b = nodes if _random() < 0.5 else (nodes[1], nodes[0])
-        elif n == 1:
+        if n == 2:
+            first = _random() < 0.5
+            a = nodes[first]
+            sa = a.sizes()  # (open, idle, in use, waiting)
+            if not (sa[2] or sa[3]):
+                return a  # nothing in use there: none is less loaded
+            b = nodes[not first]
+            sb = b.sizes()
+            return a if sa[2] + sa[3] <= sb[2] + sb[3] else b
+        if n == 1:
             return nodes[0]
-        elif n == 0:
+        if n == 0:
             if route == "replica_only":
                 raise self._no_replica(need)
             return topo.primary
-        else:
-            i = int(_random() * n)
-            a, b = nodes[i], nodes[(i + 1 + int(_random() * (n - 1))) % n]
+        i = int(_random() * n)
+        a, b = nodes[i], nodes[(i + 1 + int(_random() * (n - 1))) % n]
         sa, sb = a.sizes(), b.sizes()
         return a if sa[2] + sa[3] <= sb[2] + sb[3] else b
 
@@ -369,18 +375,19 @@ class Cluster:
             except Exception as exc:
                 logger.debug("fastpool: cluster %r: no WAL position after a write: %s",
                              self.name, exc)
-        self._written.set(-time.monotonic_ns())
+        self._written.set(EVERYTHING + time.monotonic_ns())
 
     def _remember(self, lsn: int) -> None:
-        if lsn > self._written.get():
+        last = self._written.get()
+        if lsn > last or last >= EVERYTHING:  # a pending mark: this write is later
             self._written.set(lsn)
 
     def _resolve(self, need: int) -> int:
-        """A pending mark (a negative time, see ``_wrote``): the primary's
-        position as first sampled after it, or EVERYTHING (the primary only)
-        until there is one."""
+        """A pending mark (EVERYTHING + a monotonic time in ns, see ``_wrote``):
+        the primary's position as sampled after that time, or EVERYTHING (the
+        primary only) until there is one."""
         clock = self._topo.clock
-        if clock.sampled_at * 1e9 > -need and clock.latest:
+        if clock.sampled_at * 1e9 > need - EVERYTHING and clock.latest:
             self._written.set(clock.latest)
             return clock.latest
         return EVERYTHING
@@ -396,7 +403,7 @@ class Cluster:
         """This context's last write through the cluster, as a token for another
         process (``route_after=``, ``reads_after``); None before any write."""
         lsn = self._written.get()
-        if lsn < 0:
+        if lsn >= EVERYTHING:
             lsn = self._resolve(lsn)
         return format_lsn(lsn) if 0 < lsn < EVERYTHING else None
 

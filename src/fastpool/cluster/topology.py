@@ -121,15 +121,19 @@ class Topology:
         self.primary.source = primary_source
         self.clock = LagClock()
         #: The replicas a read may go to now (replayed within max_replica_lag, up).
-        self.usable: tuple[Node, ...] = tuple(n for n in nodes if n.role == REPLICA)
-        #: ``usable`` and the primary: the candidates of ``route="any"``.
-        self.usable_any: tuple[Node, ...] = (*self.usable, self.primary)
+        self.usable: tuple[Node, ...] = ()
+        #: What the readers read in one load: (candidates, the lowest WAL
+        #: position they have all replayed), for route "replica" and for "any"
+        #: (``usable`` and the primary).
+        self.replica_view: tuple[tuple[Node, ...], int] = ((), EVERYTHING)
+        self.any_view: tuple[tuple[Node, ...], int] = ((self.primary,), EVERYTHING)
         self.primary_ok = True
         self.failovers = 0
         self.last_failover: float | None = None
         self._rediscover = False
         self._changed = threading.Condition()
         self._wake = threading.Event()
+        self._publish()
         self._stop = False
         self._closed = False
         ref = weakref.ref(self)
@@ -204,9 +208,11 @@ class Topology:
     def _publish(self) -> None:
         """Recompute the tuples the readers choose from (replaced, never mutated)."""
         limit = self.max_replica_lag
-        self.usable = tuple(n for n in self.nodes
-                            if n.role == REPLICA and n.up and n.lag <= limit)
-        self.usable_any = (*self.usable, self.primary)
+        usable = tuple(n for n in self.nodes if n.role == REPLICA and n.up and n.lag <= limit)
+        floor = min((n.replay_lsn for n in usable), default=EVERYTHING)
+        self.usable = usable
+        self.replica_view = (usable, floor)
+        self.any_view = ((*usable, self.primary), floor)
 
     def _discover(self, current: Node, seen_current: _Seen | None) -> None:
         """Ask every server its role; the first read-write one (the current

@@ -1,0 +1,170 @@
+"""Primary and replicas (BENCHMARKS.md "Read replicas and failover"), on a
+throwaway primary with two streaming replicas (tests/fix_replicas.py):
+
+    flock -s /tmp/fp-quiet.lock python3 benchmarks/cluster.py [--failovers 5]
+
+1. Routing: ``cluster._pick`` alone (ns), and ``cluster.fetchval("SELECT 1")``
+   against ``pool.fetchval`` on the same replica, interleaved rounds.
+2. Read-your-writes: a write through the cluster (statement + the WAL
+   position) against the same write on the primary's pool; a read's pick with
+   a write token in its context against one without.
+3. Read throughput: 8 threads of ``SELECT 1`` on the two replicas against the
+   primary alone.
+4. Failover: from ``pg_ctl stop`` of the primary returned to the first write
+   acknowledged by the promoted replica, one writer thread, median of N runs
+   (a fresh set each).
+
+Unpinned (several servers); contenders interleaved, medians of rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from tests.fix_replicas import ReplicaSet, start_replica_set, stop_replica_set
+
+import fastpool
+
+
+def per_call_ns(fn: Callable[[], object], n: int) -> float:
+    t0 = time.perf_counter_ns()
+    for _ in range(n):
+        fn()
+    return (time.perf_counter_ns() - t0) / n
+
+
+def interleaved(contenders: dict[str, Callable[[], object]], n: int,
+                rounds: int) -> dict[str, float]:
+    """Median per-call µs of each contender over ``rounds`` interleaved rounds."""
+    got: dict[str, list[float]] = {k: [] for k in contenders}
+    for _ in range(rounds):
+        for name, fn in contenders.items():
+            got[name].append(per_call_ns(fn, n) / 1000)
+    return {k: statistics.median(v) for k, v in got.items()}
+
+
+def throughput(fn: Callable[[], object], threads: int, seconds: float) -> float:
+    stop = threading.Event()
+    counts = [0] * threads
+
+    def run(i: int) -> None:
+        while not stop.is_set():
+            fn()
+            counts[i] += 1
+
+    ts = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
+    for t in ts:
+        t.start()
+    time.sleep(seconds)
+    stop.set()
+    for t in ts:
+        t.join()
+    return sum(counts) / seconds
+
+
+def routing(rs: ReplicaSet) -> None:
+    urls = [n.url for n in rs.replicas]
+    with fastpool.create_cluster(rs.primary.url, urls, max_size=8, min_size=8) as c, \
+            fastpool.create_cluster(rs.primary.url, urls[:1], max_size=8, min_size=8) as one, \
+            fastpool.create_pool(urls[0], max_size=8, min_size=8) as pool:
+        time.sleep(0.5)
+        assert len(c._topo.usable) == 2
+        pick = statistics.median(per_call_ns(lambda: c._pick("replica", None), 200_000)
+                                 for _ in range(5))
+        c._written.set(1)  # a write token every replica has replayed
+        pick_ryw = statistics.median(per_call_ns(lambda: c._pick("replica", None), 200_000)
+                                     for _ in range(5))
+        c._written.set(0)
+        q = interleaved({"pool.fetchval": lambda: pool.fetchval("SELECT 1"),
+                         "cluster.fetchval (1 replica)": lambda: one.fetchval("SELECT 1"),
+                         "cluster.fetchval (2 replicas)": lambda: c.fetchval("SELECT 1")},
+                        3000, 7)
+        print(f"pick (2 usable replicas): {pick:.0f} ns; with a write token: {pick_ryw:.0f} ns")
+        for k, v in q.items():
+            print(f"  {k}: {v:.2f} us per query")
+        base = q["pool.fetchval"]
+        print(f"  pick / pool round trip: {pick / 1000 / base:.2%}; measured difference "
+              f"(1 replica) {(q['cluster.fetchval (1 replica)'] - base) / base:+.2%}")
+
+        c.execute("DROP TABLE IF EXISTS bench_ryw")
+        c.execute("CREATE TABLE bench_ryw (k int PRIMARY KEY, v int)")
+        c.execute("INSERT INTO bench_ryw VALUES (1, 0)")
+        sql = "UPDATE bench_ryw SET v = v + 1 WHERE k = 1"
+        w = interleaved({"primary pool.execute": lambda: c.primary.execute(sql),
+                         "cluster.execute (+ WAL position)": lambda: c.execute(sql)}, 1000, 7)
+        for k, v in w.items():
+            print(f"  {k}: {v:.2f} us per write")
+        print(f"  read-your-writes per write: "
+              f"{w['cluster.execute (+ WAL position)'] - w['primary pool.execute']:+.2f} us")
+
+        rates: dict[str, list[float]] = {"2 replicas": [], "primary alone": []}
+        for _ in range(3):
+            rates["2 replicas"].append(throughput(lambda: c.fetchval("SELECT 1"), 8, 3.0))
+            rates["primary alone"].append(throughput(
+                lambda: c.fetchval("SELECT 1", route="primary"), 8, 3.0))
+        r = {k: statistics.median(v) for k, v in rates.items()}
+        print(f"read throughput, 8 threads: 2 replicas {r['2 replicas']:.0f}/s, primary "
+              f"alone {r['primary alone']:.0f}/s, ratio {r['2 replicas'] / r['primary alone']:.2f}")
+
+
+def failover_once() -> float:
+    rs = start_replica_set()
+    try:
+        old, new = rs.nodes[0], rs.nodes[1]
+        c = fastpool.create_cluster(old.url, [n.url for n in rs.replicas], max_size=4,
+                                    timeout=30, lag_interval=0.05)
+        ok: list[float] = []
+        stop = threading.Event()
+
+        def writer() -> None:
+            i = 0
+            while not stop.is_set():
+                i += 1
+                try:
+                    c.execute("INSERT INTO bench_fo VALUES (%s)", (i,))
+                    ok.append(time.monotonic())
+                except Exception:
+                    time.sleep(0.001)
+
+        c.execute("CREATE TABLE bench_fo (i int)")
+        t = threading.Thread(target=writer)
+        t.start()
+        time.sleep(0.5)
+        rs.stop(old)
+        stopped = time.monotonic()
+        rs.promote(new)
+        while not ok or ok[-1] <= stopped:
+            time.sleep(0.001)
+        stop.set()
+        t.join()
+        c.close()
+        return min(x for x in ok if x > stopped) - stopped
+    finally:
+        stop_replica_set(rs)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--failovers", type=int, default=5)
+    args = ap.parse_args()
+    rs = start_replica_set()
+    try:
+        routing(rs)
+    finally:
+        stop_replica_set(rs)
+    times = [failover_once() for _ in range(args.failovers)]
+    print(f"failover (primary stopped -> first write on the promoted replica): median "
+          f"{statistics.median(times):.3f} s of {len(times)}: "
+          + ", ".join(f"{x:.3f}" for x in times))
+
+
+if __name__ == "__main__":
+    main()
