@@ -213,23 +213,26 @@ def _require_binaries() -> None:
         pytest.skip(msg)
 
 
-@pytest.fixture(scope="session")
-def replicas() -> Iterator[ReplicaSet]:
-    """A primary and two streaming replicas for the whole session (roles never change)."""
+@contextlib.contextmanager
+def running_set() -> Iterator[ReplicaSet]:
+    """A started set, stopped and removed when the block ends, however it ends."""
     _require_binaries()
     rs = start_replica_set()
     try:
         yield rs
     finally:
         stop_replica_set(rs)
+
+
+@pytest.fixture(scope="session")
+def replicas() -> Iterator[ReplicaSet]:
+    """A primary and two streaming replicas for the whole session (roles never change)."""
+    with running_set() as rs:
+        yield rs
 
 
 @pytest.fixture
 def fresh_replicas() -> Iterator[ReplicaSet]:
     """A set of its own, for a test that promotes a replica or stops a server."""
-    _require_binaries()
-    rs = start_replica_set()
-    try:
+    with running_set() as rs:
         yield rs
-    finally:
-        stop_replica_set(rs)
