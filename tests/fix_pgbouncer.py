@@ -47,7 +47,7 @@ class PgBouncer:
         self.mode = mode
         self.dir = tempfile.mkdtemp(prefix="fastpool-pgbouncer-")
         self.ini = os.path.join(self.dir, "pgbouncer.ini")
-        self.log = os.path.join(self.dir, "pgbouncer.log")
+        self.log = os.path.join(self.dir, "pgbouncer.log")  # its stdout and stderr
         self.users = os.path.join(self.dir, "users.txt")
         with open(self.users, "w") as f:
             f.write(f'"{self.user}" ""\n')
@@ -95,7 +95,6 @@ min_pool_size = 0
 reserve_pool_size = 0
 max_client_conn = 500
 server_login_retry = 1
-logfile = {self.log}
 """)
 
     # ---- the process ---------------------------------------------------------
@@ -103,9 +102,11 @@ logfile = {self.log}
     def start(self, timeout: float = 15.0) -> None:
         """Start PgBouncer (on the same port as before) and wait until its console answers."""
         assert self.proc is None or self.proc.poll() is not None, "already running"
-        # Its log goes to the logfile; stderr only says why it did not start.
-        self.proc = subprocess.Popen([PGBOUNCER, *self._as, self.ini],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # No logfile: in the foreground it logs to stderr, into a file, never a
+        # pipe nobody reads (a full pipe blocks PgBouncer).
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen([PGBOUNCER, *self._as, self.ini],
+                                         stdout=out, stderr=out)
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
@@ -121,13 +122,10 @@ logfile = {self.log}
                 time.sleep(0.05)
 
     def _why(self) -> str:
-        err = b""
-        if self.proc is not None and self.proc.poll() is not None and self.proc.stderr:
-            err = self.proc.stderr.read()
         log = ""
         with contextlib.suppress(OSError), open(self.log) as f:
             log = "".join(f.readlines()[-10:])
-        return f"stderr: {err.decode(errors='replace')!r}; log: {log!r}"
+        return f"its last words: {log!r}"
 
     def kill(self) -> None:
         """SIGKILL: every client and server connection drops at once."""
@@ -147,8 +145,6 @@ logfile = {self.log}
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(5)
-        if proc.stderr:
-            proc.stderr.close()
 
     def remove(self) -> None:
         self.stop()
