@@ -32,6 +32,9 @@ from fastpool.errors import ConfigError, ErrorKind, UnsupportedClient
 #: Connect errors that retrying cannot fix (UNREACHABLE only until the pool
 #: has connected once: afterwards it is a server restarting).
 FATAL_KINDS = frozenset({ErrorKind.AUTH, ErrorKind.CONFIG, ErrorKind.UNREACHABLE})
+#: What a client raises when it refuses its own connect arguments (an unknown
+#: keyword, a value of the wrong type, an unknown charset) before any I/O.
+_ARGUMENT_ERRORS = (TypeError, ValueError, AttributeError, LookupError)
 
 
 _KV_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]+)", re.IGNORECASE)
@@ -167,7 +170,9 @@ class DriverBase(abc.ABC):  # noqa: B024  (the I/O subclasses declare the abstra
         password, a factory returning what fastpool cannot use...)."""
         if isinstance(exc, (ConfigError, UnsupportedClient)):
             return True
-        return self.classify(exc) in FATAL_KINDS
+        kind = self.classify(exc)
+        return kind in FATAL_KINDS or (kind is ErrorKind.OTHER
+                                       and isinstance(exc, _ARGUMENT_ERRORS))
 
     def classify(self, exc: BaseException) -> ErrorKind:
         """What ``exc`` (raised by this driver's connections) means; see ErrorKind."""

@@ -31,7 +31,6 @@ from urllib.parse import unquote, urlsplit
 
 from fastpool._loader import load_extension
 from fastpool.drivers.base import (
-    FATAL_KINDS,
     AsyncDriver,
     Driver,
     DriverBase,
@@ -126,6 +125,8 @@ def classify_error(exc: BaseException) -> ErrorKind:
     code = args[0] if args and isinstance(args[0], int) else None
     message = str(args[1]) if len(args) > 1 and args[1] else ""
     interface = any(k.__name__ == "InterfaceError" for k in type(exc).__mro__)
+    if any(k.__name__ == "NotSupportedError" for k in type(exc).__mro__):
+        return ErrorKind.CONFIG  # an option the client refuses (ssl_mode="bogus")
     if code is None and not interface:
         return ErrorKind.OTHER
     return classify_errno(code, message, interface=interface)
@@ -239,9 +240,9 @@ class MySQLSettings(DriverBase):
     def is_fatal(self, exc: BaseException) -> bool:
         """At connect time, any refusal by the server itself (bad init_command,
         sql_mode, charset...) will not fix itself, beyond the known kinds."""
-        kind = classify_error(exc)
-        if kind in FATAL_KINDS:
+        if super().is_fatal(exc):
             return True
+        kind = classify_error(exc)
         code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
         return kind is ErrorKind.QUERY and 0 < code < 2000
 

@@ -99,7 +99,10 @@ _AUTH_PATTERNS = re.compile(
     r"|password is required|permission denied for database")
 _CONFIG_PATTERNS = re.compile(
     r"database \".*\" does not exist|invalid value for parameter|unrecognized configuration"
-    r"|invalid connection option|unsupported startup parameter")
+    r"|invalid connection option|unsupported startup parameter"
+    # libpq refusing a connection option's value or a URL's before connecting
+    # ('invalid sslmode value: "bogus"', 'invalid URI query parameter').
+    r"|invalid \w+ value: |invalid URI query parameter|invalid port number")
 # What PgBouncer's limits look like from the client: a statement psycopg
 # prepared itself (named _pg3_N) missing or already there on the server
 # connection PgBouncer lent this time, or a startup parameter it refuses.
@@ -149,6 +152,11 @@ def classify_sqlstate(sqlstate: str, severity: str | None = None) -> ErrorKind:
         return ErrorKind.UNAVAILABLE
     if sqlstate.startswith("08") or sqlstate in _LOST:
         return ErrorKind.CONNECTION_LOST
+    if severity == "FATAL" and sqlstate.startswith(("22", "42")):
+        # A FATAL data or syntax error comes only from the startup packet:
+        # a setting the server refuses (unrecognized configuration parameter,
+        # invalid value for parameter) in the connect options.
+        return ErrorKind.CONFIG
     if severity in ("FATAL", "PANIC"):
         return ErrorKind.CONNECTION_LOST  # the server ended the session
     if sqlstate.startswith("28"):
@@ -232,6 +240,8 @@ def classify_error(exc: BaseException) -> ErrorKind:
         return ErrorKind.CONNECTION_LOST  # e.g. "consuming input failed: server closed..."
     if isinstance(exc, psycopg.InterfaceError):
         return ErrorKind.OTHER  # misuse of the client API
+    if isinstance(exc, psycopg.ProgrammingError) and _CONFIG_PATTERNS.search(msg):
+        return ErrorKind.CONFIG  # connect()'s options refused by libpq, before connecting
     return ErrorKind.QUERY
 
 

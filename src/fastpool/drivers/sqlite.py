@@ -31,11 +31,18 @@ _memdb_names = itertools.count(1)
 _HAS_MEMDB = sqlite3.sqlite_version_info >= (3, 36, 0)
 
 
+#: sqlite3.connect's refusals that will not fix themselves: a missing
+#: directory, a file that is not a database, a URI's options (``mode=``,
+#: ``cache=``, ``vfs=``, a host in the authority).
+_UNFIXABLE = ("unable to open database file", "file is not a database", "no such access mode",
+              "no such cache mode", "no such vfs", "invalid uri authority")
+
+
 def unfixable_sqlite_error(exc: BaseException) -> bool:
-    """A missing directory or a file that is not a database will not fix itself."""
+    """A missing directory, a file that is not a database or a bad URI option
+    will not fix itself."""
     msg = str(exc).lower()
-    return isinstance(exc, sqlite3.DatabaseError) and (
-        "unable to open database file" in msg or "file is not a database" in msg)
+    return isinstance(exc, sqlite3.DatabaseError) and any(m in msg for m in _UNFIXABLE)
 
 
 _ISOLATION_LEVELS = {"", "DEFERRED", "IMMEDIATE", "EXCLUSIVE"}
