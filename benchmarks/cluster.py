@@ -14,7 +14,9 @@ throwaway primary with two streaming replicas (tests/fix_replicas.py):
    acknowledged by the promoted replica, one writer thread, median of N runs
    (a fresh set each).
 
-Unpinned (several servers); contenders interleaved, medians of rounds.
+1 and 2 pinned: the client and the three postmasters (so every backend they
+fork) on one CPU (``FASTPOOL_BENCH_CPU``, default 1; ``FASTPOOL_BENCH_PIN=0``
+turns it off); 3 and 4 unpinned. Contenders interleaved, medians of rounds.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from tests.fix_replicas import ReplicaSet, start_replica_set, stop_replica_set
 
 import fastpool
+from _common import CPU, PIN, pinned_to_cpu
 
 
 def per_call_ns(fn: Callable[[], object], n: int) -> float:
@@ -70,8 +73,34 @@ def throughput(fn: Callable[[], object], threads: int, seconds: float) -> float:
     return sum(counts) / seconds
 
 
+def pin_servers(rs: ReplicaSet, cpus: set[int]) -> None:
+    """Pin each postmaster (the backends it forks from now on inherit it)."""
+    for node in rs.nodes:
+        with open(os.path.join(node.datadir, "postmaster.pid")) as f:
+            os.sched_setaffinity(int(f.readline()), cpus)
+
+
 def routing(rs: ReplicaSet) -> None:
     urls = [n.url for n in rs.replicas]
+    everywhere = os.sched_getaffinity(0)
+    if PIN:
+        pin_servers(rs, {CPU})
+    with pinned_to_cpu():
+        latency(rs, urls)
+    pin_servers(rs, everywhere)
+    with fastpool.create_cluster(rs.primary.url, urls, max_size=8, min_size=8) as c:
+        time.sleep(0.5)
+        rates: dict[str, list[float]] = {"2 replicas": [], "primary alone": []}
+        for _ in range(3):
+            rates["2 replicas"].append(throughput(lambda: c.fetchval("SELECT 1"), 8, 3.0))
+            rates["primary alone"].append(throughput(
+                lambda: c.fetchval("SELECT 1", route="primary"), 8, 3.0))
+        r = {k: statistics.median(v) for k, v in rates.items()}
+        print(f"read throughput, 8 threads: 2 replicas {r['2 replicas']:.0f}/s, primary "
+              f"alone {r['primary alone']:.0f}/s, ratio {r['2 replicas'] / r['primary alone']:.2f}")
+
+
+def latency(rs: ReplicaSet, urls: list[str]) -> None:
     with fastpool.create_cluster(rs.primary.url, urls, max_size=8, min_size=8) as c, \
             fastpool.create_cluster(rs.primary.url, urls[:1], max_size=8, min_size=8) as one, \
             fastpool.create_pool(urls[0], max_size=8, min_size=8) as pool:
@@ -82,12 +111,22 @@ def routing(rs: ReplicaSet) -> None:
         c._written.set(1)  # a write token every replica has replayed
         pick_ryw = statistics.median(per_call_ns(lambda: c._pick("replica", None), 200_000)
                                      for _ in range(5))
+        # A token beyond the slowest candidate's position: the candidates are filtered.
+        view, c._topo.replica_view = c._topo.replica_view, (c._topo.replica_view[0], 0)
+        pick_filter = statistics.median(per_call_ns(lambda: c._pick("replica", None), 200_000)
+                                        for _ in range(5))
+        c._topo.replica_view = view
         c._written.set(0)
+        empty = statistics.median(per_call_ns(lambda: None, 200_000) for _ in range(5))
         q = interleaved({"pool.fetchval": lambda: pool.fetchval("SELECT 1"),
                          "cluster.fetchval (1 replica)": lambda: one.fetchval("SELECT 1"),
                          "cluster.fetchval (2 replicas)": lambda: c.fetchval("SELECT 1")},
                         3000, 7)
-        print(f"pick (2 usable replicas): {pick:.0f} ns; with a write token: {pick_ryw:.0f} ns")
+        print(f"pick (2 usable replicas, each less {empty:.0f} ns of the timing loop's call): "
+              f"{pick - empty:.0f} ns; with a write token both replayed: "
+              f"{pick_ryw - empty:.0f} ns; with one they must be filtered for: "
+              f"{pick_filter - empty:.0f} ns")
+        pick -= empty
         for k, v in q.items():
             print(f"  {k}: {v:.2f} us per query")
         base = q["pool.fetchval"]
@@ -104,15 +143,6 @@ def routing(rs: ReplicaSet) -> None:
             print(f"  {k}: {v:.2f} us per write")
         print(f"  read-your-writes per write: "
               f"{w['cluster.execute (+ WAL position)'] - w['primary pool.execute']:+.2f} us")
-
-        rates: dict[str, list[float]] = {"2 replicas": [], "primary alone": []}
-        for _ in range(3):
-            rates["2 replicas"].append(throughput(lambda: c.fetchval("SELECT 1"), 8, 3.0))
-            rates["primary alone"].append(throughput(
-                lambda: c.fetchval("SELECT 1", route="primary"), 8, 3.0))
-        r = {k: statistics.median(v) for k, v in rates.items()}
-        print(f"read throughput, 8 threads: 2 replicas {r['2 replicas']:.0f}/s, primary "
-              f"alone {r['primary alone']:.0f}/s, ratio {r['2 replicas'] / r['primary alone']:.2f}")
 
 
 def failover_once() -> float:
@@ -161,9 +191,10 @@ def main() -> None:
     finally:
         stop_replica_set(rs)
     times = [failover_once() for _ in range(args.failovers)]
-    print(f"failover (primary stopped -> first write on the promoted replica): median "
-          f"{statistics.median(times):.3f} s of {len(times)}: "
-          + ", ".join(f"{x:.3f}" for x in times))
+    if times:
+        print(f"failover (primary stopped -> first write on the promoted replica): median "
+              f"{statistics.median(times):.3f} s of {len(times)}: "
+              + ", ".join(f"{x:.3f}" for x in times))
 
 
 if __name__ == "__main__":
