@@ -24,6 +24,7 @@ import signal
 import subprocess
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -208,3 +209,19 @@ def make_pgbouncer(pg_url: str) -> Iterator[Callable[..., PgBouncer]]:
     for bouncer in made:
         bouncer.remove()
 
+
+@pytest.fixture
+def scratch_table(pg_admin: Any) -> Iterator[Callable[[str], str]]:
+    """``scratch_table("id BIGINT PRIMARY KEY, v TEXT")``: a new table of the test
+    database with these columns (its name returned), dropped when the test ends."""
+    made: list[str] = []
+
+    def make(columns: str) -> str:
+        name = f"fp_pgb_{uuid.uuid4().hex[:12]}"
+        pg_admin.execute(f"CREATE TABLE {name} ({columns})")
+        made.append(name)
+        return name
+
+    yield make
+    for name in made:
+        pg_admin.execute(f"DROP TABLE IF EXISTS {name}")

@@ -11,7 +11,6 @@ does (``test_without_the_profile_...``), with the error naming the profile.
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -29,12 +28,8 @@ def notes(exc: BaseException) -> str:
 
 
 @pytest.fixture
-def table(pg_admin: Any) -> Iterator[str]:
-    """A fresh table (id bigint primary key, v text, n int), dropped afterwards."""
-    name = f"fp_pgb_{uuid.uuid4().hex[:10]}"
-    pg_admin.execute(f"CREATE TABLE {name} (id BIGINT PRIMARY KEY, v TEXT, n INT)")
-    yield name
-    pg_admin.execute(f"DROP TABLE IF EXISTS {name}")
+def table(scratch_table: Callable[[str], str]) -> str:
+    return scratch_table("id BIGINT PRIMARY KEY, v TEXT, n INT")
 
 
 @pytest.fixture(params=MODES)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -84,11 +83,8 @@ class Load:
 
 
 @pytest.fixture
-def table(pg_admin: Any) -> Iterator[str]:
-    name = f"fp_pgb_restart_{uuid.uuid4().hex[:10]}"
-    pg_admin.execute(f"CREATE TABLE {name} (id BIGINT PRIMARY KEY)")
-    yield name
-    pg_admin.execute(f"DROP TABLE IF EXISTS {name}")
+def table(scratch_table: Callable[[str], str]) -> str:
+    return scratch_table("id BIGINT PRIMARY KEY")
 
 
 @pytest.fixture

@@ -12,8 +12,7 @@ from __future__ import annotations
 import multiprocessing
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
@@ -56,11 +55,8 @@ def _process(url: str, table: str, proc: int) -> dict[str, Any]:
 
 
 @pytest.fixture
-def table(pg_admin: Any) -> Iterator[str]:
-    name = f"fp_pgb_shared_{uuid.uuid4().hex[:10]}"
-    pg_admin.execute(f"CREATE TABLE {name} (id BIGINT PRIMARY KEY, proc INT)")
-    yield name
-    pg_admin.execute(f"DROP TABLE IF EXISTS {name}")
+def table(scratch_table: Callable[[str], str]) -> str:
+    return scratch_table("id BIGINT PRIMARY KEY, proc INT")
 
 
 @pytest.mark.slow
