@@ -11,7 +11,10 @@ The URL is asyncpg's (libpq's form: host lists, ``sslmode``,
 ``statement_cache_size`` (asyncpg's statement cache, default 100),
 ``statement_timeout`` / ``idle_in_transaction_session_timeout`` /
 ``lock_timeout`` (seconds, sent as startup settings), ``application_name``
-(default ``fastpool``) and ``server_settings`` (a dict, keyword only).
+(default ``fastpool``), ``server_settings`` (a dict, keyword only) and
+``pgbouncer`` (the profile behind PgBouncer, as for psycopg:
+``fastpool.drivers.postgres.PGBOUNCER_MODES``; transaction mode turns
+asyncpg's statement cache off).
 
 **Reset on return.** asyncpg's own pool sends a reset query (``ROLLBACK;
 UNLISTEN *; RESET ALL...``) on every release: a round trip per cycle. fastpool
@@ -53,12 +56,16 @@ from fastpool.drivers.postgres import (
     _secrets_in,
     classify_connect_message,
     classify_sqlstate,
+    no_prepared_statements,
+    note_pgbouncer_limits,
+    pgbouncer_mode,
+    session_settings,
 )
 from fastpool.errors import ConfigError, ErrorKind, TransactionAborted
 
 RESET_MODES = ("rollback", "discard", "none")
 _OWN = frozenset({"reset", "connect_timeout", "command_timeout", "statement_cache_size",
-                  "application_name", "server_settings", "probe", *_TIMEOUTS})
+                  "application_name", "server_settings", "probe", "pgbouncer", *_TIMEOUTS})
 
 
 def _import_asyncpg() -> Any:
@@ -79,6 +86,7 @@ def classify_asyncpg_error(exc: BaseException) -> ErrorKind:
 
     if isinstance(exc, asyncpg.PostgresError):
         sqlstate = getattr(exc, "sqlstate", None)
+        note_pgbouncer_limits(exc, sqlstate, str(exc))
         if sqlstate:
             return classify_sqlstate(sqlstate, getattr(exc, "severity_en", None)
                                      or getattr(exc, "severity", None))
@@ -258,11 +266,21 @@ class AsyncpgDriver(AsyncDriver):
         settings.setdefault("application_name",
                             str(own.pop("application_name", None)
                                 or os.environ.get("PGAPPNAME") or "fastpool"))
-        for name in _TIMEOUTS:
-            value = own.pop(name, None)
-            if value is not None:
-                settings[name] = str(_seconds_to_ms(name, value))
+        #: The PgBouncer profile (fastpool.drivers.postgres.PGBOUNCER_MODES), or None.
+        self.pgbouncer = pgbouncer_mode(own.pop("pgbouncer", None))
+        self.prepared_statements = self.pgbouncer != "transaction"
+        given = {name: own.pop(name, None) for name in _TIMEOUTS}
+        timeouts = {name: _seconds_to_ms(name, v) for name, v in given.items() if v is not None}
+        #: SET once per connection behind PgBouncer, else sent as startup settings.
+        self._session_sql = session_settings(self.pgbouncer, timeouts)
+        if not self.pgbouncer:
+            settings.update({name: str(ms) for name, ms in timeouts.items()})
         kwargs: dict[str, Any] = {"server_settings": settings}
+        if not self.prepared_statements:
+            if own.get("statement_cache_size"):
+                raise no_prepared_statements("statement_cache_size",
+                                             own["statement_cache_size"])
+            own["statement_cache_size"] = 0
         timeout = own.pop("connect_timeout", None)
         if timeout is None:
             timeout = os.environ.get("PGCONNECT_TIMEOUT") or 10
@@ -291,7 +309,18 @@ class AsyncpgDriver(AsyncDriver):
         return cls(url, **options)
 
     async def connect(self) -> Any:
-        return await self._asyncpg.connect(self.dsn or None, **self.params)
+        conn = await self._asyncpg.connect(self.dsn or None, **self.params)
+        if self._session_sql:
+            try:
+                await conn.execute(self._session_sql)
+            except BaseException:
+                conn.terminate()
+                raise
+        return conn
+
+    def session_id(self, conn: Any) -> int | None:
+        # Behind PgBouncer the backend pid is PgBouncer's key, not a server's.
+        return None if self.pgbouncer else super().session_id(conn)
 
     async def probe(self, conn: Any, timeout: float | None = None) -> None:
         """Local check, then ``SELECT 1`` unless ``probe="local"``."""

@@ -103,10 +103,11 @@ _CONFIG_PATTERNS = re.compile(
     # libpq refusing a connection option's value or a URL's before connecting
     # ('invalid sslmode value: "bogus"', 'invalid URI query parameter').
     r"|invalid \w+ value: |invalid URI query parameter|invalid port number")
-# What PgBouncer's limits look like from the client: a statement psycopg
-# prepared itself (named _pg3_N) missing or already there on the server
-# connection PgBouncer lent this time, or a startup parameter it refuses.
-_PGBOUNCER_STATEMENT = re.compile(r'prepared statement "_pg3_\d+"')
+# What PgBouncer's limits look like from the client: a statement the client
+# prepared itself (psycopg's _pg3_N, asyncpg's __asyncpg_stmt_N__) missing or
+# already there on the server connection PgBouncer lent this time, or a
+# startup parameter it refuses.
+_PGBOUNCER_STATEMENT = re.compile(r'prepared statement "(_pg3_\d+|__asyncpg_stmt_\w+__)"')
 _PGBOUNCER_STATES = frozenset({"26000", "42P05"})
 _PGBOUNCER_STARTUP = re.compile(r"unsupported startup parameter: (\S+)")
 _TRANSIENT_PATTERNS = re.compile(
@@ -180,11 +181,47 @@ def classify_connect_message(msg: str) -> ErrorKind:
     return ErrorKind.UNREACHABLE  # refused, no socket, no such host, timed out
 
 
+def pgbouncer_mode(value: Any) -> str | None:
+    """The ``pgbouncer`` option (PGBOUNCER_MODES, or None)."""
+    mode: str | None = choice("pgbouncer", value, (None, *PGBOUNCER_MODES), owner="postgresql")
+    return mode
+
+
+def no_prepared_statements(option: str, value: object) -> ConfigError:
+    """The error for asking for server-side prepared statements with
+    pgbouncer='transaction' (the driver's option or the pool's cache)."""
+    return ConfigError(f"{option}={value!r} with pgbouncer='transaction': PgBouncer's "
+                       "transaction mode cannot carry prepared statements; leave it unset")
+
+
+def session_settings(mode: str | None, timeouts: dict[str, int]) -> str:
+    """Behind PgBouncer, the SET statements to run once per new connection for
+    ``timeouts`` (milliseconds by name), which PgBouncer refuses as startup
+    options: in session mode; a ConfigError in transaction mode (a SET would
+    not outlive the transaction). "" without PgBouncer or timeouts."""
+    if not timeouts or mode is None:
+        return ""
+    if mode == "transaction":
+        raise ConfigError(
+            f"postgresql: {', '.join(timeouts)} with pgbouncer='transaction': PgBouncer "
+            "refuses startup options and a SET would not outlive the transaction; set it "
+            "on the role or database (ALTER ROLE ... SET statement_timeout = ...)")
+    return "; ".join(f"SET {name} = {ms}" for name, ms in timeouts.items())
+
+
+def note_pgbouncer_limits(exc: BaseException, sqlstate: str | None, msg: str) -> None:
+    """The classifiers' (psycopg's and asyncpg's) one rule for errors that
+    PgBouncer's limits caused: a note naming the profile to use."""
+    hint = pgbouncer_hint(sqlstate, msg)
+    if hint is not None:
+        _note(exc, hint)
+
+
 def pgbouncer_hint(sqlstate: str | None, msg: str) -> str | None:
     """What to do about an error that PgBouncer's limits caused, naming the
     profile to use; None for any other error."""
     if sqlstate in _PGBOUNCER_STATES and _PGBOUNCER_STATEMENT.search(msg):
-        return ("fastpool: a statement psycopg prepared was missing from, or already on, "
+        return ("fastpool: a statement the client prepared was missing from, or already on, "
                 "the server connection PgBouncer lent this time: this server is behind "
                 "PgBouncer in transaction mode, which (before 1.22) cannot carry prepared "
                 "statements. Create the "
@@ -226,9 +263,7 @@ def classify_error(exc: BaseException) -> ErrorKind:
         return ErrorKind.OTHER
     msg = str(exc)
     sqlstate = exc.sqlstate
-    hint = pgbouncer_hint(sqlstate, msg)
-    if hint is not None:
-        _note(exc, hint)
+    note_pgbouncer_limits(exc, sqlstate, msg)
     if sqlstate:
         return classify_sqlstate(sqlstate, exc.diag.severity_nonlocalized)
     if isinstance(exc, psycopg.errors.ConnectionTimeout) or msg.startswith(_CONNECT_PREFIXES):
@@ -293,24 +328,15 @@ class PostgresSettings(DriverBase):
 
         self.autocommit = option_bool("postgresql", "autocommit", options.get("autocommit", False))
         #: The PgBouncer profile (PGBOUNCER_MODES), or None.
-        self.pgbouncer: str | None = choice("pgbouncer", options.get("pgbouncer"),
-                                            (None, *PGBOUNCER_MODES), owner="postgresql")
+        self.pgbouncer = pgbouncer_mode(options.get("pgbouncer"))
         #: Whether statements may be prepared on the server (the pool's
         #: statement cache follows it: fastpool.pool.facade.QueryFeatures).
         self.prepared_statements = self.pgbouncer != "transaction"
         timeouts = {name: _seconds_to_ms(name, options[name])
                     for name in _TIMEOUTS if options.get(name) is not None}
-        startup = [f"-c {name}={ms}" for name, ms in timeouts.items()]
-        #: SET once per connection (PgBouncer's session mode refuses startup options).
-        self._session_sql = ""
-        if timeouts and self.pgbouncer == "transaction":
-            raise ConfigError(
-                f"postgresql: {', '.join(timeouts)} with pgbouncer='transaction': PgBouncer "
-                "refuses startup options and a SET would not outlive the transaction; set it "
-                "on the role or database (ALTER ROLE ... SET statement_timeout = ...)")
-        if timeouts and self.pgbouncer == "session":
-            self._session_sql = "; ".join(f"SET {name} = {ms}" for name, ms in timeouts.items())
-            startup = []
+        #: SET once per connection behind PgBouncer, else sent as startup options.
+        self._session_sql = session_settings(self.pgbouncer, timeouts)
+        startup = [] if self.pgbouncer else [f"-c {name}={ms}" for name, ms in timeouts.items()]
         if startup:
             # An explicit `options` replaces PGOPTIONS in libpq: keep both.
             base = merged.get("options", os.environ.get("PGOPTIONS", ""))
@@ -322,9 +348,7 @@ class PostgresSettings(DriverBase):
             raise ConfigError(f"postgresql: prepare_threshold must be an int >= 0 or None, "
                               f"got {pt!r}")
         if pt is not None and not self.prepared_statements:
-            raise ConfigError(f"postgresql: prepare_threshold={pt} with pgbouncer='transaction': "
-                              "PgBouncer's transaction mode cannot carry prepared statements; "
-                              "leave it unset (None)")
+            raise no_prepared_statements("prepare_threshold", pt)
         self.prepare_threshold: int | None = pt
         probe_mode = options.get("probe", "query")
         if probe_mode not in ("query", "local"):

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from fastpool import _core
 from fastpool.backoff import Backoff
 from fastpool.drivers import from_url
+from fastpool.drivers.postgres import no_prepared_statements
 from fastpool.errors import ConfigError
 from fastpool.pool.policy import PoolPolicy
 from fastpool.pool.sizing import SizingPolicy
@@ -58,10 +59,7 @@ class QueryFeatures(_Composed):
         # transaction mode, drivers/postgres.py's PGBOUNCER_MODES).
         if not getattr(options.get("driver"), "prepared_statements", True):
             if statement_cache_size:
-                raise ConfigError(
-                    f"statement_cache_size={statement_cache_size!r} with pgbouncer='transaction': "
-                    "PgBouncer's transaction mode cannot carry prepared statements; leave it "
-                    "unset (0)")
+                raise no_prepared_statements("statement_cache_size", statement_cache_size)
             statement_cache_size = 0
         elif statement_cache_size is None:
             statement_cache_size = 256

@@ -10,6 +10,7 @@ does (``test_without_the_profile_...``), with the error naming the profile.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -236,3 +237,37 @@ def test_the_profile_is_read_from_the_url_too(make_pgbouncer: Callable[..., PgBo
         # Behind PgBouncer the backend pid is PgBouncer's key: no session ids.
         with pool.connection() as conn:
             assert pool._driver.session_id(conn) is None
+
+
+@pytest.mark.parametrize("client", ["psycopg", "asyncpg"])
+def test_asyncio_pools_take_the_profile_too(client: str,
+                                            make_pgbouncer: Callable[..., PgBouncer]) -> None:
+    """psycopg's AsyncConnection and asyncpg, in transaction mode over one server
+    connection: no prepared statement (asyncpg's statement cache is off too)."""
+    if client == "asyncpg":
+        pytest.importorskip("asyncpg")
+    bouncer = make_pgbouncer("transaction", pool_size=1)
+    url = bouncer.url.replace("postgresql://", f"postgresql+{client}://")
+    mark = "$1" if client == "asyncpg" else "%s"
+
+    async def main() -> None:
+        async with fastpool.create_async_pool(url, pgbouncer="transaction", max_size=4,
+                                              timeout=10.0) as pool:
+            async def work(t: int) -> None:
+                for i in range(20):
+                    assert await pool.fetchval(f"SELECT {mark}::int", (i,)) == i
+
+                    async def in_tx(conn: Any, i: int = i) -> Any:
+                        return await pool.fetchval(f"SELECT {mark}::int * 2", (i,), conn=conn)
+
+                    assert await pool.transaction(in_tx) == 2 * i
+
+            await asyncio.gather(*(work(t) for t in range(8)))
+            assert pool.query_stats()["statements"]["prepares"] == 0
+            async with pool.connection() as conn:
+                assert pool._driver.session_id(conn) is None
+        with pytest.raises(ConfigError, match="statement_cache_size=10 with pgbouncer="):
+            await fastpool.create_async_pool(url, pgbouncer="transaction",
+                                             statement_cache_size=10)
+
+    asyncio.run(main())
