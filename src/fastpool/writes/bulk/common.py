@@ -64,12 +64,16 @@ class ErrorFactory:
     def __call__(self, index: int, col: int, problem: str,
                  cause: BaseException | None = None) -> RowError:
         if col < 0:
-            return RowError(f"{self.label}[{index}] {problem} ({', '.join(self.columns)}); "
-                            "nothing was loaded", index)
+            whole = RowError(f"{self.label}[{index}] {problem} ({', '.join(self.columns)}); "
+                             "nothing was loaded", index)
+            whole.__cause__ = cause
+            return whole
         name = self.columns[col]
         typ = f" ({self.types[name]})" if name in self.types else ""
-        return RowError(f"{self.label}[{index}], column {name!r}{typ}: {problem}; "
-                        "nothing was loaded", index, name)
+        err = RowError(f"{self.label}[{index}], column {name!r}{typ}: {problem}; "
+                       "nothing was loaded", index, name)
+        err.__cause__ = cause  # the driver's error, when the server found it
+        return err
 
 
 class Reporter:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -17,6 +18,7 @@ from fastpool.writes.bulk.common import (
     MYSQL_MAX_STATEMENT,
     MYSQL_SLACK,
     Job,
+    RowError,
     encoders,
 )
 
@@ -55,17 +57,48 @@ def load_steps(job: Job) -> Steps[int]:
             if feed.empty:
                 yield ("refill", feed)
                 continue
+            first = encoder.rows  # the statement's first row, in the caller's count
             body = encoder.encode(feed.it, budget, feed.room(chunk_rows))
             if body:
                 statement = head + body + tail
                 if len(statement) + MYSQL_SLACK > max_packet:  # a single row, too long
                     raise error(encoder.rows - 1, -1, f"needs an INSERT of {len(statement)} "
                                 f"bytes, over max_allowed_packet ({max_packet})", None)
-                yield ("query", statement)
+                try:
+                    yield ("query", statement)
+                except Exception as exc:
+                    row_error = _value_error(exc, first, job)
+                    if row_error is None:
+                        raise
+                    raise row_error from exc
             job.report(encoder.rows)
     finally:
         yield ("close",)
     return int(encoder.rows)
+
+
+#: The server's errors about one value of one row (out of range, incorrect
+#: value for the type, data too long or truncated, incorrect date): their
+#: message ends with the column and "at row N", N counting from 1 within the
+#: one multi-row INSERT that failed.
+_VALUE_ERRORS = frozenset({1264, 1265, 1292, 1366, 1367, 1406})
+_AT_ROW = re.compile(r"column (?:`[^`]*`\.)*[`']?([^`'\s]+)[`']? at row (\d+)$")
+
+
+def _value_error(exc: BaseException, first: int, job: Job) -> RowError | None:
+    """``exc``, a client's error for the INSERT whose first row was the
+    caller's row ``first``, as the RowError of the row and column it names;
+    None when it names none."""
+    args = exc.args
+    if len(args) < 2 or args[0] not in _VALUE_ERRORS:
+        return None
+    message = str(args[1])
+    found = _AT_ROW.search(message)
+    if found is None or found.group(1) not in job.columns:
+        return None
+    index = first + int(found.group(2)) - 1
+    problem = message[:found.start(2)].removesuffix(" at row ")
+    return job.error(index, job.columns.index(found.group(1)), problem, exc)
 
 
 class _MySQLdbIO:

@@ -12,12 +12,20 @@ already starting with the PGCOPY header the encoder writes).
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from fastpool.errors import ConfigError
 from fastpool.steps import Steps
-from fastpool.writes.bulk.common import PG_CHUNK_BYTES, Feed, Job, async_chunks, encoders
+from fastpool.writes.bulk.common import (
+    PG_CHUNK_BYTES,
+    Feed,
+    Job,
+    RowError,
+    async_chunks,
+    encoders,
+)
 
 __all__ = ["io_for", "load_steps"]
 
@@ -73,13 +81,43 @@ def load_steps(job: Job) -> Steps[int]:
         encoder = encoders().Encoder(kinds, fallbacks, binary=binary, error=job.error)
         statement = (f"COPY {_ident(*dest)} ({names}) FROM STDIN"
                      + (" (FORMAT BINARY)" if binary else ""))
-        yield ("copy", statement, dest, job.columns, binary, _chunks(encoder, job), job.feed)
+        try:
+            yield ("copy", statement, dest, job.columns, binary, _chunks(encoder, job),
+                   job.feed)
+        except Exception as exc:
+            row_error = _copy_error(exc, job)
+            if row_error is None:
+                raise
+            raise row_error from exc
         if job.keys:
             yield ("execute", _pg_upsert(target, _ident(*dest), job.columns, job.keys))
             yield ("execute", f"DROP TABLE {_ident(*dest)}")
     finally:
         yield ("close",)
     return int(encoder.rows)
+
+
+#: Where the server says a COPY failed: 'COPY t, line 2501, column n: "abc"'
+#: (the error's CONTEXT; lines count the rows from 1, in binary COPY too).
+_COPY_CONTEXT = re.compile(r"^COPY [^\n]*?, line (\d+)(?:, column ([^:\n]+))?", re.MULTILINE)
+
+
+def _copy_error(exc: BaseException, job: Job) -> RowError | None:
+    """A server's data or integrity error (SQLSTATE class 22 or 23) about
+    one row of the COPY, as that row's RowError; None for any other error.
+    psycopg has the context in ``diag``, asyncpg on the exception."""
+    sqlstate = getattr(exc, "sqlstate", None)
+    if not isinstance(sqlstate, str) or sqlstate[:2] not in ("22", "23"):
+        return None
+    context = getattr(getattr(exc, "diag", None), "context", None) or \
+        getattr(exc, "context", None)
+    found = _COPY_CONTEXT.search(context) if isinstance(context, str) else None
+    if found is None:
+        return None
+    column = found.group(2)
+    col = job.columns.index(column) if column in job.columns else -1
+    problem = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return job.error(int(found.group(1)) - 1, col, problem, exc)
 
 
 def _chunks(encoder: Any, job: Job) -> Iterator[bytes | None]:
