@@ -91,6 +91,8 @@ def test_query_helpers_through_pgbouncer(behind: tuple[PgBouncer, Callable[..., 
 
     in_threads(12, work)
     assert pool.fetchval(f"SELECT count(*) FROM {table}") == 100
+    plan = pool.explain(f"SELECT * FROM {table} WHERE n = %s", (10,), analyze=True, scan_rows=10)
+    assert plan.warnings  # a sequential scan of 100 rows, flagged
     statements = pool.query_stats()["statements"]
     if bouncer.mode == "transaction":
         assert statements["size"] == 0 and statements["prepares"] == 0, statements
