@@ -8,8 +8,8 @@ Layers, lowest first; a module imports only from its own layer or below
 3. drivers: drivers/ (the client adapters)
 4. features: source (their contract), transaction, query/, writes/
 5. pool: pool/ (the facade composes the policy with the features)
-6. top: monitoring/, cli/, sqlalchemy (the SQLAlchemy pool classes), the
-   package's __init__ and __main__
+6. top: monitoring/, cli/, sqlalchemy (the SQLAlchemy pool classes), compat/
+   (psycopg_pool's API), the package's __init__ and __main__
 
 And only drivers/ looks at which client library a connection or an error
 comes from: nowhere else reads ``__module__`` or tests ``isinstance`` against
@@ -32,7 +32,7 @@ LAYERS = [
     ("features", ("source", "transaction", "query", "writes")),
     ("pool", ("pool",)),
     ("cluster", ("cluster",)),
-    ("top", ("monitoring", "cli", "sqlalchemy", "__init__", "__main__")),
+    ("top", ("monitoring", "cli", "sqlalchemy", "compat", "__init__", "__main__")),
 ]
 RANK = {top: rank for rank, (_, tops) in enumerate(LAYERS) for top in tops}
 CLIENT_MODULES = {"sqlite3", "psycopg", "MySQLdb", "asyncpg", "aiosqlite", "asyncmy", "aiomysql"}
