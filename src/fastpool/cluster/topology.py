@@ -41,11 +41,14 @@ from fastpool.cluster.lsn import LagClock, format_lsn
 from fastpool.errors import ConnectError, ErrorKind, PoolTimeout, TransactionOutcomeUnknown
 from fastpool.pool import Pool
 
-__all__ = ["DOWN", "PRIMARY", "REPLICA", "Node", "Topology"]
+__all__ = ["DOWN", "PRIMARY", "READ_ONLY", "REPLICA", "Node", "Topology"]
 
 logger = logging.getLogger("fastpool")
 
 PRIMARY, REPLICA, DOWN = "primary", "replica", "down"
+#: Up, not in recovery, but read-only (fenced: default_transaction_read_only):
+#: neither written to nor read from (its data no longer moves).
+READ_ONLY = "read-only"
 
 #: Above any WAL position: the primary has replayed every write.
 EVERYTHING = 1 << 64
@@ -61,7 +64,7 @@ _OBSERVE = (
 _GONE = frozenset({ErrorKind.CONNECTION_LOST, ErrorKind.NOT_SENT, ErrorKind.UNREACHABLE,
                    ErrorKind.UNAVAILABLE})
 #: SQLSTATE read_only_sql_transaction: the server is read-only now.
-READ_ONLY = "25006"
+_READ_ONLY_SQLSTATE = "25006"
 
 
 class Node:
@@ -154,7 +157,7 @@ class Topology:
     def failed(self, exc: BaseException, kind: ErrorKind | None) -> None:
         """A write (or a primary read) failed with ``exc``: if it looks like the
         primary is gone or read-only, re-discover roles in the next round, now."""
-        if (kind in _GONE or getattr(exc, "sqlstate", None) == READ_ONLY
+        if (kind in _GONE or getattr(exc, "sqlstate", None) == _READ_ONLY_SQLSTATE
                 or isinstance(exc, (ConnectError, PoolTimeout, TransactionOutcomeUnknown))):
             self._rediscover = True
             self._wake.set()
@@ -194,9 +197,12 @@ class Topology:
             seen = self._observe(node, force=False)
             if seen is None:
                 continue
-            if not seen.in_recovery:  # promoted (or a second primary): ask everyone
+            if seen.writable:  # promoted (or a second primary): ask everyone
                 self._rediscover = True
                 self._wake.set()
+                continue
+            if not seen.in_recovery:
+                node.role = READ_ONLY
                 continue
             self._same_server(node, seen)
             node.role, node.up = REPLICA, True
@@ -218,6 +224,7 @@ class Topology:
         """Ask every server its role; the first read-write one (the current
         primary first) is the primary."""
         order = [current, *(n for n in self.nodes if n is not current)]
+        was_primary = current.role == PRIMARY
         found = None
         for node in order:
             seen = seen_current if node is current else self._observe(node, force=True)
@@ -229,20 +236,21 @@ class Topology:
             if seen.writable and found is None:
                 found = node
                 self.clock.sample(time.monotonic(), seen.lsn)
-            elif seen.in_recovery:
+            elif not seen.writable:
                 if node.role == PRIMARY and node is not current:
                     node.pool.drain()
-                node.role = REPLICA
+                node.role = REPLICA if seen.in_recovery else READ_ONLY
                 node.replay_lsn = seen.lsn
                 node.lag = self.clock.lag(seen.lsn, time.monotonic())
         self._rediscover = found is None
         self.primary_ok = found is not None
         if found is None:
-            if current.role == PRIMARY:
+            if was_primary:
                 logger.warning("fastpool: cluster %r: primary %s does not answer as the "
                                "primary; looking for one among %d servers", self.name,
                                current.name, len(self.nodes))
-                current.role = DOWN  # unreachable (one in recovery is a replica by now)
+            if current.role == PRIMARY:
+                current.role = DOWN  # unreachable (one that answered has its role by now)
             return
         if found is not current or current.role != PRIMARY:
             self._promote(current, found)

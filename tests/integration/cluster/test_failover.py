@@ -130,3 +130,49 @@ def test_failover_under_32_threads_loses_no_acknowledged_write(fresh_replicas: R
     finally:
         cluster.close()
         single.close()
+
+
+def test_a_switchover_drains_the_read_only_old_primary_and_writes_follow(fresh_replicas):
+    """The old primary stays up, fenced read-only (``default_transaction_read_only``:
+    writes get SQLSTATE 25006 while ``SELECT 1`` still passes), and a replica is
+    promoted: the cluster's writes move to it and the old primary's live
+    connections are drained, not kept writing into 25006."""
+    rs = fresh_replicas
+    old, new, _other = rs.nodes
+    with fastpool.create_cluster(old.url, [n.url for n in rs.replicas], min_size=4,
+                                 max_size=4, alive_bypass=3600, lag_interval=0.05) as cluster:
+        cluster.execute("CREATE TABLE switch (i int)")
+        cluster.primary.wait()
+        with rs.admin(old) as admin:
+            admin.execute("ALTER SYSTEM SET default_transaction_read_only = on")
+            admin.execute("SELECT pg_reload_conf()")
+        refused = 0
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # until the fence reaches the pool's sessions
+            try:
+                cluster.execute("INSERT INTO switch VALUES (0)")
+            except Exception as exc:
+                assert getattr(exc, "sqlstate", None) == "25006", exc
+                refused += 1
+                break
+        assert refused == 1
+        _until_primary_ok_is(cluster, False)  # no read-write server now
+        rs.wait_replayed()
+        rs.promote(new)
+        _until_primary_ok_is(cluster, True)
+        for i in range(1, 101):
+            cluster.execute("INSERT INTO switch VALUES (%s)", (i,))
+        stats = cluster.stats()
+        assert stats["primary"] == cluster.name + "-1" and stats["failovers"] == 1
+        assert [n["role"] for n in stats["nodes"]] == ["read-only", "primary", "replica"]
+        drained = stats["nodes"][0]["pool"].closed.get("drained", 0)
+        assert drained >= 3, stats["nodes"][0]["pool"]  # its live connections went
+        with rs.admin(new) as admin:
+            assert admin.execute("SELECT count(*) FROM switch WHERE i > 0").fetchone()[0] == 100
+
+
+def _until_primary_ok_is(cluster: fastpool.Cluster, ok: bool, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while cluster.stats()["primary_ok"] is not ok:
+        assert time.monotonic() < deadline, f"primary_ok never became {ok}"
+        time.sleep(0.01)

@@ -189,3 +189,21 @@ def test_a_write_token_carries_read_your_writes_to_another_context(cluster, repl
                 cluster.fetchval("SELECT 1", route="replica_only")
     # Without the token this context may read a paused replica's older value.
     assert cluster.fetchval("SELECT v FROM cluster_token WHERE k = 1") == 0
+
+
+def test_a_read_that_loses_its_replica_connection_runs_again_elsewhere(replicas):
+    # alive_bypass: the killed connections are lent without a probe, so the read meets it.
+    with fastpool.create_cluster(replicas.primary.url, [n.url for n in replicas.replicas],
+                                 min_size=2, max_size=2, alive_bypass=3600) as c:
+        _until(lambda: len(c._topo.usable) == 2, "both replicas usable")
+        for pool in c.replicas:
+            pool.wait()
+        pids = [row["session_id"] for row in c.replicas[0].server_activity()]
+        with replicas.admin(replicas.replicas[0]) as admin:  # the pool's, not the monitor's
+            killed = admin.execute("SELECT count(pg_terminate_backend(pid)) FROM "
+                                   "unnest(%s::int[]) AS pid", (pids,)).fetchone()[0]
+        assert killed == 2
+        # Every read succeeds: a lost replica read runs once more on another node.
+        assert [c.fetchval("SELECT 1") for _ in range(20)] == [1] * 20
+        broken = sum(s["pool"].closed.get("broken", 0) for s in c.stats()["nodes"])
+        assert broken >= 1
