@@ -12,7 +12,7 @@ name or a driver's string options, stay with that option's code, and raise
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 from fastpool.errors import ConfigError
@@ -29,6 +29,8 @@ __all__ = [
     "integer_or_auto",
     "mapping_or_none",
     "optional_seconds",
+    "parameter_sets",
+    "parameters",
     "seconds",
 ]
 
@@ -129,3 +131,41 @@ def callable_or_none(name: str, value: object, *, owner: str | None = None,
     if value is not None and not callable(value):
         raise _fail(owner, name, "callable or None", value)
     return value
+
+
+# ---- a statement's parameters ---------------------------------------------------
+# Not options, but checked once for every feature that sends a statement (the
+# query helpers, explain, the batcher) before anything is sent; a TypeError,
+# as Python's own for an argument of the wrong type.
+
+def parameters(value: T, where: str = "", *, or_none: bool = True) -> T:
+    """A statement's parameters: a sequence (not a string) or a mapping, or
+    None for none (unless not ``or_none``). ``where`` names them in the
+    message (e.g. ``params_seq[3]``)."""
+    tp = type(value)
+    if tp is tuple or tp is list or tp is dict or (value is None and or_none):
+        return value
+    if isinstance(value, (str, bytes, bytearray)) or not isinstance(value, (Sequence, Mapping)):
+        raise TypeError(f"params must be a sequence or a mapping of parameters, "
+                        f"got {tp.__name__}{f' ({where})' if where else ''}")
+    return value
+
+
+def parameter_sets(value: Any, name: str = "params_seq") -> Any:
+    """``executemany``'s parameter sets: an iterable (not a string or a
+    mapping) of ``parameters``. A collection (list, tuple, set...) is checked
+    at once; an iterator item by item as it is consumed (the statement's
+    transaction is then rolled back when one is bad)."""
+    if isinstance(value, (str, bytes, bytearray, Mapping)) or not isinstance(value, Iterable):
+        raise TypeError(f"{name} must be an iterable of parameter sets (sequences or "
+                        f"mappings), got {type(value).__name__}")
+    if not isinstance(value, Iterator):
+        for i, item in enumerate(value):
+            parameters(item, f"{name}[{i}]")
+        return value
+    return _checked_sets(iter(value), name)
+
+
+def _checked_sets(items: Iterator[Any], name: str) -> Iterator[Any]:
+    for i, item in enumerate(items):
+        yield parameters(item, f"{name}[{i}]")

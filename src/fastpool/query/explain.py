@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from fastpool.errors import ConfigError, FastpoolError, UnsupportedClient
+from fastpool.options import MAX_INT64, integer, parameters
 from fastpool.sqltext.lexer import Tokens, aliases
 from fastpool.steps import Steps, run, run_async
 
@@ -107,7 +108,7 @@ def explain(source: ConnectionSource, sql: str, params: Any = None, *, analyze: 
     advance). ``scan_rows``: report full scans of tables with more rows than
     this. SQL errors are the driver's own exceptions.
     """
-    _check(sql, analyze, scan_rows)
+    params = _check(sql, params, analyze, scan_rows)
     with source.connection() as conn:
         return run(*_reader(source.adapter, conn, sql, params, analyze, scan_rows))
 
@@ -116,18 +117,19 @@ async def explain_async(source: Any, sql: str, params: Any = None, *, analyze: b
                         scan_rows: int = 1000) -> Plan:
     """``explain`` on an asyncio source (``await pool.explain(...)``): the same
     plan readers and findings, their queries awaited."""
-    _check(sql, analyze, scan_rows)
+    params = _check(sql, params, analyze, scan_rows)
     async with source.connection() as conn:
         return await run_async(*_reader(source.adapter, conn, sql, params, analyze, scan_rows))
 
 
-def _check(sql: object, analyze: object, scan_rows: object) -> None:
+def _check(sql: object, params: Any, analyze: object, scan_rows: object) -> Any:
+    """The arguments checked before anything is sent; returns ``params``."""
     if not isinstance(sql, str) or not sql.strip():
         raise ConfigError(f"explain: sql must be a non-empty string, got {sql!r}")
     if not isinstance(analyze, bool):
         raise ConfigError(f"explain: analyze must be True or False, got {analyze!r}")
-    if isinstance(scan_rows, bool) or not isinstance(scan_rows, int) or scan_rows < 0:
-        raise ConfigError(f"explain: scan_rows must be an integer >= 0, got {scan_rows!r}")
+    integer("scan_rows", scan_rows, 0, owner="explain", maximum=MAX_INT64)
+    return parameters(params)
 
 
 def _reader(client: Any, conn: Any, sql: str, params: Any, analyze: bool,

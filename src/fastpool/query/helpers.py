@@ -37,7 +37,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from fastpool.errors import ConfigError, ErrorKind, UnsupportedClient
-from fastpool.options import integer, seconds
+from fastpool.options import integer, parameter_sets, parameters, seconds
 from fastpool.query.observe import QueryObserver
 from fastpool.query.results import ResultCache, cache_key, fold_names
 from fastpool.query.statements import StatementCache
@@ -393,6 +393,7 @@ class QueryLayer:
 
     def call(self, source: ConnectionSource, kind: str, sql: str, params: Any, conn: Any,
              cache_ttl: float | None) -> Any:
+        params = parameter_sets(params) if kind is MANY else parameters(params)
         if self._client is None:
             self._dialect_known(source)
         info = self._info(sql)
@@ -450,6 +451,7 @@ class QueryLayer:
         """``call`` on an asyncio source (an AsyncPool, whose acquire/release
         are awaited): the decisions, made now, and the coroutine that runs the
         statement (``await pool.fetch(...)`` awaits it; no frame in between)."""
+        params = parameter_sets(params) if kind is MANY else parameters(params)
         if self._client is None:
             self._dialect_known(source)
         info = self._info(sql)

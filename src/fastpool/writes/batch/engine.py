@@ -26,11 +26,11 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from fastpool.errors import ConfigError, ErrorKind
-from fastpool.options import integer, optional_seconds, seconds
+from fastpool.options import integer, optional_seconds, parameters, seconds
 from fastpool.sqltext.tables import access
 from fastpool.steps import Steps, run
 from fastpool.transaction import Attempt, Outcome, SourceIO, attempt_steps
@@ -144,12 +144,7 @@ def make_item(sql: str, params: Any, key: Any, key_fn: Callable[[Any], Any] | No
     if not isinstance(sql, str):
         raise TypeError(f"sql must be a str, got {type(sql).__name__} "
                         "(render psycopg.sql objects with .as_string(conn))")
-    tp = type(params)
-    if tp is not tuple and tp is not list and tp is not dict and (
-            isinstance(params, (str, bytes))
-            or not isinstance(params, (Sequence, Mapping))):
-        raise TypeError(f"params must be a sequence or a mapping of parameters, "
-                        f"got {type(params).__name__}")
+    parameters(params, or_none=False)
     if key is None and key_fn is not None:
         key = key_fn(params)
     return Item(sql, params, key, time.monotonic_ns())
