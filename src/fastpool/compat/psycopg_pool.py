@@ -100,10 +100,12 @@ class TooManyRequests(_OrigTooMany, _fe.TooManyWaiting):
     """``max_waiting`` requests already wait (psycopg_pool's; fastpool's TooManyWaiting)."""
 
 
+# fastpool fails a request at once when connecting fails in a way retrying
+# cannot fix (ConnectError); psycopg_pool's callers expect PoolTimeout then.
 _TRANSLATED: dict[type[BaseException], type[Exception]] = {
     _fe.PoolTimeout: PoolTimeout, _fe.PoolClosed: PoolClosed,
-    _fe.TooManyWaiting: TooManyRequests}
-_FP_ERRORS = (_fe.PoolTimeout, _fe.PoolClosed, _fe.TooManyWaiting)
+    _fe.TooManyWaiting: TooManyRequests, _fe.ConnectError: PoolTimeout}
+_FP_ERRORS = (_fe.PoolTimeout, _fe.PoolClosed, _fe.TooManyWaiting, _fe.ConnectError)
 
 
 def _translated(exc: BaseException) -> BaseException:
@@ -138,7 +140,7 @@ class _NotOpen:
     def _fail(self, *_args: Any) -> Any:
         raise PoolClosed(f"the pool {self.name!r} is not open yet")
 
-    acquire = release = _fail
+    acquire = release = acquire_async = release_async = _fail
 
 
 class _Base:
@@ -467,7 +469,7 @@ class ConnectionPool(_Base, Generic[CT]):
         try:
             self._fp.wait(timeout)
         except _FP_ERRORS as exc:
-            if isinstance(exc, _fe.PoolTimeout):
+            if isinstance(exc, (_fe.PoolTimeout, _fe.ConnectError)):
                 self.close()
             raise _translated(exc) from exc.__cause__
         logger.info("pool %r is ready to use", self.name)
@@ -739,7 +741,7 @@ class AsyncConnectionPool(_Base, Generic[ACT]):
         try:
             await self._fp.wait(timeout)
         except _FP_ERRORS as exc:
-            if isinstance(exc, _fe.PoolTimeout):
+            if isinstance(exc, (_fe.PoolTimeout, _fe.ConnectError)):
                 await self.close()
             raise _translated(exc) from exc.__cause__
         logger.info("pool %r is ready to use", self.name)
