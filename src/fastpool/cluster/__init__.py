@@ -253,8 +253,7 @@ class Cluster:
     def connection(self, timeout: float | None = None) -> Iterator[Any]:
         """A primary connection (``with``: committed on success, rolled back on
         an error); its writes count for read-your-writes."""
-        pool = self._writer.pool_of(None)
-        with pool.connection(timeout) as conn:
+        with self._topo.primary.pool.connection(timeout) as conn:
             yield conn
         self.note_write()
 
