@@ -310,6 +310,8 @@ class FastPool(Pool):
         with ring.lock:
             taken = ring._take_idle(everything=True)
             records = [ring._discard(idx, _core.REASON_CLOSED) for idx, _ in taken]
+        if self._use_lifo:  # in the order they would have been lent, as QueuePool
+            records.reverse()
         for record in records:
             record.close()
         self.logger.info("Pool disposed. %s", self.status())
