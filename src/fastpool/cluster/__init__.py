@@ -118,21 +118,24 @@ class _PrimarySource:
                                                else seconds("timeout", timeout))
             try:
                 conn = pool.acquire(max(deadline - time.monotonic(), 0.0))
-            except (ConnectError, PoolClosed) as exc:
+            except Exception as exc:
                 # The primary moved while this caller waited (its pool's waiters
-                # were failed), or its pool was drained and closed: try the new one.
-                if topo.primary is not node and time.monotonic() < deadline:
+                # were failed with ConnectError): try the new one.
+                if (isinstance(exc, (ConnectError, PoolClosed)) and topo.primary is not node
+                        and time.monotonic() < deadline):
                     continue
-                topo.failed(exc, None)
+                topo.failed(exc, None)  # a timeout or connect error: look at the roles
                 raise
             self._lent[id(conn)] = pool
             return conn
 
     def release(self, conn: Any) -> None:
         pool = self._lent.pop(id(conn), None) or self._cluster._topo.primary.pool
-        if self._record:
-            self._cluster._wrote(conn)
-        pool.release(conn)
+        try:
+            if self._record:
+                self._cluster._wrote(conn)
+        finally:
+            pool.release(conn)
 
     def pool_of(self, conn: Any) -> Pool:
         return self._lent.get(id(conn)) or self._cluster._topo.primary.pool
