@@ -377,3 +377,35 @@ def test_a_connection_handed_to_a_waiter_during_a_round_is_never_reclaimed(db: D
     assert pool.stats().reclaimed == 1
     assert pool.stats().in_use == 0
     assert db.rows() == []
+
+
+def test_close_beside_a_round_under_way_returns_a_dropped_connection_once(
+        db: Db, caplog: Any) -> None:
+    """close() runs a round of its own while the worker's may be under way (it
+    waits for the worker only up to its timeout). Here close() runs in the
+    worker's round between its decision that a connection was let go of and
+    its return of it, where a thread switch can put it: the connection is
+    returned, counted and closed once."""
+    pool = db.make(max_size=1, min_size=1)
+    pool.wait(timeout=10)
+    stop_worker(pool)
+    drop_without_release(pool, db)
+    time.sleep(0.1)  # lent longer than RECLAIM_AFTER
+    let_go = pool._let_go
+
+    def close_in_the_window(*args: Any) -> Any:
+        found = let_go(*args)
+        if found[0] and not pool.closed:
+            pool.close(timeout=0.5)  # its round, then the worker's goes on
+        return found
+
+    pool._let_go = close_in_the_window
+    with caplog.at_level(logging.WARNING, logger="fastpool"):
+        run(pool._reclaim_steps(), pool._io)  # the worker's round
+    del pool._let_go
+    s = pool.stats()
+    assert (s.reclaimed, s.in_use, s.open) == (1, 0, 0)
+    assert s.closed_total == s.opened == 1
+    assert caplog.text.count("dropped without a release") == 1
+    assert "returning a reclaimed connection failed" not in caplog.text
+    assert db.rows() == []

@@ -234,6 +234,9 @@ class PoolPolicy(_Core):
         self._reclaimed = 0
         # Waiters between a hand-off and taking the connection (see _reclaim_steps).
         self._handoffs: set[Any] = set()
+        # The lends (slot, lend time) a reclaim round is returning: another
+        # round at once (close()'s beside a worker not joined yet) skips them.
+        self._reclaiming: set[tuple[int, int]] = set()
         # Lent slots whose deep check found a holder: slot -> (lend, next deep check
         # on the core's clock, checks so far, the reference count then); see
         # _reclaim_steps.
@@ -826,34 +829,48 @@ class PoolPolicy(_Core):
                 # Handed to a waiter that has not taken it yet (it holds no
                 # reference until it does): in use, whatever the count says.
                 continue
-            conn = self._conn_at(idx)
-            held_s = (now - lent) / 1e9
+            with self._lock:  # one round returns a lend, once
+                if (idx, lent) in self._reclaiming:
+                    continue
+                self._reclaiming.add((idx, lent))
             try:
-                dirty = self._driver.client.in_transaction(conn)  # type: ignore[union-attr]
-            except Exception:
-                dirty = None
-            self._reclaimed += 1
-            try:
-                # The core's own release (its coroutine for the asyncio pool):
-                # a rollback and the decisions of any other return.
-                yield ("call", type(self).release, self, conn)
-            except Exception as exc:
-                logger.warning("fastpool: pool %r: returning a reclaimed connection failed: "
-                               "%s: %s", self.name, type(exc).__name__, exc)
-            self._emit_release(conn, lent)
-            if self._slot_of(conn) < 0:
-                fate = "closed (the pool is closed or drained, it expired, or its state " \
-                       "could not be restored)"
-            elif dirty:
-                fate = "rolled back and returned to the pool"
-            else:
-                fate = "returned to the pool"
-            logger.warning(
-                "fastpool: pool %r: connection %s was dropped without a release after "
-                "%.1f s; reclaimed: %s. Release every connection (or use `with "
-                "pool.connection()`); %s", self.name, repr(conn), held_s, fate,
-                self._site_text(holder))
-            conn = None  # hold no reference into the next check
+                info = self._slot_info(idx)
+                if info["state"] != _IN_USE or info["acquired_ns"] != lent:
+                    continue  # another round returned it meanwhile
+                yield from self._return_reclaimed(idx, lent, now, holder)
+            finally:
+                with self._lock:
+                    self._reclaiming.discard((idx, lent))
+
+    def _return_reclaimed(self, idx: int, lent: int, now: int, holder: object) -> Steps[None]:
+        """Return the lend of slot ``idx`` that ``_reclaim_steps`` found let go of."""
+        conn = self._conn_at(idx)
+        held_s = (now - lent) / 1e9
+        try:
+            dirty = self._driver.client.in_transaction(conn)  # type: ignore[union-attr]
+        except Exception:
+            dirty = None
+        self._reclaimed += 1
+        try:
+            # The core's own release (its coroutine for the asyncio pool): a
+            # rollback and the decisions of any other return.
+            yield ("call", type(self).release, self, conn)
+        except Exception as exc:
+            logger.warning("fastpool: pool %r: returning a reclaimed connection failed: "
+                           "%s: %s", self.name, type(exc).__name__, exc)
+        self._emit_release(conn, lent)
+        if self._slot_of(conn) < 0:
+            fate = "closed (the pool is closed or drained, it expired, or its state " \
+                   "could not be restored)"
+        elif dirty:
+            fate = "rolled back and returned to the pool"
+        else:
+            fate = "returned to the pool"
+        logger.warning(
+            "fastpool: pool %r: connection %s was dropped without a release after "
+            "%.1f s; reclaimed: %s. Release every connection (or use `with "
+            "pool.connection()`); %s", self.name, repr(conn), held_s, fate,
+            self._site_text(holder))
 
     def _let_go(self, idx: int, acquired_ns: int, deep: bool = True,
                 last: int = -1) -> tuple[bool, int, bool]:
