@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import codecs
 import collections
 import contextlib
 import csv
@@ -39,39 +40,74 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from typing import Any, TextIO
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, NoReturn, TextIO
 
-from fastpool.errors import FastpoolError
+from fastpool.errors import ConfigError
+from fastpool.options import MAX_INT, MAX_POOL_SIZE, integer, seconds
 from fastpool.pool import create_pool
 from fastpool.pool.async_facade import create_async_pool
 from fastpool.steps import Steps, run, run_async
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+class _Parser(argparse.ArgumentParser):
+    """argparse's refusals as every fastpool command error is reported: one
+    line, ``fastpool <command>: ...``, exit 2 (no usage block; ``-h`` has it)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message}\n")
 
 
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
-    return value
+def _checked(check: Callable[[Any], Any], convert: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An argparse type: ``convert`` the text, then ``check`` it with the
+    option validators (``fastpool.options``), whose message names the range."""
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            value = text  # the validator refuses it, naming what it must be
+        try:
+            return check(value)
+        except ConfigError as exc:
+            raise argparse.ArgumentTypeError(str(exc).strip()) from None
+    return parse
+
+
+def _int_from(minimum: int, maximum: int = MAX_INT) -> Callable[[str], int]:
+    return _checked(lambda v: integer("", v, minimum, maximum=maximum), int)
+
+
+_positive_int = _int_from(1)
+_non_negative_int = _int_from(0)
+_pool_size = _int_from(1, MAX_POOL_SIZE)
+_min_size = _int_from(0, MAX_POOL_SIZE)
+_positive_float = _checked(lambda v: seconds("", v, allow_zero=False), float)
+
+
+def _encoding(text: str) -> str:
+    try:
+        return codecs.lookup(text).name
+    except LookupError:
+        raise argparse.ArgumentTypeError(f"unknown encoding {text!r}") from None
+
+
+def _one_line(command: str, exc: BaseException) -> str:
+    """``exc`` as the command's one line (a driver's message may span several)."""
+    message = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    return f"fastpool {command}: {type(exc).__name__}: {message or repr(exc)}"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fastpool", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="fastpool", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     bench = sub.add_parser("bench", help="run a pool workload and report throughput and waits")
     bench.add_argument("--url", help="database URL (default: an SQLite file in a temp dir)")
     bench.add_argument("--threads", type=_positive_int, default=None,
                        help="worker threads (8; with --sweep: twice the largest size)")
     bench.add_argument("--duration", type=_positive_float, default=5.0, help="seconds (5)")
-    bench.add_argument("--min-size", type=int, default=None, help="pool min_size (= max-size)")
-    bench.add_argument("--max-size", type=_positive_int, default=4, help="pool max_size (4)")
+    bench.add_argument("--min-size", type=_min_size, default=None,
+                       help="pool min_size (= max-size)")
+    bench.add_argument("--max-size", type=_pool_size, default=4, help="pool max_size (4)")
     bench.add_argument("--query", default="SELECT 1", help="statement each cycle runs")
     bench.add_argument("--json", action="store_true", help="print the results as JSON")
     bench.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
@@ -95,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
                                       "(default: an SQLite file in a temp dir)")
     top.add_argument("--threads", type=_positive_int, help="worker threads without "
                                                            "--endpoint (8)")
-    top.add_argument("--max-size", type=_positive_int, help="pool max_size without "
+    top.add_argument("--max-size", type=_pool_size, help="pool max_size without "
                                                             "--endpoint (4)")
     top.add_argument("--query", help="statement each cycle runs without --endpoint (SELECT 1)")
     top.add_argument("--interval", type=_positive_float, default=1.0,
@@ -127,7 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--null", metavar="TEXT",
                       help="load fields equal to TEXT as NULL (--null '' for empty fields); "
                            "without it every field is a string, '' included")
-    load.add_argument("--encoding", default="utf-8", help="the file's encoding (utf-8)")
+    load.add_argument("--encoding", type=_encoding, default="utf-8",
+                      help="the file's encoding (utf-8)")
     load.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
                       help="progress bar on stderr (auto: when it is a terminal)")
     return parser
@@ -153,13 +190,6 @@ def _delimiter(text: str) -> str:
         raise argparse.ArgumentTypeError(f"must be one character (not a quote or a line "
                                           f"break), got {text!r}")
     return text
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
 
 
 def _worker(pool: Any, query: str, start: threading.Barrier, stop: threading.Event,
@@ -467,6 +497,11 @@ class _CountingReader(io.RawIOBase):
         self.count += n
         return n
 
+    def close(self) -> None:
+        if not self.closed:
+            self.raw.close()  # the file it reads (never stdin: that is not closed)
+        super().close()
+
 
 class _LoadProgress:
     """Rows loaded, rows/s and (for a file) the share of it read, on stderr:
@@ -594,8 +629,7 @@ def run_load(args: argparse.Namespace) -> int:
         print("\nfastpool load: interrupted; nothing was loaded", file=sys.stderr)
         return 130
     except Exception as exc:  # the driver's errors too: a message, never a traceback
-        message = str(exc).strip() or repr(exc)
-        print(f"fastpool load: {type(exc).__name__}: {message}", file=sys.stderr)
+        print(_one_line("load", exc), file=sys.stderr)
         return 1
     finally:
         progress.close(loaded)
@@ -613,8 +647,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "top":
         try:
             return run_top(args)
-        except (FastpoolError, OSError) as exc:
-            print(f"fastpool top: {type(exc).__name__}: {exc}", file=sys.stderr)
+        except Exception as exc:  # the driver's errors too: a message, never a traceback
+            print(_one_line("top", exc), file=sys.stderr)
             return 1
     args.threads_given = args.threads is not None
     if args.threads is None:
@@ -635,8 +669,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             result = bench(args)
             table = format_table(result)
-    except (FastpoolError, OSError) as exc:
-        print(f"fastpool bench: {type(exc).__name__}: {exc}", file=sys.stderr)
+    except Exception as exc:  # the driver's errors too: a message, never a traceback
+        print(_one_line("bench", exc), file=sys.stderr)
         return 1
     print(json.dumps(result, indent=2, sort_keys=True) if args.json else table)
     return 0

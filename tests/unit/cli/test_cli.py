@@ -37,7 +37,7 @@ def test_bench_prints_a_table_and_a_progress_bar(tmp_path):
 def test_bench_rejects_bad_arguments():
     proc = run("bench", "--threads", "0")
     assert proc.returncode == 2
-    assert "must be >= 1" in proc.stderr
+    assert "argument --threads: must be an integer >= 1" in proc.stderr
     proc = run("bench", "--url", "nosuch://x")
     assert proc.returncode == 1
     assert "unknown URL scheme 'nosuch'" in proc.stderr
