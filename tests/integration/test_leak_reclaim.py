@@ -25,6 +25,7 @@ from fastpool.pool.policy import DEFAULT_LEAK_THRESHOLD, PoolPolicy, ThreadIO
 from fastpool.steps import run
 from tests.fix_db import Db, q
 from tests.fix_pool import wait_until
+from tests.fix_proxy import proxied
 
 
 @pytest.fixture(autouse=True)
@@ -409,3 +410,34 @@ def test_close_beside_a_round_under_way_returns_a_dropped_connection_once(
     assert caplog.text.count("dropped without a release") == 1
     assert "returning a reclaimed connection failed" not in caplog.text
     assert db.rows() == []
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "mysql"])
+def test_a_reclaimed_connection_whose_rollback_gets_no_answer_is_discarded(
+        kind: str, make_pool: Callable[..., Any], request: pytest.FixtureRequest,
+        monkeypatch: pytest.MonkeyPatch, caplog: Any) -> None:
+    """The server stops answering (a TCP proxy that stalls: the ROLLBACK goes
+    out, nothing comes back) while the worker returns a dropped connection:
+    after RESET_TIMEOUT its socket is shut down, the rollback fails, the
+    connection is discarded, and the worker goes on (it opens the next one)."""
+    from fastpool.drivers import from_url
+
+    monkeypatch.setattr(PoolPolicy, "RESET_TIMEOUT", 0.5, raising=False)
+    proxy, url = proxied(kind, request)
+    pool = make_pool(driver=from_url(url), max_size=1, min_size=0)
+    conn = pool.acquire()
+    if kind == "mysql":
+        q(conn, "BEGIN")
+    q(conn, "SELECT 1")  # a transaction open: its return sends a ROLLBACK
+    assert pool.adapter.in_transaction(conn)
+    proxy.stall()
+    del conn
+    with caplog.at_level(logging.WARNING, logger="fastpool"):
+        # (the warning comes once the return is over, maybe after the counts)
+        wait_until(lambda: "RESET_TIMEOUT" in caplog.text, timeout=20)
+    s = pool.stats()
+    assert (s.reclaimed, s.open, s.in_use) == (1, 0, 0)
+    proxy.resume()
+    conn = pool.acquire(timeout=10)  # the worker is free: it opens a new one
+    assert q(conn, "SELECT 1") == [(1,)]
+    pool.release(conn)

@@ -21,6 +21,7 @@ from fastpool.errors import PoolTimeout
 from fastpool.pool.aio import LoopIO
 from fastpool.pool.policy import PoolPolicy
 from fastpool.steps import run_async
+from tests.fix_proxy import proxied
 from tests.integration.test_async_pool import (  # noqa: F401
     in_transaction,
     open_transaction,
@@ -278,5 +279,41 @@ def test_a_connection_handed_to_a_waiter_during_a_round_is_never_reclaimed(
         assert errors == []
         assert pool.stats().reclaimed == 1
         assert pool.stats().in_use == 0
+
+    run_pools(body)
+
+
+@pytest.mark.parametrize("client", ["psycopg", "asyncpg", "asyncmy"])
+def test_a_reclaimed_connection_whose_rollback_gets_no_answer_is_discarded(
+        run_pools: Any, client: str, request: pytest.FixtureRequest,
+        monkeypatch: pytest.MonkeyPatch, caplog: Any) -> None:
+    """The server stops answering (a TCP proxy that stalls) while the worker
+    task returns a dropped connection: after RESET_TIMEOUT the connection is
+    interrupted (its socket shut down; asyncpg's and asyncmy's, which show no
+    socket, abandoned), the rollback fails and it is discarded; the worker
+    goes on."""
+    monkeypatch.setattr(PoolPolicy, "RESET_TIMEOUT", 0.5, raising=False)
+    proxy, target = proxied("mysql" if client == "asyncmy" else "postgresql", request)
+    if client == "asyncpg":
+        target = target.replace("postgresql://", "postgresql+asyncpg://", 1)
+
+    async def body(make: Any) -> None:
+        pool = await make(url=target, max_size=1, min_size=0)
+
+        async def handler() -> None:
+            conn = await pool.acquire()
+            await open_transaction(conn)  # its return sends a ROLLBACK
+            proxy.stall()  # and the server's answers stop coming
+
+        await handler()  # returned without a release
+        with caplog.at_level(logging.WARNING, logger="fastpool"):
+            # (the warning comes once the return is over, maybe after the counts)
+            await until(lambda: "RESET_TIMEOUT" in caplog.text, timeout=20)
+        s = pool.stats()
+        assert (s.reclaimed, s.open, s.in_use) == (1, 0, 0)
+        proxy.resume()
+        conn = await pool.acquire(timeout=10)  # the worker is free: it opens a new one
+        assert await query(conn, "SELECT 1") == 1
+        await pool.release(conn)
 
     run_pools(body)

@@ -358,6 +358,27 @@ class AsyncPolicy(PoolPolicy):
     async def _release_later(self, task: asyncio.Task[None]) -> None:
         await asyncio.shield(task)
 
+    async def _return_within(self, conn: Any, limit: float) -> bool:  # type: ignore[override]
+        """``PoolPolicy._return_within`` on the loop: the release (the core's
+        coroutine) runs as a task of the pool's; past ``limit`` seconds the
+        connection is interrupted (``leaks.interrupt``: its socket shut down,
+        or the client's ``abandon``), and the worker waits ``limit`` more for
+        the failed rollback to discard it, then goes on without it."""
+        sock = leaks.socket_of(conn)
+        try:
+            release: Any = type(self).release  # the core's release_async
+            returning = self._spawn(release(self, conn))
+            done, _ = await asyncio.wait({returning}, timeout=limit)
+            if done:
+                returning.result()  # what the release raised, for the round to log
+                return False
+            leaks.interrupt(sock, conn, self._driver.client.abandon)
+            await asyncio.wait({returning}, timeout=limit)
+            return True
+        finally:
+            if sock is not None:
+                sock.close()
+
     def _give_back(self, conn: Any) -> None:
         self._release_ended(conn, False)
         self._set_later(None)  # a task was spawned if needed: it runs on its own

@@ -12,9 +12,10 @@ import asyncio
 import gc
 import linecache
 import os
+import socket
 import sys
 import types
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import CodeType, FrameType
 
 Holder = tuple[tuple[CodeType, int], ...]
@@ -170,3 +171,44 @@ def private_refs(conn: object, credit: Mapping[int, int]) -> int:
                 stack.append(j)
     return sum(1 for j in range(1, len(members)) if not held[j]
                for k in edges[j] if k == 0)
+
+
+
+def socket_of(conn: object) -> socket.socket | None:
+    """A duplicate of ``conn``'s socket (``conn.fileno()``: psycopg,
+    mysqlclient), for ``interrupt``; None without one. Taken before the call
+    to interrupt starts: mysqlclient refuses ``fileno()`` while another thread
+    is in a call, and the duplicate stays this socket even if the client
+    closes its own descriptor meanwhile (close it when done)."""
+    fileno = getattr(conn, "fileno", None)
+    try:
+        fd = fileno() if callable(fileno) else -1
+        if isinstance(fd, int) and fd >= 0:
+            return socket.socket(fileno=os.dup(fd))
+    except Exception:  # OSError: not a socket; a client's own error
+        pass
+    return None
+
+
+def interrupt(sock: socket.socket | None, conn: object,
+              abandon: Callable[[object], object] | None = None) -> bool:
+    """Make a call blocked on ``conn``'s server fail now (a reclaimed
+    connection's rollback that got no answer, see ``PoolPolicy.RESET_TIMEOUT``):
+    shut its socket down (``sock``, from ``socket_of``), so that the blocked
+    read sees the end of the stream and fails and the return discards the
+    connection as after any failed rollback. Without a socket,
+    ``abandon(conn)`` (an asyncio client's close that awaits nothing:
+    asyncpg's ``terminate``, asyncmy's ``close``). True if either ran."""
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+            return True
+        except OSError:
+            pass
+    if abandon is not None:
+        try:
+            abandon(conn)
+            return True
+        except Exception:
+            pass
+    return False

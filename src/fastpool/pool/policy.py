@@ -173,6 +173,11 @@ class PoolPolicy(_Core):
     #: borrower that dropped it without a release; such a connection is taken
     #: back (see ``_reclaim_steps``). None turns reclaiming off.
     RECLAIM_AFTER: float | None = 1.0
+    #: Longest the return of a reclaimed connection (its rollback, the user's
+    #: reset) may keep the worker: past it the connection's socket is shut
+    #: down (``leaks.interrupt``), the rollback fails and the connection is
+    #: discarded. A server that stopped answering must not stall the worker.
+    RESET_TIMEOUT = 5.0
 
     def __init__(
         self,
@@ -853,8 +858,15 @@ class PoolPolicy(_Core):
         self._reclaimed += 1
         try:
             # The core's own release (its coroutine for the asyncio pool): a
-            # rollback and the decisions of any other return.
-            yield ("call", type(self).release, self, conn)
+            # rollback and the decisions of any other return, within RESET_TIMEOUT.
+            if (yield ("call", self._return_within, conn, self.RESET_TIMEOUT)):
+                logger.warning(
+                    "fastpool: pool %r: the return of reclaimed connection %s took longer than "
+                    "%g s (RESET_TIMEOUT); its socket was shut down to discard it", self.name,
+                    repr(conn), self.RESET_TIMEOUT)
+                # In case the rollback was done and only the user's reset was
+                # slow: the idle ones are probed before their next lend.
+                self._suspect_idle()
         except Exception as exc:
             logger.warning("fastpool: pool %r: returning a reclaimed connection failed: "
                            "%s: %s", self.name, type(exc).__name__, exc)
@@ -871,6 +883,29 @@ class PoolPolicy(_Core):
             "%.1f s; reclaimed: %s. Release every connection (or use `with "
             "pool.connection()`); %s", self.name, repr(conn), held_s, fate,
             self._site_text(holder))
+
+    def _return_within(self, conn: Any, limit: float) -> bool:
+        """Release ``conn`` (the core's release); if that takes longer than
+        ``limit`` seconds, interrupt it (``leaks.interrupt``: the rollback
+        fails, the return discards the connection). True if it was interrupted."""
+        fired = threading.Event()
+        sock = leaks.socket_of(conn)
+
+        def interrupt() -> None:
+            fired.set()
+            leaks.interrupt(sock, conn)
+
+        timer = threading.Timer(limit, interrupt)
+        timer.daemon = True
+        timer.start()
+        try:
+            type(self).release(self, conn)
+        finally:
+            timer.cancel()
+            timer.join()  # an interrupt under way ends before the socket is let go of
+            if sock is not None:
+                sock.close()
+        return fired.is_set()
 
     def _let_go(self, idx: int, acquired_ns: int, deep: bool = True,
                 last: int = -1) -> tuple[bool, int, bool]:
