@@ -119,10 +119,12 @@ def _translated(exc: BaseException) -> BaseException:
     return new
 
 
-_IDLE = TransactionStatus.IDLE
-_INTRANS = TransactionStatus.INTRANS
-_INERROR = TransactionStatus.INERROR
-_UNKNOWN = TransactionStatus.UNKNOWN
+# Plain ints: libpq's status is an int, and comparing it with an IntEnum
+# member costs more than the rest of a return.
+_IDLE = int(TransactionStatus.IDLE)
+_INTRANS = int(TransactionStatus.INTRANS)
+_INERROR = int(TransactionStatus.INERROR)
+_UNKNOWN = int(TransactionStatus.UNKNOWN)
 _numbers = itertools.count(1)
 
 CT = TypeVar("CT", bound="psycopg.Connection[Any]")
@@ -320,6 +322,8 @@ class _Lend(Generic[CT]):
                  tb: TracebackType | None) -> None:
         conn, self.conn = self.conn, None
         assert conn is not None
+        if conn.pgconn.transaction_status == _IDLE and self.pool._plain_return(conn):
+            return  # the common case, in one call: nothing to commit, nothing to log
         try:
             if et is None and conn.pgconn.transaction_status in (_INTRANS, _INERROR):
                 conn.commit()
@@ -414,6 +418,15 @@ class ConnectionPool(_Base, Generic[CT]):
                                   f"within {deadline - time.monotonic() + remaining:g} s")
             conn = self._fp.acquire(remaining)
             conn._pool = self  # type: ignore[assignment]
+
+    def _plain_return(self, conn: CT) -> bool:
+        """Return an idle connection of this pool's in one step, if nothing
+        else is due (True); else leave it to ``putconn`` (False)."""
+        if conn._pool is not self or self._null:  # type: ignore[comparison-overlap]
+            return False
+        conn._pool = None
+        self._fp.release(conn)
+        return True
 
     def putconn(self, conn: CT) -> None:
         """Give back a connection from ``getconn``; ValueError if it is another pool's."""
