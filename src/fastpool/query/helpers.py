@@ -261,6 +261,15 @@ class QueryLayer:
         if info.writes and self.results is not None:
             self._open_write(conn, info.writes)
 
+    def _bypass(self, cache_ttl: object) -> None:
+        """``cache_ttl=`` with ``conn=``: the statement runs in the caller's
+        transaction, which may have written what the cache holds (or would
+        store a result no one else can see yet), so the cache is skipped;
+        counted as ``bypassed``. The TTL is checked all the same."""
+        _ttl(cache_ttl)
+        if self.results is not None:
+            self.results.bypassed += 1
+
     def _cache_plan(self, kind: str, sql: str, params: Any, info: _Info,
                     cache_ttl: float) -> tuple[Any, float, frozenset[str]] | None:
         """Whether the result cache serves this call: (key, ttl, tables read),
@@ -398,6 +407,8 @@ class QueryLayer:
             self._dialect_known(source)
         info = self._info(sql)
         if conn is not None:
+            if cache_ttl is not None:
+                self._bypass(cache_ttl)
             self._caller_writes(conn, info)
             return self.run_on(source, conn, kind, sql, params, info, standalone=False)
         if cache_ttl is not None:
@@ -456,6 +467,8 @@ class QueryLayer:
             self._dialect_known(source)
         info = self._info(sql)
         if conn is not None:
+            if cache_ttl is not None:
+                self._bypass(cache_ttl)
             self._caller_writes(conn, info)
             return self.run_on_async(source, conn, kind, sql, params, info, False)
         if cache_ttl is not None:

@@ -140,6 +140,9 @@ class ResultCache:
         self.invalidations = 0
         self.expirations = 0
         self.waits = 0
+        #: Calls with ``cache_ttl=`` that skipped the cache: run with ``conn=``,
+        #: inside the caller's transaction (see ``QueryLayer.call``).
+        self.bypassed = 0
 
     # ---- reads ----------------------------------------------------------
 
@@ -347,6 +350,7 @@ class ResultCache:
                 "misses": self.misses,
                 "hit_rate": self.hits / looked if looked else None,
                 "single_flight_waits": self.waits,
+                "bypassed": self.bypassed,
                 "evictions": self.evictions,
                 "expirations": self.expirations,
                 "invalidations": self.invalidations,
