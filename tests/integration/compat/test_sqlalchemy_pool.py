@@ -11,10 +11,13 @@ the ORM, fork and asyncio uses.
 import asyncio
 import dataclasses
 import os
+import subprocess
+import sys
 import threading
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -596,3 +599,35 @@ def test_async_tasks_are_served_in_turn_and_a_cancelled_waiter_leaves_nothing_be
         await engine.dispose()
 
     asyncio.run(main())
+
+
+# ---- the example program, as written for QueuePool and switched ---------------
+
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
+
+
+def test_the_example_differs_from_its_queuepool_original_only_in_the_pool_class() -> None:
+    def code(name: str) -> list[str]:
+        text_ = (EXAMPLES / name).read_text().split('"""', 2)[2]  # after the docstring
+        return [line for line in text_.splitlines() if line.strip()]
+
+    original = code("sqlalchemy_app.py")
+    switched = [line.replace("poolclass=FastPool, ", "")
+                for line in code("sqlalchemy_app_fastpool.py")
+                if line != "from fastpool.sqlalchemy import FastPool"]
+    assert switched == original
+    assert len(code("sqlalchemy_app_fastpool.py")) == len(original) + 1
+
+
+def test_the_example_runs_the_same_under_queuepool_and_fastpool(backend: Backend,
+                                                                 tmp_path: Path) -> None:
+    outputs = []
+    for name in ("sqlalchemy_app.py", "sqlalchemy_app_fastpool.py"):
+        done = subprocess.run([sys.executable, str(EXAMPLES / name), backend.url],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=240,
+                              env={**os.environ, "SHOP_ORDERS": "8"})
+        assert done.returncode == 0, done.stderr[-3000:]
+        outputs.append(done.stdout.splitlines())
+    (queue_summary, queue_status), (fast_summary, fast_status) = outputs
+    assert queue_summary.endswith("consistent") and fast_summary == queue_summary
+    assert fast_status == queue_status.replace("QueuePool", "FastPool")
