@@ -236,3 +236,156 @@ def fresh_replicas() -> Iterator[ReplicaSet]:
     """A set of its own, for a test that promotes a replica or stops a server."""
     with running_set() as rs:
         yield rs
+
+
+# ---- MariaDB: a primary and a GTID replica ----------------------------------------
+
+MARIADB_BIN = os.environ.get("FASTPOOL_MARIADB_BIN", "/usr/sbin/mariadbd")
+MARIADB_INSTALL = os.environ.get("FASTPOOL_MARIADB_INSTALL", "/usr/bin/mariadb-install-db")
+
+
+@dataclasses.dataclass
+class MariaDBNode:
+    name: str
+    datadir: str
+    port: int
+    url: str
+    proc: subprocess.Popen[bytes]
+
+
+@dataclasses.dataclass
+class MariaDBSet:
+    """A MariaDB primary (``nodes[0]``, binary log on) and replicas (``read_only``,
+    GTID replication from it), each its own ``mariadbd`` on a free port; the
+    grant tables are skipped (any user, no password: throwaway servers on
+    127.0.0.1 only)."""
+
+    root: str
+    nodes: list[MariaDBNode]
+
+    @property
+    def primary(self) -> MariaDBNode:
+        return self.nodes[0]
+
+    @property
+    def replicas(self) -> list[MariaDBNode]:
+        return self.nodes[1:]
+
+    def query(self, node: MariaDBNode, sql: str) -> Any:
+        import MySQLdb
+
+        conn = MySQLdb.connect(host="127.0.0.1", port=node.port, user="root",
+                               autocommit=True, connect_timeout=5)
+        try:
+            cur = conn.cursor()
+            cur.execute(sql)
+            row = cur.fetchone() if cur.description else None
+            return None if row is None else row[0]
+        finally:
+            conn.close()
+
+    def pause(self, node: MariaDBNode) -> None:
+        """Stop applying the primary's events on a replica (it still receives them)."""
+        self.query(node, "STOP SLAVE SQL_THREAD")
+
+    def resume(self, node: MariaDBNode) -> None:
+        self.query(node, "START SLAVE SQL_THREAD")
+
+    def wait_replayed(self, timeout: float = 30.0) -> None:
+        target = self.query(self.primary, "SELECT @@gtid_binlog_pos")
+        for node in self.replicas:
+            got = self.query(node, f"SELECT MASTER_GTID_WAIT('{target}', {timeout})")
+            if got != 0:
+                raise TimeoutError(f"replica {node.name} did not apply {target}")
+
+
+def start_mariadb_set(n_replicas: int = 1) -> MariaDBSet:
+    """Create and start a MariaDB primary and ``n_replicas`` replicas; the
+    caller stops them with ``stop_mariadb_set`` (also on failure)."""
+    root = tempfile.mkdtemp(prefix="fastpool-mariadb-")
+    ms = MariaDBSet(root, [])
+    try:
+        if os.geteuid() == 0:
+            shutil.chown(root, "mysql", "mysql")
+        for i in range(n_replicas + 1):
+            name = "primary" if i == 0 else f"replica{i}"
+            datadir = os.path.join(root, name)
+            _run_as("mysql", [MARIADB_INSTALL, "--no-defaults", "--user=mysql",
+                              f"--datadir={datadir}", "--skip-test-db",
+                              "--auth-root-authentication-method=normal"])
+            port = free_port()
+            pid_file = os.path.join(root, f"{name}.pid")
+            args = [MARIADB_BIN, "--no-defaults", "--user=mysql", f"--datadir={datadir}",
+                    f"--port={port}", "--bind-address=127.0.0.1",
+                    f"--socket={os.path.join(root, name + '.sock')}",
+                    f"--pid-file={pid_file}", f"--server-id={i + 1}",
+                    "--skip-grant-tables", "--innodb-buffer-pool-size=16M",
+                    "--innodb-flush-log-at-trx-commit=0", "--skip-name-resolve",
+                    f"--log-error={os.path.join(root, name + '.err')}"]
+            args += ["--log-bin=bin"] if i == 0 else ["--read-only=1"]
+            proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                    start_new_session=True)
+            node = MariaDBNode(name, datadir, port, f"mysql://root@127.0.0.1:{port}/test",
+                               proc)
+            ms.nodes.append(node)
+            _wait_mariadb(ms, node)
+            if i == 0:
+                ms.query(node, "CREATE DATABASE test")
+            else:
+                ms.query(node, f"CHANGE MASTER TO MASTER_HOST='127.0.0.1', "
+                               f"MASTER_PORT={ms.primary.port}, MASTER_USER='root', "
+                               "MASTER_USE_GTID=slave_pos")
+                ms.query(node, "START SLAVE")
+        ms.wait_replayed()
+        return ms
+    except BaseException:
+        stop_mariadb_set(ms)
+        raise
+
+
+def _run_as(user: str, cmd: list[str]) -> None:
+    if os.geteuid() == 0 and user != "root":
+        cmd = ["runuser", "-u", user, "--", *cmd]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): "
+                           f"{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+
+
+def _wait_mariadb(ms: MariaDBSet, node: MariaDBNode, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            ms.query(node, "SELECT 1")
+            return
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def stop_mariadb_set(ms: MariaDBSet) -> None:
+    """Stop every server of the set and remove its directory."""
+    for node in reversed(ms.nodes):
+        with contextlib.suppress(Exception):
+            node.proc.kill()
+            node.proc.wait(30)
+    shutil.rmtree(ms.root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def mariadb_replicas() -> Iterator[MariaDBSet]:
+    """A MariaDB primary and a GTID replica for the session."""
+    for binary in (MARIADB_BIN, MARIADB_INSTALL):
+        if not os.access(binary, os.X_OK):
+            msg = f"MariaDB server binaries not found ({binary}; set FASTPOOL_MARIADB_BIN)"
+            if IN_CI:
+                pytest.fail(f"CI=true and {msg}", pytrace=False)
+            pytest.skip(msg)
+    if not IN_CI:
+        pytest.importorskip("MySQLdb")
+    ms = start_mariadb_set()
+    try:
+        yield ms
+    finally:
+        stop_mariadb_set(ms)

@@ -59,7 +59,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from fastpool.backoff import Backoff
-from fastpool.cluster.lsn import format_lsn, parse_lsn
+from fastpool.cluster.servers import server_for
 from fastpool.cluster.topology import EVERYTHING, PRIMARY, REPLICA, Node, Topology
 from fastpool.errors import (
     ConfigError,
@@ -67,7 +67,6 @@ from fastpool.errors import (
     ErrorKind,
     NoReplicaAvailable,
     PoolClosed,
-    UnsupportedClient,
 )
 from fastpool.options import seconds
 from fastpool.pool import Pool, create_pool
@@ -84,9 +83,6 @@ _ROUTES = ("replica", "replica_only", "primary", "any")
 _cluster_numbers = itertools.count(1)
 _random = random.random
 
-# libpq: CONNECTION_OK, PQTRANS_IDLE, PGRES_TUPLES_OK.
-_OK, _IDLE, _TUPLES = 0, 0, 2
-_INSERT_LSN = b"SELECT pg_current_wal_insert_lsn()::text"
 
 
 class _PrimarySource:
@@ -199,14 +195,14 @@ class Cluster:
                 pool = create_pool(url, name=f"{self.name}-{i}", **options)
                 role = PRIMARY if i == 0 else REPLICA
                 nodes.append(Node(f"{self.name}-{i}", pool, role))
-                client = pool.driver.client
-                if client is None or client.kind != "postgresql" or client.is_async:
-                    raise UnsupportedClient(
-                        f"create_cluster: {url!r} is not a PostgreSQL URL for psycopg; "
-                        "clusters support PostgreSQL streaming replicas")
+                server = server_for(pool.driver.client)
+                if server.kind != nodes[0].pool.driver.client.kind:  # type: ignore[union-attr]
+                    raise ConfigError(f"create_cluster: {pool.driver.describe()} is not the "
+                                      "same kind of server as the primary")
+            self._server = server_for(nodes[0].pool.driver.client)
             self._topo = Topology(nodes, max_replica_lag=self.max_replica_lag,
                                   interval=self.lag_interval, name=self.name,
-                                  primary_source=self._reader)
+                                  primary_source=self._reader, server=self._server)
         except BaseException:
             for node in nodes:
                 node.pool.close(0)
@@ -308,7 +304,7 @@ class Cluster:
                               f"got {route!r}")
         need = self._written.get()
         if route_after is not None:
-            need = max(need, parse_lsn(route_after))
+            need = max(need, self._server.parse(route_after))
         if need > floor:  # not every candidate has replayed it: only those that have
             if need >= EVERYTHING:
                 need = self._resolve(need)
@@ -340,7 +336,8 @@ class Cluster:
             f"{n.name}: " + ("down" if not n.up else
                              f"lag {n.lag:.3f} s > max_replica_lag {self.max_replica_lag:g}"
                              if n.lag > self.max_replica_lag else
-                             f"replayed {format_lsn(n.replay_lsn)} < {format_lsn(need)}")
+                             f"replayed {self._server.format(n.replay_lsn)} < "
+                             f"{self._server.format(need)}")
             for n in nodes) or "no replicas"
         return NoReplicaAvailable(f"cluster {self.name!r}: no replica can serve this read "
                                   f"(route='replica_only'): {states}")
@@ -367,16 +364,13 @@ class Cluster:
         of its own. A connection that cannot answer (broken after its COMMIT,
         or the write failed) leaves a pending mark instead: this context reads
         from the primary until the monitor samples the primary again."""
-        pgconn = conn.pgconn
-        if pgconn.status == _OK and pgconn.transaction_status == _IDLE:
-            try:
-                res = pgconn.exec_(_INSERT_LSN)
-                if res.status == _TUPLES:
-                    self._remember(parse_lsn(res.get_value(0, 0).decode()))
-                    return
-            except Exception as exc:
-                logger.debug("fastpool: cluster %r: no WAL position after a write: %s",
-                             self.name, exc)
+        try:
+            lsn = self._server.position_after_write(conn, self._topo.primary.pool.adapter)
+            if lsn is not None:
+                self._remember(lsn)
+                return
+        except Exception as exc:
+            logger.debug("fastpool: cluster %r: no position after a write: %s", self.name, exc)
         self._written.set(EVERYTHING + time.monotonic_ns())
 
     def _remember(self, lsn: int) -> None:
@@ -399,7 +393,7 @@ class Cluster:
         own, a batcher, a bulk load) for this context's read-your-writes: asks
         the primary's WAL position now. Returns the token."""
         self._writer.release(self._writer.acquire())  # the release records it
-        return self.last_write_token() or format_lsn(self._topo.clock.latest)
+        return self.last_write_token() or self._server.format(self._topo.clock.latest)
 
     def last_write_token(self) -> str | None:
         """This context's last write through the cluster, as a token for another
@@ -407,13 +401,13 @@ class Cluster:
         lsn = self._written.get()
         if lsn >= EVERYTHING:
             lsn = self._resolve(lsn)
-        return format_lsn(lsn) if 0 < lsn < EVERYTHING else None
+        return self._server.format(lsn) if 0 < lsn < EVERYTHING else None
 
     @contextlib.contextmanager
     def reads_after(self, token: str | None) -> Iterator[None]:
         """Within the block, this context reads only from nodes that have
         replayed ``token`` (another process's write; None: no constraint)."""
-        lsn = 0 if token is None else parse_lsn(token)
+        lsn = 0 if token is None else self._server.parse(token)
         reset = self._written.set(max(lsn, self._written.get()))
         try:
             yield

@@ -3,9 +3,9 @@
 One background thread per cluster (``_monitor_main``) runs ``Topology.tick``
 every ``lag_interval`` seconds, on a connection of its own per server (never
 one of the pools': it answers while a pool is exhausted and costs no
-borrower anything): one short query each, ``pg_is_in_recovery()`` and the
-WAL position (the primary's ``pg_current_wal_lsn()``, a replica's
-``pg_last_wal_replay_lsn()``), and who answers (address, port, start time).
+borrower anything): one short query each (``servers.py``): its role and replication position
+(PostgreSQL: ``pg_is_in_recovery()`` and the WAL position; MariaDB:
+``read_only`` and the GTID), and who answers.
 
 * **Lag**: the primary's positions go into a ``LagClock``; each replica's lag
   is read off it. A replica down, or lagging more than ``max_replica_lag``,
@@ -33,11 +33,11 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Sequence
 from typing import Any
 
 from fastpool.backoff import ExponentialBackoff
-from fastpool.cluster.lsn import LagClock, format_lsn
+from fastpool.cluster.lsn import LagClock
+from fastpool.cluster.servers import MariaDBServer, PostgresServer, Seen
 from fastpool.errors import ConnectError, ErrorKind, PoolTimeout, TransactionOutcomeUnknown
 from fastpool.pool import Pool
 
@@ -52,13 +52,6 @@ READ_ONLY = "read-only"
 
 #: Above any WAL position: the primary has replayed every write.
 EVERYTHING = 1 << 64
-
-_OBSERVE = (
-    "SELECT pg_is_in_recovery(), "
-    "(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() "
-    "ELSE pg_current_wal_lsn() END)::text, "
-    "inet_server_addr()::text, inet_server_port(), pg_postmaster_start_time()::text, "
-    "current_setting('transaction_read_only')::bool")
 
 #: What a failed write means for the roles: the primary may be gone.
 _GONE = frozenset({ErrorKind.CONNECTION_LOST, ErrorKind.NOT_SENT, ErrorKind.UNREACHABLE,
@@ -94,19 +87,6 @@ class Node:
         return f"<Node {self.name} {self.role} up={self.up} lag={self.lag:.3f}>"
 
 
-class _Seen:
-    __slots__ = ("identity", "in_recovery", "lsn", "writable")
-
-    def __init__(self, row: Sequence[Any]) -> None:
-        self.in_recovery = bool(row[0])
-        # libpq's target_session_attrs=read-write: not a standby, not read-only.
-        self.writable = not row[0] and not row[5]
-        text = row[1]
-        hi, _, lo = (text or "0/0").partition("/")
-        self.lsn = (int(hi, 16) << 32) | int(lo, 16)
-        self.identity = (row[2], row[3], row[4])
-
-
 class Topology:
     """The cluster's nodes and roles, kept current by the monitor thread."""
 
@@ -114,8 +94,10 @@ class Topology:
     RETRY_BACKOFF = ExponentialBackoff(base=0.1, cap=2.0, jitter=0.1)
 
     def __init__(self, nodes: list[Node], *, max_replica_lag: float, interval: float,
-                 name: str, primary_source: Any) -> None:
+                 name: str, primary_source: Any,
+                 server: PostgresServer | MariaDBServer) -> None:
         self.nodes = nodes
+        self.server = server
         self.name = name
         self.max_replica_lag = max_replica_lag
         self.interval = interval
@@ -220,7 +202,7 @@ class Topology:
         self.replica_view = (usable, floor)
         self.any_view = ((*usable, self.primary), floor)
 
-    def _discover(self, current: Node, seen_current: _Seen | None) -> None:
+    def _discover(self, current: Node, seen_current: Seen | None) -> None:
         """Ask every server its role; the first read-write one (the current
         primary first) is the primary."""
         order = [current, *(n for n in self.nodes if n is not current)]
@@ -281,7 +263,7 @@ class Topology:
                            new.name, old.name)
         self._publish()
 
-    def _same_server(self, node: Node, seen: _Seen) -> None:
+    def _same_server(self, node: Node, seen: Seen) -> None:
         """Drain a node whose URL reaches another server (a host list that
         moved, or a restart) than the one its connections were opened to."""
         if node.identity is not None and seen.identity != node.identity:
@@ -291,7 +273,7 @@ class Topology:
             node.pool.drain()
         node.identity = seen.identity
 
-    def _observe(self, node: Node, force: bool) -> _Seen | None:
+    def _observe(self, node: Node, force: bool) -> Seen | None:
         """Ask ``node``'s server its role and WAL position on the monitor's
         connection (opened, or opened again, as needed); None if it cannot."""
         now = time.monotonic()
@@ -299,20 +281,18 @@ class Topology:
             if not force and now < node.retry_at:
                 return None
             try:
-                conn = node.pool.driver.connect()
-                conn.autocommit = True
-                node.conn = conn
+                node.conn = self.server.connect(node.pool)
             except Exception as exc:
                 self._unreachable(node, exc, now)
                 return None
         try:
-            row = node.conn.execute(_OBSERVE).fetchone()
+            seen = self.server.observe(node.conn)
         except Exception as exc:
             self._drop(node)
             self._unreachable(node, exc, now)
             return None
         node.failures = 0
-        return _Seen(row)
+        return seen
 
     def _unreachable(self, node: Node, exc: BaseException, now: float) -> None:
         node.failures += 1
@@ -337,7 +317,7 @@ class Topology:
         usable = set(map(id, self.usable))
         return [{"name": n.name, "where": n.pool.driver.describe(), "role": n.role,
                  "up": n.up, "lag": 0.0 if n.role == PRIMARY else n.lag,
-                 "replayed": None if n.role != REPLICA else format_lsn(n.replay_lsn),
+                 "replayed": None if n.role != REPLICA else self.server.format(n.replay_lsn),
                  "usable": id(n) in usable, "pool": n.pool.stats()} for n in self.nodes]
 
     def close(self, timeout: float) -> None:
