@@ -43,3 +43,16 @@ def test_lag_beyond_the_kept_history_counts_from_the_oldest_kept_sample():
     assert clock.latest == 190
     assert clock.lag(0, 100.0) <= 100.0 - 12.0  # the oldest kept is recent
     assert clock.lag(185, 100.0) == 100.0 - 19.0
+
+
+def test_a_mariadb_position_is_the_gtid_sequence_number_of_the_lowest_domain():
+    from fastpool.cluster.servers import MariaDBServer, gtid_seq
+
+    assert gtid_seq("0-1-42") == 42
+    assert gtid_seq("") == 0 and gtid_seq(None) == 0
+    assert gtid_seq("1-2-7,0-1-42") == 42
+    assert MariaDBServer.parse("0-2-43") == 43
+    assert MariaDBServer.parse(MariaDBServer.format(43)) == 43
+    for bad in ("0/3000148", "0-1", "a-b-c", None):
+        with pytest.raises(ConfigError, match="MariaDB GTID such as"):
+            MariaDBServer.parse(bad)
