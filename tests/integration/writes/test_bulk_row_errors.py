@@ -23,39 +23,29 @@ N = 5_000
 BAD = 2_500
 
 
+URLS = {"postgresql": "pg_url", "mysql": "mysql_url"}
+
+
 @pytest.fixture(params=["postgresql", "mysql", "sqlite"])
 def server(request: pytest.FixtureRequest, make_pool: Any, db_path: str) -> Iterator[Any]:
-    """(pool, count(), url) with table fp_bulk_rowerr (id int PRIMARY KEY,
-    v bigint, n int), and for SQLite also a STRICT twin fp_bulk_rowerr_strict."""
+    """(kind, pool, count(table)) with table fp_bulk_rowerr (id int PRIMARY
+    KEY, v bigint, n int), and for SQLite also a STRICT twin."""
     kind = request.param
-    if kind == "postgresql":
-        url = request.getfixturevalue("pg_url")
-    elif kind == "mysql":
-        url = request.getfixturevalue("mysql_url")
-    else:
-        url = f"sqlite:///{db_path}"
+    url = request.getfixturevalue(URLS[kind]) if kind in URLS else f"sqlite:///{db_path}"
     pool = make_pool(driver=from_url(url), max_size=1)
-
-    def run(sql: str) -> list[Any]:
-        with pool.connection() as conn:
-            cur = conn.cursor()
-            cur.execute(sql)
-            rows = cur.fetchall() if cur.description else []
-            cur.close()
-            return list(rows)
-
-    run("DROP TABLE IF EXISTS fp_bulk_rowerr")
-    pk = "INTEGER PRIMARY KEY" if kind == "sqlite" else "int PRIMARY KEY"
-    run(f"CREATE TABLE fp_bulk_rowerr (id {pk}, v bigint, n int)")
-    if kind == "sqlite":
-        run("DROP TABLE IF EXISTS fp_bulk_rowerr_strict")
-        run("CREATE TABLE fp_bulk_rowerr_strict (id INTEGER PRIMARY KEY, v INTEGER, n INT) "
-            "STRICT")
+    tables = ["fp_bulk_rowerr"] + (["fp_bulk_rowerr_strict"] if kind == "sqlite" else [])
+    for table in tables:
+        pool.execute(f"DROP TABLE IF EXISTS {table}")
+        pk, strict = ("INTEGER PRIMARY KEY", " STRICT" if "strict" in table else "") \
+            if kind == "sqlite" else ("int PRIMARY KEY", "")
+        pool.execute(f"CREATE TABLE {table} (id {pk}, v {'INTEGER' if strict else 'bigint'}, "
+                     f"n int){strict}")
     try:
-        yield kind, pool, lambda table="fp_bulk_rowerr": run(f"SELECT count(*) FROM {table}")[0][0]
+        yield kind, pool, lambda table="fp_bulk_rowerr": pool.fetchval(
+            f"SELECT count(*) FROM {table}")
     finally:
-        run("DROP TABLE IF EXISTS fp_bulk_rowerr")
-        run("DROP TABLE IF EXISTS fp_bulk_rowerr_strict")
+        for table in tables:
+            pool.execute(f"DROP TABLE IF EXISTS {table}")
 
 
 def rows_with(bad_column: int, value: Any) -> Iterator[tuple[Any, ...]]:
