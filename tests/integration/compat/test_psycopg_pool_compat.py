@@ -11,9 +11,13 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import os
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -666,3 +670,37 @@ def test_async_null_pool_hands_over_or_closes(pg_url: str, app: str, pg_admin: A
 
     run(main())
     assert pg_backend_pids(pg_admin, app) == []
+
+
+# ---- the example program, as written for psycopg_pool and switched ----------------------
+
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
+
+
+def test_the_example_differs_from_its_psycopg_pool_original_only_in_the_import() -> None:
+    def code(name: str) -> list[str]:
+        return (EXAMPLES / name).read_text().split('"""', 2)[2].splitlines()  # after the docstring
+
+    original, switched = code("psycopg_pool_app.py"), code("psycopg_pool_app_fastpool.py")
+    differ = [(a, b) for a, b in zip(original, switched, strict=True) if a != b]
+    assert differ == [("from psycopg_pool import ConnectionPool",
+                       "from fastpool.compat.psycopg_pool import ConnectionPool")]
+
+
+def test_the_example_runs_the_same_on_psycopg_pool_and_on_fastpool(pg_url: str) -> None:
+    need_driver("psycopg_pool", "bench")
+    outputs = []
+    for name in ("psycopg_pool_app.py", "psycopg_pool_app_fastpool.py"):
+        done = subprocess.run(
+            [sys.executable, "-W", "error", str(EXAMPLES / name), pg_url],
+            capture_output=True, text=True, timeout=240,
+            env={**os.environ, "BANK_TRANSFERS": "20",
+                 "BANK_SUFFIX": f"_{uuid.uuid4().hex[:8]}"})
+        assert done.returncode == 0, done.stderr[-3000:]
+        outputs.append(done.stdout.splitlines())
+    assert outputs[0] == outputs[1]
+    assert outputs[1] == [
+        "transfers attempted: 320 (each moved or refused: True)",
+        "ledger rows match the transfers moved: True",
+        "total balance: 50000 (opened with 50000)",
+        "accounts disagreeing with the ledger: 0"]
