@@ -4,9 +4,9 @@
    max_overflow=0``), each looping ``with engine.connect() as c:
    c.exec_driver_sql("SELECT 1")`` for a fixed time. The two pools take turns
    (ROUNDS rounds each, interleaved) so that the machine's drift hits both;
-   reported: cycles/s, fairness (max/min cycles per thread; inf when a thread
-   completed none), the threads that completed under a tenth of an even share,
-   and the ratio of the medians.
+   reported (test_bench_contention's ``drive``): cycles/s, fairness (max/min
+   cycles per thread; inf when a thread completed none), the longest time a
+   thread went without completing a cycle, and the ratio of the medians.
 2. Overhead: Python function calls (``sys.setprofile`` "call" events, C calls
    not counted) per ``pool.connect()`` + ``close()`` and per
    ``engine.connect()`` + ``close()`` on reuse, and the time per cycle (best
@@ -22,7 +22,6 @@ from __future__ import annotations
 import os
 import statistics
 import sys
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -30,6 +29,7 @@ from typing import Any
 import pytest
 
 from _common import CPU, PIN, pinned_to_cpu
+from test_bench_contention import drive
 
 sqlalchemy = pytest.importorskip("sqlalchemy")
 from sqlalchemy import create_engine  # noqa: E402
@@ -38,7 +38,6 @@ from sqlalchemy.pool import QueuePool  # noqa: E402
 from fastpool.sqlalchemy import FastPool  # noqa: E402
 
 PG_URL = os.environ.get("FASTPOOL_PG_SA_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-DURATION = float(os.environ.get("FASTPOOL_BENCH_DURATION", "3"))
 ROUNDS = int(os.environ.get("FASTPOOL_BENCH_ROUNDS", "3"))
 THREADS = 64
 POOL_SIZE = 4
@@ -48,43 +47,16 @@ POOLS: dict[str, type[Any]] = {"QueuePool": QueuePool, "FastPool": FastPool}
 def contend(poolclass: type[Any]) -> dict[str, float]:
     engine = create_engine(PG_URL, poolclass=poolclass, pool_size=POOL_SIZE, max_overflow=0,
                            pool_timeout=60)
-    counts = [0] * THREADS
-    stop = threading.Event()
-    barrier = threading.Barrier(THREADS + 1)
-    errors: list[BaseException] = []
 
-    def work(i: int) -> None:
-        barrier.wait()
-        n = 0
-        try:
-            while not stop.is_set():
-                with engine.connect() as c:
-                    c.exec_driver_sql("SELECT 1").scalar()
-                n += 1
-        except BaseException as exc:  # reported below
-            errors.append(exc)
-        counts[i] = n
+    def cycle() -> None:
+        with engine.connect() as c:
+            c.exec_driver_sql("SELECT 1").scalar()
 
-    ts = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(THREADS)]
-    for t in ts:
-        t.start()
-    barrier.wait()
-    t0 = time.perf_counter()
-    time.sleep(DURATION)
-    stop.set()
-    for t in ts:
-        t.join()
-    elapsed = time.perf_counter() - t0
-    engine.dispose()
-    assert not errors, errors[:3]
-    share = sum(counts) / THREADS
-    return {
-        "cycles_per_s": sum(counts) / elapsed,
-        "fairness_max_over_min": max(counts) / min(counts) if min(counts) else float("inf"),
-        "min_thread_cycles": min(counts),
-        "max_thread_cycles": max(counts),
-        "threads_under_a_tenth_of_share": sum(1 for n in counts if n < share / 10),
-    }
+    try:
+        result: dict[str, float] = drive(cycle, THREADS)  # test_bench_contention's loop
+    finally:
+        engine.dispose()
+    return result
 
 
 def test_64_threads_on_4_connections(pg_dsn: str) -> None:
@@ -95,8 +67,8 @@ def test_64_threads_on_4_connections(pg_dsn: str) -> None:
             runs[name].append(r)
             print(f"\n{name:9s} {r['cycles_per_s']:7.0f} cycles/s  fairness "
                   f"{r['fairness_max_over_min']:.2f}  min/max per thread "
-                  f"{r['min_thread_cycles']}/{r['max_thread_cycles']}  starved "
-                  f"{r['threads_under_a_tenth_of_share']}", end="")
+                  f"{r['min_thread_cycles']}/{r['max_thread_cycles']}  longest gap "
+                  f"{r['longest_gap_ms']:.0f} ms", end="")
     med = {name: statistics.median(r["cycles_per_s"] for r in rs) for name, rs in runs.items()}
     print(f"\nmedian cycles/s: QueuePool {med['QueuePool']:.0f}, FastPool {med['FastPool']:.0f}"
           f" ({med['FastPool'] / med['QueuePool']:.2f}x)")
