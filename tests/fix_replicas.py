@@ -21,7 +21,9 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -211,6 +213,67 @@ def _require_binaries() -> None:
         if IN_CI:
             pytest.fail(f"CI=true and {msg}", pytrace=False)
         pytest.skip(msg)
+
+
+def until(cond: Any, what: str, timeout: float = 15.0) -> None:
+    """Wait until ``cond()`` is true; AssertionError naming ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout:g} s: {what}")
+        time.sleep(0.01)
+
+
+@contextlib.contextmanager
+def cluster_over(servers: ReplicaSet | MariaDBSet, **options: Any) -> Iterator[Any]:
+    """A cluster over ``servers`` once its replicas are usable; closed, and
+    every replica's replay resumed, at the end."""
+    import fastpool
+
+    c = fastpool.create_cluster(servers.primary.url, [n.url for n in servers.replicas],
+                                **{"max_size": 4, "max_replica_lag": 60.0, "lag_interval": 0.05,
+                                   **options})
+    try:
+        until(lambda: len(c._topo.usable) == len(servers.replicas), "every replica usable")
+        yield c
+    finally:
+        c.close()
+        for node in servers.replicas:
+            servers.resume(node)  # type: ignore[arg-type]
+
+
+def read_your_writes(cluster: Any, table: str, port_sql: str, in_a_row: int = 1000,
+                     threads: int = 32, each: int = 30) -> Counter[int]:
+    """Write a row's value, read it straight back through the cluster: in a row
+    ``in_a_row`` times, then from ``threads`` threads (each its own context
+    and key) ``each`` times; every read must see its own write. ``table`` has
+    (k, v) rows for keys 0..threads. Returns the server ports that served."""
+    served: Counter[int] = Counter()
+
+    def loop(key: int, n: int) -> None:
+        for i in range(1, n + 1):
+            cluster.execute(f"UPDATE {table} SET v = %s WHERE k = %s", (i, key))
+            v, port = cluster.fetchrow(f"SELECT v, {port_sql} FROM {table} WHERE k = %s", (key,))
+            assert v == i, f"key {key}: wrote {i}, read {v} from port {port}"
+            served[port] += 1
+
+    loop(threads, in_a_row)
+    errors: list[BaseException] = []
+
+    def worker(key: int) -> None:
+        try:
+            loop(key, each)
+        except BaseException as exc:
+            errors.append(exc)
+
+    started = [threading.Thread(target=worker, args=(k,)) for k in range(threads)]
+    for t in started:
+        t.start()
+    for t in started:
+        t.join()
+    assert not errors, errors[:3]
+    assert sum(served.values()) == in_a_row + threads * each
+    return served
 
 
 @contextlib.contextmanager

@@ -11,36 +11,20 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
 import fastpool
 from fastpool import ConfigError, NoReplicaAvailable
-from tests.fix_replicas import ReplicaSet
+from tests.fix_replicas import ReplicaSet, cluster_over, read_your_writes, until
 
 _SERVED = "SELECT inet_server_port(), pg_is_in_recovery()"
 
 
 @pytest.fixture
-def cluster(replicas: ReplicaSet) -> Iterator[fastpool.Cluster]:
-    c = fastpool.create_cluster(replicas.primary.url, [n.url for n in replicas.replicas],
-                                max_size=4, max_replica_lag=60.0, lag_interval=0.05)
-    try:
-        _until(lambda: len(c._topo.usable) == 2, "both replicas usable")
+def cluster(replicas) -> Iterator[fastpool.Cluster]:
+    with cluster_over(replicas) as c:
         yield c
-    finally:
-        c.close()
-        for node in replicas.replicas:
-            replicas.resume(node)
-
-
-def _until(cond: Any, what: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout:g} s: {what}")
-        time.sleep(0.01)
 
 
 def _table(c: fastpool.Cluster, replicas: ReplicaSet, name: str) -> str:
@@ -96,7 +80,7 @@ def test_a_replica_behind_by_more_than_max_replica_lag_gets_no_reads(cluster, re
     _table(cluster, replicas, "cluster_lag")
     replicas.pause(paused)
     cluster.execute("INSERT INTO cluster_lag VALUES (1, 1)")  # the primary moves on
-    _until(lambda: [n.port for n in replicas.replicas if any(
+    until(lambda: [n.port for n in replicas.replicas if any(
         s["usable"] and s["where"].endswith(f":{n.port} dbname=postgres user=postgres")
         for s in cluster.stats()["nodes"])] == [other.port], "the paused replica skipped")
     lag = cluster.stats()["nodes"][1]["lag"]
@@ -106,24 +90,15 @@ def test_a_replica_behind_by_more_than_max_replica_lag_gets_no_reads(cluster, re
     with pytest.raises(NoReplicaAvailable, match="lag"):
         replicas.pause(other)
         cluster.execute("INSERT INTO cluster_lag VALUES (2, 2)")
-        _until(lambda: not cluster._topo.usable, "both replicas skipped")
+        until(lambda: not cluster._topo.usable, "both replicas skipped")
         cluster.fetch("SELECT 1", route="replica_only")
     # With no usable replica, route="replica" reads from the primary.
     assert cluster.fetchrow(_SERVED) == (replicas.primary.port, False)
     replicas.resume(paused)
     replicas.resume(other)
-    _until(lambda: len(cluster._topo.usable) == 2, "both replicas usable again")
+    until(lambda: len(cluster._topo.usable) == 2, "both replicas usable again")
     assert {cluster.fetchrow(_SERVED)[0] for _ in range(100)} == {
         n.port for n in replicas.replicas}
-
-
-def _ryw_loop(cluster: fastpool.Cluster, key: int, n: int, served: Counter[int]) -> None:
-    for i in range(1, n + 1):
-        cluster.execute("UPDATE cluster_ryw SET v = %s WHERE k = %s", (i, key))
-        v, port = cluster.fetchrow("SELECT v, inet_server_port() FROM cluster_ryw WHERE k = %s",
-                                   (key,))
-        assert v == i, f"key {key}: wrote {i}, read {v} from port {port}"
-        served[port] += 1
 
 
 def test_read_your_writes_with_a_replica_paused_behind_the_write(cluster, replicas):
@@ -132,26 +107,8 @@ def test_read_your_writes_with_a_replica_paused_behind_the_write(cluster, replic
     cluster.executemany("INSERT INTO cluster_ryw VALUES (%s, 0)", [(k,) for k in range(33)])
     replicas.wait_replayed()
     replicas.pause(paused)  # usable by lag (max 60 s): only read-your-writes protects
-    served: Counter[int] = Counter()
-    _ryw_loop(cluster, 32, 1000, served)  # 1,000 in a row
+    served = read_your_writes(cluster, "cluster_ryw", "inet_server_port()", each=40)
     assert paused.port not in served, served
-    # 32 threads at once, each its own context (its own last write).
-    errors: list[BaseException] = []
-
-    def worker(key: int) -> None:
-        try:
-            _ryw_loop(cluster, key, 40, served)
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=worker, args=(k,)) for k in range(32)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors[:3]
-    assert paused.port not in served
-    assert sum(served.values()) == 1000 + 32 * 40
     # Caught up again: a context's reads go back to the replicas.
     replicas.resume(paused)
     replicas.wait_replayed()
@@ -195,7 +152,7 @@ def test_a_read_that_loses_its_replica_connection_runs_again_elsewhere(replicas)
     # alive_bypass: the killed connections are lent without a probe, so the read meets it.
     with fastpool.create_cluster(replicas.primary.url, [n.url for n in replicas.replicas],
                                  min_size=2, max_size=2, alive_bypass=3600) as c:
-        _until(lambda: len(c._topo.usable) == 2, "both replicas usable")
+        until(lambda: len(c._topo.usable) == 2, "both replicas usable")
         for pool in c.replicas:
             pool.wait()
         pids = [row["session_id"] for row in c.replicas[0].server_activity()]
