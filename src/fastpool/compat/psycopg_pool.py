@@ -44,6 +44,7 @@ import itertools
 import logging
 import threading
 import time
+import types
 import warnings
 import weakref
 from collections.abc import Awaitable, Callable, Mapping
@@ -59,6 +60,7 @@ from fastpool.errors import ConfigError
 from fastpool.options import MAX_POOL_SIZE, boolean, callable_or_none, integer
 from fastpool.pool.async_facade import AsyncPool
 from fastpool.pool.facade import Pool
+from fastpool.steps import Steps, run, run_async
 
 if TYPE_CHECKING:
     from psycopg_pool import PoolClosed as _OrigClosed
@@ -142,7 +144,7 @@ class _NotOpen:
     def _fail(self, *_args: Any) -> Any:
         raise PoolClosed(f"the pool {self.name!r} is not open yet")
 
-    acquire = release = acquire_async = release_async = _fail
+    acquire = release = acquire_async = release_async = wait = _fail
 
 
 class _Base:
@@ -150,6 +152,8 @@ class _Base:
 
     _null = False
     _fp: Any
+    #: The fastpool pool underneath (``Pool`` or ``AsyncPool``).
+    _pool_class: Any = None
 
     def __init__(self, conninfo: Any, *, connection_class: Any, kwargs: Any,
                  min_size: int, max_size: int | None, configure: Any, check: Any,
@@ -236,6 +240,81 @@ class _Base:
         conn._pool = None  # its close must not come back here (close_returns)
         fp = self._fp
         fp._retire(fp._slot_of(conn), reason)
+
+    # ---- flows written once (fastpool.steps): run by a thread or awaited ------
+
+    def _io(self, acquire: Callable[..., Any], putconn: Callable[..., Any],
+            close: Callable[..., Any]) -> types.SimpleNamespace:
+        """The operations of this module's flows (the thread pools' block, the
+        asyncio pools' are coroutine functions, awaited by ``run_async``)."""
+        return types.SimpleNamespace(acquire=acquire, putconn=putconn, close=close,
+                                     check=self._check, wait=self._fp.wait)
+
+    def _checked_steps(self, conn: Any, timeout: float | None) -> Steps[Any]:
+        """Run the ``check`` callback on a lent connection; one failing it is
+        discarded and another one tried, all within the caller's timeout."""
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while True:
+            try:
+                yield ("check", conn)
+                return conn
+            except Exception as exc:
+                logger.info("connection failed check: %s", exc)
+                self._discard(conn, _core.REASON_BROKEN)
+            except BaseException:  # interrupted, cancelled: returned, not lost
+                yield ("putconn", conn)
+                raise
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise PoolTimeout(f"no connection of pool {self.name!r} passed the check "
+                                  "within the timeout")
+            conn = yield ("acquire", remaining)
+            conn._pool = self
+
+    def _wait_steps(self, timeout: float) -> Steps[None]:
+        """``wait()``: ``min_size`` connections open within ``timeout``, else the
+        pool is closed and PoolTimeout raised."""
+        logger.info("waiting for pool %r initialization", self.name)
+        try:
+            yield ("wait", timeout)
+        except _FP_ERRORS as exc:
+            if isinstance(exc, (_fe.PoolTimeout, _fe.ConnectError)):
+                yield ("close",)
+            raise _translated(exc) from exc.__cause__
+        logger.info("pool %r is ready to use", self.name)
+
+    # ---- opening -----------------------------------------------------------------
+
+    def _open(self) -> None:
+        """Make the fastpool pool (``_pool_class``) once; a closed pool stays closed."""
+        with self._lock:
+            if self._opened:
+                if self._fp.closed:
+                    raise PoolClosed("pool has already been opened/closed and cannot be reused")
+                return
+            options = self._fp_options()
+            # Weak references: the pool's callbacks must not keep this object alive.
+            ref = weakref.ref(self)
+            if self._configure is not None:
+                options["configure"] = lambda conn: ref()._configure_one(conn)  # type: ignore[union-attr]
+            if self._reconnect_failed is not None:
+                options["reconnect_failed"] = lambda _fp: ref()._failed()  # type: ignore[union-attr]
+            self._fp = self._pool_class(connect=lambda: ref()._connect_one(), **options)  # type: ignore[union-attr]
+            self._opened = True
+        logger.info("pool %r opened", self.name)
+
+    def _connect_one(self) -> Any:
+        raise NotImplementedError
+
+    def _configure_one(self, conn: Any) -> Any:
+        raise NotImplementedError
+
+    def _failed(self) -> None:
+        """fastpool's reconnect_failed: the user's, with this pool (awaited as a task if async)."""
+        assert self._reconnect_failed is not None
+        outcome = self._reconnect_failed(self)
+        if inspect.iscoroutine(outcome):
+            self._fp._spawn(outcome)
 
     # ---- connecting --------------------------------------------------------
 
@@ -335,6 +414,7 @@ class ConnectionPool(_Base, Generic[CT]):
     """psycopg_pool's ``ConnectionPool`` on fastpool's core (see the module)."""
 
     _fp: Pool
+    _pool_class = Pool
 
     def __init__(
         self,
@@ -398,26 +478,10 @@ class ConnectionPool(_Base, Generic[CT]):
         return self.getconn(timeout)
 
     def _checked(self, conn: CT, timeout: float | None) -> CT:
-        """Run the ``check`` callback; a connection failing it is discarded and
-        another one tried, all within the caller's timeout."""
-        assert self._check is not None
-        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
-        while True:
-            try:
-                self._check(conn)
-                return conn
-            except Exception as exc:
-                logger.info("connection failed check: %s", exc)
-                self._discard(conn, _core.REASON_BROKEN)
-            except BaseException:
-                self.putconn(conn)
-                raise
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise PoolTimeout(f"no connection of pool {self.name!r} passed the check "
-                                  f"within {deadline - time.monotonic() + remaining:g} s")
-            conn = self._fp.acquire(remaining)
-            conn._pool = self  # type: ignore[assignment]
+        return run(self._checked_steps(conn, timeout), self._ops())  # type: ignore[no-any-return]
+
+    def _ops(self) -> types.SimpleNamespace:
+        return self._io(self._fp.acquire, self.putconn, self.close)
 
     def _plain_return(self, conn: CT) -> bool:
         """Return an idle connection of this pool's in one step, if nothing
@@ -444,22 +508,6 @@ class ConnectionPool(_Base, Generic[CT]):
         if wait:
             self.wait(timeout)
 
-    def _open(self) -> None:
-        with self._lock:
-            if self._opened:
-                if self._fp.closed:
-                    raise PoolClosed("pool has already been opened/closed and cannot be reused")
-                return
-            options = self._fp_options()
-            ref = weakref.ref(self)
-            if self._configure is not None:
-                options["configure"] = lambda conn: ref()._configure_one(conn)  # type: ignore[union-attr]
-            if self._reconnect_failed is not None:
-                options["reconnect_failed"] = lambda _fp: ref()._reconnect_failed(ref())  # type: ignore[union-attr, misc]
-            self._fp = Pool(connect=lambda: ref()._connect_one(), **options)  # type: ignore[union-attr]
-            self._opened = True
-        logger.info("pool %r opened", self.name)
-
     def _connect_one(self) -> CT:
         t0 = time.monotonic()
         try:
@@ -478,14 +526,7 @@ class ConnectionPool(_Base, Generic[CT]):
     def wait(self, timeout: float = 30.0) -> None:
         """Block until ``min_size`` connections are open; if they are not within
         ``timeout`` seconds, close the pool and raise PoolTimeout."""
-        logger.info("waiting for pool %r initialization", self.name)
-        try:
-            self._fp.wait(timeout)
-        except _FP_ERRORS as exc:
-            if isinstance(exc, (_fe.PoolTimeout, _fe.ConnectError)):
-                self.close()
-            raise _translated(exc) from exc.__cause__
-        logger.info("pool %r is ready to use", self.name)
+        run(self._wait_steps(timeout), self._ops())
 
     def close(self, timeout: float = 5.0) -> None:
         """Close the pool: waiting and later requests get PoolClosed, idle
@@ -609,6 +650,7 @@ class AsyncConnectionPool(_Base, Generic[ACT]):
     """
 
     _fp: AsyncPool
+    _pool_class = AsyncPool
 
     def __init__(
         self,
@@ -675,25 +717,10 @@ class AsyncConnectionPool(_Base, Generic[ACT]):
         return await self.getconn(timeout)
 
     async def _checked(self, conn: ACT, timeout: float | None) -> ACT:
-        """See ``ConnectionPool._checked``."""
-        assert self._check is not None
-        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
-        while True:
-            try:
-                await self._check(conn)
-                return conn
-            except Exception as exc:
-                logger.info("connection failed check: %s", exc)
-                self._discard(conn, _core.REASON_BROKEN)
-            except BaseException:
-                await self.putconn(conn)
-                raise
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise PoolTimeout(f"no connection of pool {self.name!r} passed the check "
-                                  "within the timeout")
-            conn = await self._fp.acquire_async(remaining)
-            conn._pool = self  # type: ignore[assignment]
+        return await run_async(self._checked_steps(conn, timeout), self._ops())
+
+    def _ops(self) -> types.SimpleNamespace:
+        return self._io(self._fp.acquire_async, self.putconn, self.close)
 
     async def putconn(self, conn: ACT) -> None:
         """``await pool.putconn(conn)``: see ``ConnectionPool.putconn``."""
@@ -710,28 +737,6 @@ class AsyncConnectionPool(_Base, Generic[ACT]):
         self._open()
         if wait:
             await self.wait(timeout)
-
-    def _open(self) -> None:
-        with self._lock:
-            if self._opened:
-                if self._fp.closed:
-                    raise PoolClosed("pool has already been opened/closed and cannot be reused")
-                return
-            options = self._fp_options()
-            ref = weakref.ref(self)
-            if self._configure is not None:
-                options["configure"] = lambda conn: ref()._configure_one(conn)  # type: ignore[union-attr]
-            if self._reconnect_failed is not None:
-                options["reconnect_failed"] = lambda _fp: ref()._failed()  # type: ignore[union-attr]
-            self._fp = AsyncPool(connect=lambda: ref()._connect_one(), **options)  # type: ignore[union-attr]
-            self._opened = True
-        logger.info("pool %r opened", self.name)
-
-    def _failed(self) -> None:
-        assert self._reconnect_failed is not None
-        outcome = self._reconnect_failed(self)
-        if inspect.iscoroutine(outcome):
-            self._fp._spawn(outcome)
 
     async def _connect_one(self) -> ACT:
         t0 = time.monotonic()
@@ -750,14 +755,7 @@ class AsyncConnectionPool(_Base, Generic[ACT]):
 
     async def wait(self, timeout: float = 30.0) -> None:
         """See ``ConnectionPool.wait``."""
-        logger.info("waiting for pool %r initialization", self.name)
-        try:
-            await self._fp.wait(timeout)
-        except _FP_ERRORS as exc:
-            if isinstance(exc, (_fe.PoolTimeout, _fe.ConnectError)):
-                await self.close()
-            raise _translated(exc) from exc.__cause__
-        logger.info("pool %r is ready to use", self.name)
+        await run_async(self._wait_steps(timeout), self._ops())
 
     async def close(self, timeout: float = 5.0) -> None:
         """See ``ConnectionPool.close``."""

@@ -366,6 +366,9 @@ def test_open_false_then_open_wait_and_no_reopening(pg_url: str, app: str) -> No
     assert pool.closed
     with pytest.raises(PoolClosed, match="not open yet"):
         pool.getconn()
+    with pytest.raises(PoolClosed, match="not open yet"):
+        pool.wait(1)
+    assert pool.get_stats()["pool_size"] == 0
     pool.open(wait=True, timeout=10)
     assert not pool.closed
     assert pool.get_stats()["pool_available"] == 2
