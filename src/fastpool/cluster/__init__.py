@@ -8,6 +8,11 @@
     cluster.execute("INSERT INTO t VALUES (%s)", (1,))   # the primary
     cluster.fetch("SELECT * FROM t")                    # a replica that has the insert
 
+PostgreSQL (streaming replication, psycopg) and MariaDB (GTID replication,
+mysqlclient; replicas are the servers with ``read_only`` on): what is asked of
+each is in ``servers.py``; positions below are WAL positions on PostgreSQL
+and GTID sequence numbers on MariaDB.
+
 One ``Pool`` per server (the same pool options for each). Writes, transactions
 and ``cluster.connection()`` go to the primary. ``fetch``/``fetchrow``/
 ``fetchval`` take ``route``:
@@ -19,11 +24,11 @@ and ``cluster.connection()`` go to the primary. ``fetch``/``fetchrow``/
 * ``"replica_only"``: the same, but ``NoReplicaAvailable`` instead of the primary.
 * ``"primary"``; ``"any"``: the usable replicas and the primary alike.
 
-**Read-your-writes.** After a write through the cluster commits, the WAL
-position of the primary (``pg_current_wal_insert_lsn()``, asked on the same
-connection right after the statement or the COMMIT: one round trip more per
-write) is kept in a context variable: the thread's, or the asyncio task's.
-Until the monitor thread has seen a replica replay that far, that context's
+**Read-your-writes.** After a write through the cluster commits, the primary's
+position (``pg_current_wal_insert_lsn()``; MariaDB's ``@@gtid_binlog_pos``),
+asked on the same connection right after the statement or the COMMIT (one
+round trip more per write), is kept in a context variable: the thread's, or
+the asyncio task's. Until the monitor thread has seen a replica replay that far, that context's
 reads go to the primary; no read waits and no read pays a round trip for it.
 So right after a write a context reads from the primary for about one
 ``lag_interval`` plus the replicas' replay time. The position is also a token
