@@ -239,6 +239,7 @@ def test_the_profile_is_read_from_the_url_too(make_pgbouncer: Callable[..., PgBo
         # Behind PgBouncer the backend pid is PgBouncer's key: no session ids.
         with pool.connection() as conn:
             assert pool._driver.session_id(conn) is None
+        assert pool.server_activity() == []  # never another client's sessions
 
 
 @pytest.mark.parametrize("client", ["psycopg", "asyncpg"])
