@@ -1,7 +1,8 @@
 """Failover under load, on real servers: the primary stopped, a replica
 promoted (``pg_ctl promote``), 32 threads reading and writing through the
 cluster meanwhile, and a second cluster over a libpq host list
-(``host=a,b``, which gets ``target_session_attrs=read-write``) writing too.
+(``host=a,b``, which gets ``target_session_attrs=read-write``) and a plain pool
+over that host list writing too.
 
 Checked: no acknowledged write is lost (every one is on the new primary);
 no thread reads a row older than its own last acknowledged write; writes
@@ -44,7 +45,7 @@ class Load:
         self.last_ok: dict[int, float] = {}
         self.lock = threading.Lock()
 
-    def run(self, cluster: fastpool.Cluster, t: int) -> None:
+    def run(self, cluster: fastpool.Cluster | fastpool.Pool, t: int) -> None:
         acked = self.acked.setdefault(t, [])
         seq = 0
         while not self.stop.is_set():
@@ -84,9 +85,14 @@ def test_failover_under_32_threads_loses_no_acknowledged_write(fresh_replicas: R
                                       timeout=30, max_replica_lag=1.0, lag_interval=0.05)
     hosts = (f"postgresql://postgres@127.0.0.1:{old.port},127.0.0.1:{new.port}/postgres")
     single = fastpool.create_cluster(hosts, max_size=2, timeout=30, lag_interval=0.05)
+    # A plain pool over the host list: libpq's target_session_attrs finds the new
+    # primary for its new connections; the broken ones are retired as they fail.
+    plain = fastpool.create_pool(hosts + "?target_session_attrs=read-write", max_size=2,
+                                 timeout=30)
     load = Load()
     threads = [threading.Thread(target=load.run, args=(cluster, t)) for t in range(THREADS)]
     threads.append(threading.Thread(target=load.run, args=(single, THREADS)))
+    threads.append(threading.Thread(target=load.run, args=(plain, THREADS + 1)))
     try:
         cluster.execute("CREATE TABLE failover (t int, seq int, PRIMARY KEY (t, seq))")
         rs.wait_replayed()
@@ -120,8 +126,8 @@ def test_failover_under_32_threads_loses_no_acknowledged_write(fresh_replicas: R
         assert not lost, f"{len(lost)} acknowledged writes lost: {sorted(lost)[:10]}"
         assert not load.stale, f"reads older than the reader's last write: {load.stale[:10]}"
         after = sum(1 for t in load.ok_times if t > promoted)
-        # Every thread wrote after the promotion, the host-list cluster's writer too.
-        assert after > 0 and all(load.last_ok[t] > promoted for t in range(THREADS + 1))
+        # Every thread wrote after the promotion, the host-list writers too.
+        assert after > 0 and all(load.last_ok[t] > promoted for t in range(THREADS + 2))
         print(f"\nfailover: {len(acked)} writes acknowledged ({after} after the promotion), "
               f"all on the new primary; {load.unknown} outcome unknown; {load.reads} reads, "
               f"0 older than the reader's last write; errors {dict(load.errors)}; "
@@ -133,6 +139,7 @@ def test_failover_under_32_threads_loses_no_acknowledged_write(fresh_replicas: R
     finally:
         cluster.close()
         single.close()
+        plain.close()
 
 
 def test_a_switchover_drains_the_read_only_old_primary_and_writes_follow(fresh_replicas):
