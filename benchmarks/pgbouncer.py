@@ -35,7 +35,6 @@ import json
 import os
 import statistics
 import sys
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -46,6 +45,7 @@ from tests.fix_pgbouncer import PgBouncer
 
 import fastpool
 from _common import CPU, PIN, pin
+from cluster import throughput  # queries per second of fn on N threads
 
 PG_URL = os.environ.get("FASTPOOL_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 SQL = "SELECT 1"
@@ -76,25 +76,6 @@ def paired(contenders: dict[str, tuple[Callable[[], object], Callable[[int], flo
                 "paired_overhead_pct": 100 * (statistics.median(
                     p / r for p, r in zip(pooled[k], raw[k], strict=True)) - 1)}
             for k in contenders}
-
-
-def throughput(fn: Callable[[], object], threads: int, seconds: float) -> float:
-    stop = threading.Event()
-    counts = [0] * threads
-
-    def run(i: int) -> None:
-        while not stop.is_set():
-            fn()
-            counts[i] += 1
-
-    ts = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
-    for t in ts:
-        t.start()
-    time.sleep(seconds)
-    stop.set()
-    for t in ts:
-        t.join()
-    return sum(counts) / seconds
 
 
 def main() -> None:
