@@ -109,3 +109,29 @@ def test_compat_vs_psycopg_pool_interleaved(benchmark: Any, pg_dsn: str) -> None
           f"{per_round['psycopg_pool']:.2f}x); compat / fastpool: "
           f"{med['compat']['cycles_per_s'] / med['fastpool']['cycles_per_s']:.2f}x "
           f"({per_round['fastpool']:.2f}x)")
+
+
+@pytest.mark.parametrize("form", ["with", "getconn"])
+@pytest.mark.parametrize("contender", ["compat", "psycopg_pool"])
+def test_compat_uncontended_cycle(benchmark: Any, pg_dsn: str, contender: str,
+                                  form: str) -> None:
+    """One connection, one thread, no query: what a cycle of the pool costs
+    (``with pool.connection()``, or ``getconn`` + ``putconn``)."""
+    benchmark.group = f"compat-uncontended-{form}"
+    module = contenders()[contender]
+    pool = module.ConnectionPool(pg_dsn, min_size=1, max_size=1, kwargs={"autocommit": True},
+                                 open=True)
+    pool.wait()
+
+    def with_block() -> None:
+        with pool.connection():
+            pass
+
+    def get_put() -> None:
+        pool.putconn(pool.getconn())
+
+    try:
+        benchmark.pedantic(with_block if form == "with" else get_put, rounds=2000,
+                           iterations=20, warmup_rounds=100)
+    finally:
+        pool.close()
