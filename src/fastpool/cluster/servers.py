@@ -12,7 +12,7 @@ pg_lsn), ``'0-1-42'`` (a MariaDB GTID; only its sequence number counts).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from fastpool.cluster.lsn import format_lsn, parse_lsn
@@ -52,9 +52,7 @@ class PostgresServer:
     _INSERT_LSN = b"SELECT pg_current_wal_insert_lsn()::text"
 
     def connect(self, pool: Any) -> Any:
-        conn = pool.driver.connect()
-        conn.autocommit = True
-        return conn
+        return _autocommit(pool.driver.connect(), lambda conn: setattr(conn, "autocommit", True))
 
     def observe(self, conn: Any) -> Seen:
         row = conn.execute(self.OBSERVE).fetchone()
@@ -85,9 +83,7 @@ class MariaDBServer:
                "@@port, @@hostname")
 
     def connect(self, pool: Any) -> Any:
-        conn = pool.driver.connect()
-        conn.autocommit(True)
-        return conn
+        return _autocommit(pool.driver.connect(), lambda conn: conn.autocommit(True))
 
     def observe(self, conn: Any) -> Seen:
         cur = conn.cursor()
@@ -124,6 +120,16 @@ class MariaDBServer:
     @staticmethod
     def format(position: int) -> str:
         return f"0-0-{position}"
+
+
+def _autocommit(conn: Any, switch: Callable[[Any], object]) -> Any:
+    """The monitor's own connection, in autocommit (closed if switching fails)."""
+    try:
+        switch(conn)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
 
 
 def gtid_seq(text: str | None) -> int:
