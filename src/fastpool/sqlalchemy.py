@@ -48,7 +48,11 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import exc
 from sqlalchemy.pool import ConnectionPoolEntry, Pool
 from sqlalchemy.pool.base import _AsyncConnDialect
-from sqlalchemy.util.concurrency import await_
+
+try:
+    from sqlalchemy.util.concurrency import await_
+except ImportError:  # SQLAlchemy 2.0 names it await_only
+    from sqlalchemy.util.concurrency import await_only as await_
 
 from fastpool import _core
 from fastpool.options import MAX_POOL_SIZE, boolean, integer, seconds

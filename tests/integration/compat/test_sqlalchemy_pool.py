@@ -360,6 +360,55 @@ def test_pool_size_zero_means_no_limit_as_in_queuepool(fast_cls: type[FastPool],
     both(fast_cls, scenario)
 
 
+def test_under_16_threads_the_overflow_limit_holds_and_extra_connections_close(
+        backend: Backend, fast_cls: type[FastPool]) -> None:
+    engine = create_engine(backend.url, poolclass=fast_cls, pool_size=2, max_overflow=2,
+                           pool_timeout=60)
+    lock = threading.Lock()
+    now = {"open": 0, "out": 0}
+    most = {"open": 0, "out": 0}
+
+    def moved(key: str, by: int) -> Callable[..., None]:
+        def listener(*args: Any) -> None:
+            with lock:
+                now[key] += by
+                most[key] = max(most[key], now[key])
+        return listener
+
+    event.listen(engine, "connect", moved("open", 1))
+    event.listen(engine, "close", moved("open", -1))
+    event.listen(engine, "checkout", moved("out", 1))
+    event.listen(engine, "checkin", moved("out", -1))
+    errors: list[BaseException] = []
+
+    def work(seed: int) -> None:
+        try:
+            for i in range(30):
+                with engine.connect() as c:
+                    c.exec_driver_sql("SELECT 1")
+                    if (seed + i) % 4 == 0:
+                        threading.Event().wait(0.001)  # hold it a little
+                    if (seed + i) % 23 == 0:
+                        c.invalidate()  # reconnects on a later checkout
+        except BaseException as e:
+            errors.append(e)
+
+    ts = [threading.Thread(target=work, args=(i,)) for i in range(16)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(120)
+    assert not errors, errors[:3]
+    pool: Any = engine.pool
+    assert most["out"] <= 4 and most["open"] <= 4, most
+    assert most["out"] == 4  # the overflow was used
+    # Returned to a full queue, the overflow ones were closed: pool_size stay.
+    assert now["out"] == 0 and now["open"] <= 2 and pool.checkedin() == 2, (now, pool.status())
+    assert pool.overflow() == 0
+    settled(engine)
+    engine.dispose()
+
+
 # ---- what QueuePool does not do: no starvation -------------------------------
 
 def test_64_threads_on_4_connections_every_thread_gets_its_share(
