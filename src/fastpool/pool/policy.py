@@ -35,6 +35,7 @@ from fastpool.drivers.client import Client
 from fastpool.errors import (
     ConfigError,
     ConnectError,
+    ConnectionAlreadyReleased,
     ErrorKind,
     ForeignConnection,
     PoolClosed,
@@ -1005,6 +1006,22 @@ class PoolPolicy(_Core):
         self._apply_policy()
         self._reap()
         self._kick()
+
+    def discard(self, conn: Any, reason: str = "broken") -> None:
+        """Close a connection this pool lent, instead of returning it (its
+        borrower found it unusable, or wants no idle connection kept); the pool
+        opens a replacement as its sizes need. ``reason`` is its ``stats().closed``
+        key. A connection the pool did not lend, or lent no more, is refused as
+        ``release`` refuses it."""
+        why = _core.CLOSE_REASONS.index(choice("reason", reason, _core.CLOSE_REASONS))
+        idx = self._slot_of(conn)
+        if idx < 0 or self._conn_at(idx) is not conn:
+            self._release_unknown(conn)  # ForeignConnection
+            return
+        if self._slot_info(idx)["state"] != _IN_USE:
+            raise ConnectionAlreadyReleased(
+                f"connection {conn!r} is not in use in pool {self.name!r}")
+        self._retire(idx, why)
 
     def drain(self) -> None:
         """Replace every connection, without a new pool (e.g. after a failover).
