@@ -11,7 +11,8 @@ throwaway primary with two streaming replicas (tests/fix_replicas.py):
    a write token in its context against one without.
 3. Read throughput: 8 threads of ``SELECT 1`` on the two replicas against the
    primary alone.
-4. Failover: from ``pg_ctl stop`` of the primary returned to the first write
+4. ``--mariadb``: the write cost of read-your-writes on a MariaDB pair.
+5. Failover: from ``pg_ctl stop`` of the primary returned to the first write
    acknowledged by the promoted replica, one writer thread, median of N runs
    (a fresh set each).
 
@@ -32,7 +33,13 @@ from collections.abc import Callable
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from tests.fix_replicas import ReplicaSet, start_replica_set, stop_replica_set
+from tests.fix_replicas import (
+    ReplicaSet,
+    start_mariadb_set,
+    start_replica_set,
+    stop_mariadb_set,
+    stop_replica_set,
+)
 
 import fastpool
 from _common import CPU, PIN, pinned_to_cpu
@@ -146,6 +153,26 @@ def latency(rs: ReplicaSet, urls: list[str]) -> None:
               f"{w['cluster.execute (+ WAL position)'] - w['primary pool.execute']:+.2f} us")
 
 
+def mariadb_writes() -> None:
+    """Read-your-writes on MariaDB: a write through the cluster (+ @@gtid_binlog_pos)
+    against the same write on the primary's pool, unpinned, interleaved."""
+    ms = start_mariadb_set()
+    try:
+        with fastpool.create_cluster(ms.primary.url, [n.url for n in ms.replicas],
+                                     max_size=4) as c:
+            c.execute("CREATE TABLE bench_ryw (k int PRIMARY KEY, v int) ENGINE=InnoDB")
+            c.execute("INSERT INTO bench_ryw VALUES (1, 0)")
+            sql = "UPDATE bench_ryw SET v = v + 1 WHERE k = 1"
+            w = interleaved({"primary pool.execute": lambda: c.primary.execute(sql),
+                             "cluster.execute (+ GTID)": lambda: c.execute(sql)}, 1000, 7)
+            for k, v in w.items():
+                print(f"  MariaDB {k}: {v:.2f} us per write")
+            print(f"  MariaDB read-your-writes per write: "
+                  f"{w['cluster.execute (+ GTID)'] - w['primary pool.execute']:+.2f} us")
+    finally:
+        stop_mariadb_set(ms)
+
+
 def failover_once() -> float:
     rs = start_replica_set()
     try:
@@ -185,7 +212,10 @@ def failover_once() -> float:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--failovers", type=int, default=5)
+    ap.add_argument("--mariadb", action="store_true", help="also MariaDB's write cost")
     args = ap.parse_args()
+    if args.mariadb:
+        mariadb_writes()
     rs = start_replica_set()
     try:
         routing(rs)
