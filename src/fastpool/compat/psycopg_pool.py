@@ -54,7 +54,6 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 import psycopg
 from psycopg.pq import TransactionStatus
 
-from fastpool import _core
 from fastpool import errors as _fe
 from fastpool.errors import ConfigError
 from fastpool.options import MAX_POOL_SIZE, boolean, callable_or_none, integer
@@ -234,12 +233,11 @@ class _Base:
                  else "it doesn't come from any pool")
         raise ValueError(f"can't return connection to pool {self.name!r}, {where}: {conn}")
 
-    def _discard(self, conn: Any, reason: int) -> None:
+    def _discard(self, conn: Any, reason: str) -> None:
         """Close a lent connection and take it out of the pool (a failed
         check; a null pool's return with no one waiting)."""
         conn._pool = None  # its close must not come back here (close_returns)
-        fp = self._fp
-        fp._retire(fp._slot_of(conn), reason)
+        self._fp.discard(conn, reason)
 
     # ---- flows written once (fastpool.steps): run by a thread or awaited ------
 
@@ -260,7 +258,7 @@ class _Base:
                 return conn
             except Exception as exc:
                 logger.info("connection failed check: %s", exc)
-                self._discard(conn, _core.REASON_BROKEN)
+                self._discard(conn, "broken")
             except BaseException:  # interrupted, cancelled: returned, not lost
                 yield ("putconn", conn)
                 raise
@@ -495,7 +493,7 @@ class ConnectionPool(_Base, Generic[CT]):
     def putconn(self, conn: CT) -> None:
         """Give back a connection from ``getconn``; ValueError if it is another pool's."""
         if self._take_back(conn):
-            self._discard(conn, _core.REASON_IDLE)
+            self._discard(conn, "idle")
         else:
             self._fp.release(conn)
 
@@ -725,7 +723,7 @@ class AsyncConnectionPool(_Base, Generic[ACT]):
     async def putconn(self, conn: ACT) -> None:
         """``await pool.putconn(conn)``: see ``ConnectionPool.putconn``."""
         if self._take_back(conn):
-            self._discard(conn, _core.REASON_IDLE)
+            self._discard(conn, "idle")
         else:
             await self._fp.release_async(conn)
 
