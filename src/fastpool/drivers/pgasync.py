@@ -87,6 +87,10 @@ def classify_asyncpg_error(exc: BaseException) -> ErrorKind:
     if isinstance(exc, asyncpg.PostgresError):
         sqlstate = getattr(exc, "sqlstate", None)
         note_pgbouncer_limits(exc, sqlstate, str(exc))
+        if sqlstate == "08P01" and classify_connect_message(str(exc)) is ErrorKind.CONFIG:
+            # A protocol violation that is a refused startup (PgBouncer's
+            # "unsupported startup parameter"): retrying cannot fix it.
+            return ErrorKind.CONFIG
         if sqlstate:
             return classify_sqlstate(sqlstate, getattr(exc, "severity_en", None)
                                      or getattr(exc, "severity", None))

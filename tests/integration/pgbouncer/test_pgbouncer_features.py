@@ -207,6 +207,19 @@ def test_startup_option_timeouts_behind_pgbouncer(make_pgbouncer: Callable[..., 
                               lock_timeout=1.5, max_size=2) as pool:
         assert pool.fetchval("SHOW statement_timeout") == "5s"
         assert pool.fetchval("SHOW lock_timeout") == "1500ms"
+    # asyncpg sends the timeouts as startup settings: refused the same way,
+    # and a refused startup is a configuration error (fails fast), not a lost connection.
+    pytest.importorskip("asyncpg")
+
+    async def asyncpg_pool() -> None:
+        url = bouncer.url.replace("postgresql://", "postgresql+asyncpg://")
+        async with fastpool.create_async_pool(url, statement_timeout=5, timeout=5.0,
+                                              wait=False) as pool:
+            with pytest.raises(ConnectError) as info:
+                await pool.fetchval("SELECT 1")
+            assert "pgbouncer='session'" in notes(info.value.__cause__)  # type: ignore[arg-type]
+
+    asyncio.run(asyncpg_pool())
     # Transaction mode: refused before connecting.
     with pytest.raises(ConfigError, match="statement_timeout with pgbouncer='transaction'"):
         fastpool.create_pool(bouncer.url, pgbouncer="transaction", statement_timeout=5)
