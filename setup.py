@@ -1,6 +1,7 @@
 """Declares the compiled extensions; everything else is in pyproject.toml.
 
-``fastpool._core`` is the pool's hot path; ``fastpool._mysqlstatus`` reads a
+``fastpool._core`` is the pool's hot path; ``fastpool._pgstatus`` reads a
+psycopg connection's transaction status in C; ``fastpool._mysqlstatus`` reads a
 mysqlclient connection's transaction state (it finds the client library's
 function at run time, so it needs no MySQL headers to build);
 ``fastpool._bulkenc`` encodes rows for bulk loads (COPY data, INSERT values).
@@ -50,6 +51,15 @@ def mariadb_include_dirs() -> list[str]:
 
 
 if sys.platform != "win32":  # dlopen/dlsym; elsewhere the ctypes twin is used
+    # psycopg's transaction status read in C for the pool's core (optional:
+    # without it the core reads conn.pgconn.transaction_status).
+    extensions.append(Extension(
+        "fastpool._pgstatus",
+        ["src/fastpool/_pgstatus.pyx"],
+        libraries=["dl"] if sys.platform.startswith("linux") else [],
+        define_macros=macros,
+        extra_compile_args=extra,
+    ))
     mysql_h = mariadb_include_dirs()
     extensions.append(Extension(
         "fastpool._mysqlstatus",

@@ -8,7 +8,7 @@ from libc.stdint cimport int64_t, uint64_t
 cdef enum:
     N_BUCKETS = 64
     N_REASONS = 8
-    N_COUNTERS = 10
+    N_COUNTERS = 11
 
 
 ctypedef struct Histogram:
@@ -73,6 +73,7 @@ cdef class PoolCore:
         bint closed
         bint always_slow_release
         bint track_holders
+        bint lend_check  # a status to read: every lend checks it
         int n_open
         int n_in_use
         int n_waiting
@@ -87,6 +88,9 @@ cdef class PoolCore:
         object status_attr
         object status_type
         object status_descr
+        void* status_get  # status_descr's C getter (a getset descriptor), or NULL
+        void* status_closure
+        void* status_cfn  # status_type's __fastpool_status__ reader, or NULL
         object idle_status
         Waiter wait_head
         Waiter wait_tail

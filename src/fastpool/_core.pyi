@@ -42,6 +42,7 @@ C_PROBES: Final[int]
 C_PROBE_NS: Final[int]
 C_LEAKS: Final[int]
 C_HANDOFFS: Final[int]
+C_DIRTY_ON_LEND: Final[int]
 
 WAITER_STATES: Final[tuple[str, ...]]
 SLOT_STATES: Final[tuple[str, ...]]
@@ -104,11 +105,12 @@ class PoolCore:
 
         ``idx`` is a slot the core popped (now CHECKING) but could not vouch
         for (needs a probe, expired, older generation, another process, pool
-        over ``max_open``): the policy owns it and must lend it
-        (``_lend_checked``), put it back (``_putback``) or retire it
-        (``_discard``). ``idx`` is -1 when no idle slot was at hand, the pool
-        is closed, or ``timeout`` is not a number of seconds in
-        [0, MAX_TIMEOUT] (the core passes it on unchecked; the policy raises).
+        over ``max_open``, its client's status reads a transaction open): the
+        policy owns it and must lend it (``_lend_checked``), put it back
+        (``_putback``) or retire it (``_discard``). ``idx`` is -1 when no idle
+        slot was at hand, the pool is closed, or ``timeout`` is not a number
+        of seconds in [0, MAX_TIMEOUT] (the core passes it on unchecked; the
+        policy raises).
         Default: NotImplementedError.
         """
     def _release_slow(self, idx: int, commit: bool) -> None:
@@ -151,6 +153,7 @@ class PoolCore:
     def _discard(self, idx: int, reason: int) -> Any: ...
     def _slot_info(self, idx: int) -> dict[str, int]: ...
     def _conn_at(self, idx: int) -> Any: ...
+    def _holder_at(self, idx: int) -> object: ...
     def _slot_of(self, conn: Any) -> int: ...
     def _suspect_idle(self) -> int: ...
     def _take_idle(self, max_idle_ns: int = -1, min_keep: int = 0,

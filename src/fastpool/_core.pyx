@@ -20,6 +20,7 @@ cimport cython
 from cpython.exc cimport PyErr_Clear
 from cpython.number cimport PyNumber_Index
 from cpython.object cimport PyObject
+from cpython.pycapsule cimport PyCapsule_GetPointer, PyCapsule_IsValid
 from cpython.pythread cimport PyThread_get_thread_ident
 from libc.stdint cimport INT64_MAX, INT64_MIN, int64_t, uint64_t
 from libc.stdlib cimport free, malloc
@@ -41,6 +42,7 @@ cdef extern from "Python.h":
         PyObject* a, PyObject* b, int op)
     void Py_DECREF_raw "Py_DECREF" (PyObject* o)
     PyObject* PyDict_GetItemWithError_raw "PyDict_GetItemWithError" (object d, object key)
+    PyObject* PyList_GET_ITEM_raw "PyList_GET_ITEM" (object list, Py_ssize_t i)
     int Py_EQ
 
 cdef extern from *:
@@ -70,6 +72,33 @@ cdef extern from *:
     static inline PyObject* fp_descr_get(PyObject* descr, PyObject* obj) {
         return Py_TYPE(descr)->tp_descr_get(descr, obj, (PyObject*)Py_TYPE(obj));
     }
+    /* The C function behind a getset descriptor (a C type's property: libpq's
+       pgconn.transaction_status, sqlite3's in_transaction): what its
+       __get__ calls after checking the instance's type, which the caller has
+       checked already. NULL for any other descriptor. */
+    typedef PyObject* (*fp_getter_t)(PyObject*, void*);
+    static inline void* fp_getset_getter(PyObject* descr, void** closure) {
+        PyGetSetDef* def;
+        if (Py_TYPE(descr) != &PyGetSetDescr_Type) return NULL;
+        def = ((PyGetSetDescrObject*)descr)->d_getset;
+        if (def->get == NULL) return NULL;
+        *closure = def->closure;
+        return (void*)def->get;
+    }
+    /* Read the status attribute of `obj`, an instance of the learnt type. */
+    static inline PyObject* fp_get_status(void* getter, void* closure,
+                                          PyObject* descr, PyObject* obj) {
+        if (getter != NULL) return ((fp_getter_t)getter)(obj, closure);
+        return fp_descr_get(descr, obj);
+    }
+    /* A status source's own C reader (see _learn_status_type): 0 idle. */
+    typedef int (*fp_status_cfn_t)(PyObject*);
+    static inline int fp_call_cfn(void* fn, PyObject* obj) {
+        return ((fp_status_cfn_t)fn)(obj);
+    }
+    static inline int fp_type_is(PyObject* obj, PyObject* type) {
+        return (PyObject*)Py_TYPE(obj) == type;
+    }
     """
     int fp_bit_length(unsigned long long v) nogil
     ctypedef object (*ctx_impl_t)(object, Py_ssize_t, PyObject**)
@@ -77,6 +106,10 @@ cdef extern from *:
     void* fp_ctx_vectorcall
     void fp_enable_vectorcall(object type, Py_ssize_t offset)
     PyObject* fp_descr_get(PyObject* descr, PyObject* obj)
+    void* fp_getset_getter(PyObject* descr, void** closure)
+    PyObject* fp_get_status(void* getter, void* closure, PyObject* descr, PyObject* obj)
+    int fp_type_is(PyObject* obj, PyObject* type)
+    int fp_call_cfn(void* fn, PyObject* obj) noexcept
 
 # Slot states.
 cdef enum:
@@ -136,7 +169,7 @@ cpdef enum:
 
 # Counters, in order; `_count` takes these indices.
 COUNTER_NAMES = ("acquisitions", "releases", "waits", "timeouts", "rejected",
-                 "opened", "probes", "probe_ns", "leaks", "handoffs")
+                 "opened", "probes", "probe_ns", "leaks", "handoffs", "dirty_on_lend")
 cpdef enum:
     C_ACQUIRED = 0
     C_RELEASED = 1
@@ -148,6 +181,7 @@ cpdef enum:
     C_PROBE_NS = 7
     C_LEAKS = 8
     C_HANDOFFS = 9
+    C_DIRTY_ON_LEND = 10
 
 WAITER_STATES = ("new", "waiting", "given", "cancelled", "closed", "failed")
 SLOT_STATES = ("free", "idle", "in_use", "checking", "releasing")
@@ -469,9 +503,13 @@ cdef class PoolCore:
             idx = self._ring_pop()
             s = &self.slots[idx]
             s.state = CHECKING
+            # The status last: reading it may run Python code (and move
+            # self.slots: `s` is not used after it). A connection written
+            # through a stale reference while it sat idle reads busy here.
             if (s.generation == self.generation and s.pid == self.pid
                     and now < s.deadline_ns and now - s.last_used_ns <= self.bypass_ns
-                    and self.n_open <= self.max_open):
+                    and self.n_open <= self.max_open
+                    and (not self.lend_check or self._status_idle(idx))):
                 if not self.track_holders:
                     return self._lend(idx, now, 0)
                 return self._lend_with_holder(idx, now)
@@ -540,26 +578,34 @@ cdef class PoolCore:
 
     cdef inline bint _clean(self, int idx, int64_t now) noexcept:
         """Can this returning connection go straight back to the ring?"""
-        cdef Slot* s = &self.slots[idx]
+        cdef Slot* s
         # The status first: reading it may run Python code and let another
-        # thread close or drain the pool, so the numbers are checked after it.
+        # thread close or drain the pool, so the numbers are checked after it
+        # (and the slot pointer taken after it: an _add meanwhile may move them).
         if self.always_slow_release or not self._status_idle(idx):
             return False
+        s = &self.slots[idx]
         return not (self.closed or s.generation != self.generation or s.pid != self.pid
                     or now >= s.deadline_ns or self.n_open > self.max_open)
 
     cdef inline bint _status_idle(self, int idx) noexcept:
         """Does the driver's own attribute say no transaction is open?"""
+        # Read on every lend and every return: each step here is counted
+        # (benchmarks/instructions.py). The list's reference to the source is
+        # enough: the slot is the caller's, nothing replaces it meanwhile.
+        cdef PyObject* src = PyList_GET_ITEM_raw(self.status_srcs, idx)
         cdef PyObject* status
         cdef int same
-        src = self.status_srcs[idx]
-        if src is None:
-            return False
-        if type(src) is self.status_type:
-            status = fp_descr_get(<PyObject*>self.status_descr, <PyObject*>src)
+        if fp_type_is(src, <PyObject*>self.status_type):
+            if self.status_cfn != NULL:
+                return fp_call_cfn(self.status_cfn, src) == 0
+            status = fp_get_status(self.status_get, self.status_closure,
+                                   <PyObject*>self.status_descr, src)
         else:
-            self._learn_status_type(src)
-            status = PyObject_GetAttr_raw(src, self.status_attr)
+            if src == <PyObject*>None:
+                return False
+            self._learn_status_type(<object>src)
+            status = PyObject_GetAttr_raw(<object>src, self.status_attr)
         if status == NULL:
             # A closed or broken connection: let the policy decide.
             PyErr_Clear()
@@ -582,6 +628,19 @@ cdef class PoolCore:
         getattr would return. Anything else keeps the plain getattr.
         """
         descr = None
+        self.status_cfn = NULL
+        # A compiled status source may offer a C function reading its status
+        # without a Python object per read: ``type(src).__fastpool_status__``,
+        # a capsule named "fastpool.status" holding ``int read(PyObject* src)``
+        # that returns 0 exactly when ``status_attr`` reads ``idle_status``
+        # (fastpool._pgstatus.PGStatus, for psycopg).
+        reader = getattr(type(src), "__fastpool_status__", None)
+        if reader is not None and PyCapsule_IsValid(reader, b"fastpool.status"):
+            self.status_cfn = PyCapsule_GetPointer(reader, b"fastpool.status")
+            self.status_type = type(src)
+            self.status_descr = None
+            self.status_get = NULL
+            return 0
         try:
             for klass in type(src).__mro__:
                 found = klass.__dict__.get(self.status_attr)
@@ -593,6 +652,9 @@ cdef class PoolCore:
             descr = None
         self.status_type = type(src) if descr is not None else None
         self.status_descr = descr
+        self.status_get = NULL
+        if descr is not None:
+            self.status_get = fp_getset_getter(<PyObject*>descr, &self.status_closure)
         return 0
 
     cdef inline void _end_hold(self, int idx, int64_t now) noexcept:
@@ -667,11 +729,12 @@ cdef class PoolCore:
 
         ``idx`` is a slot the core popped (now CHECKING) but could not vouch
         for: it needs a probe, expired, is of an older generation or another
-        process, or the pool is over ``max_open``. The policy owns it: lend it
-        (``_lend_checked``), put it back (``_putback``) or retire it
-        (``_discard``). ``idx`` is -1 when no idle slot was at hand, the pool
-        is closed, or ``timeout`` is not a number of seconds in
-        [0, MAX_TIMEOUT] (then the policy raises the error).
+        process, the pool is over ``max_open``, or its client's status reads a
+        transaction open (written through a stale reference while idle). The
+        policy owns it: lend it (``_lend_checked``), put it back
+        (``_putback``) or retire it (``_discard``). ``idx`` is -1 when no idle
+        slot was at hand, the pool is closed, or ``timeout`` is not a number
+        of seconds in [0, MAX_TIMEOUT] (then the policy raises the error).
         """
         raise NotImplementedError("_acquire_slow must be provided by the pool's policy")
 
@@ -852,7 +915,10 @@ cdef class PoolCore:
         self.idle_status = idle_status
         self.status_type = None  # learnt again from the next connection
         self.status_descr = None
+        self.status_get = NULL
+        self.status_cfn = NULL
         self.always_slow_release = always_slow_release or status_attr is None
+        self.lend_check = status_attr is not None
         self.track_holders = track_holders
 
     cdef int _reserve(self, int capacity) except -1:
@@ -947,9 +1013,13 @@ cdef class PoolCore:
             if self.always_slow_release:
                 return SLOW
             return OK
-        if now - s.last_used_ns > self.bypass_ns:
-            return PROBE
-        return OK
+        # CHECKING: about to be lent. A status that does not read idle comes
+        # first: a transaction opened while it sat idle (a stale reference's
+        # write) is rolled back, a status that cannot be read probed.
+        cdef bint probe = now - s.last_used_ns > self.bypass_ns
+        if self.lend_check and not self._status_idle(idx):
+            return DIRTY
+        return PROBE if probe else OK
 
     def _lend_checked(self, int idx, int64_t wait_ns, holder=None):
         """Lend a CHECKING slot that the policy has verified (recording
@@ -1019,6 +1089,12 @@ cdef class PoolCore:
     def _conn_at(self, int idx):
         self._check_idx(idx)
         return self.conns[idx]
+
+    def _holder_at(self, int idx):
+        """What ``_capture_holder`` recorded at the slot's last lend (kept
+        while it is idle), or None."""
+        self._check_idx(idx)
+        return self.holders[idx]
 
     def _slot_of(self, conn):
         """The slot index of a connection of this pool, or -1."""

@@ -59,7 +59,7 @@ REASON_CLOSED = 6
 REASON_RESIZE = 7
 
 COUNTER_NAMES = ("acquisitions", "releases", "waits", "timeouts", "rejected",
-                 "opened", "probes", "probe_ns", "leaks", "handoffs")
+                 "opened", "probes", "probe_ns", "leaks", "handoffs", "dirty_on_lend")
 C_ACQUIRED = 0
 C_RELEASED = 1
 C_WAITS = 2
@@ -70,6 +70,7 @@ C_PROBES = 6
 C_PROBE_NS = 7
 C_LEAKS = 8
 C_HANDOFFS = 9
+C_DIRTY_ON_LEND = 10
 
 N_BUCKETS = 64
 _INT64_MIN = -(1 << 63)
@@ -260,9 +261,13 @@ class PoolCore:
                 idx = self._ring_pop()
                 s = self._slots[idx]
                 s.state = CHECKING
+                # The client's status last, as in the compiled core: a
+                # transaction opened while it sat idle (a stale reference's
+                # write) sends it to the policy.
                 usable = (s.generation == self._gen and s.pid == self._pid_
                           and now < s.deadline_ns and now - s.last_used_ns <= self._bypass_ns
-                          and self._n_open <= self._max_open)
+                          and self._n_open <= self._max_open
+                          and (self._status_attr is None or self._status_idle(idx)))
                 if usable and not self._track_holders:
                     return self._lend(idx, now, 0)
         if usable:
@@ -646,6 +651,9 @@ class PoolCore:
                 if self._always_slow_release:
                     return SLOW
                 return OK
+            # CHECKING: a transaction opened while it sat idle comes first.
+            if self._status_attr is not None and not self._status_idle(idx):
+                return DIRTY
             if now - s.last_used_ns > self._bypass_ns:
                 return PROBE
             return OK
@@ -710,6 +718,11 @@ class PoolCore:
     def _conn_at(self, idx: int) -> Any:
         self._check_idx(idx)
         return self._conns[idx]
+
+    def _holder_at(self, idx: int) -> object:
+        """What ``_capture_holder`` recorded at the slot's last lend, or None."""
+        self._check_idx(idx)
+        return self._holders_[idx]
 
     def _slot_of(self, conn: Any) -> int:
         return self._slot_index(conn)

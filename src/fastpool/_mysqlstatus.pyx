@@ -17,12 +17,7 @@ makes ``bind`` return False: the driver then rolls back on every return.
 cimport cython
 from cpython.pycapsule cimport PyCapsule_GetPointer
 
-
-cdef extern from "<dlfcn.h>" nogil:
-    void* dlopen(const char* filename, int flags)
-    void* dlsym(void* handle, const char* symbol)
-    int RTLD_NOW
-    int RTLD_NOLOAD
+from fastpool._dl cimport loaded_symbol
 
 
 cdef extern from *:
@@ -76,11 +71,7 @@ def bind(str library):
     """Find ``mariadb_get_info`` through ``library`` (mysqlclient's loaded
     ``_mysql`` extension, whose dependencies are searched too). True if found."""
     global _get_info
-    cdef bytes path = library.encode()
-    cdef void* handle = dlopen(path, RTLD_NOW | RTLD_NOLOAD)
-    if handle == NULL:
-        return False
-    cdef void* fn = dlsym(handle, b"mariadb_get_info")
+    cdef void* fn = loaded_symbol(library, b"mariadb_get_info")
     if fn == NULL:
         return False
     _get_info = <get_info_t>fn

@@ -27,7 +27,7 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "fastpool"
 
 LAYERS = [
     ("base", ("errors", "options", "backoff", "sqltext", "_loader", "steps")),
-    ("core", ("_core", "_core_py", "_bulkenc", "_bulkenc_py", "_mysqlstatus")),
+    ("core", ("_core", "_core_py", "_bulkenc", "_bulkenc_py", "_mysqlstatus", "_pgstatus")),
     ("drivers", ("drivers",)),
     ("features", ("source", "transaction", "query", "writes")),
     ("pool", ("pool",)),

@@ -32,11 +32,13 @@ import asyncio
 import os
 import re
 import socket
+import sys
 import time
 import weakref
 from typing import Any, ClassVar
 from urllib.parse import unquote
 
+from fastpool._loader import implementation
 from fastpool.drivers.base import (
     AsyncDriver,
     Driver,
@@ -614,6 +616,29 @@ def _check_not_failed(conn: Any) -> None:
             "was committed")
 
 
+_c_status: list[Any] = []  # [the bound fastpool._pgstatus, or None], once known
+
+
+def _c_status_reader(conn: Any) -> Any:
+    """``fastpool._pgstatus``, bound to the libpq psycopg loaded, or None
+    (FASTPOOL_IMPL=python, not compiled, psycopg's pure-Python libpq wrapper,
+    an unknown layout). Decided once per process, from the first connection."""
+    if not _c_status:
+        module = None
+        try:
+            if implementation() != "python":
+                from fastpool import _pgstatus
+
+                pgconn = conn.pgconn
+                library = getattr(sys.modules.get(type(pgconn).__module__), "__file__", None)
+                if library and _pgstatus.bind(library, pgconn):
+                    module = _pgstatus
+        except (ImportError, AttributeError):
+            module = None
+        _c_status.append(module)
+    return _c_status[0]
+
+
 class PsycopgLocal(ClientBase):
     """What fastpool knows locally about psycopg 3 connections, sync or async.
 
@@ -635,6 +660,15 @@ class PsycopgLocal(ClientBase):
         super().__init__("psycopg")
 
     def status_source(self, conn: Any) -> Any:
+        """What the core reads: a ``fastpool._pgstatus.PGStatus`` (libpq's
+        status read in C, no Python object per read: the core reads it on
+        every lend and every return), else ``conn.pgconn``."""
+        reader = _c_status_reader(conn)
+        if reader is not None:
+            try:
+                return reader.PGStatus(conn)
+            except (TypeError, RuntimeError):  # not the layout bind() found
+                pass
         return conn.pgconn
 
     def is_lost(self, conn: Any) -> bool:

@@ -31,6 +31,7 @@ fastpool_probes_total                      counter liveness probes
 fastpool_probe_seconds_total               counter time spent probing
 fastpool_leaks_total                       counter connections reported as leaked
 fastpool_reclaimed_total                   counter connections dropped without a release, taken back
+fastpool_dirty_on_lend_total               counter idle connections found in a transaction at lend
 fastpool_advised_max_size                  gauge   max_size pool.advice() recommends (last minute)
 fastpool_predicted_wait_seconds            gauge   the p99 acquire wait predicted at that size
 fastpool_acquire_wait_seconds              histo.  time from acquire() to a connection
@@ -73,6 +74,9 @@ _COUNTERS = (
     ("leaks", "fastpool_leaks", "Connections reported held past leak_threshold."),
     ("reclaimed", "fastpool_reclaimed",
      "Connections their borrowers dropped without a release, taken back by the pool."),
+    ("dirty_on_lend", "fastpool_dirty_on_lend",
+     "Idle connections found with a transaction open when about to be lent (written "
+     "through a reference kept after release), rolled back or discarded instead."),
 )
 
 # (section of pool.query_stats(), key, metric name, help, counter?)

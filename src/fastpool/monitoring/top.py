@@ -137,6 +137,8 @@ def _counters(stats: Mapping[str, Any], before: Mapping[str, Any] | None,
     add("connect errors", "connect_errors", alarming=True)
     if "reclaimed" in stats:  # a process running an older fastpool has none
         add("reclaimed", "reclaimed", alarming=True)
+    if "dirty_on_lend" in stats:
+        add("dirty on lend", "dirty_on_lend", alarming=True)
     add("opened", "opened")
     closed = stats["closed"]
     reasons = [r for r, n in closed.items() if n]

@@ -408,28 +408,64 @@ class PoolPolicy(_Core):
         type(self).release(self, conn)
 
     def _check_out_steps(self, idx: int, start_ns: int, deadline_ns: int) -> Steps[Any]:
-        """Lend a popped (CHECKING) slot if it is usable, else retire it; None then."""
-        owned = True
+        """Lend a popped (CHECKING) slot if it is usable, else retire it, or
+        roll it back and shelve it (``_dirty_on_lend``); None then."""
+        owned = [True]
         try:
             verdict = self._verdict(idx)
+            if verdict == _core.DIRTY:
+                if self._stray_transaction(idx):
+                    yield from self._dirty_on_lend(idx, owned)
+                    return None
+                verdict = _core.PROBE  # its status cannot be read (closed, broken)
             if verdict == _core.PROBE:
                 alive = yield from self._probe_steps(
                     idx, (deadline_ns - time.monotonic_ns()) / 1e9)
                 if not alive:
-                    owned = False
+                    owned[0] = False
                     self._retire(idx, _core.REASON_BROKEN)
                     return None
             elif verdict != _core.OK:
-                owned = False
+                owned[0] = False
                 self._retire(idx, _REASONS[verdict])
                 return None
             holder = self._capture_holder() if self.track_holders else None
-            owned = False
+            owned[0] = False
             return self._lend_checked(idx, time.monotonic_ns() - start_ns, holder)
         except BaseException:
-            if owned:  # interrupted while checking: its state is unknown
+            if owned[0]:  # interrupted while checking: its state is unknown
+                owned[0] = False
                 self._retire(idx, _core.REASON_BROKEN)
             raise
+
+    def _stray_transaction(self, idx: int) -> bool:
+        """Does the idle connection of slot ``idx`` read as having a transaction
+        open (not merely a status that cannot be read: closed, or lost)?"""
+        conn = self._conn_at(idx)
+        try:
+            return bool(self.adapter.in_transaction(conn)) and not self._driver.is_lost(conn)
+        except Exception:
+            return False
+
+    def _dirty_on_lend(self, idx: int, owned: list[bool]) -> Steps[None]:
+        """A connection about to be lent has a transaction open: it was written
+        through a stale reference after its release (the status read then was
+        idle). Never lend it as is: the rule of a dirty return
+        (``_reset_and_shelve``: roll back, or discard when that fails or the
+        client reports it lost) puts it back in service or retires it; the
+        caller goes on to the next connection. Counted in
+        ``stats().dirty_on_lend``, with a warning naming where its previous
+        borrower acquired it."""
+        conn = self._conn_at(idx)
+        holder = self._holder_at(idx)  # the previous borrower's, recorded at its lend
+        self._count(_core.C_DIRTY_ON_LEND)
+        yield from self._reset_and_shelve(idx, conn, owned)
+        fate = "rolled back" if self._slot_of(conn) >= 0 else "discarded"
+        logger.warning(
+            "fastpool: pool %r: connection %s had a transaction open when it was about to "
+            "be lent (a write through a reference kept after its release?); %s, never lent "
+            "as is (stats().dirty_on_lend). Its previous borrower %s", self.name, repr(conn),
+            fate, self._site_text(holder))
 
     def _probe(self, idx: int, timeout: float | None = None) -> bool:
         """Probe a CHECKING slot's connection (see ``_probe_steps``)."""
@@ -571,7 +607,9 @@ class PoolPolicy(_Core):
             logger.warning("fastpool: pool %r: connection still in a transaction after reset; "
                            "discarding it", self.name)
             self._retire(idx, _core.REASON_RESET)
-        elif verdict in (_core.OK, _core.SLOW):
+        elif verdict in (_core.OK, _core.SLOW, _core.PROBE):
+            # PROBE: a checked-out slot idle past alive_bypass, whose rollback
+            # has just answered; shelving it counts as its use.
             self._shelve(idx)
         else:
             self._retire(idx, _REASONS[verdict])

@@ -42,7 +42,10 @@ class PoolStats:
     ``stats(reset=True)``): acquisitions and how many had to wait, timed out or
     were rejected; connections opened and closed (by reason); health probes
     and their total time; leaks; ``reclaimed``: connections taken back from
-    borrowers that dropped them without a release. ``utilization`` is busy connection-seconds
+    borrowers that dropped them without a release; ``dirty_on_lend``: idle
+    connections found with a transaction open when about to be lent (written
+    through a stale reference after their release), rolled back or discarded
+    instead. ``utilization`` is busy connection-seconds
     over open connection-seconds in the same window.
     """
 
@@ -75,6 +78,7 @@ class PoolStats:
     window: float
     generation: int
     reclaimed: int = 0
+    dirty_on_lend: int = 0
 
     @property
     def closed_total(self) -> int:
@@ -124,4 +128,5 @@ class PoolStats:
             window=raw["window_ns"] * ns,
             generation=raw["generation"],
             reclaimed=reclaimed,
+            dirty_on_lend=c["dirty_on_lend"],
         )

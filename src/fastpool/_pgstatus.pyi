@@ -1,0 +1,16 @@
+"""Types of fastpool._pgstatus (psycopg's transaction status read in C)."""
+
+from typing import Any
+
+def bind(library: str, pgconn: Any) -> bool: ...
+def bound() -> bool: ...
+
+class PGStatus:
+    """What the pool's core reads for one psycopg connection."""
+
+    __fastpool_status__: object
+    def __init__(self, connection: Any) -> None: ...
+    @property
+    def connection(self) -> Any: ...
+    @property
+    def transaction_status(self) -> int: ...
