@@ -707,3 +707,19 @@ def test_the_example_runs_the_same_on_psycopg_pool_and_on_fastpool(pg_url: str) 
         "ledger rows match the transfers moved: True",
         "total balance: 50000 (opened with 50000)",
         "accounts disagreeing with the ledger: 0"]
+
+
+def test_without_psycopg_pool_the_exceptions_are_psycopgs_and_fastpools() -> None:
+    code = (
+        "import sys; sys.modules['psycopg_pool'] = None\n"  # as if not installed
+        "import psycopg, fastpool.errors as fe\n"
+        "from fastpool.compat import psycopg_pool as c\n"
+        "pairs = [(c.PoolTimeout, fe.PoolTimeout), (c.PoolClosed, fe.PoolClosed),\n"
+        "         (c.TooManyRequests, fe.TooManyWaiting)]\n"
+        "assert all(issubclass(ours, (psycopg.OperationalError)) and issubclass(ours, theirs)\n"
+        "           for ours, theirs in pairs)\n"
+        "e = c.PoolTimeout('late'); assert str(e) == 'late' and e.pgconn is None\n"
+        "print('ok')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert done.stdout.strip() == "ok", done.stderr[-2000:]
