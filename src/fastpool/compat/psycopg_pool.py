@@ -39,6 +39,7 @@ own counters.
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import itertools
 import logging
@@ -151,8 +152,10 @@ class _Base:
 
     _null = False
     _fp: Any
-    #: The fastpool pool underneath (``Pool`` or ``AsyncPool``).
+    #: The fastpool pool underneath (``Pool`` or ``AsyncPool``), and what runs
+    #: this module's flows for it (``fastpool.steps.run`` or ``run_async``).
     _pool_class: Any = None
+    _runner: Any = None
 
     def __init__(self, conninfo: Any, *, connection_class: Any, kwargs: Any,
                  min_size: int, max_size: int | None, configure: Any, check: Any,
@@ -189,7 +192,7 @@ class _Base:
         return {"min_size": self._min_size, "max_size": self._max_size,
                 "timeout": self.timeout, "max_waiting": self.max_waiting,
                 "max_lifetime": self.max_lifetime, "max_idle": self.max_idle,
-                "reconnect_timeout": self.reconnect_timeout, "reset": self._reset,
+                "reconnect_timeout": self.reconnect_timeout,
                 "name": self.name}
 
     # ---- the psycopg_pool attributes -------------------------------------
@@ -293,8 +296,9 @@ class _Base:
             options = self._fp_options()
             # Weak references: the pool's callbacks must not keep this object alive.
             ref = weakref.ref(self)
-            if self._configure is not None:
-                options["configure"] = lambda conn: ref()._configure_one(conn)  # type: ignore[union-attr]
+            for what, fn in (("configure", self._configure), ("reset", self._reset)):
+                if fn is not None:
+                    options[what] = functools.partial(_run_hook, ref, fn, what)
             if self._reconnect_failed is not None:
                 options["reconnect_failed"] = lambda _fp: ref()._failed()  # type: ignore[union-attr]
             self._fp = self._pool_class(connect=lambda: ref()._connect_one(), **options)  # type: ignore[union-attr]
@@ -304,8 +308,20 @@ class _Base:
     def _connect_one(self) -> Any:
         raise NotImplementedError
 
-    def _configure_one(self, conn: Any) -> Any:
-        raise NotImplementedError
+    def _hook_steps(self, fn: Callable[[Any], object], conn: Any, what: str) -> Steps[None]:
+        """The user's ``configure`` or ``reset`` callback, with the connection's
+        ``_pool`` set meanwhile as psycopg_pool does (``with conn`` in it does
+        not close it); a connection it leaves in a transaction is discarded."""
+        conn._pool = self
+        try:
+            yield ("call", fn, conn)
+        finally:
+            conn._pool = None
+        status = conn.pgconn.transaction_status
+        if status != _IDLE:
+            raise psycopg.ProgrammingError(
+                f"connection left in status {TransactionStatus(status).name} by {what} "
+                f"function {fn}: discarded")
 
     def _failed(self) -> None:
         """fastpool's reconnect_failed: the user's, with this pool (awaited as a task if async)."""
@@ -326,13 +342,6 @@ class _Base:
         self._conns_num += 1
         self._conns_errors += 1
         logger.warning("error connecting in %r: %s", self.name, exc)
-
-    def _configured(self, conn: Any) -> None:
-        status = conn.pgconn.transaction_status
-        if status != _IDLE:
-            raise psycopg.ProgrammingError(
-                f"connection left in status {TransactionStatus(status).name} by configure "
-                f"function {self._configure}: discarded")
 
     # ---- stats ---------------------------------------------------------------
 
@@ -371,6 +380,19 @@ class _Base:
         stats.update(pool_min=self._min_size, pool_max=self._max_size, pool_size=open_,
                      pool_available=idle, requests_waiting=waiting)
         return stats
+
+
+#: The I/O of the callback flows: call it (``run_async`` awaits a coroutine).
+_CALLS = types.SimpleNamespace(call=lambda fn, *args: fn(*args))
+
+
+def _run_hook(ref: weakref.ReferenceType[_Base], fn: Callable[[Any], object], what: str,
+              conn: Any) -> Any:
+    """fastpool's configure/reset hook: the pool's ``_hook_steps``, run or
+    (asyncio) returned as a coroutine for fastpool to await."""
+    pool = ref()
+    assert pool is not None
+    return pool._runner(pool._hook_steps(fn, conn, what), _CALLS)
 
 
 def _resolve(value: Any, default: Any) -> Any:
@@ -413,6 +435,7 @@ class ConnectionPool(_Base, Generic[CT]):
 
     _fp: Pool
     _pool_class = Pool
+    _runner = staticmethod(run)
 
     def __init__(
         self,
@@ -515,11 +538,6 @@ class ConnectionPool(_Base, Generic[CT]):
             self._connect_failed(exc)
             raise
         return self._connected(conn, t0)  # type: ignore[no-any-return]
-
-    def _configure_one(self, conn: CT) -> None:
-        assert self._configure is not None
-        self._configure(conn)
-        self._configured(conn)
 
     def wait(self, timeout: float = 30.0) -> None:
         """Block until ``min_size`` connections are open; if they are not within
@@ -649,6 +667,7 @@ class AsyncConnectionPool(_Base, Generic[ACT]):
 
     _fp: AsyncPool
     _pool_class = AsyncPool
+    _runner = staticmethod(run_async)
 
     def __init__(
         self,
@@ -745,11 +764,6 @@ class AsyncConnectionPool(_Base, Generic[ACT]):
             self._connect_failed(exc)
             raise
         return self._connected(conn, t0)  # type: ignore[no-any-return]
-
-    async def _configure_one(self, conn: ACT) -> None:
-        assert self._configure is not None
-        await self._configure(conn)
-        self._configured(conn)
 
     async def wait(self, timeout: float = 30.0) -> None:
         """See ``ConnectionPool.wait``."""

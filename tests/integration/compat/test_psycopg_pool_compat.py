@@ -263,6 +263,59 @@ def test_configure_runs_once_per_connection_and_reset_on_every_return(
     assert resets == [backend_pid(conn)] * 4
 
 
+def test_with_conn_in_configure_and_reset_does_not_close_the_connection(
+        make: Callable[..., Any]) -> None:
+    """The callbacks see the connection as the pool's (``_pool`` set), as psycopg_pool's do:
+    psycopg's ``with conn`` commits and leaves it open."""
+    seen: list[tuple[str, bool]] = []
+
+    def configure(conn: Any) -> None:
+        with conn:
+            conn.execute("SET application_name = 'configured'")
+        seen.append(("configure", conn._pool is pool))
+
+    def reset(conn: Any) -> None:
+        with conn:
+            conn.execute("RESET search_path")
+        seen.append(("reset", conn._pool is pool))
+
+    pool = make(min_size=1, max_size=1, configure=configure, reset=reset)
+    for _ in range(2):
+        with pool.connection() as conn:
+            assert conn.execute("SHOW application_name").fetchone() == ("configured",)
+    assert not conn.closed and conn._pool is None
+    assert seen == [("configure", True), ("reset", True), ("reset", True)]
+
+
+async def _async_hooks(pg_url: str, app: str) -> list[str]:
+    seen: list[str] = []
+
+    async def configure(conn: Any) -> None:
+        async with conn:
+            await conn.execute("SET application_name = 'configured'")
+        seen.append(f"configure {conn._pool is pool}")
+
+    async def reset(conn: Any) -> None:
+        async with conn:
+            await conn.execute("RESET search_path")
+        seen.append(f"reset {conn._pool is pool}")
+
+    pool = AsyncConnectionPool(pg_url, kwargs={"application_name": app}, min_size=1,
+                               max_size=1, configure=configure, reset=reset, open=False)
+    async with pool:
+        for _ in range(2):
+            async with pool.connection() as conn:
+                cur = await conn.execute("SHOW application_name")
+                seen.append(str((await cur.fetchone())[0]))
+    return seen
+
+
+def test_async_with_conn_in_configure_and_reset_does_not_close_the_connection(
+        pg_url: str, app: str) -> None:
+    assert run(_async_hooks(pg_url, app)) == [
+        "configure True", "configured", "reset True", "configured", "reset True"]
+
+
 def test_a_configure_leaving_a_transaction_open_discards_the_connection(
         make: Callable[..., Any]) -> None:
     def configure(conn: Any) -> None:
