@@ -421,8 +421,13 @@ class _Lend(Generic[CT]):
                  tb: TracebackType | None) -> None:
         conn, self.conn = self.conn, None
         assert conn is not None
-        if conn.pgconn.transaction_status == _IDLE and self.pool._plain_return(conn):
-            return  # the common case, in one call: nothing to commit, nothing to log
+        pool = self.pool
+        idle = conn.pgconn.transaction_status == _IDLE
+        if idle and conn._pool is pool and not pool._null:  # type: ignore[comparison-overlap]
+            # The common case, inline: nothing to commit, nothing to log or count.
+            conn._pool = None
+            pool._fp.release(conn)
+            return
         try:
             if et is None and conn.pgconn.transaction_status in (_INTRANS, _INERROR):
                 conn.commit()
@@ -503,15 +508,6 @@ class ConnectionPool(_Base, Generic[CT]):
 
     def _ops(self) -> types.SimpleNamespace:
         return self._io(self._fp.acquire, self.putconn, self.close)
-
-    def _plain_return(self, conn: CT) -> bool:
-        """Return an idle connection of this pool's in one step, if nothing
-        else is due (True); else leave it to ``putconn`` (False)."""
-        if conn._pool is not self or self._null:  # type: ignore[comparison-overlap]
-            return False
-        conn._pool = None
-        self._fp.release(conn)
-        return True
 
     def putconn(self, conn: CT) -> None:
         """Give back a connection from ``getconn``; ValueError if it is another pool's."""
