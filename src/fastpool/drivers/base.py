@@ -171,8 +171,14 @@ class DriverBase(abc.ABC):  # noqa: B024  (the I/O subclasses declare the abstra
         if isinstance(exc, (ConfigError, UnsupportedClient)):
             return True
         kind = self.classify(exc)
-        return kind in FATAL_KINDS or (kind is ErrorKind.OTHER
-                                       and isinstance(exc, _ARGUMENT_ERRORS))
+        if kind in FATAL_KINDS:
+            return True
+        if kind is ErrorKind.OTHER:
+            return isinstance(exc, _ARGUMENT_ERRORS)
+        # A DB-API ProgrammingError while connecting is the connect options'
+        # own SQL (a bad init_command), however the client classifies it.
+        return kind is ErrorKind.QUERY and any(
+            k.__name__ == "ProgrammingError" for k in type(exc).__mro__)
 
     def classify(self, exc: BaseException) -> ErrorKind:
         """What ``exc`` (raised by this driver's connections) means; see ErrorKind."""

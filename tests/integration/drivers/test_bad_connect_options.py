@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import sqlite3
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -68,6 +69,9 @@ SYNC_CASES: list[tuple[str, str, Callable[[pytest.FixtureRequest, Any], dict[str
     ("mysqlclient connect= ssl_mode", "ssl_mode",
      lambda r, tmp: {"connect": functools.partial(
          need_driver("MySQLdb", "mysql").connect, **_my(r), ssl_mode="bogus")}),
+    ("mysqlclient connect= init_command", "syntax",
+     lambda r, tmp: {"connect": functools.partial(
+         need_driver("MySQLdb", "mysql").connect, **_my(r), init_command="SELEC 1")}),
     ("mysqlclient connect= unknown keyword", "bogus_option",
      lambda r, tmp: {"connect": functools.partial(
          need_driver("MySQLdb", "mysql").connect, **_my(r), bogus_option=1)}),
@@ -126,6 +130,9 @@ ASYNC_CASES: list[tuple[str, str, Callable[[pytest.FixtureRequest, Any], dict[st
      lambda r, tmp: {"driver": from_url_async(
          r.getfixturevalue("mysql_url").replace("mysql://", "mysql+asyncmy://"),
          charset="bogus")}),
+    ("asyncmy connect= init_command", "syntax",
+     lambda r, tmp: {"connect": functools.partial(
+         need_driver("asyncmy", "asyncmy").connect, **_my(r), init_command="SELEC 1")}),
     ("aiomysql url sql_mode", "sql_mode",
      lambda r, tmp: {"driver": from_url_async(
          r.getfixturevalue("mysql_url").replace("mysql://", "mysql+aiomysql://"),
@@ -179,5 +186,11 @@ def test_a_rejected_connect_option_fails_at_once_on_asyncio(request, tmp_path, c
                 assert len(calls) == 1
         finally:
             await pool.close()
+        # aiosqlite's thread answers its own stop() after a failed connect
+        # through this loop: let it, before asyncio.run closes the loop.
+        for _ in range(1000):
+            if not any("_connection_worker_thread" in t.name for t in threading.enumerate()):
+                break
+            await asyncio.sleep(0.01)
 
     asyncio.run(main())
