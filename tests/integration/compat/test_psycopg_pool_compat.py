@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -496,6 +497,47 @@ def test_resize_drain_and_check(make: Callable[..., Any], pg_admin: Any, app: st
     assert victim not in pg_backend_pids(pg_admin, app)
     with pytest.raises(ValueError):
         pool.resize(4, 2)
+
+
+def test_max_lifetime_replaces_old_connections_and_max_idle_shrinks_to_min_size(
+        make: Callable[..., Any]) -> None:
+    pool = make(min_size=1, max_size=3, max_lifetime=0.3, max_idle=0.3)
+    with pool.connection() as conn:
+        first = backend_pid(conn)
+    deadline = time.monotonic() + 10
+    while True:  # a connection past its lifetime is not lent again
+        with pool.connection() as conn:
+            if backend_pid(conn) != first:
+                break
+        assert time.monotonic() < deadline, "a connection outlived max_lifetime"
+        time.sleep(0.05)
+    held = [pool.getconn() for _ in range(3)]
+    for conn in held:
+        pool.putconn(conn)
+    assert pool.get_stats()["pool_size"] == 3
+    while pool.get_stats()["pool_size"] > 1:  # the extra ones close once idle
+        assert time.monotonic() < deadline, "idle connections above min_size stayed open"
+        time.sleep(0.05)
+
+
+def test_async_resize_drain_and_check(pg_url: str, app: str, pg_admin: Any) -> None:
+    async def main() -> None:
+        async with AsyncConnectionPool(pg_url, kwargs={"application_name": app}, min_size=1,
+                                       open=False) as pool:
+            await pool.wait()
+            await pool.resize(2, 3)
+            assert (pool.min_size, pool.max_size) == (2, 3)
+            await pool.wait()
+            before = set(pg_backend_pids(pg_admin, app))
+            assert len(before) == 2
+            await pool.drain()
+            await pool.wait()
+            async with pool.connection() as conn:
+                assert conn.info.backend_pid not in before
+            await pool.check()
+            assert pool.get_stats()["pool_size"] == 2
+
+    run(main())
 
 
 def test_reconnect_failed_is_called_with_the_pool() -> None:
