@@ -646,11 +646,17 @@ class _AsyncLend(Generic[ACT]):
                         tb: TracebackType | None) -> None:
         conn, self.conn = self.conn, None
         assert conn is not None
+        pool = self.pool
+        idle = conn.pgconn.transaction_status == _IDLE
+        if idle and conn._pool is pool and not pool._null:  # type: ignore[comparison-overlap]
+            conn._pool = None  # see _Lend.__exit__
+            await pool._fp.release_async(conn)
+            return
         try:
             if et is None and conn.pgconn.transaction_status in (_INTRANS, _INERROR):
                 await conn.commit()
         finally:
-            await self.pool.putconn(conn)
+            await pool.putconn(conn)
 
 
 class AsyncConnectionPool(_Base, Generic[ACT]):
