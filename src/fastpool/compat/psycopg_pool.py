@@ -26,14 +26,18 @@ transaction status, with no round trip for a clean connection. Option rules are
 fastpool's (``fastpool.options``): a bad value is a ``ConfigError``, a
 ``ValueError`` as psycopg_pool's are.
 
-Known differences: ``num_workers`` is accepted and checked but fastpool has one
-worker (a thread, or a task); a connection idle longer than fastpool's
-``alive_bypass`` (0.5 s) is probed before it is lent; the per-request INFO
-messages psycopg_pool logs on ``psycopg.pool`` are not logged (the pool's
-lifecycle, discarded connections and connection errors are); options other
-than the sizes are checked when the pool opens (for a pool made with
-``open=False``, at ``open()``); ``pop_stats()`` also resets the fastpool pool's
-own counters.
+Known differences (README, "Switching from psycopg_pool"): ``num_workers`` is
+accepted and checked but fastpool has one worker (a thread, or a task), which
+also opens a null pool's connections, one at a time; a connection idle longer
+than fastpool's ``alive_bypass`` (0.5 s) is probed before it is lent; a request
+fails at once with PoolTimeout when connecting fails in a way retrying cannot
+fix; ``reconnect_failed`` is called every ``reconnect_timeout`` while connecting
+keeps failing, and the pool keeps trying; ``close(timeout)`` also waits for
+connections in use; the per-request INFO messages psycopg_pool logs on
+``psycopg.pool`` are not logged (the pool's lifecycle, discarded connections and
+connection errors are); options other than the sizes are checked when the pool
+opens (for a pool made with ``open=False``, at ``open()``); ``pop_stats()`` also
+resets the fastpool pool's own counters.
 """
 
 from __future__ import annotations
