@@ -90,3 +90,38 @@ def test_integer_options_the_core_never_holds_may_be_large(make_pool):
     """Bytes and table rows: bounded by int64, not by the core's int."""
     pool: Any = make_pool(max_size=1, result_cache_bytes=HUGE)
     assert pool.max_size == 1
+
+
+@pytest.mark.parametrize(("url", "options", "message"), [
+    ("mysql://root@127.0.0.1/test", {"connect_timeout": HUGE},
+     rf"mysql: connect_timeout must be an integer >= 0 and <= {MAX_INT}"),
+    ("mysql://root@127.0.0.1/test", {"read_timeout": HUGE}, "mysql: read_timeout must be"),
+    ("mysql://root@127.0.0.1/test", {"client_flag": 10**30}, "mysql: client_flag must be"),
+    ("mysql://root@127.0.0.1/test?write_timeout=99999999999", {},
+     "mysql: write_timeout must be"),
+    ("postgresql://postgres@127.0.0.1/test", {"statement_timeout": 1e300},
+     r"postgresql: statement_timeout must be a number of seconds >= 0 and <= 2147483\.647"),
+    ("postgresql://postgres@127.0.0.1/test", {"lock_timeout": HUGE},
+     "postgresql: lock_timeout must be"),
+    ("postgresql://postgres@127.0.0.1/test", {"prepare_threshold": 10**30},
+     "postgresql: prepare_threshold must be an integer"),
+])
+def test_driver_integer_options_are_bounded_before_connecting(url, options, message):
+    """Before: mysqlclient's OverflowError at each connect, retried until
+    PoolTimeout; PostgreSQL's server refusing the timeout at connect."""
+    pytest.importorskip("MySQLdb" if url.startswith("mysql") else "psycopg")
+    from fastpool.drivers import from_url
+
+    with pytest.raises(ConfigError, match=message):
+        from_url(url, **options)
+
+
+def test_a_factory_whose_client_overflows_fails_at_once(make_pool):
+    from fastpool import ConnectError
+
+    def connect() -> Any:
+        raise OverflowError("signed integer is greater than maximum")
+
+    pool = make_pool(connect=connect, min_size=0, max_size=1)
+    with pytest.raises(ConnectError, match="signed integer is greater than maximum"):
+        pool.acquire()

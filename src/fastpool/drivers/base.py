@@ -28,13 +28,15 @@ from fastpool.drivers.client import (
     classify_any,
 )
 from fastpool.errors import ConfigError, ErrorKind, UnsupportedClient
+from fastpool.options import MAX_INT, integer
 
 #: Connect errors that retrying cannot fix (UNREACHABLE only until the pool
 #: has connected once: afterwards it is a server restarting).
 FATAL_KINDS = frozenset({ErrorKind.AUTH, ErrorKind.CONFIG, ErrorKind.UNREACHABLE})
 #: What a client raises when it refuses its own connect arguments (an unknown
-#: keyword, a value of the wrong type, an unknown charset) before any I/O.
-_ARGUMENT_ERRORS = (TypeError, ValueError, AttributeError, LookupError)
+#: keyword, a value of the wrong type or too large for C, an unknown charset)
+#: before any I/O.
+_ARGUMENT_ERRORS = (TypeError, ValueError, AttributeError, LookupError, OverflowError)
 
 
 _KV_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]+)", re.IGNORECASE)
@@ -72,13 +74,16 @@ def option_bool(driver: str, name: str, value: object) -> bool:
     raise ConfigError(f"{driver}: {name} must be true or false (on/off), got {value!r}")
 
 
-def option_int(driver: str, name: str, value: object) -> int:
-    """An integer driver option, from an int or a decimal string (not a bool)."""
+def option_int(driver: str, name: str, value: object, minimum: int = -MAX_INT - 1) -> int:
+    """An integer driver option, from an int or a decimal string (not a bool),
+    >= ``minimum`` and <= MAX_INT (a C int: what the clients hold)."""
     if not isinstance(value, bool):
         try:
-            return int(value)  # type: ignore[call-overload, no-any-return]
+            number = int(value)  # type: ignore[call-overload]
         except (TypeError, ValueError):
             pass
+        else:
+            return integer(name, number, minimum, owner=driver)
     raise ConfigError(f"{driver}: {name} must be an integer, got {value!r}")
 
 

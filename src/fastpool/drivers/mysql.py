@@ -166,19 +166,17 @@ class MySQLSettings(DriverBase):
         if database:
             kwargs["database"] = database
         if connect_timeout is not None:
-            kwargs["connect_timeout"] = option_int("mysql", "connect_timeout", connect_timeout)
+            kwargs["connect_timeout"] = option_int("mysql", "connect_timeout", connect_timeout,
+                                                   0)
         for key, value in options.items():
             if value is None:
                 continue
-            if key in _INT_OPTIONS:
-                kwargs[key] = option_int("mysql", key, value)
+            if key in _INT_OPTIONS:  # seconds and flags: never negative
+                kwargs[key] = option_int("mysql", key, value, 0)
             elif key in _BOOL_OPTIONS:
                 kwargs[key] = option_bool("mysql", key, value)
             else:
                 kwargs[key] = value
-        for key in ("connect_timeout", "read_timeout", "write_timeout"):
-            if key in kwargs and kwargs[key] < 0:
-                raise ConfigError(f"mysql: {key} must be >= 0 seconds, got {kwargs[key]!r}")
         self.autocommit = option_bool("mysql", "autocommit", autocommit)
         kwargs["autocommit"] = self.autocommit
         if probe not in ("ping", "local"):

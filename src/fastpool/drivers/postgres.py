@@ -51,7 +51,7 @@ from fastpool.drivers.base import (
 )
 from fastpool.drivers.client import CAPABILITIES, AsyncClient, Client, ClientBase
 from fastpool.errors import ConfigError, ErrorKind, TransactionAborted
-from fastpool.options import choice
+from fastpool.options import MAX_INT, choice
 
 # libpq's enums (libpq-fe.h); stable across versions.
 _CONNECTION_OK = 0
@@ -137,12 +137,14 @@ def _import_psycopg() -> Any:
 
 
 def _seconds_to_ms(name: str, value: object) -> int:
+    """A timeout setting in milliseconds; the server holds them in a C int."""
     try:
         seconds = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         seconds = -1.0
-    if isinstance(value, bool) or not seconds >= 0 or seconds == float("inf"):
-        raise ConfigError(f"postgresql: {name} must be a number of seconds >= 0, got {value!r}")
+    if isinstance(value, bool) or not 0 <= seconds <= MAX_INT / 1000:
+        raise ConfigError(f"postgresql: {name} must be a number of seconds >= 0 and <= "
+                          f"{MAX_INT / 1000} (the server's limit), got {value!r}")
     return round(seconds * 1000)
 
 
@@ -344,11 +346,13 @@ class PostgresSettings(DriverBase):
             base = merged.get("options", os.environ.get("PGOPTIONS", ""))
             merged["options"] = " ".join(filter(None, [base, *startup]))
         pt: Any = options.get("prepare_threshold", 5 if self.prepared_statements else None)
-        if isinstance(pt, str):
-            pt = None if pt.lower() == "none" else option_int("postgresql", "prepare_threshold", pt)
-        if pt is not None and (not isinstance(pt, int) or isinstance(pt, bool) or pt < 0):
-            raise ConfigError(f"postgresql: prepare_threshold must be an int >= 0 or None, "
-                              f"got {pt!r}")
+        if isinstance(pt, str) and pt.lower() == "none":
+            pt = None
+        if pt is not None:  # an int or a decimal string (the URL's)
+            if not isinstance(pt, (int, str)):
+                raise ConfigError(f"postgresql: prepare_threshold must be an integer >= 0 or "
+                                  f"None, got {pt!r}")
+            pt = option_int("postgresql", "prepare_threshold", pt, 0)
         if pt is not None and not self.prepared_statements:
             raise no_prepared_statements("prepare_threshold", pt)
         self.prepare_threshold: int | None = pt
