@@ -901,7 +901,8 @@ class PoolPolicy(_Core):
             if (yield ("call", self._return_within, conn, self.RESET_TIMEOUT)):
                 logger.warning(
                     "fastpool: pool %r: the return of reclaimed connection %s took longer than "
-                    "%g s (RESET_TIMEOUT); its socket was shut down to discard it", self.name,
+                    "%g s (RESET_TIMEOUT): interrupted to be discarded (its socket shut down, "
+                    "or the connection abandoned)", self.name,
                     repr(conn), self.RESET_TIMEOUT)
                 # In case the rollback was done and only the user's reset was
                 # slow: the idle ones are probed before their next lend.
@@ -926,7 +927,7 @@ class PoolPolicy(_Core):
     def _return_within(self, conn: Any, limit: float) -> bool:
         """Release ``conn`` (the core's release); if that takes longer than
         ``limit`` seconds, interrupt it (``leaks.interrupt``: the rollback
-        fails, the return discards the connection). True if it was interrupted."""
+        fails, the return discards the connection). True if it took that long."""
         fired = threading.Event()
         sock = leaks.socket_of(conn)
 
