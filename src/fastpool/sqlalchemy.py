@@ -267,17 +267,17 @@ class FastPool(Pool):
         pool_size = integer("pool_size", pool_size, 0, owner=name, maximum=MAX_POOL_SIZE)
         max_overflow = integer("max_overflow", max_overflow, -1, owner=name,
                                maximum=MAX_POOL_SIZE)
-        timeout = seconds("timeout", timeout, owner=name)
+        wait = seconds("timeout", timeout, owner=name)
         use_lifo = boolean("use_lifo", use_lifo, owner=name)
         Pool.__init__(self, creator, **kw)
         # As QueuePool: pool_size 0 means no limit at all.
         self._max_overflow = -1 if pool_size == 0 else max_overflow
         self._pool_size = pool_size
-        self._timeout = timeout
+        self._timeout = timeout  # as given: timeout() returns it, as QueuePool's does
         self._use_lifo = use_lifo
         limit = -1 if self._max_overflow == -1 else pool_size + self._max_overflow
         ring = self._ring_class()
-        ring._configure(self, pool_size, limit, timeout, use_lifo, self._waits)
+        ring._configure(self, pool_size, limit, wait, use_lifo, self._waits)
         self._ring = ring
         # The core's compiled methods themselves: no Python frame of ours
         # between SQLAlchemy and the ring on a checkout or a checkin.

@@ -10,6 +10,7 @@ the ORM, fork and asyncio uses.
 
 import asyncio
 import dataclasses
+import gc
 import os
 import subprocess
 import sys
@@ -278,6 +279,26 @@ def test_pre_ping_replaces_a_connection_the_server_ended_as_queuepool_does(
         settled(engine)
         engine.dispose()
         # the events' order depends on nothing but the pool's rules
+        return rec.seen
+
+    both(fast_cls, scenario)
+
+
+def test_a_connection_dropped_without_close_comes_back_as_in_queuepool(
+        backend: Backend, fast_cls: type[FastPool]) -> None:
+    def scenario(cls: type[Any]) -> list[str]:
+        engine = create_engine(backend.url, poolclass=cls, pool_size=1, max_overflow=0,
+                               pool_timeout=5)
+        rec = Recorder(engine)
+        raw = engine.raw_connection()
+        rec.note(f"took #{rec.number(raw.dbapi_connection)}")
+        del raw  # no close(): SQLAlchemy's finalizer resets and checks it in
+        gc.collect()
+        rec.counts(engine)
+        with engine.connect() as c:  # the only connection: it must be back
+            rec.note(f"got #{rec.number(c.connection.dbapi_connection)}")
+        settled(engine)
+        engine.dispose()
         return rec.seen
 
     both(fast_cls, scenario)
