@@ -29,9 +29,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, rela
 from sqlalchemy.pool import AsyncAdaptedQueuePool, QueuePool
 
 from fastpool import ConfigError, _core_py
+from fastpool.pool import Pool
 from fastpool.sqlalchemy import AsyncFastPool, FastPool, _RecordPolicy
 from tests.fix_db import mysql_kill, pg_terminate
-from tests.fix_pool import IN_CI, compiled_loaded
 
 EVENTS = ("connect", "first_connect", "checkout", "checkin", "reset", "invalidate",
           "soft_invalidate", "close", "detach", "close_detached")
@@ -49,15 +49,10 @@ class PureAsyncFastPool(AsyncFastPool):
     _ring_class = _PureRing
 
 
-@pytest.fixture(params=["compiled", "python"])
-def fast_cls(request: pytest.FixtureRequest) -> type[FastPool]:
-    if request.param == "compiled":
-        if not compiled_loaded():
-            if IN_CI:
-                pytest.fail("CI=true but the compiled core is not loaded")
-            pytest.skip("compiled core not built")
-        return FastPool
-    return PureFastPool
+@pytest.fixture
+def fast_cls(pool_cls: type[Any]) -> type[FastPool]:
+    """FastPool over the compiled core and over the twin (fix_pool's pool_cls)."""
+    return FastPool if pool_cls is Pool else PureFastPool
 
 
 @dataclasses.dataclass
@@ -123,6 +118,13 @@ def both(poolclass_fast: type[Any], scenario: Callable[[type[Any]], list[str]]) 
     assert got == expected
 
 
+def done(engine: Engine, rec: Recorder) -> list[str]:
+    """End a scenario: nothing left out, the engine disposed; what it saw."""
+    settled(engine)
+    engine.dispose()
+    return rec.seen
+
+
 def settled(engine: Engine) -> None:
     """Nothing is checked out, and the core's books balance."""
     pool: Any = engine.pool
@@ -179,9 +181,7 @@ def test_reuse_order_fifo_and_lifo_match_queuepool(backend: Backend, fast_cls: t
         for _ in range(4):
             with engine.connect() as c:
                 rec.note(f"got #{rec.number(c.connection.dbapi_connection)}")
-        settled(engine)
-        engine.dispose()
-        return rec.seen
+        return done(engine, rec)
 
     both(fast_cls, scenario)
 
@@ -276,10 +276,7 @@ def test_pre_ping_replaces_a_connection_the_server_ended_as_queuepool_does(
                 sid = c.exec_driver_sql(str(backend.session_sql)).scalar()
                 rec.note(f"new session: {sid not in sessions}")
         rec.counts(engine)
-        settled(engine)
-        engine.dispose()
-        # the events' order depends on nothing but the pool's rules
-        return rec.seen
+        return done(engine, rec)  # the events' order depends on the pool's rules only
 
     both(fast_cls, scenario)
 
@@ -297,9 +294,7 @@ def test_a_connection_dropped_without_close_comes_back_as_in_queuepool(
         rec.counts(engine)
         with engine.connect() as c:  # the only connection: it must be back
             rec.note(f"got #{rec.number(c.connection.dbapi_connection)}")
-        settled(engine)
-        engine.dispose()
-        return rec.seen
+        return done(engine, rec)
 
     both(fast_cls, scenario)
 
@@ -374,9 +369,7 @@ def test_pool_size_zero_means_no_limit_as_in_queuepool(fast_cls: type[FastPool],
         for c in conns:
             c.close()
         rec.counts(engine)
-        settled(engine)
-        engine.dispose()
-        return rec.seen
+        return done(engine, rec)
 
     both(fast_cls, scenario)
 
@@ -611,15 +604,9 @@ def test_engine_dispose_after_fork_gives_the_child_its_own_connections(
 
 # ---- create_async_engine -------------------------------------------------------
 
-@pytest.fixture(params=["compiled", "python"])
-def async_fast_cls(request: pytest.FixtureRequest) -> type[AsyncFastPool]:
-    if request.param == "compiled":
-        if not compiled_loaded():
-            if IN_CI:
-                pytest.fail("CI=true but the compiled core is not loaded")
-            pytest.skip("compiled core not built")
-        return AsyncFastPool
-    return PureAsyncFastPool
+@pytest.fixture
+def async_fast_cls(pool_cls: type[Any]) -> type[AsyncFastPool]:
+    return AsyncFastPool if pool_cls is Pool else PureAsyncFastPool
 
 
 def test_async_engine_counts_timeout_and_events_match_asyncadaptedqueuepool(
