@@ -53,6 +53,7 @@ from fastpool.options import (
     seconds,
 )
 from fastpool.pool import fork as _fork
+from fastpool.pool import guard as _guard
 from fastpool.pool import leaks
 from fastpool.pool import registry as _registry
 from fastpool.pool.events import EVENTS, HookedContext, Hooks
@@ -201,8 +202,15 @@ class PoolPolicy(_Core):
         track_holders: bool = False,
         hooks: Mapping[str, Callable[..., object]] | None = None,
         name: str | None = None,
+        guard: bool = False,
     ) -> None:
         super().__init__()
+        #: Borrowers get a proxy that refuses use after its release (see
+        #: ``fastpool.pool.guard``): the pool becomes an instance of its
+        #: class's guarded subclass, whose acquire/release/connection wrap.
+        self.guard = boolean("guard", guard)
+        if self.guard and not getattr(type(self), "guarded", False):
+            self.__class__ = _guard.guarded(type(self))
         if (connect is None) == (driver is None):
             raise ConfigError("give exactly one of connect (a callable) or driver")
         if driver is None:
