@@ -70,7 +70,8 @@ class ConnectError(FastpoolError):
 
 
 class ConnectionAlreadyReleased(FastpoolError, ValueError):
-    """``release()`` was called for a connection that is not in use (double release)."""
+    """``release()`` was called for a connection that is not in use (double release),
+    or a guarded connection (``guard=True``) was used after its release."""
 
 
 class ForeignConnection(FastpoolError, ValueError):
