@@ -229,22 +229,40 @@ def restart_postgres() -> None:
     _wait_port(5432, up=True)
 
 
+MARIADB_PIDFILE = "/run/mysqld/mysqld.pid"  # the machine's server (pid-file in /etc/mysql/my.cnf)
+
+
+def main_mariadbd_pid() -> int | None:
+    """The pid of the machine's own MariaDB server while it runs, else None.
+    Found by its pid file, never by name: the tests' throwaway servers
+    (tests/fix_replicas.py) are mariadbd processes too."""
+    try:
+        with open(MARIADB_PIDFILE) as f:
+            pid = int(f.read().strip())
+        with open(f"/proc/{pid}/comm") as f:
+            return pid if f.read().strip() == "mariadbd" else None
+    except (OSError, ValueError):
+        return None
+
+
 def stop_mariadb() -> None:
+    pid = main_mariadbd_pid()
     subprocess.run(["mariadb-admin", "-uroot", "-h127.0.0.1", "shutdown"], check=True,
                    capture_output=True, timeout=120)
     _wait_port(3306, up=False)
-    # The port closes before the process exits; start-stop-daemon --oknodo
-    # would take an exiting mariadbd for a running one and start nothing.
+    # The port closes before the process exits: wait for the process, so
+    # that start_mariadb does not take an exiting server for a running one.
     deadline = time.monotonic() + 60
-    while subprocess.run(["pgrep", "-x", "mariadbd"], capture_output=True).returncode == 0:
+    while pid is not None and os.path.exists(f"/proc/{pid}"):
         if time.monotonic() > deadline:
             raise AssertionError("mariadbd did not exit within 60 s of shutdown")
         time.sleep(0.1)
 
 
 def start_mariadb() -> None:
-    subprocess.run(["start-stop-daemon", "--start", "--oknodo", "--background", "--exec",
-                    "/usr/sbin/mariadbd"], check=True, capture_output=True, timeout=60)
+    subprocess.run(["start-stop-daemon", "--start", "--oknodo", "--background",
+                    "--pidfile", MARIADB_PIDFILE, "--exec", "/usr/sbin/mariadbd"],
+                   check=True, capture_output=True, timeout=60)
     _wait_port(3306, up=True)
 
 
