@@ -326,26 +326,42 @@ class AiosqliteStatus:
 
         async def counted(fn: Any, *args: Any, **kwargs: Any) -> Any:
             job = [fn, args, kwargs]
+            outcome: list[tuple[bool, Any]] = []
 
-            def run() -> Any:
+            def run() -> list[tuple[bool, Any]]:
+                # aiosqlite's thread keeps the last function it ran and that
+                # call's future until it gets the next one: neither may keep the
+                # connection alive, or the pool could never tell that a borrower
+                # dropped it (PoolPolicy._let_go). So the function is cleared
+                # once taken, and the outcome travels in a box emptied on the
+                # loop's side: an error kept by that future would keep, through
+                # its traceback, every frame it was raised through (the
+                # borrower's, holding the connection).
                 try:
-                    # aiosqlite's thread keeps the last function it ran until it
-                    # gets the next one: that must not keep the connection (a
-                    # bound method) alive, or the pool could never tell that a
-                    # borrower dropped it (PoolPolicy._let_go).
                     call, call_args, call_kwargs = job
                     job.clear()
-                    return call(*call_args, **call_kwargs)
+                    try:
+                        outcome.append((True, call(*call_args, **call_kwargs)))
+                    except BaseException as exc:  # as aiosqlite's thread does
+                        outcome.append((False, exc))
+                    return outcome
                 finally:
                     status.finished += 1
 
             status.started += 1
             try:
-                return await send(run)
+                box = await send(run)
             except BaseException:
                 if not conn._running or conn._connection is None:
                     status.finished = status.started  # closed: nothing will run
                 raise
+            ok, value = box.pop()
+            if ok:
+                return value
+            try:
+                raise value
+            finally:
+                value = None
 
         conn._execute = counted
 

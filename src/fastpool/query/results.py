@@ -36,6 +36,10 @@ from fastpool.sqltext.tables import ANY
 __all__ = ["ResultCache"]
 
 _MISS: Any = object()
+#: A flight's error when its leader was interrupted (cancelled, KeyboardInterrupt).
+_INTERRUPTED: Any = object()
+#: ``_followed``: the leader was interrupted; run the read again.
+_RERUN: Any = object()
 
 
 class _Entry:
@@ -168,18 +172,20 @@ class ResultCache:
             if value is not _MISS:
                 return value
             flight, versions = self._join(key, tables, None)
-        if versions is None:  # another caller runs it: wait for its result
-            flight.done.wait()  # type: ignore[union-attr]
-            if self._followed(flight):
-                return flight.value
-            return run()
         try:
-            value = run()
-        except BaseException as exc:
-            self._crash(key, flight, exc)
-            raise
-        self._land(key, flight, versions, value, now + ttl, tables)
-        return value
+            if versions is None:  # another caller runs it: wait for its result
+                flight.done.wait()  # type: ignore[union-attr]
+                value = self._followed(flight)
+                return run() if value is _RERUN else value
+            try:
+                value = run()
+            except BaseException as exc:
+                self._crash(key, flight, exc)
+                raise
+            self._land(key, flight, versions, value, now + ttl, tables)
+            return value
+        finally:
+            flight = None  # type: ignore[assignment]  # see _followed
 
     async def get_or_run_async(self, key: Any, ttl: float, tables: frozenset[str],
                                run: Callable[[], Awaitable[Any]]) -> Any:
@@ -192,20 +198,22 @@ class ResultCache:
             if value is not _MISS:
                 return value
             flight, versions = self._join(key, tables, asyncio.get_running_loop())
-        if versions is None:
-            # shield: a follower cancelled while waiting must not cancel the
-            # future the other followers wait on.
-            await asyncio.shield(flight.future)  # type: ignore[arg-type]
-            if self._followed(flight):
-                return flight.value
-            return await run()
         try:
-            value = await run()
-        except BaseException as exc:
-            self._crash(key, flight, exc)
-            raise
-        self._land(key, flight, versions, value, now + ttl, tables)
-        return value
+            if versions is None:
+                # shield: a follower cancelled while waiting must not cancel the
+                # future the other followers wait on.
+                await asyncio.shield(flight.future)  # type: ignore[arg-type]
+                value = self._followed(flight)
+                return await run() if value is _RERUN else value
+            try:
+                value = await run()
+            except BaseException as exc:
+                self._crash(key, flight, exc)
+                raise
+            self._land(key, flight, versions, value, now + ttl, tables)
+            return value
+        finally:
+            flight = None  # type: ignore[assignment]  # see _followed
 
     # The rules both get_or_run flavours follow (the lock held where said).
 
@@ -236,19 +244,33 @@ class ResultCache:
         return flight, self._snapshot(tables)
 
     @staticmethod
-    def _followed(flight: _Flight) -> bool:
-        """After the leader's flight ended: True to return its value, False to
-        run the read again (the leader was interrupted: a KeyboardInterrupt or
-        a cancellation is not this caller's error); raises the leader's error."""
-        if flight.error is None:
-            return True
-        if not isinstance(flight.error, Exception):
-            return False
-        raise flight.error
+    def _followed(flight: _Flight) -> Any:
+        """After the leader's flight ended: its value; ``_RERUN`` to run the
+        read again (the leader was interrupted: a KeyboardInterrupt or a
+        cancellation is not this caller's error); raises the leader's error.
+
+        No frame that the error passes through may keep the flight (which
+        holds the error): the error's traceback keeps those frames, and the
+        cycle would keep everything they refer to, the connection the read
+        ran on included, until the cyclic collector runs (in a steady
+        service, rarely), so a connection later dropped without a release
+        could not be reclaimed. Hence the ``finally: flight = None`` here and
+        in ``get_or_run``/``get_or_run_async``.
+        """
+        error = flight.error
+        if error is None:
+            return flight.value
+        if error is _INTERRUPTED:
+            return _RERUN
+        try:
+            raise error
+        finally:
+            flight = error = None  # type: ignore[assignment]
 
     def _crash(self, key: Any, flight: _Flight, exc: BaseException) -> None:
-        """The leader's read failed: its followers get ``exc``."""
-        flight.error = exc
+        """The leader's read failed: its followers get ``exc``, or run the
+        read again if it was interrupted (the interruption is kept nowhere)."""
+        flight.error = exc if isinstance(exc, Exception) else _INTERRUPTED
         with self._lock:
             if self._flights.get(key) is flight:
                 del self._flights[key]
