@@ -337,6 +337,7 @@ class AsyncMySQLDriver(MySQLSettings, AsyncDriver):
     async def connect(self) -> Any:
         conn = await self._module.connect(**self.async_params)
         self._session_ids[conn] = self.client.session_id(conn) or 0
+        self.client.status_source(conn)  # aiomysql: count statements from here (configure's too)
         return conn
 
     async def probe(self, conn: Any, timeout: float | None = None) -> None:
@@ -423,19 +424,39 @@ class PyMySQLStatus:
 
     aiomysql (like PyMySQL) takes the flags from OK packets only, never from a
     result set, so a SELECT that opens a transaction (autocommit off) goes
-    unseen: for aiomysql a connection whose last known flags lack AUTOCOMMIT
-    counts as in a transaction (rolled back on return). asyncmy reads result
-    sets too (it skips a status of 0, which can only make it report "busy"
-    too long: a ROLLBACK on return, never a missed transaction). After an
-    error the flags are the last OK packet's: again "busy" at worst.
+    unseen in the flags. For aiomysql the statements themselves are counted
+    instead: its connection's ``_execute_command`` (through which every
+    statement goes) is wrapped to count ``COM_QUERY``s, and to note the last
+    ``COMMIT`` or ``ROLLBACK`` (``conn.commit()``/``rollback()``, the pool's
+    reset). Outside autocommit, a connection that has run a statement since
+    then, or since it was opened, counts as in a transaction: rolled back on
+    return, never lent as is; one that has not reads idle (a ping, a
+    ``select_db`` open nothing and are not counted). A connection from a
+    user's factory is counted from the pool's first look at it. asyncmy reads
+    result sets too (it skips a status of 0, which can only make it report
+    "busy" too long: a ROLLBACK on return, never a missed transaction). After
+    an error the flags are the last OK packet's: again "busy" at worst.
     """
 
-    __slots__ = ("_broken", "_conn", "_strict")
+    __slots__ = ("_broken", "_conn", "_strict", "clean_at", "sent")
 
     def __init__(self, conn: Any, *, trust_result_sets: bool) -> None:
         self._conn = conn
         self._strict = not trust_result_sets
         self._broken = _asyncmy_broken if trust_result_sets else _aiomysql_broken
+        self.sent = self.clean_at = 0
+        if self._strict:
+            send = conn._execute_command
+            status = self
+
+            async def counted(command: int, sql: Any) -> Any:
+                if command == _COM_QUERY:
+                    status.sent += 1
+                    if sql in _ENDS:
+                        status.clean_at = status.sent
+                return await send(command, sql)
+
+            conn._execute_command = counted
 
     @property
     def trans(self) -> int:
@@ -445,9 +466,16 @@ class PyMySQLStatus:
         flags = conn.server_status
         if flags & (_SERVER_STATUS_IN_TRANS | _SERVER_MORE_RESULTS_EXIST):
             return _IN_TRANSACTION
-        if self._strict and not flags & _SERVER_STATUS_AUTOCOMMIT:
+        if (self._strict and not flags & _SERVER_STATUS_AUTOCOMMIT
+                and self.sent != self.clean_at):
             return _IN_TRANSACTION
         return _IDLE
+
+
+#: MySQL's COM_QUERY command byte, and the statements aiomysql's
+#: ``commit()``/``rollback()`` send with it: after either, no transaction is open.
+_COM_QUERY = 3
+_ENDS = frozenset({"COMMIT", "ROLLBACK", b"COMMIT", b"ROLLBACK"})
 
 
 def _asyncmy_broken(conn: Any) -> bool:
@@ -474,7 +502,12 @@ class AsyncMySQLClient(MySQLLocal, AsyncClient):
         self._asyncmy = library == "asyncmy"
 
     def status_source(self, conn: Any) -> Any:
-        return PyMySQLStatus(conn, trust_result_sets=self._asyncmy)
+        if self._asyncmy:
+            return PyMySQLStatus(conn, trust_result_sets=True)
+        status = getattr(conn, "_fastpool_status", None)
+        if status is None:  # one per connection: it counts the statements sent
+            status = conn._fastpool_status = PyMySQLStatus(conn, trust_result_sets=False)
+        return status
 
     def is_lost(self, conn: Any) -> bool:
         return _asyncmy_broken(conn) if self._asyncmy else _aiomysql_broken(conn)

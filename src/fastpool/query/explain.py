@@ -548,12 +548,9 @@ class _PyMySQLAsyncIO(_ClientIO):
     __slots__ = ()
 
     async def rows(self, sql: str, params: Any) -> list[tuple[Any, ...]]:
-        cur = self.conn.cursor()
-        try:
+        async with self.conn.cursor() as cur:  # awaited on aiomysql, not on asyncmy
             await cur.execute(sql, params)
             return _tuples(await cur.fetchall() if cur.description else ())
-        finally:
-            await cur.close()
 
 
 class _SQLiteIO(_ClientIO):

@@ -755,15 +755,12 @@ async def _run_pymysql_async(layer: QueryLayer, conn: Any, kind: str, sql: str, 
                              info: _Info, standalone: bool) -> Any:
     """asyncmy and aiomysql: ``%s`` placeholders, text protocol; a standalone
     statement that opened a transaction (autocommit off) is committed."""
-    cur = conn.cursor()
-    try:
+    async with conn.cursor() as cur:  # aiomysql's cursor() is awaited, asyncmy's is not
         if kind is MANY:
             await cur.executemany(sql, params)
         else:
             await cur.execute(sql, params)
         result = await _extract_async(kind, cur)
-    finally:
-        await cur.close()
     client = layer._client
     assert client is not None
     if standalone and _needs_commit(client, conn):

@@ -258,20 +258,76 @@ def test_a_statement_on_a_killed_session_is_a_lost_connection(backend: Backend) 
     run(main())
 
 
-def test_aiomysql_without_autocommit_always_counts_as_in_transaction(
+def test_aiomysql_without_autocommit_counts_the_statements_it_cannot_see(
         mysql_url: str) -> None:
-    """aiomysql never reads the status of a result set: a SELECT that opens a
-    transaction would look idle, so without autocommit every return rolls back."""
+    """aiomysql never reads the status of a result set, so a SELECT that opens
+    a transaction (autocommit off, aiomysql's default) leaves the flags idle:
+    the statements sent since the last COMMIT/ROLLBACK are counted instead."""
     need_driver("aiomysql", "aiomysql")
 
     async def main() -> None:
         driver = from_url_async(mysql_url.replace("mysql://", "mysql+aiomysql://"))
         conn = await driver.connect()
+        client = driver.client
+        assert client is not None
         try:
-            assert driver.client is not None and driver.client.in_transaction(conn) is True
+            assert client.in_transaction(conn) is False  # just opened: nothing sent
+            await driver.probe(conn)  # a ping opens nothing
+            assert client.in_transaction(conn) is False
+            async with conn.cursor() as cur:
+                await cur.execute("SELECT 1")
+            assert client.in_transaction(conn) is True  # the flags alone say idle here
             assert await driver.reset(conn) is True
+            assert client.in_transaction(conn) is False
+            async with conn.cursor() as cur:
+                await cur.execute("SELECT 1")
+            await conn.commit()  # the borrower's own commit ends it too
+            assert client.in_transaction(conn) is False
         finally:
             await driver.close(conn)
+    run(main())
+
+
+def test_an_aiomysql_pool_without_autocommit_keeps_its_connections(
+        mysql_url: str, mysql_admin: Any) -> None:
+    """With aiomysql's default (autocommit off) the pool used to read every
+    connection as in a transaction, even after its rollback, and discarded
+    every connection on return. Now: helpers and blocks reuse one connection,
+    a borrower's uncommitted write is rolled back on return (the connection
+    kept), and a write through a reference kept after the release is never
+    committed by the next borrower."""
+    need_driver("aiomysql", "aiomysql")
+    import fastpool
+
+    cur = mysql_admin.cursor()
+    cur.execute("DROP TABLE IF EXISTS aiomysql_noauto")
+    cur.execute("CREATE TABLE aiomysql_noauto (id int) ENGINE=InnoDB")
+    cur.close()
+    url = mysql_url.replace("mysql://", "mysql+aiomysql://")
+
+    async def main() -> None:
+        async with fastpool.create_async_pool(url, min_size=1, max_size=1) as pool:
+            for i in range(5):
+                assert await pool.fetchval("SELECT %s", (i,)) == i
+                async with pool.connection() as conn, conn.cursor() as c:
+                    await c.execute("SELECT 1")
+            assert "select_id" in str(await pool.explain("SELECT 1"))
+            await pool.execute("INSERT INTO aiomysql_noauto VALUES (1)")
+            conn = await pool.acquire()
+            async with conn.cursor() as c:
+                await c.execute("INSERT INTO aiomysql_noauto VALUES (2)")  # never committed
+            await pool.release(conn)
+            async with conn.cursor() as c:  # a stale reference, after the release
+                await c.execute("INSERT INTO aiomysql_noauto VALUES (3)")
+            async with pool.connection() as clean, clean.cursor() as c:
+                await c.execute("INSERT INTO aiomysql_noauto VALUES (4)")
+            rows = await pool.fetch("SELECT id FROM aiomysql_noauto ORDER BY id")
+            assert [r[0] for r in rows] == [1, 4]
+            stats = pool.stats()
+            assert stats.opened == 1, stats  # never discarded
+            assert sum(stats.closed.values()) == 0, stats.closed
+            assert stats.dirty_on_lend == 1, stats  # the stale write, rolled back
+
     run(main())
 
 
