@@ -48,6 +48,7 @@ import sys
 import tempfile
 import threading
 import time
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -340,7 +341,7 @@ def async_main(backends: list[Backend], stop: threading.Event,
                 b.apool = await fastpool.create_async_pool(
                     b.async_url, max_size=POOL_SIZE, min_size=POOL_SIZE, timeout=2.0,
                     result_cache_entries=200, name=f"soak-{b.kind}-async",
-                    **b.pool_options)
+                    track_holders=True, **b.pool_options)
         except BaseException as exc:
             failure.append(exc)
             started.set()
@@ -470,7 +471,16 @@ def allowance(metric: str) -> float | None:
 # ---- the run -------------------------------------------------------------------------
 
 def _settle(pools: list[Any]) -> Any:
-    """Wait until what was dropped has been reclaimed (a coroutine for async pools)."""
+    """Wait until what was dropped has been reclaimed (a coroutine for async pools).
+
+    First a full collection, as Python's cyclic collector would run sooner or
+    later: a connection dropped by its last borrower but still referred to
+    from garbage in a reference cycle (an exception's traceback kept alive by
+    a cycle, e.g. through ``asyncio.wait_for``'s task on Python 3.11, holding
+    the frames of an earlier borrower) can only be reclaimed once that garbage
+    is freed (see the README's "Leaks")."""
+    import gc
+    gc.collect()
     wait = (PoolPolicy.RECLAIM_AFTER or 0) + 3 * PoolPolicy.MAINTENANCE_INTERVAL + 2
 
     async def later() -> None:
@@ -500,9 +510,36 @@ def _who_holds(pool: Any) -> list[str]:
     """What refers to the connections still lent (to tell a real holder from a miss)."""
     import gc
     out = []
-    for conn, held, _ in pool._holders():
-        refs = [type(r).__name__ for r in gc.get_referrers(conn)]
-        out.append(f"{conn!r} held {held / 1e9:.1f} s, referrers {refs}")
+    conn = None
+    for conn, held, site in pool._holders():
+        refs = []
+        for r in gc.get_referrers(conn):
+            if isinstance(r, types.FrameType):
+                # Which function holds it, and whether that frame is a live
+                # coroutine's (suspended) or kept by a traceback.
+                owners = sorted({type(o).__name__ for o in gc.get_referrers(r)
+                                 if not isinstance(o, (list, dict))})
+                refs.append(f"frame {r.f_code.co_name} "
+                            f"({os.path.basename(r.f_code.co_filename)}:{r.f_lineno}) "
+                            f"of {owners}")
+            else:
+                refs.append(type(r).__name__)
+        out.append(f"{conn!r} held {held / 1e9:.1f} s, acquired at {site!r}, referrers {refs}")
+        frames = {id(r) for r in gc.get_referrers(conn) if isinstance(r, types.FrameType)}
+        errors = [o for o in gc.get_objects() if isinstance(o, BaseException)]
+        for exc in errors:
+            tb = exc.__traceback__
+            while tb is not None:
+                if id(tb.tb_frame) in frames:
+                    holders = [type(h).__name__ for h in gc.get_referrers(exc)
+                               if h is not errors and h is not sys._getframe()]
+                    out.append(f"  in the traceback of {exc!r} (context {exc.__context__!r}), "
+                               f"held by {holders}")
+                    break
+                tb = tb.tb_next
+    del conn
+    out.append(f"gc.collect() freed {gc.collect()} objects; "
+               f"still lent and referenced: {[sys.getrefcount(c) for c, _, _ in pool._holders()]}")
     return out
 
 
