@@ -21,7 +21,6 @@ import os
 import shutil
 import subprocess
 import tempfile
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -30,7 +29,7 @@ from typing import Any
 import pytest
 
 from tests.fix_db import free_port
-from tests.fix_pool import IN_CI
+from tests.fix_pool import IN_CI, in_threads
 
 PG_BIN = os.environ.get("FASTPOOL_PG_BIN", "/usr/lib/postgresql/15/bin")
 _CONF = """
@@ -258,20 +257,7 @@ def read_your_writes(cluster: Any, table: str, port_sql: str, in_a_row: int = 10
             served[port] += 1
 
     loop(threads, in_a_row)
-    errors: list[BaseException] = []
-
-    def worker(key: int) -> None:
-        try:
-            loop(key, each)
-        except BaseException as exc:
-            errors.append(exc)
-
-    started = [threading.Thread(target=worker, args=(k,)) for k in range(threads)]
-    for t in started:
-        t.start()
-    for t in started:
-        t.join()
-    assert not errors, errors[:3]
+    in_threads(threads, lambda key: loop(key, each))
     assert sum(served.values()) == in_a_row + threads * each
     return served
 

@@ -11,7 +11,6 @@ does (``test_without_the_profile_...``), with the error naming the profile.
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -20,6 +19,7 @@ import pytest
 import fastpool
 from fastpool import ConfigError, ConnectError, ErrorKind, PoolTimeout
 from tests.fix_pgbouncer import PgBouncer
+from tests.fix_pool import in_threads
 
 MODES = ["transaction", "session"]
 
@@ -53,25 +53,6 @@ def behind(request: pytest.FixtureRequest, make_pgbouncer: Callable[..., PgBounc
     yield bouncer, make
     for pool in pools:
         pool.close()
-
-
-def in_threads(n: int, work: Callable[[int], None]) -> None:
-    """Run ``work(i)`` for i in range(n) on n threads; re-raise the first error."""
-    errors: list[BaseException] = []
-
-    def run(i: int) -> None:
-        try:
-            work(i)
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
 
 
 def test_query_helpers_through_pgbouncer(behind: tuple[PgBouncer, Callable[..., Any]],
