@@ -15,6 +15,7 @@ import gc
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -303,12 +304,31 @@ class GatedIO(ThreadIO):
         return woken
 
 
+def record_reclaims(pool: Any) -> list[int]:
+    """The ids of the connections the pool's rounds return as reclaimed, in
+    order (``_return_reclaimed`` wrapped on the instance, through a weak
+    reference: no cycle keeps the pool)."""
+    returned: list[int] = []
+    ref, return_reclaimed = weakref.ref(pool), type(pool)._return_reclaimed
+
+    def recording(idx: int, *rest: Any) -> Any:
+        this = ref()
+        assert this is not None  # the round runs on the pool
+        returned.append(id(this._conn_at(idx)))
+        return (yield from return_reclaimed(this, idx, *rest))
+
+    pool._return_reclaimed = recording
+    return returned
+
+
 def test_a_connection_handed_to_a_waiter_during_a_round_is_never_reclaimed(db: Db) -> None:
     """The race fixed in d174c3d: a round begins with the holder's connection
     among its candidates; while it returns the dropped one, the holder
     releases and the connection goes to a waiter that has not taken it yet
     (no reference to it anywhere but the pool's). The round must leave it lent:
-    reclaiming it would put it back in the ring while the waiter has it."""
+    reclaiming it would put it back in the ring while the waiter has it.
+    Without both checks of d174c3d (the fresh clock, the handoffs re-read)
+    every run fails: the waiter and the next borrower get the same session."""
     log = LendLog()
     state: dict[str, Any] = {"held": [], "dropped": None}
     pool: Any = None
@@ -323,6 +343,7 @@ def test_a_connection_handed_to_a_waiter_during_a_round_is_never_reclaimed(db: D
     stop_worker(pool)
     gate = threading.Event()
     pool._io = GatedIO(pool._driver, gate)
+    reclaimed = record_reclaims(pool)
     first, second = pool.acquire(), pool.acquire()
     if pool._slot_of(first) > pool._slot_of(second):
         first, second = second, first  # the round looks at slots in order: the dropped one first
@@ -339,11 +360,13 @@ def test_a_connection_handed_to_a_waiter_during_a_round_is_never_reclaimed(db: D
 
     took, done = threading.Event(), threading.Event()
     errors: list[Exception] = []
+    answers: list[Any] = []
 
     def waiter() -> None:
         conn = pool.acquire(timeout=30)
         session = server_session(db, conn)
         log.lent("waiter", session)
+        answers.append(q(conn, "SELECT 1"))  # a working connection
         took.set()
         done.wait(30)
         log.returned("waiter", session)
@@ -377,6 +400,8 @@ def test_a_connection_handed_to_a_waiter_during_a_round_is_never_reclaimed(db: D
     thread.join(10)
     assert log.overlaps() == []
     assert errors == []
+    assert [list(map(tuple, a)) for a in answers] == [[(1,)]]
+    assert reclaimed == [state["dropped"]]  # the dropped one only, once
     assert pool.stats().reclaimed == 1
     assert pool.stats().in_use == 0
     assert db.rows() == []

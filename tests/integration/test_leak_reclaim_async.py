@@ -28,7 +28,7 @@ from tests.integration.test_async_pool import (  # noqa: F401
     query,
     url,
 )
-from tests.integration.test_leak_reclaim import LendLog
+from tests.integration.test_leak_reclaim import LendLog, record_reclaims
 
 pytestmark = pytest.mark.usefixtures("quick_reclaim")
 
@@ -208,7 +208,8 @@ def test_a_connection_handed_to_a_waiter_during_a_round_is_never_reclaimed(
         run_pools: Any, url: str) -> None:  # noqa: F811
     """The race fixed in d174c3d, on an event loop: while the round returns the
     dropped connection, the holder releases and the connection goes to a
-    waiting task that has not resumed yet; the round must leave it lent."""
+    waiting task that has not resumed yet; the round must leave it lent.
+    Without both checks of d174c3d every run fails (one session, two holders)."""
     async def body(make: Any) -> None:
         log = LendLog()
         state: dict[str, Any] = {"held": [], "dropped": None}
@@ -224,6 +225,7 @@ def test_a_connection_handed_to_a_waiter_during_a_round_is_never_reclaimed(
         await stop_worker(pool)
         gate = asyncio.Event()
         pool._io = GatedLoopIO(pool._driver, pool._loop, gate)
+        reclaimed = record_reclaims(pool)
         first, second = await pool.acquire(), await pool.acquire()
         if pool._slot_of(first) > pool._slot_of(second):
             first, second = second, first  # the round looks at slots in order
@@ -240,11 +242,13 @@ def test_a_connection_handed_to_a_waiter_during_a_round_is_never_reclaimed(
 
         took, done = asyncio.Event(), asyncio.Event()
         errors: list[Exception] = []
+        answers: list[Any] = []
 
         async def waiter() -> None:
             conn = await pool.acquire(timeout=30)
             session = await server_session(conn)
             log.lent("waiter", session)
+            answers.append(await query(conn, "SELECT 1"))  # a working connection
             took.set()
             await asyncio.wait_for(done.wait(), 30)
             log.returned("waiter", session)
@@ -277,6 +281,8 @@ def test_a_connection_handed_to_a_waiter_during_a_round_is_never_reclaimed(
         await asyncio.wait_for(task, 10)
         assert log.overlaps() == []
         assert errors == []
+        assert answers == [1]
+        assert reclaimed == [state["dropped"]]  # the dropped one only, once
         assert pool.stats().reclaimed == 1
         assert pool.stats().in_use == 0
 
