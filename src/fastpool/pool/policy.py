@@ -902,7 +902,8 @@ class PoolPolicy(_Core):
             dirty = self._driver.client.in_transaction(conn)  # type: ignore[union-attr]
         except Exception:
             dirty = None
-        self._reclaimed += 1
+        with self._lock:  # close()'s round may run beside the worker's
+            self._reclaimed += 1
         try:
             # The core's own release (its coroutine for the asyncio pool): a
             # rollback and the decisions of any other return, within RESET_TIMEOUT.
@@ -1251,9 +1252,10 @@ class PoolPolicy(_Core):
         With ``reset`` the counters and histograms start again from zero.
         """
         raw = self._snapshot(reset)
-        errors, reclaimed = self._connect_errors, self._reclaimed
-        if reset:
-            self._connect_errors = self._reclaimed = 0
+        with self._lock:
+            errors, reclaimed = self._connect_errors, self._reclaimed
+            if reset:
+                self._connect_errors = self._reclaimed = 0
         return PoolStats.from_snapshot(raw, name=self.name, min_size=self.min_size,
                                        max_size=self.max_size, connect_errors=errors,
                                        reclaimed=reclaimed)
