@@ -12,8 +12,10 @@ path lends) and outside it (the policy's check-out path lends).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import uuid
 from typing import Any
 
 import pytest
@@ -240,3 +242,70 @@ def test_dirty_on_lend_is_exported(make_pool: Any) -> None:
                for s in m.samples}
     assert samples["fastpool_dirty_on_lend_total"] == 1
 
+
+
+# ---- a statement still running on a stale reference ---------------------------------
+
+SLOW_WRITE = {
+    "postgresql": "INSERT INTO {t} SELECT 666 FROM pg_sleep(0.3)",
+    "mysql": "INSERT INTO {t} SELECT 666 FROM (SELECT SLEEP(0.3)) AS s",
+    "sqlite": ("INSERT INTO {t} SELECT 666 FROM (WITH RECURSIVE c(x) AS (SELECT 1 "
+               "UNION ALL SELECT x + 1 FROM c WHERE x < 3000000) SELECT count(*) FROM c)"),
+}
+
+
+async def write(conn: Any, sql: str) -> None:
+    """Send one statement on any asyncio client."""
+    if hasattr(conn, "fetchval") or hasattr(conn, "pgconn") or hasattr(conn, "_connection"):
+        await conn.execute(sql)  # asyncpg, psycopg, aiosqlite
+    else:
+        async with conn.cursor() as cur:  # asyncmy, aiomysql
+            await cur.execute(sql)
+
+
+def test_a_statement_still_running_through_a_stale_reference_never_costs_the_next_borrower(
+        run_pools: Any, url: str) -> None:  # noqa: F811
+    """A task keeps a connection after its release and starts a slow write
+    through it; the next borrower is lent that connection while the write is
+    still running. The flags of the last reply (MySQL/MariaDB) read idle then:
+    asyncmy's connection used to be lent as is, the borrower's statements got
+    the stray's replies, and the borrower's own committed row never landed,
+    with no error. Now: the stray row never lands, and the borrower's row lands
+    unless the borrower was told otherwise by an error."""
+    kind = ("sqlite" if url.startswith("sqlite") else
+            "mysql" if url.startswith("mysql") else "postgresql")
+    table = f"fp_lend_in_flight_{uuid.uuid4().hex[:8]}"
+
+    async def body(make: Any) -> None:
+        pool = await make(url=url, max_size=1, min_size=1)
+        async with pool.connection() as conn:
+            await write(conn, f"CREATE TABLE {table} (a int)")
+        stale = await pool.acquire()
+        await pool.release(stale)
+
+        async def misuse(kept: Any) -> None:
+            if hasattr(kept, "fetchval"):  # asyncpg: a write of its own would commit itself
+                await write(kept, "BEGIN")
+            await write(kept, SLOW_WRITE[kind].format(t=table))
+
+        stray = asyncio.ensure_future(misuse(stale))
+        await asyncio.sleep(0.05)  # the stray write is on its way
+        told: BaseException | None = None
+        try:
+            async with pool.connection() as conn:
+                await write(conn, f"INSERT INTO {table} VALUES (1)")
+        except Exception as exc:
+            told = exc
+        await asyncio.wait({stray}, timeout=5.0)
+        stray.cancel()
+        with contextlib.suppress(BaseException):
+            await stray
+        del stale
+        await asyncio.sleep(0.4)  # whatever the server still runs of the stray ends
+        rows = sorted(r[0] for r in await pool.fetch(f"SELECT a FROM {table}"))
+        assert 666 not in rows, "the stray write landed"
+        if told is None:
+            assert rows == [1], "the borrower's block succeeded but its row is missing"
+        await pool.execute(f"DROP TABLE {table}")
+
+    run_pools(body)

@@ -479,7 +479,18 @@ _ENDS = frozenset({"COMMIT", "ROLLBACK", b"COMMIT", b"ROLLBACK"})
 
 
 def _asyncmy_broken(conn: Any) -> bool:
-    return not conn.connected or bool(conn._stream_broken)
+    """Closed, broken, or a command's reply not read yet: a statement still
+    running (a task holding a reference after its release, or cancelled
+    mid-statement) that the flags of the last reply cannot show. Such a
+    connection cannot be rolled back or lent (its next reader would take the
+    other statement's reply): it is discarded."""
+    if not conn.connected or conn._stream_broken:
+        return True
+    proto = conn._proto
+    return proto is not None and (
+        getattr(proto, "_read_waiter", None) is not None
+        or getattr(proto, "_drain_waiter", None) is not None
+        or getattr(proto, "length", 0) != getattr(proto, "pos", 0))
 
 
 def _aiomysql_broken(conn: Any) -> bool:
