@@ -31,7 +31,7 @@ from tests.fix_db import MYSQL_URL, PG_URL
 
 PG_ASYNCPG = PG_URL.replace("postgresql://", "postgresql+asyncpg://", 1)
 
-CLIENTS = ["aiosqlite", "psycopg", "asyncpg", "asyncmy"]
+CLIENTS = ["aiosqlite", "psycopg", "asyncpg", "asyncmy", "aiomysql"]
 
 
 @pytest.fixture(params=CLIENTS)
@@ -39,9 +39,10 @@ def url(request: pytest.FixtureRequest, db_path: str) -> str:
     """A URL of each async client (servers are checked by their fixtures)."""
     if request.param == "aiosqlite":
         return f"sqlite:///{db_path}"
-    if request.param == "asyncmy":
+    if request.param in ("asyncmy", "aiomysql"):
         request.getfixturevalue("mysql_url")
-        return MYSQL_URL
+        return MYSQL_URL if request.param == "asyncmy" else MYSQL_URL.replace(
+            "mysql://", "mysql+aiomysql://", 1)
     request.getfixturevalue("pg_url")
     return PG_ASYNCPG if request.param == "asyncpg" else PG_URL
 
@@ -88,7 +89,7 @@ def test_acquire_release_and_the_connection_is_the_drivers_own(run_pools, url):
         await pool.wait(5)
         conn = await pool.acquire()
         assert type(conn).__module__.split(".")[0] in {"aiosqlite", "psycopg", "asyncpg",
-                                                     "asyncmy"}
+                                                     "asyncmy", "aiomysql"}
         assert await query(conn, "SELECT 41 + 1") == 42
         await pool.release(conn)
         s = pool.stats()

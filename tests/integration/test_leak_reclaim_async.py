@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import inspect
 import logging
 from collections.abc import Iterator
 from typing import Any
@@ -132,7 +133,9 @@ async def open_cursor(conn: Any) -> Any:
         return tr
     if hasattr(conn, "pgconn") or hasattr(conn, "_connection"):  # psycopg, aiosqlite
         return await conn.execute("SELECT 1 UNION ALL SELECT 2")
-    cur = conn.cursor()  # asyncmy
+    cur = conn.cursor()  # asyncmy; aiomysql's is awaited
+    if inspect.isawaitable(cur):
+        cur = await cur
     await cur.execute("SELECT 1 UNION ALL SELECT 2")
     return cur
 
