@@ -8,7 +8,11 @@ stats (``--json`` for machine-readable output). ``--async``: the same with N
 asyncio tasks on an ``AsyncPool`` (aiosqlite on the embedded default), each
 cycle an ``await pool.fetch(query)``; ``--uvloop`` runs them on uvloop.
 ``--sweep 1,2,4,8,16,32``: the workload at each pool size, with the knee
-marked, ``--plot sweep.png`` draws it (``fastpool.cli.sweep``).
+marked, ``--plot sweep.png`` draws it (``fastpool.cli.sweep``). Unless
+``--no-compare`` (or ``--sweep``), the same workload then runs through each
+peer pool installed that fits the URL (SQLAlchemy QueuePool, DBUtils PooledDB,
+psycopg_pool, asyncpg's pool) and one table compares them
+(``fastpool.cli.compare``).
 
 ``fastpool top``: a live view of pools (gauges, counters with rates, the
 acquire-wait histogram, the connections in use) refreshed every second, from a
@@ -104,7 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--url", help="database URL (default: an SQLite file in a temp dir)")
     bench.add_argument("--threads", type=_positive_int, default=None,
                        help="worker threads (8; with --sweep: twice the largest size)")
-    bench.add_argument("--duration", type=_positive_float, default=5.0, help="seconds (5)")
+    bench.add_argument("--duration", type=_positive_float, default=5.0,
+                       help="seconds (5), for each pool with the comparison")
     bench.add_argument("--min-size", type=_min_size, default=None,
                        help="pool min_size (= max-size)")
     bench.add_argument("--max-size", type=_pool_size, default=4, help="pool max_size (4)")
@@ -120,6 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
                             "p50/p99 and utilization per size, and the knee")
     bench.add_argument("--plot", metavar="FILE.png",
                        help="with --sweep: draw throughput and latency per size as a PNG")
+    bench.add_argument("--compare", action=argparse.BooleanOptionalAction, default=None,
+                       help="after fastpool, run the same workload through each peer pool "
+                            "installed that fits the URL (SQLAlchemy QueuePool, DBUtils "
+                            "PooledDB, psycopg_pool; asyncpg's pool with --async) and print "
+                            "one table (default: on, except with --sweep)")
     top = sub.add_parser(
         "top", help="live view of pools: gauges, rates, acquire waits, holders",
         description="Watch a process's pools through its debug endpoint (--endpoint), or "
@@ -318,6 +328,12 @@ def _database_url(url: str | None, command: str) -> Iterator[str]:
         yield f"sqlite:///{os.path.join(tmp, command + '.db')}"
 
 
+def fairness(counts: Sequence[int]) -> float | None:
+    """The bench's fairness: the most cycles one worker completed over the
+    fewest (1.0 is even), None when a worker completed none."""
+    return max(counts) / min(counts) if min(counts) else None
+
+
 def _bench_steps(args: argparse.Namespace, pool: Any, work: Any) -> Steps[dict[str, Any]]:
     """One bench run, written once (``fastpool.steps``) for threads and tasks:
     ``work`` (a ``_Workload`` or ``_TaskWorkload``) is both the workload and
@@ -353,7 +369,7 @@ def _bench_steps(args: argparse.Namespace, pool: Any, work: Any) -> Steps[dict[s
         "duration": elapsed,
         "cycles": total,
         "throughput": total / elapsed,
-        "fairness": (max(counts) / min(counts)) if min(counts) else None,
+        "fairness": fairness(counts),
         "per_thread_min": min(counts),
         "per_thread_max": max(counts),
         "longest_gap": max(gaps),
@@ -669,6 +685,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             result = bench(args)
             table = format_table(result)
+            if args.compare is not False:  # fastpool.cli.compare: the peers, one table
+                from fastpool.cli import compare
+
+                rows = result["compare"] = compare.run_compare(args, result)
+                if args.compare or any(r["status"] != "n/a" for r in rows[1:]):
+                    table += "\n\n" + compare.format_compare(rows, result)
     except Exception as exc:  # the driver's errors too: a message, never a traceback
         print(_one_line("bench", exc), file=sys.stderr)
         return 1
@@ -680,6 +702,8 @@ def _bench_refusal(args: argparse.Namespace) -> str | None:
     """Why ``fastpool bench``'s options do not go together, or None."""
     if args.uvloop and not args.use_async:
         return "--uvloop goes with --async"
+    if args.compare and args.sweep is not None:
+        return "--compare goes without --sweep"
     if args.plot is not None and args.sweep is None:
         return "--plot goes with --sweep"
     if args.sweep is not None and args.min_size is not None:
