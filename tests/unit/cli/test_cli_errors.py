@@ -44,6 +44,7 @@ CASES: dict[str, dict[str, tuple[list[str], int, str]]] = {
         "--uvloop": (["--uvloop"], 2, "--uvloop goes with --async"),
         "--sweep": (["--sweep", "1,x"], 2, "comma-separated pool sizes"),
         "--plot": (["--plot", "x.png"], 2, "--plot goes with --sweep"),
+        "--compare": (["--compare", "--sweep", "1"], 2, "--compare goes without --sweep"),
     },
     "top": {
         "--endpoint": (["--endpoint", "http://127.0.0.1:PORT", "--once"], 2, "cannot reach"),
