@@ -309,3 +309,31 @@ def test_a_statement_still_running_through_a_stale_reference_never_costs_the_nex
         await pool.execute(f"DROP TABLE {table}")
 
     run_pools(body)
+
+
+def test_an_asyncio_stray_write_is_never_committed_and_is_reported(
+        run_pools: Any, url: str, caplog: Any) -> None:  # noqa: F811
+    """The asyncio pool's lend check, end to end: a task writes through a
+    connection after releasing it; the next borrower's block commits only its
+    own row, the stray one never lands, and one WARNING names the case."""
+    table = f"fp_lend_stray_{uuid.uuid4().hex[:8]}"
+
+    async def body(make: Any) -> None:
+        pool = await make(url=url, max_size=1, min_size=1)
+        async with pool.connection() as conn:
+            await write(conn, f"CREATE TABLE {table} (a int)")
+        stale = await pool.acquire()
+        await pool.release(stale)
+        await open_transaction(stale)  # the stray write runs in a transaction
+        await write(stale, f"INSERT INTO {table} VALUES (666)")
+        del stale
+        with caplog.at_level(logging.WARNING, logger="fastpool"):
+            async with pool.connection() as conn:
+                await write(conn, f"INSERT INTO {table} VALUES (1)")
+        rows = sorted(r[0] for r in await pool.fetch(f"SELECT a FROM {table}"))
+        assert rows == [1]
+        assert pool.stats().dirty_on_lend == 1
+        assert len(lend_warnings(caplog)) == 1
+        await pool.execute(f"DROP TABLE {table}")
+
+    run_pools(body)
