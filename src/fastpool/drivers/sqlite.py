@@ -327,6 +327,7 @@ class AiosqliteStatus:
         async def counted(fn: Any, *args: Any, **kwargs: Any) -> Any:
             job = [fn, args, kwargs]
             outcome: list[tuple[bool, Any]] = []
+            gone: list[bool] = []  # the awaiting task left: nobody empties the box
 
             def run() -> list[tuple[bool, Any]]:
                 # aiosqlite's thread keeps the last function it ran and that
@@ -336,14 +337,24 @@ class AiosqliteStatus:
                 # once taken, and the outcome travels in a box emptied on the
                 # loop's side: an error kept by that future would keep, through
                 # its traceback, every frame it was raised through (the
-                # borrower's, holding the connection).
+                # borrower's, holding the connection). The error leaves
+                # without this frame (which holds the box: a cycle) and
+                # without the call (a bound method of the connection); when
+                # the awaiting task is gone (cancelled), the box is emptied
+                # here or there, whichever side comes last.
                 try:
                     call, call_args, call_kwargs = job
                     job.clear()
                     try:
                         outcome.append((True, call(*call_args, **call_kwargs)))
                     except BaseException as exc:  # as aiosqlite's thread does
-                        outcome.append((False, exc))
+                        tb = exc.__traceback__
+                        outcome.append((False, exc.with_traceback(tb and tb.tb_next)))
+                        tb = None
+                    finally:
+                        call = call_args = call_kwargs = None
+                    if gone:
+                        outcome.clear()
                     return outcome
                 finally:
                     status.finished += 1
@@ -352,6 +363,8 @@ class AiosqliteStatus:
             try:
                 box = await send(run)
             except BaseException:
+                gone.append(True)
+                outcome.clear()
                 if not conn._running or conn._connection is None:
                     status.finished = status.started  # closed: nothing will run
                 raise

@@ -132,3 +132,43 @@ def test_an_async_cached_read_that_failed_or_was_cancelled_keeps_nothing_referen
         assert await pool.fetchval("SELECT 1") == 1
 
     run_pools(body)
+
+
+@pytest.mark.parametrize("outcome", ["fails", "succeeds"])
+def test_a_borrower_cancelled_during_an_aiosqlite_statement_keeps_nothing_referenced(
+        run_pools: Any, db_path: str, outcome: str) -> None:
+    """aiosqlite runs each statement on its own thread and hands back the
+    outcome: a borrower cancelled while its statement runs there never takes
+    that outcome, and an error kept there (its traceback holding the thread's
+    frames, one of them the connection's bound method) must not keep the
+    connection referenced either."""
+    sql = slow_sql("sqlite")
+    if outcome == "fails":
+        sql = sql.replace("count(*)", "abs(count(*) * 0 - 9223372036854775807 - 1)")
+
+    async def body(make: Any) -> None:
+        pool = await make(url=f"sqlite:///{db_path}", max_size=1, min_size=0)
+
+        async def borrower() -> None:
+            async with pool.connection() as conn:
+                await conn.execute_fetchall(sql)  # aiosqlite's own helper
+
+        task = asyncio.ensure_future(borrower())
+        await asyncio.sleep(0.1)  # the statement runs on aiosqlite's thread
+        task.cancel()
+        (result,) = await asyncio.gather(task, return_exceptions=True)
+        assert isinstance(result, asyncio.CancelledError)
+        del task, result
+        assert await pool.fetchval("SELECT 1") == 1  # waits out the cancelled statement
+
+        async def forgetful() -> None:
+            await pool.acquire()  # the only connection, never released
+
+        await asyncio.ensure_future(forgetful())
+        deadline = asyncio.get_running_loop().time() + 5.0
+        while pool.stats().in_use and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
+        assert pool.stats().in_use == 0, "the dropped connection was never reclaimed"
+        assert pool.stats().reclaimed == 1
+
+    run_pools(body)
