@@ -281,12 +281,14 @@ class ResultCache:
         """The leader's read returned ``value``: stored unless a write to its
         tables began or ended meanwhile; its followers get it."""
         flight.value = value
-        with self._lock:
-            if self._flights.get(key) is flight:
-                del self._flights[key]
-            if versions == self._snapshot(tables):
-                self._store(key, value, expires, tables)
-        flight.finish()
+        try:
+            with self._lock:
+                if self._flights.get(key) is flight:
+                    del self._flights[key]
+                if versions == self._snapshot(tables):
+                    self._store(key, value, expires, tables)
+        finally:  # whatever storing did, the followers must not wait forever
+            flight.finish()
 
     def _snapshot(self, tables: frozenset[str]) -> tuple[int, ...]:
         if not tables or ANY in tables:  # unknown tables: any write at all makes it stale
