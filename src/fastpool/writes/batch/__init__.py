@@ -169,7 +169,15 @@ class Batcher:
             raise
         if item.error is not None:
             error, item.error = item.error, None
-            raise error
+            try:
+                raise error
+            finally:
+                # This frame, kept by the error's traceback, must not keep the
+                # error: that cycle would keep every frame it passed through
+                # (the flusher's, holding the connection) until the cyclic
+                # collector ran, and a connection dropped meanwhile could not
+                # be reclaimed (see PoolPolicy._reclaim_steps).
+                error = item = None  # type: ignore[assignment]
         assert item.result is not None
         return item.result
 

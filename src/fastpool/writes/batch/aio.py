@@ -208,7 +208,8 @@ class AsyncEngine(EngineBase):
             fut = it.future
             if fut is None or fut.done():
                 continue  # withdrawn, or its caller was cancelled after the start
-            error = it.error
+            # The future keeps the outcome; the item neither (see engine.py).
+            error, it.error, it.future = it.error, None, None
             if error is None:
                 fut.set_result(it.result)
             elif isinstance(error, Exception):

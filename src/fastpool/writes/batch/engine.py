@@ -665,6 +665,14 @@ class Engine(EngineBase):
                     future.set_exception(it.error)
             except BaseException:
                 logger.exception("fastpool: batcher %r: a done-callback failed", self.name)
+            finally:
+                # The future (the caller's) keeps the outcome now. The item,
+                # still referred to from the frames in the error's traceback,
+                # must keep neither the error nor the future: that cycle would
+                # keep those frames, the connection among them, until the
+                # cyclic collector ran, and a connection dropped meanwhile
+                # could not be reclaimed (PoolPolicy._reclaim_steps).
+                it.error = it.future = None
         with self.lock:
             self.settle(me, batch, committed, cancelled)
             if self.room_waiters:
