@@ -13,29 +13,17 @@ references). Found in review. Every test runs with the cyclic collector off.
 from __future__ import annotations
 
 import asyncio
-import gc
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from fastpool.pool.policy import PoolPolicy
 from tests.fix_db import Db
+from tests.integration.query.test_result_cache_leaves_no_cycles import (  # noqa: F401
+    no_cyclic_collector,  # autouse: the collector off, reclaiming quick
+)
 from tests.integration.test_async_pool import url  # noqa: F401
-
-
-@pytest.fixture(autouse=True)
-def no_cyclic_collector(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setattr(PoolPolicy, "RECLAIM_AFTER", 0.05)
-    monkeypatch.setattr(PoolPolicy, "MAINTENANCE_INTERVAL", 0.02)
-    gc.collect()
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
 
 
 def reclaimed_after_a_drop(pool: Any) -> int:
