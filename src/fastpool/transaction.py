@@ -385,30 +385,37 @@ def _run_steps(source: ConnectionSource, retries: int, delay_for: Callable[[int]
             None if stats is None else stats.count_attempt)
         if result.outcome is Outcome.COMMITTED:
             return result.value
-        error = result.error
-        assert error is not None
-        if result.outcome is Outcome.UNKNOWN:
-            if stats is not None:
-                stats._add("outcome_unknown")
-            raise error
-        if result.outcome is Outcome.FAILED:
-            raise error
-        if n > retries:
-            if stats is not None:
-                stats._add("exhausted")
-            if hasattr(error, "add_note"):  # Python 3.11+
-                error.add_note(f"fastpool: the transaction failed {n} time(s) "
-                               f"(retries={retries}); this is the last attempt's error")
-            raise error
         try:
-            delay = delay_for(n)
-        except ConfigError as bad:  # a backoff callable's nonsense, with what it was for
-            raise bad from error
-        if stats is not None:
-            stats._add("retries")
-        logger.debug("fastpool: pool %r: transaction attempt %d failed (%s: %s); retrying "
-                     "in %.3f s", getattr(source, "name", source), n,
-                     type(error).__name__, error, delay)
+            error = result.error
+            assert error is not None
+            if result.outcome is Outcome.UNKNOWN:
+                if stats is not None:
+                    stats._add("outcome_unknown")
+                raise error
+            if result.outcome is Outcome.FAILED:
+                raise error
+            if n > retries:
+                if stats is not None:
+                    stats._add("exhausted")
+                if hasattr(error, "add_note"):  # Python 3.11+
+                    error.add_note(f"fastpool: the transaction failed {n} time(s) "
+                                   f"(retries={retries}); this is the last attempt's error")
+                raise error
+            try:
+                delay = delay_for(n)
+            except ConfigError as bad:  # a backoff callable's nonsense, with what it was for
+                raise bad from error
+            if stats is not None:
+                stats._add("retries")
+            logger.debug("fastpool: pool %r: transaction attempt %d failed (%s: %s); retrying "
+                         "in %.3f s", getattr(source, "name", source), n,
+                         type(error).__name__, error, delay)
+        finally:
+            # Raised or not, this frame keeps neither the attempt nor its error:
+            # the error's traceback keeps this frame, and the cycle would keep
+            # the frames it passed through (with the connection) until the
+            # cyclic collector runs (see ARCHITECTURE.md, reference cycles).
+            result = error = None  # type: ignore[assignment]
         if delay > 0:
             yield ("sleep", delay)
 

@@ -346,7 +346,10 @@ class QueryObserver:
                     "fastpool_pool": pool, "fastpool_sql": shape, "fastpool_count": count,
                     "fastpool_threshold": threshold, "fastpool_site": site})
         if error is not None:
-            raise error
+            try:
+                raise error
+            finally:
+                error = None  # no cycle through this frame (see transaction._run_steps)
 
     def _log_slow(self, shape: str, nparams: int, elapsed_ns: int) -> None:
         with self._count_lock:

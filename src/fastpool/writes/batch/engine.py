@@ -438,42 +438,49 @@ class EngineBase:
                 for it in items:
                     it.result = None
                 raise
-            if done.outcome is Outcome.COMMITTED:
-                return
-            error = done.error
-            assert error is not None
-            if done.kind is ErrorKind.RETRYABLE:
-                counters.conflicts += 1
-            if done.outcome is Outcome.UNKNOWN:
-                # Each write not already failed on its own gets its own copy.
-                for it in items:
-                    if it.error is None:
-                        it.error = _copy_error(error)
-                    it.result = None
-                return
-            if done.outcome is Outcome.RETRY:
-                retry += 1
-                if retry > self.max_retries:
-                    _fail(items, error)
+            try:
+                if done.outcome is Outcome.COMMITTED:
                     return
-                counters.retries += 1
-                yield ("sleep", self.backoff(retry))
-                continue
-            # FAILED: a write's own error (or one the driver cannot place).
-            if not careful and not done.at_commit:
-                careful = True
-                counters.isolations += 1
-                continue
-            if len(items) > 1:
-                # Failed at COMMIT (a deferred constraint) or outside the
-                # savepoints: nothing was committed; find the bad write by
-                # bisecting across transactions.
-                mid = len(items) // 2
-                yield from self.commit_steps(me, items[:mid])
-                yield from self.commit_steps(me, items[mid:])
+                error = done.error
+                assert error is not None
+                if done.kind is ErrorKind.RETRYABLE:
+                    counters.conflicts += 1
+                if done.outcome is Outcome.UNKNOWN:
+                    # Each write not already failed on its own gets its own copy.
+                    for it in items:
+                        if it.error is None:
+                            it.error = _copy_error(error)
+                        it.result = None
+                    return
+                if done.outcome is Outcome.RETRY:
+                    retry += 1
+                    if retry > self.max_retries:
+                        _fail(items, error)
+                        return
+                    counters.retries += 1
+                    yield ("sleep", self.backoff(retry))
+                    continue
+                # FAILED: a write's own error (or one the driver cannot place).
+                if not careful and not done.at_commit:
+                    careful = True
+                    counters.isolations += 1
+                    continue
+                if len(items) > 1:
+                    # Failed at COMMIT (a deferred constraint) or outside the
+                    # savepoints: nothing was committed; find the bad write by
+                    # bisecting across transactions.
+                    mid = len(items) // 2
+                    yield from self.commit_steps(me, items[:mid])
+                    yield from self.commit_steps(me, items[mid:])
+                    return
+                _fail(items, error)
                 return
-            _fail(items, error)
-            return
+            finally:
+                # The attempt's error has a traceback through this frame (as
+                # the caller of the body's frames, Python 3.12+): holding it
+                # here past this round would make a cycle that keeps the
+                # connection referenced until the cyclic collector runs.
+                done = error = None  # type: ignore[assignment]
 
     def isolate_steps(self, conn: Any, sql: str, group: list[Item]) -> Steps[None]:
         """Run a statement group under a savepoint; on a write's error roll back

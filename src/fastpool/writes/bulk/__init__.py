@@ -334,6 +334,10 @@ def _load_steps(source: ConnectionSource, job: Job) -> Steps[int]:
         done = yield from attempt_steps(source, True, None,
                                         f"a bulk load into {'.'.join(job.table)}", None)
     if done.outcome is not Outcome.COMMITTED:
-        assert done.error is not None
-        raise done.error
+        error = done.error
+        assert error is not None
+        try:
+            raise error
+        finally:
+            done = error = None  # type: ignore[assignment]  # no cycle (see _run_steps)
     return int(done.value)

@@ -70,7 +70,10 @@ def load_steps(job: Job) -> Steps[int]:
                     row_error = _value_error(exc, first, job)
                     if row_error is None:
                         raise
-                    raise row_error from exc
+                    try:
+                        raise row_error from exc
+                    finally:
+                        row_error = None  # no cycle through this frame (ARCHITECTURE.md)
             job.report(encoder.rows)
     finally:
         yield ("close",)

@@ -88,7 +88,10 @@ def load_steps(job: Job) -> Steps[int]:
             row_error = _copy_error(exc, job)
             if row_error is None:
                 raise
-            raise row_error from exc
+            try:
+                raise row_error from exc
+            finally:
+                row_error = None  # no cycle through this frame (ARCHITECTURE.md)
         if job.keys:
             yield ("execute", _pg_upsert(target, _ident(*dest), job.columns, job.keys))
             yield ("execute", f"DROP TABLE {_ident(*dest)}")

@@ -61,7 +61,10 @@ def load_steps(job: Job) -> Steps[int]:
             row_error = yield from _find_row(job, target, statement, chunk, done, exc)
             if row_error is None:
                 raise
-            raise row_error from row_error.__cause__
+            try:
+                raise row_error from row_error.__cause__
+            finally:
+                row_error = None  # no cycle through this frame (ARCHITECTURE.md)
         yield ("execute", _RELEASE)
         done += len(chunk)
         job.report(done)
