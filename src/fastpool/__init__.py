@@ -18,7 +18,14 @@ _load_core()  # binds fastpool._core to the compiled core or to its Python twin
 
 from fastpool import _core as _core  # noqa: E402
 from fastpool.backoff import ExponentialBackoff  # noqa: E402
-from fastpool.cluster import Cluster, ReplicaReader, create_cluster  # noqa: E402
+from fastpool.cluster import (  # noqa: E402
+    AsyncCluster,
+    AsyncReplicaReader,
+    Cluster,
+    ReplicaReader,
+    create_async_cluster,
+    create_cluster,
+)
 from fastpool.drivers import (  # noqa: E402
     CallableDriver,
     Driver,
@@ -60,7 +67,9 @@ from fastpool.writes.bulk import RowError  # noqa: E402
 __version__ = "0.1.0"
 __all__ = [
     "AnalyzeRefused",
+    "AsyncCluster",
     "AsyncPool",
+    "AsyncReplicaReader",
     "BatchResult",
     "Batcher",
     "BatcherClosed",
@@ -97,6 +106,7 @@ __all__ = [
     "UnsupportedClient",
     "WrongEventLoop",
     "__version__",
+    "create_async_cluster",
     "create_async_pool",
     "create_cluster",
     "create_pool",

@@ -8,12 +8,22 @@
     cluster.execute("INSERT INTO t VALUES (%s)", (1,))   # the primary
     cluster.fetch("SELECT * FROM t")                    # a replica that has the insert
 
+    # asyncio: the same API awaited, over one AsyncPool per server
+    async with fastpool.create_async_cluster(primary=..., replicas=[...]) as cluster:
+        await cluster.execute("INSERT INTO t VALUES (%s)", (1,))
+        await cluster.fetch("SELECT * FROM t")
+
 PostgreSQL (streaming replication, psycopg) and MariaDB (GTID replication,
 mysqlclient; replicas are the servers with ``read_only`` on): what is asked of
 each is in ``servers.py``; positions below are WAL positions on PostgreSQL
 and GTID sequence numbers on MariaDB.
 
-One ``Pool`` per server (the same pool options for each). Writes, transactions
+One ``Pool`` per server (the same pool options for each); ``AsyncCluster``
+(``fastpool.cluster.aio``) has one ``AsyncPool`` per server, with any asyncio
+client (psycopg, asyncpg, asyncmy, aiomysql), and the same rules
+(``routing.py``) and the same monitor thread (``topology.py``), which asks
+the servers on blocking connections of its own (psycopg, mysqlclient) and
+hands pool work (drain on a role change) to the pools' event loop. Writes, transactions
 and ``cluster.connection()`` go to the primary. ``fetch``/``fetchrow``/
 ``fetchval`` take ``route``:
 
@@ -55,58 +65,30 @@ drained when the server behind it changes.
 from __future__ import annotations
 
 import contextlib
-import contextvars
-import itertools
 import logging
-import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from fastpool.backoff import Backoff
+from fastpool.cluster.routing import ClusterBase, PrimarySourceBase
 from fastpool.cluster.servers import server_for
-from fastpool.cluster.topology import EVERYTHING, PRIMARY, REPLICA, Node, Topology
-from fastpool.errors import (
-    ConfigError,
-    ConnectError,
-    ErrorKind,
-    NoReplicaAvailable,
-    PoolClosed,
-)
+from fastpool.cluster.topology import PRIMARY, REPLICA, Node, Topology
 from fastpool.options import seconds
 from fastpool.pool import Pool, create_pool
 from fastpool.query.helpers import EXEC, FETCH, MANY, ROW, VAL
-from fastpool.transaction import DEFAULT_BACKOFF, RetryStats, run_transaction
+from fastpool.transaction import DEFAULT_BACKOFF, run_transaction
 
-__all__ = ["Cluster", "ReplicaReader", "create_cluster"]
+__all__ = ["AsyncCluster", "AsyncReplicaReader", "Cluster", "ReplicaReader",
+           "create_async_cluster", "create_cluster"]
 
 R = TypeVar("R")
 
 logger = logging.getLogger("fastpool")
 
-_ROUTES = ("replica", "replica_only", "primary", "any")
-_cluster_numbers = itertools.count(1)
-_random = random.random
 
-
-
-class _PrimarySource:
-    """The connection source of the cluster's writes and primary reads (see
-    ``fastpool.source``): the current primary's pool, followed across a
-    failover. ``record``: after each use, the primary's WAL position goes into
-    the caller's context (read-your-writes)."""
-
-    is_async = False
-
-    def __init__(self, cluster: Cluster, record: bool) -> None:
-        self._cluster = cluster
-        self._record = record
-        self._lent: dict[int, Pool] = {}
-        self.name = f"{cluster.name}-primary"
-
-    @property
-    def adapter(self) -> Any:
-        return self._cluster._topo.primary.pool.adapter
+class _PrimarySource(PrimarySourceBase):
+    """The primary's connections for threads (see ``PrimarySourceBase``)."""
 
     def acquire(self, timeout: float | None = None) -> Any:
         topo = self._cluster._topo
@@ -115,17 +97,12 @@ class _PrimarySource:
             node = topo.primary
             pool = node.pool
             if deadline is None:
-                deadline = time.monotonic() + (pool.timeout if timeout is None
-                                               else seconds("timeout", timeout))
+                deadline = self._deadline(pool, timeout)
             try:
                 conn = pool.acquire(max(deadline - time.monotonic(), 0.0))
             except Exception as exc:
-                # The primary moved while this caller waited (its pool's waiters
-                # were failed with ConnectError): try the new one.
-                if (isinstance(exc, (ConnectError, PoolClosed)) and topo.primary is not node
-                        and time.monotonic() < deadline):
+                if self._try_again(exc, node, deadline):
                     continue
-                topo.failed(exc, None)  # a timeout or connect error: look at the roles
                 raise
             self._lent[id(conn)] = pool
             return conn
@@ -134,12 +111,9 @@ class _PrimarySource:
         pool = self._lent.pop(id(conn), None) or self._cluster._topo.primary.pool
         try:
             if self._record:
-                self._cluster._wrote(conn)
+                self._cluster._wrote(conn)  # type: ignore[attr-defined]
         finally:
             pool.release(conn)
-
-    def pool_of(self, conn: Any) -> Pool:
-        return self._lent.get(id(conn)) or self._cluster._topo.primary.pool
 
     @contextlib.contextmanager
     def connection(self, timeout: float | None = None) -> Iterator[Any]:
@@ -149,20 +123,8 @@ class _PrimarySource:
         finally:
             self.release(conn)
 
-    def classify(self, exc: BaseException) -> ErrorKind:
-        kind = self._cluster._topo.primary.pool.classify(exc)
-        self._cluster._topo.failed(exc, kind)
-        return kind
 
-    def writing(self, tables: Iterable[str]) -> contextlib.AbstractContextManager[None]:
-        return self._cluster._topo.primary.pool.writing(tables)
-
-    def finished(self, conn: Any, committed: bool) -> None:
-        """The transaction runner's callback: the query layer of the pool that lent ``conn``."""
-        self.pool_of(conn)._queries.finished(conn, committed)
-
-
-class Cluster:
+class Cluster(ClusterBase):
     """A primary and its read replicas (see the module documentation).
 
     ``cluster.primary`` is the primary's ``Pool`` now (it changes on failover);
@@ -173,38 +135,18 @@ class Cluster:
     def __init__(self, primary: str, replicas: Sequence[str] = (), *,
                  max_replica_lag: float = 5.0, lag_interval: float = 0.1,
                  name: str | None = None, **pool_options: Any) -> None:
-        if isinstance(replicas, str) or not all(isinstance(u, str) for u in replicas):
-            raise ConfigError(f"replicas must be a list of URLs, got {replicas!r}")
-        if not isinstance(primary, str):
-            raise ConfigError(f"primary must be a URL, got {primary!r}")
-        self.max_replica_lag = seconds("max_replica_lag", max_replica_lag)
-        self.lag_interval = seconds("lag_interval", lag_interval, allow_zero=False)
-        if name is not None and not isinstance(name, str):
-            raise ConfigError(f"name must be a string, got {name!r}")
-        for key in ("name", "connect", "driver"):
-            if key in pool_options:
-                raise ConfigError(f"create_cluster takes URLs and pool options, not {key}=")
-        self.name = name or f"cluster-{next(_cluster_numbers)}"
-        # The write token of this context (a WAL position; 0: none yet).
-        self._written: contextvars.ContextVar[int] = contextvars.ContextVar(
-            f"fastpool.cluster.{self.name}", default=0)
-        self.retry_stats = RetryStats()
+        super().__init__(primary, replicas, max_replica_lag=max_replica_lag,
+                         lag_interval=lag_interval, name=name, pool_options=pool_options,
+                         what="create_cluster")
         self._writer = _PrimarySource(self, record=True)
         self._reader = _PrimarySource(self, record=False)
         nodes: list[Node] = []
         try:
-            for i, url in enumerate([primary, *replicas]):
-                options = dict(pool_options)
-                if i == 0:
-                    _read_write(url, options)
-                pool = create_pool(url, name=f"{self.name}-{i}", **options)
-                role = PRIMARY if i == 0 else REPLICA
-                nodes.append(Node(f"{self.name}-{i}", pool, role))
-                server = server_for(pool.driver.client)
-                if server.kind != nodes[0].pool.driver.client.kind:  # type: ignore[union-attr]
-                    raise ConfigError(f"create_cluster: {pool.driver.describe()} is not the "
-                                      "same kind of server as the primary")
-            self._server = server_for(nodes[0].pool.driver.client)
+            for i, url in enumerate(self.urls):
+                pool = create_pool(url, **self._node_options(i, pool_options))
+                nodes.append(Node(f"{self.name}-{i}", pool, PRIMARY if i == 0 else REPLICA))
+            self._server = server_for(nodes[0].monitor.client)
+            self._check_kinds(nodes)
             self._topo = Topology(nodes, max_replica_lag=self.max_replica_lag,
                                   interval=self.lag_interval, name=self.name,
                                   primary_source=self._reader, server=self._server)
@@ -218,12 +160,13 @@ class Cluster:
     @property
     def primary(self) -> Pool:
         """The primary's pool now (another one after a failover)."""
-        return self._topo.primary.pool
+        pool: Pool = self._topo.primary.pool
+        return pool
 
     @property
     def replicas(self) -> list[Pool]:
         """The pools of the servers that are replicas now (usable or not)."""
-        return [n.pool for n in self._topo.nodes if n.role == REPLICA]
+        return self._replica_pools()
 
     def replica(self) -> ReplicaReader:
         """A pool-like reader over the replicas (``route="replica"``)."""
@@ -235,14 +178,14 @@ class Cluster:
         """Run one statement on the primary (committed on its own, or on
         ``conn`` of a ``cluster.transaction``); returns rows affected."""
         if conn is not None:
-            return self._writer.pool_of(conn).execute(sql, params, conn=conn)
+            return int(self._writer.pool_of(conn).execute(sql, params, conn=conn))
         call = self._topo.primary.pool._queries.call
         return int(call(self._writer, EXEC, sql, params, None, None))
 
     def executemany(self, sql: str, params_seq: Iterable[Any], *, conn: Any = None) -> int:
         """``execute`` for each parameter set, in one transaction on the primary."""
         if conn is not None:
-            return self._writer.pool_of(conn).executemany(sql, params_seq, conn=conn)
+            return int(self._writer.pool_of(conn).executemany(sql, params_seq, conn=conn))
         call = self._topo.primary.pool._queries.call
         return int(call(self._writer, MANY, sql, params_seq, None, None))
 
@@ -294,130 +237,32 @@ class Cluster:
         except Exception as exc:
             return self._read_again(exc, node, VAL, sql, params, route, route_after)
 
-    def _pick(self, route: str, route_after: str | None) -> Node:
-        """The node a read goes to: among the route's candidates that have
-        replayed this context's last write, the less loaded of two at random."""
-        topo = self._topo
-        if route == "replica" or route == "replica_only":
-            nodes, floor = topo.replica_view
-        elif route == "any":
-            nodes, floor = topo.any_view
-        elif route == "primary":
-            return topo.primary
-        else:
-            raise ConfigError(f"route must be one of {', '.join(map(repr, _ROUTES))}, "
-                              f"got {route!r}")
-        need = self._written.get()
-        if route_after is not None:
-            need = max(need, self._server.parse(route_after))
-        if need > floor:  # not every candidate has replayed it: only those that have
-            if need >= EVERYTHING:
-                need = self._resolve(need)
-            nodes = [n for n in nodes if n.replay_lsn >= need]  # type: ignore[assignment]
-        n = len(nodes)
-        if n == 2:
-            first = _random() < 0.5
-            a = nodes[first]
-            sa = a.sizes()  # (open, idle, in use, waiting)
-            if not (sa[2] or sa[3]):
-                return a  # nothing in use there: none is less loaded
-            b = nodes[not first]
-            sb = b.sizes()
-            return a if sa[2] + sa[3] <= sb[2] + sb[3] else b
-        if n == 1:
-            return nodes[0]
-        if n == 0:
-            if route == "replica_only":
-                raise self._no_replica(need)
-            return topo.primary
-        i = int(_random() * n)
-        a, b = nodes[i], nodes[(i + 1 + int(_random() * (n - 1))) % n]
-        sa, sb = a.sizes(), b.sizes()
-        return a if sa[2] + sa[3] <= sb[2] + sb[3] else b
-
-    def _no_replica(self, need: int) -> NoReplicaAvailable:
-        nodes = [n for n in self._topo.nodes if n.role == REPLICA]
-        states = ", ".join(
-            f"{n.name}: " + ("down" if not n.up else
-                             f"lag {n.lag:.3f} s > max_replica_lag {self.max_replica_lag:g}"
-                             if n.lag > self.max_replica_lag else
-                             f"replayed {self._server.format(n.replay_lsn)} < "
-                             f"{self._server.format(need)}")
-            for n in nodes) or "no replicas"
-        return NoReplicaAvailable(f"cluster {self.name!r}: no replica can serve this read "
-                                  f"(route='replica_only'): {states}")
-
     def _read_again(self, exc: Exception, node: Node, kind: str, sql: str, params: Any,
                     route: str, route_after: str | None) -> Any:
-        """A read failed. On a replica that lost its connection (or could not
-        lend one), run it once more elsewhere: a replica cannot have written
-        anything, so running it again is safe. Anything else is the caller's."""
-        if node.role != REPLICA or not (
-                isinstance(exc, (ConnectError, PoolClosed))
-                or node.pool.classify(exc) in (ErrorKind.CONNECTION_LOST, ErrorKind.NOT_SENT,
-                                               ErrorKind.UNREACHABLE, ErrorKind.UNAVAILABLE)):
+        """A read failed: once more elsewhere if ``_read_elsewhere`` says so."""
+        other = self._read_elsewhere(exc, node, route, route_after)
+        if other is None:
             raise exc
-        self._topo.suspect(node)
-        other = self._pick(route, route_after)
         return other.call(other.source, kind, sql, params, None, None)
 
     # ---- read-your-writes --------------------------------------------------------
 
     def _wrote(self, conn: Any) -> None:
-        """After a write on ``conn`` (still lent): the primary's WAL position
-        into this context, asked on the same connection without a transaction
-        of its own. A connection that cannot answer (broken after its COMMIT,
-        or the write failed) leaves a pending mark instead: this context reads
-        from the primary until the monitor samples the primary again."""
+        """After a write on ``conn`` (still lent): the primary's position, asked
+        on the same connection without a transaction of its own."""
+        lsn = None
         try:
             lsn = self._server.position_after_write(conn, self._topo.primary.pool.adapter)
-            if lsn is not None:
-                self._remember(lsn)
-                return
         except Exception as exc:
             logger.debug("fastpool: cluster %r: no position after a write: %s", self.name, exc)
-        self._written.set(EVERYTHING + time.monotonic_ns())
-
-    def _remember(self, lsn: int) -> None:
-        last = self._written.get()
-        if lsn > last or last >= EVERYTHING:  # a pending mark: this write is later
-            self._written.set(lsn)
-
-    def _resolve(self, need: int) -> int:
-        """A pending mark (EVERYTHING + a monotonic time in ns, see ``_wrote``):
-        the primary's position as sampled after that time, or EVERYTHING (the
-        primary only) until there is one."""
-        clock = self._topo.clock
-        if clock.sampled_at * 1e9 > need - EVERYTHING and clock.latest:
-            self._written.set(clock.latest)
-            return clock.latest
-        return EVERYTHING
+        self._wrote_at(lsn)
 
     def note_write(self) -> str:
         """Count a write made without the cluster's helpers (``cluster.primary``'s
         own, a batcher, a bulk load) for this context's read-your-writes: asks
         the primary's WAL position now. Returns the token."""
         self._writer.release(self._writer.acquire())  # the release records it
-        return self.last_write_token() or self._server.format(self._topo.clock.latest)
-
-    def last_write_token(self) -> str | None:
-        """This context's last write through the cluster, as a token for another
-        process (``route_after=``, ``reads_after``); None before any write."""
-        lsn = self._written.get()
-        if lsn >= EVERYTHING:
-            lsn = self._resolve(lsn)
-        return self._server.format(lsn) if 0 < lsn < EVERYTHING else None
-
-    @contextlib.contextmanager
-    def reads_after(self, token: str | None) -> Iterator[None]:
-        """Within the block, this context reads only from nodes that have
-        replayed ``token`` (another process's write; None: no constraint)."""
-        lsn = 0 if token is None else self._server.parse(token)
-        reset = self._written.set(max(lsn, self._written.get()))
-        try:
-            yield
-        finally:
-            self._written.reset(reset)
+        return self._token_now()
 
     # ---- the rest -----------------------------------------------------------------
 
@@ -425,41 +270,20 @@ class Cluster:
         """Ask every server its role now (the monitor does it on its own when
         the primary fails); waits up to ``timeout`` for the round."""
         topo = self._topo
-        topo._rediscover = True
-        topo._wake.set()
+        self._ask_roles()
         deadline = time.monotonic() + seconds("timeout", timeout)
         while topo._rediscover and time.monotonic() < deadline:
             time.sleep(0.01)
 
-    def stats(self) -> dict[str, Any]:
-        """The cluster's state: the primary's name, failovers so far, and per
-        node its role, whether it is up and usable for reads, its lag (s), the
-        WAL position it replayed, and its pool's ``stats()``."""
-        topo = self._topo
-        return {"name": self.name, "primary": topo.primary.name,
-                "primary_ok": topo.primary_ok, "failovers": topo.failovers,
-                "last_failover": topo.last_failover, "max_replica_lag": self.max_replica_lag,
-                "transactions": self.retry_stats.as_dict(), "nodes": topo.describe()}
-
     def close(self, timeout: float = 5.0) -> None:
         """Stop the monitor and close every node's pool."""
         self._topo.close(seconds("timeout", timeout))
-
-    @property
-    def closed(self) -> bool:
-        return self._topo._closed
 
     def __enter__(self) -> Cluster:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    def __repr__(self) -> str:
-        topo = self._topo
-        return (f"<Cluster {self.name!r} primary={topo.primary.name} "
-                f"replicas={sum(n.role == REPLICA for n in topo.nodes)} "
-                f"usable={len(topo.usable)} failovers={topo.failovers}>")
 
 
 class ReplicaReader:
@@ -487,19 +311,16 @@ class ReplicaReader:
             yield conn
 
 
-def _read_write(url: str, options: dict[str, Any]) -> None:
-    """A primary URL with a libpq host list connects to the read-write host:
-    ``target_session_attrs=read-write`` unless the URL or options say otherwise."""
-    if "target_session_attrs" in options or "target_session_attrs" in url:
-        return
-    netloc = url.partition("://")[2].partition("/")[0].rpartition("@")[2]
-    if "," in netloc or ("host=" in url and "," in url.partition("host=")[2].split("&")[0]):
-        options["target_session_attrs"] = "read-write"
-
-
 def create_cluster(primary: str, replicas: Sequence[str] = (), **options: Any) -> Cluster:
     """A ``Cluster`` over a primary URL and replica URLs; ``options`` are
     ``max_replica_lag`` (seconds, default 5), ``lag_interval`` (the monitor's
     period, default 0.1 s), ``name``, and any ``create_pool`` option, used for
     every node's pool."""
     return Cluster(primary, replicas, **options)
+
+
+from fastpool.cluster.aio import (  # noqa: E402  (it builds on this module's rules)
+    AsyncCluster,
+    AsyncReplicaReader,
+    create_async_cluster,
+)

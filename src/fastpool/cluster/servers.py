@@ -70,6 +70,28 @@ class PostgresServer:
             return None
         return parse_lsn(res.get_value(0, 0).decode())
 
+    async def position_after_write_async(self, conn: Any, client: Any) -> int | None:
+        """``position_after_write`` on an asyncio connection (psycopg's
+        ``AsyncConnection`` or asyncpg's), outside any transaction: asyncpg
+        runs it on its own; psycopg in autocommit for this one statement (no
+        BEGIN; switching is local on an idle connection)."""
+        if client.in_transaction(conn) is not False:
+            return None
+        sql = self._INSERT_LSN.decode()
+        if client.name == "asyncpg":
+            text = await conn.fetchval(sql)
+        else:
+            was = conn.autocommit
+            if not was:
+                await conn.set_autocommit(True)
+            try:
+                cur = await conn.execute(sql)
+                text = (await cur.fetchone())[0]
+            finally:
+                if not was:
+                    await conn.set_autocommit(False)
+        return parse_lsn(text)
+
     parse = staticmethod(parse_lsn)
     format = staticmethod(format_lsn)
 
@@ -105,6 +127,15 @@ class MariaDBServer:
             row = cur.fetchone()
         finally:
             cur.close()
+        return gtid_seq(row[0])
+
+    async def position_after_write_async(self, conn: Any, client: Any) -> int | None:
+        """``position_after_write`` on an asyncmy or aiomysql connection."""
+        if client.in_transaction(conn) is not False:
+            return None
+        async with conn.cursor() as cur:
+            await cur.execute("SELECT @@gtid_binlog_pos")
+            row = await cur.fetchone()
         return gtid_seq(row[0])
 
     @staticmethod
@@ -144,7 +175,8 @@ def gtid_seq(text: str | None) -> int:
 
 
 def server_for(client: Any) -> PostgresServer | MariaDBServer:
-    """The server rules for a pool's client adapter (sync clients only)."""
+    """The server rules for the monitor's client adapter (blocking clients
+    only: an AsyncCluster's monitor connects through psycopg or mysqlclient)."""
     if client is not None and not client.is_async:
         if client.kind == "postgresql" and client.name == "psycopg":
             return PostgresServer()

@@ -33,13 +33,18 @@ import logging
 import threading
 import time
 import weakref
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastpool.backoff import ExponentialBackoff
 from fastpool.cluster.lsn import LagClock
 from fastpool.cluster.servers import MariaDBServer, PostgresServer, Seen
 from fastpool.errors import ConnectError, ErrorKind, PoolTimeout, TransactionOutcomeUnknown
 from fastpool.pool import Pool
+from fastpool.pool.policy import PoolPolicy
+
+if TYPE_CHECKING:
+    from fastpool.drivers.base import Driver
+    from fastpool.pool.async_facade import AsyncPool
 
 __all__ = ["DOWN", "PRIMARY", "READ_ONLY", "REPLICA", "Node", "Topology"]
 
@@ -63,25 +68,49 @@ _READ_ONLY_SQLSTATE = "25006"
 class Node:
     """One server of a cluster: its pool, its role and what the monitor last saw."""
 
-    __slots__ = ("__weakref__", "call", "conn", "failures", "identity", "lag", "name", "pool",
-                 "replay_lsn", "retry_at", "role", "sizes", "source", "up")
+    __slots__ = ("__weakref__", "call", "conn", "failures", "identity", "lag", "loop",
+                 "monitor", "name", "pool", "replay_lsn", "retry_at", "role", "sizes",
+                 "source", "up")
 
-    def __init__(self, name: str, pool: Pool, role: str) -> None:
+    def __init__(self, name: str, pool: Pool | AsyncPool, role: str,
+                 monitor: Driver | None = None) -> None:
         self.name = name
-        self.pool = pool
+        self.pool: Any = pool  # a Pool, or an AsyncPool of an AsyncCluster
         self.role = role
+        #: The blocking driver the monitor thread connects with: the pool's own,
+        #: or for an AsyncPool one of the same URL (psycopg, mysqlclient).
+        self.monitor: Driver = monitor if monitor is not None else pool.driver
+        #: An AsyncPool's event loop: the monitor hands its pool work there.
+        self.loop = pool._loop if pool.is_async else None  # type: ignore[union-attr]
         self.up = True
         self.lag = 0.0
         self.replay_lsn = EVERYTHING if role == PRIMARY else 0
         # The reader's fast path: the pool's query layer, and the pool's core
         # sizes (open, idle, in use, waiting) for the least-loaded choice.
-        self.call = pool._queries.call
+        self.call: Any = pool._queries.call_async if pool.is_async else pool._queries.call
         self.sizes = pool._sizes
         self.source: Any = pool  # the primary reads through the cluster's primary source
         self.conn: Any = None  # the monitor's own connection
         self.identity: tuple[Any, ...] | None = None
         self.failures = 0
         self.retry_at = 0.0
+
+    def drain(self) -> None:
+        """Replace the pool's connections (``Pool.drain``), from any thread."""
+        self._in_pool(PoolPolicy.drain, self.pool)
+
+    def fail_waiters(self, error: BaseException) -> None:
+        """Fail the callers queued on the pool with ``error``, from any thread."""
+        self._in_pool(self.pool._fail_waiters, error)
+
+    def _in_pool(self, fn: Any, *args: Any) -> None:
+        if self.loop is None:
+            fn(*args)
+            return
+        try:  # an AsyncPool is its loop's alone: the work runs there, soon
+            self.loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:  # the loop is closed: so is the pool
+            logger.debug("fastpool: %s: its event loop is closed", self.name)
 
     def __repr__(self) -> str:
         return f"<Node {self.name} {self.role} up={self.up} lag={self.lag:.3f}>"
@@ -220,7 +249,7 @@ class Topology:
                 self.clock.sample(time.monotonic(), seen.lsn)
             elif not seen.writable:
                 if node.role == PRIMARY and node is not current:
-                    node.pool.drain()
+                    node.drain()
                 node.role = REPLICA if seen.in_recovery else READ_ONLY
                 node.replay_lsn = seen.lsn
                 node.lag = self.clock.lag(seen.lsn, time.monotonic())
@@ -249,13 +278,13 @@ class Topology:
         with self._changed:
             self.primary = new
             self._changed.notify_all()
-        new.pool.drain()  # its connections were opened to a replica
+        new.drain()  # its connections were opened to a replica
         if old is not new:
             if not old.up:  # one that answered in recovery is a replica already
                 old.role, old.replay_lsn = DOWN, 0
             old.source = old.pool
-            old.pool.drain()
-            old.pool._fail_waiters(ConnectError(
+            old.drain()
+            old.fail_waiters(ConnectError(
                 f"cluster {self.name!r}: the primary moved from {old.name} to {new.name}"))
             self.failovers += 1
             self.last_failover = time.time()
@@ -270,7 +299,7 @@ class Topology:
             logger.warning("fastpool: cluster %r: %s answers from another server now "
                            "(%s, was %s); draining its pool", self.name, node.name,
                            seen.identity, node.identity)
-            node.pool.drain()
+            node.drain()
         node.identity = seen.identity
 
     def _observe(self, node: Node, force: bool) -> Seen | None:
@@ -281,7 +310,7 @@ class Topology:
             if not force and now < node.retry_at:
                 return None
             try:
-                node.conn = self.server.connect(node.pool)
+                node.conn = self.server.connect(node.monitor)
             except Exception as exc:
                 self._unreachable(node, exc, now)
                 return None
@@ -299,7 +328,7 @@ class Topology:
         node.retry_at = now + self.RETRY_BACKOFF(node.failures)
         if node.up:
             logger.warning("fastpool: cluster %r: %s does not answer: %s: %s", self.name,
-                           node.name, type(exc).__name__, node.pool.driver.redact(str(exc)))
+                           node.name, type(exc).__name__, node.monitor.redact(str(exc)))
         node.up = False
 
     def _drop(self, node: Node) -> None:
@@ -321,6 +350,13 @@ class Topology:
                  "usable": id(n) in usable, "pool": n.pool.stats()} for n in self.nodes]
 
     def close(self, timeout: float) -> None:
+        """Stop the monitor, then close every node's (blocking) pool."""
+        self.stop(timeout)
+        for node in self.nodes:
+            node.pool.close(timeout)
+
+    def stop(self, timeout: float) -> None:
+        """Stop the monitor thread and close its connections (the pools stay open)."""
         self._closed = True
         self._stop = True
         self._wake.set()
@@ -330,7 +366,6 @@ class Topology:
             self._thread.join(timeout)
         for node in self.nodes:
             self._drop(node)
-            node.pool.close(timeout)
 
 
 def _monitor_main(ref: weakref.ReferenceType[Topology], wake: threading.Event) -> None:

@@ -1,0 +1,322 @@
+"""``AsyncCluster`` over real servers: a PostgreSQL primary with two streaming
+replicas, through psycopg's AsyncConnection and asyncpg, and a MariaDB
+primary with a GTID replica, through asyncmy and aiomysql (tests/fix_replicas.py).
+
+The same checks as the thread cluster's (test_routing.py, test_mariadb.py):
+which node served each read (asked in the read itself), the lag skip,
+read-your-writes in each task's own context with a replica paused behind the
+write, tokens across tasks, a lost replica read run again elsewhere, and a
+failover: the primary stopped and a replica promoted while tasks write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+import fastpool
+from fastpool import ConfigError, NoReplicaAvailable
+from tests.fix_replicas import MariaDBSet, ReplicaSet
+
+PG_CLIENTS = {"psycopg": "postgresql://", "asyncpg": "postgresql+asyncpg://"}
+MARIADB_CLIENTS = {"asyncmy": "mysql+asyncmy://", "aiomysql": "mysql+aiomysql://"}
+
+
+def _urls(servers: ReplicaSet | MariaDBSet, scheme: str) -> tuple[str, list[str]]:
+    def url(node: Any) -> str:
+        return scheme + node.url.partition("://")[2]
+    return url(servers.primary), [url(n) for n in servers.replicas]
+
+
+async def until(cond: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout:g} s: {what}")
+        await asyncio.sleep(0.01)
+
+
+def run(servers: ReplicaSet | MariaDBSet, scheme: str,
+        body: Callable[[fastpool.AsyncCluster], Awaitable[None]], *, resume: bool = True,
+        **options: Any) -> None:
+    """``await body(cluster)`` over a new AsyncCluster whose replicas are usable;
+    closed, and every replica's replay resumed, at the end."""
+    primary, replicas = _urls(servers, scheme)
+
+    async def main() -> None:
+        async with fastpool.create_async_cluster(
+                primary, replicas, **{"max_size": 4, "max_replica_lag": 60.0,
+                                      "lag_interval": 0.05, **options}) as cluster:
+            await until(lambda: len(cluster._topo.usable) == len(servers.replicas),
+                        "every replica usable")
+            await body(cluster)
+        assert cluster.closed
+        assert all(p.closed for p in [cluster.primary, *cluster.replicas])
+
+    try:
+        asyncio.run(main())
+    finally:
+        for node in servers.replicas if resume else ():
+            servers.resume(node)  # type: ignore[arg-type]
+
+
+def _mark(scheme: str) -> str:
+    return "$1" if "asyncpg" in scheme else "%s"
+
+
+async def read_your_writes(cluster: fastpool.AsyncCluster, table: str, port_sql: str,
+                           scheme: str, in_a_row: int = 300, tasks: int = 32,
+                           each: int = 20) -> Counter[int]:
+    """``tests.fix_replicas.read_your_writes`` for tasks: each task its own
+    context and key; every read must see the task's own last write."""
+    served: Counter[int] = Counter()
+    m1, m2 = ("$1", "$2") if "asyncpg" in scheme else ("%s", "%s")
+
+    async def loop(key: int, n: int) -> None:
+        for i in range(1, n + 1):
+            await cluster.execute(f"UPDATE {table} SET v = {m1} WHERE k = {m2}", (i, key))
+            v, port = await cluster.fetchrow(
+                f"SELECT v, {port_sql} FROM {table} WHERE k = {m1}", (key,))
+            assert v == i, f"key {key}: wrote {i}, read {v} from port {port}"
+            served[port] += 1
+
+    await loop(tasks, in_a_row)
+    await asyncio.gather(*(loop(key, each) for key in range(tasks)))
+    assert sum(served.values()) == in_a_row + tasks * each
+    return served
+
+
+# ---- PostgreSQL -------------------------------------------------------------------
+
+_SERVED = "SELECT inet_server_port(), pg_is_in_recovery()"
+
+
+@pytest.fixture(params=sorted(PG_CLIENTS))
+def pg_scheme(request: pytest.FixtureRequest) -> str:
+    return PG_CLIENTS[request.param]
+
+
+def test_async_reads_go_to_both_replicas_and_writes_to_the_primary(replicas, pg_scheme):
+    m = _mark(pg_scheme)
+
+    async def body(cluster: fastpool.AsyncCluster) -> None:
+        ports = Counter([tuple(await cluster.fetchrow(_SERVED)) for _ in range(200)])
+        assert set(ports) == {(n.port, True) for n in replicas.replicas}, ports
+        assert min(ports.values()) >= 40, ports
+        assert tuple(await cluster.fetchrow(_SERVED, route="primary")) == (
+            replicas.primary.port, False)
+        anywhere = {(await cluster.fetchrow(_SERVED, route="any"))[0] for _ in range(60)}
+        assert anywhere <= {n.port for n in replicas.nodes}
+        reader = cluster.replica()
+        assert await reader.fetchval("SELECT pg_is_in_recovery()") is True
+        async with reader.connection() as conn:
+            assert isinstance(conn, type(await _own_connection(cluster)))
+        await cluster.execute("DROP TABLE IF EXISTS acluster_route")
+        await cluster.execute("CREATE TABLE acluster_route (k int PRIMARY KEY, v int)")
+        assert await cluster.execute(f"INSERT INTO acluster_route VALUES ({m}, 1)", (1,)) == 1
+        assert await cluster.executemany(f"INSERT INTO acluster_route VALUES ({m}, 2)",
+                                         [(2,), (3,)]) in (2, -1)  # asyncpg: -1
+
+        async def on_primary(conn: Any) -> Any:
+            await cluster.execute(f"INSERT INTO acluster_route VALUES ({m}, 4)", (4,),
+                                  conn=conn)
+            return await cluster.primary.fetchrow(_SERVED, conn=conn)
+
+        assert tuple(await cluster.transaction(on_primary)) == (replicas.primary.port, False)
+        async with cluster.connection() as conn:
+            assert tuple(await cluster.primary.fetchrow(_SERVED, conn=conn)) == (
+                replicas.primary.port, False)
+        assert await cluster.fetchval("SELECT count(*) FROM acluster_route",
+                                      route="primary") == 4
+        stats = cluster.stats()
+        assert stats["primary"] == cluster.primary.name
+        assert [(n["role"], n["usable"]) for n in stats["nodes"]] == [
+            ("primary", False), ("replica", True), ("replica", True)]
+        assert all(isinstance(n["pool"], fastpool.PoolStats) for n in stats["nodes"])
+        assert repr(cluster).startswith("<AsyncCluster ")
+
+    run(replicas, pg_scheme, body)
+
+
+async def _own_connection(cluster: fastpool.AsyncCluster) -> Any:
+    """The driver's own connection class, as the primary's pool lends it."""
+    conn = await cluster.primary.acquire()
+    await cluster.primary.release(conn)
+    return conn
+
+
+def test_async_read_your_writes_and_tokens_with_a_replica_paused(replicas, pg_scheme):
+    paused, other = replicas.replicas
+    m = _mark(pg_scheme)
+
+    async def body(cluster: fastpool.AsyncCluster) -> None:
+        await cluster.execute("DROP TABLE IF EXISTS acluster_ryw")
+        await cluster.execute("CREATE TABLE acluster_ryw (k int PRIMARY KEY, v int NOT NULL)")
+        await cluster.executemany(f"INSERT INTO acluster_ryw VALUES ({m}, 0)",
+                                  [(k,) for k in range(33)])
+        replicas.wait_replayed()
+        replicas.pause(paused)  # usable by lag (max 60 s): only read-your-writes protects
+        served = await read_your_writes(cluster, "acluster_ryw", "inet_server_port()",
+                                        pg_scheme)
+        assert paused.port not in served, served
+        # A token from another task carries it; without one a task may read old data.
+        replicas.pause(other)
+
+        async def writer() -> str | None:
+            await cluster.execute("UPDATE acluster_ryw SET v = 7 WHERE k = 0")
+            return cluster.last_write_token()
+
+        token = await asyncio.ensure_future(writer())  # a task: its own context
+        assert token is not None
+        assert cluster.last_write_token() is not None  # this task wrote in read_your_writes
+        fresh = asyncio.ensure_future(cluster.fetchval(
+            "SELECT v FROM acluster_ryw WHERE k = 0", route_after=token))
+        assert await fresh == 7
+        with cluster.reads_after(token), pytest.raises(NoReplicaAvailable, match="replayed"):
+            await cluster.fetchval("SELECT 1", route="replica_only")
+
+    run(replicas, pg_scheme, body)
+
+
+def test_async_lag_skip_and_no_replica(replicas, pg_scheme):
+    async def body(cluster: fastpool.AsyncCluster) -> None:
+        cluster._topo.max_replica_lag = cluster.max_replica_lag = 0.3
+        for node in replicas.replicas:
+            replicas.pause(node)
+        await cluster.execute("DROP TABLE IF EXISTS acluster_lag")
+        await cluster.execute("CREATE TABLE acluster_lag (k int)")  # the primary moves on
+        await until(lambda: not cluster._topo.usable, "both replicas skipped")
+        with pytest.raises(NoReplicaAvailable, match="lag"):
+            await cluster.fetch("SELECT 1", route="replica_only")
+        assert tuple(await cluster.fetchrow(_SERVED)) == (replicas.primary.port, False)
+        for node in replicas.replicas:
+            replicas.resume(node)
+        await until(lambda: len(cluster._topo.usable) == 2, "both replicas usable again")
+        assert {(await cluster.fetchrow(_SERVED))[0] for _ in range(60)} == {
+            n.port for n in replicas.replicas}
+
+    run(replicas, pg_scheme, body)
+
+
+def test_an_async_read_that_loses_its_replica_connection_runs_again_elsewhere(replicas):
+    async def body(cluster: fastpool.AsyncCluster) -> None:
+        for pool in cluster.replicas:
+            await pool.wait()
+        pids = [row["session_id"] for row in await cluster.replicas[0].server_activity()]
+        with replicas.admin(replicas.replicas[0]) as admin:  # the pool's, not the monitor's
+            killed = admin.execute("SELECT count(pg_terminate_backend(pid)) FROM "
+                                   "unnest(%s::int[]) AS pid", (pids,)).fetchone()[0]
+        assert killed == 2
+        assert [await cluster.fetchval("SELECT 1") for _ in range(20)] == [1] * 20
+        broken = sum(s["pool"].closed.get("broken", 0) for s in cluster.stats()["nodes"])
+        assert broken >= 1
+
+    # alive_bypass: the killed connections are lent without a probe, so the read meets it.
+    run(replicas, "postgresql://", body, min_size=2, max_size=2, alive_bypass=3600)
+
+
+@pytest.mark.slow
+def test_async_failover_moves_writes_to_the_promoted_replica(fresh_replicas):
+    rs = fresh_replicas
+    old, new = rs.primary, rs.replicas[0]
+    acked: list[int] = []
+    errors: Counter[str] = Counter()
+
+    async def body(cluster: fastpool.AsyncCluster) -> None:
+        await cluster.execute("CREATE TABLE afailover (n int PRIMARY KEY)")
+        stop = asyncio.Event()
+
+        async def writer(t: int) -> None:
+            n = t
+            while not stop.is_set():
+                n += 8
+                try:
+                    await cluster.execute("INSERT INTO afailover VALUES (%s)", (n,))
+                    acked.append(n)
+                except Exception as exc:  # lost connections while the primary is gone
+                    errors[type(exc).__name__] += 1
+                    await asyncio.sleep(0.05)
+
+        tasks = [asyncio.ensure_future(writer(t)) for t in range(8)]
+        await asyncio.sleep(0.5)
+        rs.wait_replayed()
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, rs.stop, old)
+        await loop.run_in_executor(None, rs.promote, new)
+        t0 = time.monotonic()
+        await until(lambda: cluster.primary.name.endswith("-1"), "the promoted replica "
+                    "is the primary", timeout=30)
+        before = len(acked)
+        await until(lambda: len(acked) > before + 20, "writes resumed", timeout=30)
+        resumed = time.monotonic() - t0
+        stop.set()
+        await asyncio.gather(*tasks)
+        assert cluster.stats()["failovers"] == 1
+        on_new = {r[0] for r in await cluster.fetch("SELECT n FROM afailover",
+                                                    route="primary")}
+        lost = set(acked) - on_new
+        assert not lost, f"acknowledged writes missing on the new primary: {sorted(lost)[:10]}"
+        print(f"async failover: {len(acked)} writes acknowledged, none lost; writes back "
+              f"{resumed:.2f} s after the promotion; errors meanwhile: {dict(errors)}")
+
+    run(rs, "postgresql://", body, resume=False)  # the promoted one replays nothing
+
+
+def test_async_cluster_bad_input_is_named_before_anything_connects():
+    with pytest.raises(ConfigError, match="replicas must be a list"):
+        fastpool.create_async_cluster("postgresql://x/y", "postgresql://z/y")
+    with pytest.raises(ConfigError, match="not driver="):
+        fastpool.create_async_cluster("postgresql://x/y", [], driver="asyncpg")
+    with pytest.raises(ConfigError, match="max_replica_lag"):
+        fastpool.create_async_cluster("postgresql://x/y", [], max_replica_lag=-1)
+    with pytest.raises(ConfigError, match="wait="):
+        fastpool.create_async_cluster("postgresql://x/y", [], wait=False)
+
+    async def sqlite() -> None:
+        await fastpool.create_async_cluster("sqlite:///:memory:", [])
+
+    with pytest.raises(fastpool.UnsupportedClient, match="create_cluster supports"):
+        asyncio.run(sqlite())
+
+
+# ---- MariaDB ----------------------------------------------------------------------
+
+@pytest.fixture(params=sorted(MARIADB_CLIENTS))
+def mariadb_scheme(request: pytest.FixtureRequest) -> str:
+    return MARIADB_CLIENTS[request.param]
+
+
+def test_async_mariadb_routing_lag_skip_and_read_your_writes(mariadb_replicas, mariadb_scheme):
+    ms = mariadb_replicas
+    replica = ms.replicas[0]
+
+    async def body(cluster: fastpool.AsyncCluster) -> None:
+        served = {tuple(await cluster.fetchrow("SELECT @@port, @@read_only"))
+                  for _ in range(30)}
+        assert served == {(replica.port, 1)}
+        await cluster.execute("DROP TABLE IF EXISTS acluster_ryw")
+        await cluster.execute("CREATE TABLE acluster_ryw (k int PRIMARY KEY, v int NOT NULL) "
+                              "ENGINE=InnoDB")
+        await cluster.executemany("INSERT INTO acluster_ryw VALUES (%s, 0)",
+                                  [(k,) for k in range(33)])
+        ms.wait_replayed()
+        ms.pause(replica)
+        served_by = await read_your_writes(cluster, "acluster_ryw", "@@port", mariadb_scheme)
+        assert replica.port not in served_by
+        token = cluster.last_write_token()
+        with pytest.raises(NoReplicaAvailable, match="replayed"):
+            await cluster.fetchval("SELECT 1", route="replica_only")
+        cluster._topo.max_replica_lag = cluster.max_replica_lag = 0.3
+        await until(lambda: not cluster._topo.usable, "the stopped replica skipped")
+        ms.resume(replica)
+        ms.wait_replayed()
+        await until(lambda: len(cluster._topo.usable) == 1, "the replica usable again")
+        assert await cluster.fetchval("SELECT v FROM acluster_ryw WHERE k = 32",
+                                      route="replica_only", route_after=token) == 300
+
+    run(ms, mariadb_scheme, body)
