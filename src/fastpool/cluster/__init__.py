@@ -242,7 +242,10 @@ class Cluster(ClusterBase):
         """A read failed: once more elsewhere if ``_read_elsewhere`` says so."""
         other = self._read_elsewhere(exc, node, route, route_after)
         if other is None:
-            raise exc
+            try:
+                raise exc
+            finally:
+                exc = None  # type: ignore[assignment]  # no cycle through this frame
         return other.call(other.source, kind, sql, params, None, None)
 
     # ---- read-your-writes --------------------------------------------------------
@@ -254,7 +257,8 @@ class Cluster(ClusterBase):
         try:
             lsn = self._server.position_after_write(conn, self._topo.primary.pool.adapter)
         except Exception as exc:
-            logger.debug("fastpool: cluster %r: no position after a write: %s", self.name, exc)
+            logger.debug("fastpool: cluster %r: no position after a write: %s", self.name,
+                         str(exc))  # the text: a kept record must not keep the frames
         self._wrote_at(lsn)
 
     def note_write(self) -> str:

@@ -46,9 +46,9 @@ from fastpool.cluster.servers import server_for
 from fastpool.cluster.topology import PRIMARY, REPLICA, Node, Topology
 from fastpool.drivers import _parse, from_url
 from fastpool.drivers.base import Driver
-from fastpool.errors import ConfigError
+from fastpool.errors import ConfigError, ConnectError
 from fastpool.options import seconds
-from fastpool.pool.async_facade import ASYNC_POOL_OPTIONS, AsyncPool, create_async_pool
+from fastpool.pool.async_facade import AsyncPool, create_async_pool
 from fastpool.query.helpers import EXEC, FETCH, MANY, ROW, VAL
 from fastpool.transaction import DEFAULT_BACKOFF, run_transaction_async
 
@@ -110,9 +110,15 @@ class AsyncCluster(ClusterBase):
         super().__init__(primary, replicas, max_replica_lag=max_replica_lag,
                          lag_interval=lag_interval, name=name, pool_options=pool_options,
                          what="create_async_cluster")
-        if "wait" in pool_options:
-            raise ConfigError("create_async_cluster always waits for each node's min_size "
-                              "connections; it takes no wait=")
+        wait = pool_options.pop("wait", True)
+        if not isinstance(wait, bool):
+            raise ConfigError(f"wait must be True or False, got {wait!r}")
+        self._wait = wait
+        monitor_options = pool_options.pop("monitor_options", None)
+        if monitor_options is not None and not isinstance(monitor_options, dict):
+            raise ConfigError(f"monitor_options must be a dict of the blocking driver's "
+                              f"options, got {monitor_options!r}")
+        self._monitor_options = monitor_options
         self._pool_options = pool_options
         self._writer = _AsyncPrimarySource(self, record=True)
         self._reader = _AsyncPrimarySource(self, record=False)
@@ -125,10 +131,15 @@ class AsyncCluster(ClusterBase):
             return self
         nodes: list[Node] = []
         try:
+            loop = asyncio.get_running_loop()
             for i, url in enumerate(self.urls):
                 options = self._node_options(i, self._pool_options)
-                monitor = _monitor_driver(url, options)
-                pool = await create_async_pool(url, **options)
+                monitor = _monitor_driver(url, options, self._monitor_options)
+                if i == 0:  # the monitor must reach the primary: say why not, now
+                    await loop.run_in_executor(None, _check_monitor, monitor)
+                # Only the primary is waited for (``wait``): a replica down at
+                # start is the monitor's to notice, as with Cluster.
+                pool = await create_async_pool(url, wait=self._wait and i == 0, **options)
                 nodes.append(Node(options["name"], pool, PRIMARY if i == 0 else REPLICA,
                                   monitor))
             self._server = server_for(nodes[0].monitor.client)
@@ -237,7 +248,8 @@ class AsyncCluster(ClusterBase):
             lsn = await self._server.position_after_write_async(
                 conn, self._topo.primary.pool.adapter)
         except Exception as exc:
-            logger.debug("fastpool: cluster %r: no position after a write: %s", self.name, exc)
+            logger.debug("fastpool: cluster %r: no position after a write: %s", self.name,
+                         str(exc))  # the text: a kept record must not keep the frames
         self._wrote_at(lsn)
 
     async def note_write(self) -> str:
@@ -301,25 +313,40 @@ class AsyncReplicaReader:
             yield conn
 
 
-def _monitor_driver(url: str, options: dict[str, Any]) -> Driver:
+#: The connection options the monitor's blocking driver takes from the pool
+#: options (where to connect and as whom); the asyncio client's own options
+#: (row factories, statement caches, SSL contexts...) stay with the pools:
+#: ``monitor_options=`` gives the monitor's driver anything else.
+_MONITOR_SHARED = frozenset({
+    "host", "hostaddr", "port", "user", "password", "passfile", "dbname", "database", "db",
+    "passwd", "sslmode", "sslrootcert", "sslcert", "sslkey", "connect_timeout",
+    "target_session_attrs", "application_name", "unix_socket", "charset"})
+
+
+def _monitor_driver(url: str, options: dict[str, Any],
+                    monitor_options: dict[str, Any] | None) -> Driver:
     """The blocking driver the monitor thread asks ``url``'s server with: the
-    same server and options, through psycopg or mysqlclient."""
+    same server, through psycopg or mysqlclient."""
     plain = _parse(url)[2]
-    driver_options = {k: v for k, v in options.items()
-                      if k not in ASYNC_POOL_OPTIONS and k not in ("driver", "name")}
+    shared = {k: v for k, v in options.items() if k in _MONITOR_SHARED}
     try:
-        try:
-            return from_url(plain, **driver_options)
-        except ConfigError:
-            if not driver_options:
-                raise
-            # An option of the asyncio client only (asyncpg's statement_cache_size...).
-            return from_url(plain)
+        return from_url(plain, **{**shared, **(monitor_options or {})})
     except Exception as exc:
         raise ConfigError(f"create_async_cluster: the cluster's monitor asks each server its "
                           f"role on a blocking connection of its own (psycopg for PostgreSQL, "
-                          f"mysqlclient for MariaDB: pip install 'fastpool[mysql]'), and "
-                          f"cannot for this URL: {exc}") from exc
+                          f"mysqlclient for MariaDB: pip install 'fastpool[mysql]'; its "
+                          f"options: monitor_options=), and cannot for this URL: {exc}") from exc
+
+
+def _check_monitor(driver: Driver) -> None:
+    """Connect once as the monitor will (in an executor: it blocks)."""
+    try:
+        driver.connect().close()
+    except Exception as exc:
+        raise ConnectError(f"create_async_cluster: the cluster's monitor cannot connect to "
+                           f"the primary at {driver.describe()} through its blocking driver "
+                           f"({type(exc).__name__}: {driver.redact(str(exc))}); its options "
+                           f"are the URL's and monitor_options=") from None
 
 
 def create_async_cluster(primary: str, replicas: Sequence[str] = (),

@@ -131,11 +131,18 @@ class ClusterBase:
         return options
 
     def _check_kinds(self, nodes: list[Node]) -> None:
-        first = nodes[0].monitor.client
+        """Every node the same server and the same client as the primary: a
+        statement (its placeholders) must run on whichever node a read picks."""
+        first = nodes[0].pool.driver.client
         for node in nodes[1:]:
-            if node.monitor.client.kind != first.kind:  # type: ignore[union-attr]
+            client = node.pool.driver.client
+            if client.kind != first.kind:
                 raise ConfigError(f"{self._what}: {node.pool.driver.describe()} is not the "
                                   "same kind of server as the primary")
+            if client.name != first.name:
+                raise ConfigError(f"{self._what}: every node must use the same client: the "
+                                  f"primary's is {first.name}, {node.pool.driver.describe()}'s "
+                                  f"{client.name}")
 
     _what = "create_cluster"
 

@@ -51,8 +51,9 @@ class PostgresServer:
         "current_setting('transaction_read_only')::bool")
     _INSERT_LSN = b"SELECT pg_current_wal_insert_lsn()::text"
 
-    def connect(self, pool: Any) -> Any:
-        return _autocommit(pool.driver.connect(), lambda conn: setattr(conn, "autocommit", True))
+    def connect(self, driver: Any) -> Any:
+        """The monitor's own connection through ``driver`` (a blocking one)."""
+        return _autocommit(driver.connect(), lambda conn: setattr(conn, "autocommit", True))
 
     def observe(self, conn: Any) -> Seen:
         row = conn.execute(self.OBSERVE).fetchone()
@@ -79,18 +80,20 @@ class PostgresServer:
             return None
         sql = self._INSERT_LSN.decode()
         if client.name == "asyncpg":
-            text = await conn.fetchval(sql)
-        else:
-            was = conn.autocommit
+            return parse_lsn(await conn.fetchval(sql))
+        from psycopg.rows import tuple_row
+
+        was = conn.autocommit
+        if not was:
+            await conn.set_autocommit(True)
+        try:  # plain tuples whatever row factory the pool's connections have
+            async with conn.cursor(row_factory=tuple_row) as cur:
+                await cur.execute(sql, prepare=False)
+                row = await cur.fetchone()
+        finally:
             if not was:
-                await conn.set_autocommit(True)
-            try:
-                cur = await conn.execute(sql)
-                text = (await cur.fetchone())[0]
-            finally:
-                if not was:
-                    await conn.set_autocommit(False)
-        return parse_lsn(text)
+                await conn.set_autocommit(False)
+        return parse_lsn(row[0])
 
     parse = staticmethod(parse_lsn)
     format = staticmethod(format_lsn)
@@ -104,8 +107,9 @@ class MariaDBServer:
     OBSERVE = ("SELECT @@read_only, @@gtid_binlog_pos, @@gtid_slave_pos, @@server_id, "
                "@@port, @@hostname")
 
-    def connect(self, pool: Any) -> Any:
-        return _autocommit(pool.driver.connect(), lambda conn: conn.autocommit(True))
+    def connect(self, driver: Any) -> Any:
+        """The monitor's own connection through ``driver`` (a blocking one)."""
+        return _autocommit(driver.connect(), lambda conn: conn.autocommit(True))
 
     def observe(self, conn: Any) -> Seen:
         cur = conn.cursor()
@@ -136,7 +140,8 @@ class MariaDBServer:
         async with conn.cursor() as cur:
             await cur.execute("SELECT @@gtid_binlog_pos")
             row = await cur.fetchone()
-        return gtid_seq(row[0])
+        # A dict cursor class (the pool's connections may have one) or a tuple.
+        return gtid_seq(next(iter(row.values())) if isinstance(row, dict) else row[0])
 
     @staticmethod
     def parse(text: object) -> int:

@@ -108,9 +108,13 @@ class Node:
             fn(*args)
             return
         try:  # an AsyncPool is its loop's alone: the work runs there, soon
-            self.loop.call_soon_threadsafe(fn, *args)
+            self.loop.call_soon_threadsafe(self._unless_closed, fn, *args)
         except RuntimeError:  # the loop is closed: so is the pool
             logger.debug("fastpool: %s: its event loop is closed", self.name)
+
+    def _unless_closed(self, fn: Any, *args: Any) -> None:
+        if not self.pool.closed:  # closed meanwhile (the cluster's close): nothing to do
+            fn(*args)
 
     def __repr__(self) -> str:
         return f"<Node {self.name} {self.role} up={self.up} lag={self.lag:.3f}>"
@@ -270,6 +274,8 @@ class Topology:
         """``new`` is the primary now: re-point the writers and readers, drain
         both nodes' pools, and fail the callers queued on the old primary's
         pool (they see the new primary when they try again)."""
+        if self._stop:  # closing: the pools are being closed, leave them be
+            return
         new.role = PRIMARY
         new.up = True
         new.lag = 0.0
@@ -305,6 +311,8 @@ class Topology:
     def _observe(self, node: Node, force: bool) -> Seen | None:
         """Ask ``node``'s server its role and WAL position on the monitor's
         connection (opened, or opened again, as needed); None if it cannot."""
+        if self._stop:  # closing: open nothing more
+            return None
         now = time.monotonic()
         if node.conn is None:
             if not force and now < node.retry_at:
@@ -356,7 +364,10 @@ class Topology:
             node.pool.close(timeout)
 
     def stop(self, timeout: float) -> None:
-        """Stop the monitor thread and close its connections (the pools stay open)."""
+        """Stop the monitor thread and close its connections (the pools stay
+        open). A thread still in a round after ``timeout`` (a connect to a
+        server that does not answer) closes its own connections as it ends:
+        never closed from here while it may use them."""
         self._closed = True
         self._stop = True
         self._wake.set()
@@ -364,6 +375,10 @@ class Topology:
             self._changed.notify_all()
         if self._thread is not threading.current_thread():
             self._thread.join(timeout)
+        if not self._thread.is_alive():
+            self.drop_all()
+
+    def drop_all(self) -> None:
         for node in self.nodes:
             self._drop(node)
 
@@ -371,7 +386,10 @@ class Topology:
 def _monitor_main(ref: weakref.ReferenceType[Topology], wake: threading.Event) -> None:
     while True:
         topo = ref()
-        if topo is None or topo._stop:
+        if topo is None:
+            return
+        if topo._stop:
+            topo.drop_all()
             return
         try:
             delay = topo.tick()

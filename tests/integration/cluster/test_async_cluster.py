@@ -12,7 +12,9 @@ failover: the primary stopped and a replica promoted while tasks write.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
+import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -171,16 +173,64 @@ def test_async_read_your_writes_and_tokens_with_a_replica_paused(replicas, pg_sc
             await cluster.execute("UPDATE acluster_ryw SET v = 7 WHERE k = 0")
             return cluster.last_write_token()
 
-        token = await asyncio.ensure_future(writer())  # a task: its own context
+        def elsewhere(coro: Any) -> Any:  # a task in a context of its own (another process)
+            return contextvars.Context().run(asyncio.ensure_future, coro)
+
+        token = await elsewhere(writer())
         assert token is not None
-        assert cluster.last_write_token() is not None  # this task wrote in read_your_writes
-        fresh = asyncio.ensure_future(cluster.fetchval(
-            "SELECT v FROM acluster_ryw WHERE k = 0", route_after=token))
-        assert await fresh == 7
-        with cluster.reads_after(token), pytest.raises(NoReplicaAvailable, match="replayed"):
-            await cluster.fetchval("SELECT 1", route="replica_only")
+        assert await elsewhere(_token_of(cluster)) is None  # that context wrote nothing
+        # Without the token another context reads the paused replicas' old value...
+        assert await elsewhere(cluster.fetchval(  # 0 or 20, as of each pause
+            "SELECT v FROM acluster_ryw WHERE k = 0", route="replica_only")) != 7
+        # ...with it, the primary's (no replica has replayed the write).
+        assert await elsewhere(cluster.fetchval(
+            "SELECT v FROM acluster_ryw WHERE k = 0", route_after=token)) == 7
+
+        async def within() -> None:
+            with cluster.reads_after(token):
+                assert await cluster.fetchval("SELECT v FROM acluster_ryw WHERE k = 0") == 7
+                with pytest.raises(NoReplicaAvailable, match="replayed"):
+                    await cluster.fetchval("SELECT 1", route="replica_only")
+
+        await elsewhere(within())
+        # A write made around the cluster's helpers counts once noted.
+        async with cluster.primary.connection() as conn:
+            await cluster.primary.execute("UPDATE acluster_ryw SET v = 8 WHERE k = 0",
+                                          conn=conn)
+
+        async def noted() -> tuple[str, Any]:
+            token = await cluster.note_write()
+            return token, await cluster.fetchval("SELECT v FROM acluster_ryw WHERE k = 0")
+
+        noted_token, seen = await elsewhere(noted())
+        assert seen == 8 and noted_token
 
     run(replicas, pg_scheme, body)
+
+
+async def _token_of(cluster: fastpool.AsyncCluster) -> str | None:
+    return cluster.last_write_token()
+
+
+def test_async_bad_routes_tokens_and_mixed_clients(replicas):
+    async def body(cluster: fastpool.AsyncCluster) -> None:
+        with pytest.raises(ConfigError, match="route must be one of"):
+            await cluster.fetch("SELECT 1", route="replicas")
+        with pytest.raises(ConfigError, match="write token"):
+            await cluster.fetch("SELECT 1", route_after="yesterday")
+        await cluster.rediscover()
+        assert cluster.stats()["failovers"] == 0
+        assert cluster.stats()["primary"] == cluster.primary.name
+
+    run(replicas, "postgresql://", body)
+    primary, others = _urls(replicas, "postgresql+asyncpg://")
+
+    async def mixed() -> None:
+        await fastpool.create_async_cluster(primary, [others[0].replace(
+            "postgresql+asyncpg://", "postgresql://")])
+
+    with pytest.raises(ConfigError, match="same client"):
+        asyncio.run(mixed())
 
 
 def test_async_lag_skip_and_no_replica(replicas, pg_scheme):
@@ -256,7 +306,12 @@ def test_async_failover_moves_writes_to_the_promoted_replica(fresh_replicas):
         resumed = time.monotonic() - t0
         stop.set()
         await asyncio.gather(*tasks)
-        assert cluster.stats()["failovers"] == 1
+        stats = cluster.stats()
+        assert stats["failovers"] == 1
+        assert [n["role"] for n in stats["nodes"]][:2] == ["down", "primary"]
+        # The drains went through the pools' loop: the promoted node's
+        # connections (opened to a replica) were replaced.
+        assert stats["nodes"][1]["pool"].closed.get("drained", 0) >= 1, stats["nodes"][1]
         on_new = {r[0] for r in await cluster.fetch("SELECT n FROM afailover",
                                                     route="primary")}
         lost = set(acked) - on_new
@@ -274,8 +329,16 @@ def test_async_cluster_bad_input_is_named_before_anything_connects():
         fastpool.create_async_cluster("postgresql://x/y", [], driver="asyncpg")
     with pytest.raises(ConfigError, match="max_replica_lag"):
         fastpool.create_async_cluster("postgresql://x/y", [], max_replica_lag=-1)
-    with pytest.raises(ConfigError, match="wait="):
-        fastpool.create_async_cluster("postgresql://x/y", [], wait=False)
+    with pytest.raises(ConfigError, match="wait must be"):
+        fastpool.create_async_cluster("postgresql://x/y", [], wait="no")
+    with pytest.raises(ConfigError, match="monitor_options must be"):
+        fastpool.create_async_cluster("postgresql://x/y", [], monitor_options="x")
+
+    async def unreachable() -> None:
+        await fastpool.create_async_cluster("postgresql://postgres@127.0.0.1:1/postgres", [])
+
+    with pytest.raises(fastpool.ConnectError, match="monitor cannot connect to the primary"):
+        asyncio.run(unreachable())
 
     async def sqlite() -> None:
         await fastpool.create_async_cluster("sqlite:///:memory:", [])
@@ -294,19 +357,20 @@ def mariadb_scheme(request: pytest.FixtureRequest) -> str:
 def test_async_mariadb_routing_lag_skip_and_read_your_writes(mariadb_replicas, mariadb_scheme):
     ms = mariadb_replicas
     replica = ms.replicas[0]
+    table = f"acluster_ryw_{uuid.uuid4().hex[:8]}"
 
     async def body(cluster: fastpool.AsyncCluster) -> None:
         served = {tuple(await cluster.fetchrow("SELECT @@port, @@read_only"))
                   for _ in range(30)}
         assert served == {(replica.port, 1)}
-        await cluster.execute("DROP TABLE IF EXISTS acluster_ryw")
-        await cluster.execute("CREATE TABLE acluster_ryw (k int PRIMARY KEY, v int NOT NULL) "
+        # A new name: aiomysql turns DROP TABLE IF EXISTS's note into a warning.
+        await cluster.execute(f"CREATE TABLE {table} (k int PRIMARY KEY, v int NOT NULL) "
                               "ENGINE=InnoDB")
-        await cluster.executemany("INSERT INTO acluster_ryw VALUES (%s, 0)",
+        await cluster.executemany(f"INSERT INTO {table} VALUES (%s, 0)",
                                   [(k,) for k in range(33)])
         ms.wait_replayed()
         ms.pause(replica)
-        served_by = await read_your_writes(cluster, "acluster_ryw", "@@port", mariadb_scheme)
+        served_by = await read_your_writes(cluster, table, "@@port", mariadb_scheme)
         assert replica.port not in served_by
         token = cluster.last_write_token()
         with pytest.raises(NoReplicaAvailable, match="replayed"):
@@ -316,7 +380,31 @@ def test_async_mariadb_routing_lag_skip_and_read_your_writes(mariadb_replicas, m
         ms.resume(replica)
         ms.wait_replayed()
         await until(lambda: len(cluster._topo.usable) == 1, "the replica usable again")
-        assert await cluster.fetchval("SELECT v FROM acluster_ryw WHERE k = 32",
+        assert await cluster.fetchval(f"SELECT v FROM {table} WHERE k = 32",
                                       route="replica_only", route_after=token) == 300
 
     run(ms, mariadb_scheme, body)
+
+
+def test_failed_async_cluster_reads_and_writes_leave_no_frame_of_ours_in_a_cycle(replicas):
+    import gc
+
+    from tests.integration.test_failures_leave_no_cycles import failed_async, frames_in_cycles
+
+    async def body(cluster: fastpool.AsyncCluster) -> None:
+        async def in_transaction(conn: Any) -> None:
+            await cluster.execute("SELECT * FROM fastpool_no_such_table_nc", conn=conn)
+
+        gc.collect()
+        gc.disable()
+        try:
+            await failed_async(lambda: cluster.fetch("SELECT * FROM fastpool_no_such_table_nc"))
+            await failed_async(lambda: cluster.fetch("SELECT 1", route="replica_only",
+                                                     route_after="FFFFFFFF/0"))
+            await failed_async(lambda: cluster.execute("SELECT * FROM fastpool_no_such_table_nc"))
+            await failed_async(lambda: cluster.transaction(in_transaction))
+            assert frames_in_cycles() == []
+        finally:
+            gc.enable()
+
+    run(replicas, "postgresql+asyncpg://", body)

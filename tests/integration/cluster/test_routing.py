@@ -164,3 +164,22 @@ def test_a_read_that_loses_its_replica_connection_runs_again_elsewhere(replicas)
         assert [c.fetchval("SELECT 1") for _ in range(20)] == [1] * 20
         broken = sum(s["pool"].closed.get("broken", 0) for s in c.stats()["nodes"])
         assert broken >= 1
+
+
+def test_failed_cluster_reads_and_writes_leave_no_frame_of_ours_in_a_cycle(cluster):
+    # The rule of tests/integration/test_failures_leave_no_cycles.py, on a cluster's paths.
+    import gc
+
+    from tests.integration.test_failures_leave_no_cycles import failed, frames_in_cycles
+
+    gc.collect()
+    gc.disable()
+    try:
+        failed(lambda: cluster.fetch("SELECT * FROM fastpool_no_such_table_nc"))
+        failed(lambda: cluster.fetch("SELECT 1", route="replica_only", route_after="FFFFFFFF/0"))
+        failed(lambda: cluster.execute("SELECT * FROM fastpool_no_such_table_nc"))
+        failed(lambda: cluster.transaction(
+            lambda conn: conn.execute("SELECT * FROM fastpool_no_such_table_nc")))
+        assert frames_in_cycles() == []
+    finally:
+        gc.enable()
