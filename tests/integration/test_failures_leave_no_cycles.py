@@ -28,30 +28,17 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import pytest
-
 import fastpool
-from fastpool.pool.policy import PoolPolicy
 from tests.fix_db import Db
 from tests.fix_pool import wait_until
+from tests.integration.query.test_result_cache_leaves_no_cycles import (  # noqa: F401
+    no_cyclic_collector,  # autouse: the collector off, reclaiming quick
+)
 from tests.integration.test_async_pool import url  # noqa: F401
+from tests.integration.writes.test_batch_leaves_no_cycles import reclaims_a_dropped_connection
 
 OURS = os.path.dirname(os.path.abspath(fastpool.__file__)) + os.sep
 MISSING = "SELECT * FROM fastpool_no_such_table_nc"
-
-
-@pytest.fixture(autouse=True)
-def collector_off(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setattr(PoolPolicy, "RECLAIM_AFTER", 0.05)
-    monkeypatch.setattr(PoolPolicy, "MAINTENANCE_INTERVAL", 0.02)
-    gc.collect()
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.set_debug(0)
-        gc.garbage.clear()
-        gc.enable()
 
 
 def frames_in_cycles() -> list[str]:
@@ -247,16 +234,7 @@ def test_no_asyncio_failure_leaves_a_frame_of_ours_in_a_cycle(
                 if frames := frames_in_cycles():
                     found[name] = frames
             assert not found, f"fastpool frames kept alive by reference cycles: {found}"
-
-            async def forgetful() -> None:
-                await pool.acquire()  # never released
-
-            await asyncio.ensure_future(forgetful())
-            deadline = asyncio.get_running_loop().time() + 5.0
-            while pool.stats().in_use and asyncio.get_running_loop().time() < deadline:
-                await asyncio.sleep(0.01)
-            assert pool.stats().in_use == 0, "the dropped connection was never reclaimed"
-            assert pool.stats().reclaimed == 1
+            await reclaims_a_dropped_connection(pool)
         finally:
             await pool.execute(f"DROP TABLE {table}")
 

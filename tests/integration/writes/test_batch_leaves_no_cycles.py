@@ -26,6 +26,20 @@ from tests.integration.query.test_result_cache_leaves_no_cycles import (  # noqa
 from tests.integration.test_async_pool import url  # noqa: F401
 
 
+async def reclaims_a_dropped_connection(pool: Any) -> None:
+    """A task drops a connection without a release: the pool takes it back
+    by reference counting alone (the collector is off)."""
+    async def forgetful() -> None:
+        await pool.acquire()  # never released
+
+    await asyncio.ensure_future(forgetful())
+    deadline = asyncio.get_running_loop().time() + 5.0
+    while pool.stats().in_use and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.01)
+    assert pool.stats().in_use == 0, "the dropped connection was never reclaimed"
+    assert pool.stats().reclaimed == 1
+
+
 def reclaimed_after_a_drop(pool: Any) -> int:
     pool.acquire()  # the only connection, dropped at once without a release
     deadline = time.monotonic() + 5.0
@@ -81,15 +95,7 @@ def test_a_failed_asyncio_batched_write_keeps_nothing_referenced(
                 assert [isinstance(o, Exception) for o in outcomes] == [False, False, True, True]
                 del futures, outcomes
 
-        async def forgetful() -> None:
-            await pool.acquire()  # the only connection, never released
-
-        await asyncio.ensure_future(forgetful())
-        deadline = asyncio.get_running_loop().time() + 5.0
-        while pool.stats().in_use and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(0.01)
-        assert pool.stats().in_use == 0, "the dropped connection was never reclaimed"
-        assert pool.stats().reclaimed == 1
+        await reclaims_a_dropped_connection(pool)
         await pool.execute(f"DROP TABLE {table}")
 
     run_pools(body)
