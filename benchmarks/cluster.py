@@ -15,6 +15,10 @@ throwaway primary with two streaming replicas (tests/fix_replicas.py):
 5. Failover: from ``pg_ctl stop`` of the primary returned to the first write
    acknowledged by the promoted replica, one writer thread, median of N runs
    (a fresh set each).
+6. ``--async``: ``AsyncCluster`` on asyncpg and psycopg: a routed read of a
+   one-replica cluster against ``fetchval`` on that replica's own AsyncPool,
+   and a write through the cluster (+ the position) against the same write on
+   the primary's pool, interleaved rounds (pinned as 1 and 2).
 
 1 and 2 pinned: the client and the three postmasters (so every backend they
 fork) on one CPU (``FASTPOOL_BENCH_CPU``, default 1; ``FASTPOOL_BENCH_PIN=0``
@@ -171,6 +175,62 @@ def mariadb_writes() -> None:
         stop_mariadb_set(ms)
 
 
+def async_costs(rs: ReplicaSet) -> None:
+    """AsyncCluster: what routing and read-your-writes add on an event loop."""
+    import asyncio
+
+    async def per_call_us(fn: Callable[[], object], n: int) -> float:
+        t0 = time.perf_counter_ns()
+        for _ in range(n):
+            await fn()  # type: ignore[misc]
+        return (time.perf_counter_ns() - t0) / n / 1000
+
+    async def rounds(contenders: dict[str, Callable[[], object]], n: int,
+                     k: int) -> dict[str, float]:
+        got: dict[str, list[float]] = {name: [] for name in contenders}
+        for _ in range(k):
+            for name, fn in contenders.items():
+                got[name].append(await per_call_us(fn, n))
+        return {name: statistics.median(v) for name, v in got.items()}
+
+    async def one(scheme: str) -> None:
+        def url(node: object) -> str:
+            return scheme + node.url.partition("://")[2]  # type: ignore[attr-defined]
+
+        mark = "$1" if "asyncpg" in scheme else "%s"
+        async with fastpool.create_async_cluster(url(rs.primary), [url(rs.replicas[0])],
+                                                 max_size=4, min_size=4) as c:
+            await asyncio.sleep(0.5)
+            pool = c.replicas[0]
+            q = await rounds({"pool.fetchval": lambda: pool.fetchval("SELECT 1"),
+                              "cluster.fetchval (1 replica)": lambda: c.fetchval("SELECT 1")},
+                             2000, 9)
+            base = q["pool.fetchval"]
+            for name, v in q.items():
+                print(f"  async {scheme} {name}: {v:.2f} us per query")
+            print(f"  async {scheme} routing: "
+                  f"{(q['cluster.fetchval (1 replica)'] - base) / base:+.2%} per query")
+            await c.execute("DROP TABLE IF EXISTS bench_aryw")
+            await c.execute("CREATE TABLE bench_aryw (k int PRIMARY KEY, v int)")
+            await c.execute("INSERT INTO bench_aryw VALUES (1, 0)")
+            sql = f"UPDATE bench_aryw SET v = v + 1 WHERE k = {mark}"
+            w = await rounds({"primary pool.execute": lambda: c.primary.execute(sql, (1,)),
+                              "cluster.execute (+ position)": lambda: c.execute(sql, (1,))},
+                             500, 7)
+            for name, v in w.items():
+                print(f"  async {scheme} {name}: {v:.2f} us per write")
+            print(f"  async {scheme} read-your-writes per write: "
+                  f"{w['cluster.execute (+ position)'] - w['primary pool.execute']:+.2f} us")
+
+    everywhere = os.sched_getaffinity(0)
+    if PIN:
+        pin_servers(rs, {CPU})
+    with pinned_to_cpu():
+        for scheme in ("postgresql+asyncpg://", "postgresql://"):
+            asyncio.run(one(scheme))
+    pin_servers(rs, everywhere)
+
+
 def failover_once() -> float:
     rs = start_replica_set()
     try:
@@ -211,11 +271,16 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--failovers", type=int, default=5)
     ap.add_argument("--mariadb", action="store_true", help="also MariaDB's write cost")
+    ap.add_argument("--async", dest="aio", action="store_true",
+                    help="only the AsyncCluster's routing and write costs")
     args = ap.parse_args()
     if args.mariadb:
         mariadb_writes()
     rs = start_replica_set()
     try:
+        if args.aio:
+            async_costs(rs)
+            return
         routing(rs)
     finally:
         stop_replica_set(rs)

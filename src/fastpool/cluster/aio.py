@@ -48,7 +48,7 @@ from fastpool.drivers import _parse, from_url
 from fastpool.drivers.base import Driver
 from fastpool.errors import ConfigError, ConnectError
 from fastpool.options import seconds
-from fastpool.pool.async_facade import AsyncPool, create_async_pool
+from fastpool.pool.async_facade import ASYNC_POOL_OPTIONS, AsyncPool, create_async_pool
 from fastpool.query.helpers import EXEC, FETCH, MANY, ROW, VAL
 from fastpool.transaction import DEFAULT_BACKOFF, run_transaction_async
 
@@ -313,29 +313,56 @@ class AsyncReplicaReader:
             yield conn
 
 
-#: The connection options the monitor's blocking driver takes from the pool
-#: options (where to connect and as whom); the asyncio client's own options
-#: (row factories, statement caches, SSL contexts...) stay with the pools:
-#: ``monitor_options=`` gives the monitor's driver anything else.
-_MONITOR_SHARED = frozenset({
-    "host", "hostaddr", "port", "user", "password", "passfile", "dbname", "database", "db",
-    "passwd", "sslmode", "sslrootcert", "sslcert", "sslkey", "connect_timeout",
-    "target_session_attrs", "application_name", "unix_socket", "charset"})
+#: For asyncpg, asyncmy and aiomysql: the options the monitor's blocking driver
+#: takes from the pool options (where to connect, as whom, and the profile),
+#: under the blocking driver's name; the rest (statement caches, SSL contexts,
+#: cursor classes...) is the asyncio client's own: ``monitor_options=`` gives
+#: the monitor's driver what it needs instead. psycopg's asyncio driver takes
+#: the blocking driver's options: all of them go, but the row and cursor
+#: factories (the monitor reads plain tuples).
+_MONITOR_SHARED = {
+    "postgresql": {"host": "host", "hostaddr": "hostaddr", "port": "port", "user": "user",
+                   "password": "password", "passfile": "passfile", "dbname": "dbname",
+                   "database": "dbname", "connect_timeout": "connect_timeout",
+                   "target_session_attrs": "target_session_attrs",
+                   "application_name": "application_name", "pgbouncer": "pgbouncer"},
+    "mysql": {"host": "host", "port": "port", "user": "user", "password": "password",
+              "passwd": "password", "database": "database", "db": "database",
+              "unix_socket": "unix_socket", "charset": "charset",
+              "connect_timeout": "connect_timeout"},
+}
+_NOT_FOR_THE_MONITOR = frozenset({"row_factory", "cursor_factory", "name", "driver"})
 
 
 def _monitor_driver(url: str, options: dict[str, Any],
                     monitor_options: dict[str, Any] | None) -> Driver:
     """The blocking driver the monitor thread asks ``url``'s server with: the
-    same server, through psycopg or mysqlclient."""
-    plain = _parse(url)[2]
-    shared = {k: v for k, v in options.items() if k in _MONITOR_SHARED}
+    same server, through psycopg or mysqlclient (see ``_MONITOR_SHARED``)."""
+    server, client, plain, _rest, query = _parse(url)
+    own = {k: v for k, v in options.items()
+           if k not in ASYNC_POOL_OPTIONS and k not in _NOT_FOR_THE_MONITOR}
+    if server == "postgresql" and client in (None, "psycopg"):
+        base, given = plain, own
+    else:
+        # The asyncio client's URL parameters and options are its own; the
+        # shared ones are carried over under the blocking driver's names.
+        base = plain.partition("?")[0]
+        shared = _MONITOR_SHARED.get(server, {})
+        merged = {**query, **own}
+        given = {shared[k]: v for k, v in merged.items() if k in shared}
+        if "ssl" in merged and not monitor_options:
+            raise ConfigError(f"create_async_cluster: ssl= is {client or 'the client'}'s own "
+                              "option; the cluster's monitor connects through the blocking "
+                              "driver and needs its own: monitor_options={'sslmode': ...} "
+                              "(psycopg) or {'ssl': {...}} (mysqlclient)")
     try:
-        return from_url(plain, **{**shared, **(monitor_options or {})})
+        return from_url(base, **{**given, **(monitor_options or {})})
     except Exception as exc:
         raise ConfigError(f"create_async_cluster: the cluster's monitor asks each server its "
                           f"role on a blocking connection of its own (psycopg for PostgreSQL, "
                           f"mysqlclient for MariaDB: pip install 'fastpool[mysql]'; its "
-                          f"options: monitor_options=), and cannot for this URL: {exc}") from exc
+                          f"options: monitor_options=, used for every node), and cannot for "
+                          f"this URL: {exc}") from exc
 
 
 def _check_monitor(driver: Driver) -> None:

@@ -77,12 +77,13 @@ class Node:
         self.name = name
         self.pool: Any = pool  # a Pool, or an AsyncPool of an AsyncCluster
         self.role = role
+        #: A replica takes reads once the monitor has seen it answer in recovery.
+        self.up = role == PRIMARY
         #: The blocking driver the monitor thread connects with: the pool's own,
         #: or for an AsyncPool one of the same URL (psycopg, mysqlclient).
         self.monitor: Driver = monitor if monitor is not None else pool.driver
         #: An AsyncPool's event loop: the monitor hands its pool work there.
         self.loop = pool._loop if pool.is_async else None  # type: ignore[union-attr]
-        self.up = True
         self.lag = 0.0
         self.replay_lsn = EVERYTHING if role == PRIMARY else 0
         # The reader's fast path: the pool's query layer, and the pool's core
@@ -200,6 +201,8 @@ class Topology:
             return self.interval
         primary = self.primary
         seen = self._observe(primary, force=self._rediscover or not self.primary_ok)
+        if self._stop:  # closing meanwhile: "no answer" means nothing now
+            return self.interval
         now = time.monotonic()
         if seen is None or not seen.writable or self._rediscover or not self.primary_ok:
             self._discover(primary, seen)
@@ -238,12 +241,16 @@ class Topology:
     def _discover(self, current: Node, seen_current: Seen | None) -> None:
         """Ask every server its role; the first read-write one (the current
         primary first) is the primary."""
+        if self._stop:  # closing: no role changes from what closing cut short
+            return
         order = [current, *(n for n in self.nodes if n is not current)]
         was_primary = current.role == PRIMARY
         found = None
         for node in order:
             seen = seen_current if node is current else self._observe(node, force=True)
             if seen is None:
+                if self._stop:
+                    return
                 node.up = False
                 continue
             self._same_server(node, seen)

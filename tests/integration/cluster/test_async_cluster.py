@@ -58,7 +58,10 @@ def run(servers: ReplicaSet | MariaDBSet, scheme: str,
                         "every replica usable")
             await body(cluster)
         assert cluster.closed
-        assert all(p.closed for p in [cluster.primary, *cluster.replicas])
+        assert all(n.pool.closed for n in cluster._topo.nodes)
+        # The monitor has stopped and closed its own connections.
+        assert not cluster._topo._thread.is_alive()
+        assert all(n.conn is None for n in cluster._topo.nodes)
 
     try:
         asyncio.run(main())
@@ -204,6 +207,14 @@ def test_async_read_your_writes_and_tokens_with_a_replica_paused(replicas, pg_sc
 
         noted_token, seen = await elsewhere(noted())
         assert seen == 8 and noted_token
+        # Caught up again: this task's reads go back to the replicas.
+        for node in replicas.replicas:
+            replicas.resume(node)
+        replicas.wait_replayed()
+        deadline = time.monotonic() + 10
+        while not (await cluster.fetchrow(_SERVED))[1]:
+            assert time.monotonic() < deadline, "reads never went back to a replica"
+            await asyncio.sleep(0.02)
 
     run(replicas, pg_scheme, body)
 
@@ -331,6 +342,28 @@ def test_async_failover_moves_writes_to_the_promoted_replica(fresh_replicas, pg_
               f"errors meanwhile: {dict(errors)}")
 
     run(rs, pg_scheme, body, resume=False)  # the promoted one replays nothing
+
+
+def test_a_replica_down_at_start_gets_no_reads_and_the_cluster_opens(replicas):
+    from tests.fix_db import free_port
+
+    primary, _ = _urls(replicas, "postgresql+asyncpg://")
+    nowhere = f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/postgres"
+
+    async def main() -> None:
+        async with fastpool.create_async_cluster(primary, [nowhere], lag_interval=0.05,
+                                                 connect_timeout=1) as cluster:
+            for _ in range(20):
+                assert tuple(await cluster.fetchrow(_SERVED)) == (replicas.primary.port,
+                                                                  False)
+                await asyncio.sleep(0.01)
+            await until(lambda: cluster.stats()["nodes"][1]["up"] is False,
+                        "the replica seen down")
+            assert cluster.stats()["nodes"][1]["usable"] is False
+            with pytest.raises(NoReplicaAvailable, match="down"):
+                await cluster.fetch("SELECT 1", route="replica_only")
+
+    asyncio.run(main())
 
 
 def test_async_cluster_bad_input_is_named_before_anything_connects():
