@@ -7,6 +7,7 @@ pool that could not hand out a connection in time (with the pool's state).
 
 from __future__ import annotations
 
+import copy
 import enum
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "TransactionOutcomeUnknown",
     "UnsupportedClient",
     "WrongEventLoop",
+    "separate_copy",
 ]
 
 
@@ -153,3 +155,18 @@ class ErrorKind(enum.Enum):
     QUERY = "query"
     #: Not a database error this driver knows.
     OTHER = "other"
+
+
+def separate_copy(exc: BaseException) -> BaseException:
+    """A separate instance of ``exc`` for one more caller that raises it: each
+    raise grows the instance's traceback, and callers in other threads must
+    not grow one another's (the batcher's writes of one failed batch, the
+    followers of a failed cached read). Keeps the cause and the traceback so
+    far; an exception that cannot be copied is returned as it is."""
+    try:
+        dup = copy.copy(exc)
+    except Exception:
+        return exc
+    dup.__cause__ = exc.__cause__
+    dup.__traceback__ = exc.__traceback__
+    return dup

@@ -30,6 +30,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+from fastpool.errors import separate_copy
 from fastpool.options import MAX_INT64, callable_or_none, integer
 from fastpool.sqltext.tables import ANY
 
@@ -263,7 +264,7 @@ class ResultCache:
         if error is _INTERRUPTED:
             return _RERUN
         try:
-            raise error
+            raise separate_copy(error)  # each follower its own (its raise grows it)
         finally:
             flight = error = None  # type: ignore[assignment]
 

@@ -241,6 +241,10 @@ def test_single_flight_followers_get_the_leaders_error_and_a_cancelled_follower_
         assert all(isinstance(r, Exception) and not isinstance(r, fastpool.FastpoolError)
                    for r in results)
         assert pool.query_stats()["results"]["misses"] == 1
+        # Each caller its own instance, the leader's type and text: one caller's
+        # raise (its traceback, its notes) never shows in another's.
+        assert len({id(r) for r in results}) == 5
+        assert {(type(r), str(r)) for r in results} == {(type(results[0]), str(results[0]))}
         # A follower cancelled while it waits does not cancel the others' wait.
         query = "SELECT 42"
         tasks = [asyncio.ensure_future(pool.fetchval(query, cache_ttl=60)) for _ in range(4)]

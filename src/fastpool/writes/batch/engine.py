@@ -18,7 +18,6 @@ fork handling."""
 from __future__ import annotations
 
 import atexit
-import copy
 import functools
 import logging
 import os
@@ -29,7 +28,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from fastpool.errors import ConfigError, ErrorKind
+from fastpool.errors import ConfigError, ErrorKind, separate_copy
 from fastpool.options import integer, optional_seconds, parameters, seconds
 from fastpool.sqltext.tables import access
 from fastpool.steps import Steps, run
@@ -364,7 +363,7 @@ class EngineBase:
                 logger.exception("fastpool: batcher %r failed to run a batch", self.name)
             for it in live:
                 if it.error is None and it.result is None:
-                    it.error = _copy_error(exc)
+                    it.error = separate_copy(exc)
             raise
 
     def groups(self, items: list[Item]) -> list[tuple[str, list[Item]]]:
@@ -449,7 +448,7 @@ class EngineBase:
                     # Each write not already failed on its own gets its own copy.
                     for it in items:
                         if it.error is None:
-                            it.error = _copy_error(error)
+                            it.error = separate_copy(error)
                         it.result = None
                     return
                 if done.outcome is Outcome.RETRY:
@@ -747,21 +746,10 @@ def _add_histogram(total: list[int], counts: list[int]) -> None:
         total[i] += n
 
 
-def _copy_error(exc: BaseException) -> BaseException:
-    """A separate instance of ``exc`` per caller (each raise grows a traceback)."""
-    try:
-        dup = copy.copy(exc)
-    except Exception:
-        return exc
-    dup.__cause__ = exc.__cause__
-    dup.__traceback__ = exc.__traceback__
-    return dup
-
-
 def _fail(items: list[Item], exc: BaseException) -> None:
     for it in items:
         it.result = None
-        it.error = _copy_error(exc)
+        it.error = separate_copy(exc)
 
 
 def _flusher_main(engine: Engine, me: int) -> None:
