@@ -119,7 +119,7 @@ def latency(rs: ReplicaSet, urls: list[str]) -> None:
         assert len(c._topo.usable) == 2
         pick = statistics.median(per_call_ns(lambda: c._pick("replica", None), 200_000)
                                  for _ in range(5))
-        c._written.set([1])  # a write token every replica has replayed
+        c._written.set(1)  # a write token every replica has replayed
         pick_ryw = statistics.median(per_call_ns(lambda: c._pick("replica", None), 200_000)
                                      for _ in range(5))
         # A token beyond the slowest candidate's position: the candidates are filtered.
@@ -127,7 +127,7 @@ def latency(rs: ReplicaSet, urls: list[str]) -> None:
         pick_filter = statistics.median(per_call_ns(lambda: c._pick("replica", None), 200_000)
                                         for _ in range(5))
         c._topo.replica_view = view
-        c._written.set([0])
+        c._written.set(0)
         empty = statistics.median(per_call_ns(lambda: None, 200_000) for _ in range(5))
         # The same replica's pool, called directly and through the cluster's routing.
         pool = one.replicas[0]

@@ -38,12 +38,10 @@ and ``cluster.connection()`` go to the primary. ``fetch``/``fetchrow``/
 position (``pg_current_wal_insert_lsn()``; MariaDB's ``@@gtid_binlog_pos``),
 asked on the same connection right after the statement or the COMMIT (one
 round trip more per write), is kept in a context variable: the thread's, or
-the asyncio task's (shared with the tasks it starts after its first call to
-the cluster: ``routing.ClusterBase.__init__``). Until the monitor thread has
-seen a replica replay that far, that context's reads go to the primary; no
-read waits and no read pays a round trip for it. So right after a write a
-context reads from the primary for about one ``lag_interval`` plus the
-replicas' replay time. The position is also a token
+the asyncio task's. Until the monitor thread has seen a replica replay that far, that context's
+reads go to the primary; no read waits and no read pays a round trip for it.
+So right after a write a context reads from the primary for about one
+``lag_interval`` plus the replicas' replay time. The position is also a token
 (``cluster.last_write_token()``, text such as ``'0/3000148'``) that another
 process passes back as ``route_after=token`` or ``with cluster.reads_after(token):``
 (e.g. from a session cookie). Writes made another way (``cluster.primary``'s

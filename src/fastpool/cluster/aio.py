@@ -177,7 +177,6 @@ class AsyncCluster(ClusterBase):
                 conn: Any = None) -> Coroutine[Any, Any, int]:
         """``await cluster.execute(sql, params)`` on the primary (committed on
         its own, or on ``conn`` of a ``cluster.transaction``); rows affected."""
-        self._box()  # in the caller's context, before a task can copy it (see routing)
         if conn is not None:
             return self._writer.pool_of(conn).execute(sql, params, conn=conn)  # type: ignore[no-any-return]
         call = self._topo.primary.pool._queries.call_async
@@ -186,21 +185,20 @@ class AsyncCluster(ClusterBase):
     def executemany(self, sql: str, params_seq: Iterable[Any], *,
                     conn: Any = None) -> Coroutine[Any, Any, int]:
         """``execute`` for each parameter set, in one transaction on the primary."""
-        self._box()
         if conn is not None:
             return self._writer.pool_of(conn).executemany(  # type: ignore[no-any-return]
                 sql, params_seq, conn=conn)
         call = self._topo.primary.pool._queries.call_async
         return call(self._writer, MANY, sql, params_seq, None, None)  # type: ignore[no-any-return]
 
-    def transaction(self, fn: Callable[[Any], Awaitable[R]], *, retries: int = 3,
-                    backoff: Backoff = DEFAULT_BACKOFF) -> Coroutine[Any, Any, R]:
+    async def transaction(self, fn: Callable[[Any], Awaitable[R]], *, retries: int = 3,
+                          backoff: Backoff = DEFAULT_BACKOFF) -> R:
         """``await pool.transaction(fn)`` on the primary (followed across a
         failover: an attempt lost before COMMIT runs again on the new primary)."""
-        self._box()
-        return run_transaction_async(self._writer, fn,  # type: ignore[arg-type]
-                                     retries=retries, backoff=backoff,
-                                     finished=self._writer.finished, stats=self.retry_stats)
+        return await run_transaction_async(self._writer, fn,  # type: ignore[arg-type]
+                                           retries=retries, backoff=backoff,
+                                           finished=self._writer.finished,
+                                           stats=self.retry_stats)
 
     @contextlib.asynccontextmanager
     async def connection(self, timeout: float | None = None) -> AsyncIterator[Any]:
@@ -217,19 +215,16 @@ class AsyncCluster(ClusterBase):
         """All rows of a query, from the node ``route`` picks (see
         ``fastpool.cluster``); ``route_after``: a write token that node must
         have replayed."""
-        self._box()
         return self._read(FETCH, sql, params, route, route_after)
 
     def fetchrow(self, sql: str, params: Any = None, *, route: str = "replica",
                  route_after: str | None = None) -> Coroutine[Any, Any, Any]:
         """The first row of a query, or None (routed as ``fetch``)."""
-        self._box()
         return self._read(ROW, sql, params, route, route_after)
 
     def fetchval(self, sql: str, params: Any = None, *, route: str = "replica",
                  route_after: str | None = None) -> Coroutine[Any, Any, Any]:
         """The first column of the first row, or None (routed as ``fetch``)."""
-        self._box()
         return self._read(VAL, sql, params, route, route_after)
 
     async def _read(self, kind: str, sql: str, params: Any, route: str,
@@ -257,14 +252,10 @@ class AsyncCluster(ClusterBase):
                          str(exc))  # the text: a kept record must not keep the frames
         self._wrote_at(lsn)
 
-    def note_write(self) -> Coroutine[Any, Any, str]:
+    async def note_write(self) -> str:
         """``Cluster.note_write``: count a write made another way (the
         primary's own helpers, a batcher, a bulk load) for this task's
         read-your-writes; returns the token."""
-        self._box()
-        return self._note_write()
-
-    async def _note_write(self) -> str:
         await self._writer.release(await self._writer.acquire())  # the release records it
         return self._token_now()
 

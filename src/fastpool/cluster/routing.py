@@ -13,7 +13,6 @@ import contextvars
 import itertools
 import logging
 import random
-import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
@@ -40,7 +39,6 @@ ROUTES = ("replica", "replica_only", "primary", "any")
 _READ_AGAIN = (ErrorKind.CONNECTION_LOST, ErrorKind.NOT_SENT, ErrorKind.UNREACHABLE,
                ErrorKind.UNAVAILABLE)
 _cluster_numbers = itertools.count(1)
-_boxes = threading.Lock()
 _random = random.random
 
 
@@ -118,13 +116,9 @@ class ClusterBase:
                 raise ConfigError(f"{what} takes URLs and pool options, not {key}=")
         self.name = name or f"cluster-{next(_cluster_numbers)}"
         self.urls = [primary, *replicas]
-        # This context's last write position, in a box ([position]; None: no
-        # write or read yet). A box, not the number: asyncio tasks copy their
-        # creator's context, so the creator and the tasks it starts after its
-        # first cluster call share one box, and a write in a child task
-        # (``asyncio.gather(cluster.execute(...))``) counts for the parent too.
-        self._written: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar(
-            f"fastpool.cluster.{self.name}", default=None)
+        # The write token of this context (a position; 0: none yet).
+        self._written: contextvars.ContextVar[int] = contextvars.ContextVar(
+            f"fastpool.cluster.{self.name}", default=0)
         self.retry_stats = RetryStats()
 
     def _node_options(self, i: int, pool_options: dict[str, Any]) -> dict[str, Any]:
@@ -172,8 +166,7 @@ class ClusterBase:
         else:
             raise ConfigError(f"route must be one of {', '.join(map(repr, ROUTES))}, "
                               f"got {route!r}")
-        box = self._written.get()
-        need = 0 if box is None else box[0]
+        need = self._written.get()
         if route_after is not None:
             need = max(need, self._server.parse(route_after))
         if need > floor:  # not every candidate has replayed it: only those that have
@@ -228,14 +221,6 @@ class ClusterBase:
 
     # ---- read-your-writes --------------------------------------------------------
 
-    def _box(self) -> list[int]:
-        """This context's box (made on its first use: see ``__init__``)."""
-        box = self._written.get()
-        if box is None:
-            box = [0]
-            self._written.set(box)
-        return box
-
     def _wrote_at(self, lsn: int | None) -> None:
         """After a write: its position into this context; None (the connection
         could not tell: broken after its COMMIT, or the write failed) leaves a
@@ -244,16 +229,12 @@ class ClusterBase:
         if lsn is not None:
             self._remember(lsn)
         else:
-            box = self._box()
-            with _boxes:
-                box[0] = EVERYTHING + time.monotonic_ns()
+            self._written.set(EVERYTHING + time.monotonic_ns())
 
     def _remember(self, lsn: int) -> None:
-        box = self._box()
-        with _boxes:  # threads may share a box too (asyncio.to_thread copies the context)
-            last = box[0]
-            if lsn > last or last >= EVERYTHING:  # a pending mark: this write is later
-                box[0] = lsn
+        last = self._written.get()
+        if lsn > last or last >= EVERYTHING:  # a pending mark: this write is later
+            self._written.set(lsn)
 
     def _resolve(self, need: int) -> int:
         """A pending mark (EVERYTHING + a monotonic time in ns, see ``_wrote_at``):
@@ -261,10 +242,7 @@ class ClusterBase:
         primary only) until there is one."""
         clock = self._topo.clock
         if clock.sampled_at * 1e9 > need - EVERYTHING and clock.latest:
-            box = self._box()
-            with _boxes:
-                if box[0] == need:  # not replaced by a later write meanwhile
-                    box[0] = clock.latest
+            self._written.set(clock.latest)
             return clock.latest
         return EVERYTHING
 
@@ -274,8 +252,7 @@ class ClusterBase:
     def last_write_token(self) -> str | None:
         """This context's last write through the cluster, as a token for another
         process (``route_after=``, ``reads_after``); None before any write."""
-        box = self._written.get()
-        lsn = 0 if box is None else box[0]
+        lsn = self._written.get()
         if lsn >= EVERYTHING:
             lsn = self._resolve(lsn)
         return self._server.format(lsn) if 0 < lsn < EVERYTHING else None
@@ -286,15 +263,11 @@ class ClusterBase:
         nodes that have replayed ``token`` (another process's write; None: no
         constraint)."""
         lsn = 0 if token is None else self._server.parse(token)
-        outer = self._box()
-        reset = self._written.set([max(lsn, outer[0])])
+        reset = self._written.set(max(lsn, self._written.get()))
         try:
             yield
         finally:
-            inner = self._written.get()
             self._written.reset(reset)
-            if inner is not None and inner[0] > lsn:  # written within: still this context's
-                self._remember(inner[0])
 
     # ---- the rest -----------------------------------------------------------------
 

@@ -219,32 +219,6 @@ def test_async_read_your_writes_and_tokens_with_a_replica_paused(replicas, pg_sc
     run(replicas, pg_scheme, body)
 
 
-def test_async_writes_in_child_tasks_count_for_the_task_that_started_them(replicas, pg_scheme):
-    m = _mark(pg_scheme)
-
-    async def body(cluster: fastpool.AsyncCluster) -> None:
-        await cluster.execute("DROP TABLE IF EXISTS acluster_child")
-        await cluster.execute("CREATE TABLE acluster_child (k int PRIMARY KEY, v int)")
-        await cluster.executemany(f"INSERT INTO acluster_child VALUES ({m}, 0)",
-                                  [(k,) for k in range(8)])
-        replicas.wait_replayed()
-        for node in replicas.replicas:
-            replicas.pause(node)  # usable by lag (max 60 s): only read-your-writes protects
-
-        async def parent() -> list[Any]:  # a context that has not used the cluster yet
-            await asyncio.gather(*(cluster.execute(
-                f"UPDATE acluster_child SET v = 1 WHERE k = {m}", (k,)) for k in range(8)))
-            return [await cluster.fetchval(f"SELECT v FROM acluster_child WHERE k = {m}", (k,))
-                    for k in range(8)]
-
-        assert await contextvars.Context().run(asyncio.ensure_future, parent()) == [1] * 8
-        # Another context, which wrote nothing, reads the paused replicas' old rows.
-        assert await contextvars.Context().run(asyncio.ensure_future, cluster.fetchval(
-            "SELECT v FROM acluster_child WHERE k = 0", route="replica_only")) == 0
-
-    run(replicas, pg_scheme, body)
-
-
 async def _token_of(cluster: fastpool.AsyncCluster) -> str | None:
     return cluster.last_write_token()
 
@@ -450,10 +424,6 @@ def test_async_mariadb_routing_lag_skip_and_read_your_writes(mariadb_replicas, m
         ms.resume(replica)
         ms.wait_replayed()
         await until(lambda: len(cluster._topo.usable) == 1, "the replica usable again")
-        # This task's box holds its child tasks' writes too (the last of them).
-        need = cluster._server.parse(cluster.last_write_token())
-        await until(lambda: cluster._topo.nodes[1].replay_lsn >= need,
-                    "the replica seen replaying this task's and its children's writes")
         assert await cluster.fetchval(f"SELECT v FROM {table} WHERE k = 32",
                                       route="replica_only", route_after=token) == 300
 
