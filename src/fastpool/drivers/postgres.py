@@ -363,6 +363,11 @@ class PostgresSettings(DriverBase):
         self._factories = {k: v for k, v in (("row_factory", row_factory),
                                              ("cursor_factory", cursor_factory)) if v is not None}
         self.params: dict[str, str] = merged
+        #: libpq connects only to a read-write server (a host list that follows
+        #: the primary): a connection whose server turned read-only while up
+        #: (fenced, or a standby) fails its probe and is replaced, and a
+        #: statement refused as read-only (25006) drains the pool.
+        self.read_write_only = merged.get("target_session_attrs") in ("read-write", "primary")
         self._conninfo = psycopg.conninfo.make_conninfo("", **merged)
         self._session_ids: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
         self._init_client()
@@ -429,7 +434,8 @@ class PostgresDriver(PostgresSettings, Driver):
     def probe(self, conn: Any, timeout: float | None = None) -> None:
         """Local checks first (libpq status, unread bytes from the server); then,
         unless ``probe="local"``, an empty query: the cheapest round trip."""
-        probe_connection(conn, query=self.probe_mode == "query", timeout=timeout)
+        probe_connection(conn, query=self.probe_mode == "query", timeout=timeout,
+                         read_write=self.read_write_only)
 
     def server_activity(self, session_ids: list[int]) -> list[dict[str, Any]]:
         return self.query_dicts(_ACTIVITY_SQL, (session_ids,))
@@ -458,7 +464,8 @@ class AsyncPostgresDriver(PostgresSettings, AsyncDriver):
 
     async def probe(self, conn: Any, timeout: float | None = None) -> None:
         """As ``PostgresDriver.probe``, awaiting the empty query."""
-        await probe_connection_async(conn, query=self.probe_mode == "query", timeout=timeout)
+        await probe_connection_async(conn, query=self.probe_mode == "query", timeout=timeout,
+                                     read_write=self.read_write_only)
 
     async def server_activity(self, session_ids: list[int]) -> list[dict[str, Any]]:
         return await self.query_dicts(_ACTIVITY_SQL, (session_ids,))
@@ -515,10 +522,24 @@ def _no_answer(limit: float) -> Exception:
     return psycopg.OperationalError(f"probe: no answer to an empty query within {limit:g} s")
 
 
-def probe_connection(conn: Any, query: bool = True, timeout: float | None = None) -> None:
+def _require_writable(pgconn: Any) -> None:
+    """Raise if the server reported itself read-only (PostgreSQL 14+ reports
+    both settings on every change, a reload's included, before it answers)."""
+    import psycopg
+
+    for name in (b"in_hot_standby", b"default_transaction_read_only"):
+        if pgconn.parameter_status(name) == b"on":
+            raise psycopg.OperationalError(
+                f"probe: the server is read-only now ({name.decode()} = on) and the pool "
+                "connects with target_session_attrs=read-write: the connection is replaced")
+
+
+def probe_connection(conn: Any, query: bool = True, timeout: float | None = None,
+                     read_write: bool = False) -> None:
     """Raise unless the idle psycopg connection ``conn`` is alive: the local
     checks (``probe_locally``), then, if ``query``, an empty query answered
-    within ``timeout`` seconds (default 5)."""
+    within ``timeout`` seconds (default 5); with ``read_write``, its server
+    must not have reported itself read-only."""
     fd = probe_locally(conn)
     if not query:
         return
@@ -533,6 +554,8 @@ def probe_connection(conn: Any, query: bool = True, timeout: float | None = None
         if not wait_readable(fd, deadline - time.monotonic()):
             raise _no_answer(limit)
     _empty_query_done(pgconn)
+    if read_write:
+        _require_writable(pgconn)
 
 
 def _set_ready(fut: asyncio.Future[None]) -> None:
@@ -544,7 +567,7 @@ def _set_ready(fut: asyncio.Future[None]) -> None:
 
 
 async def probe_connection_async(conn: Any, query: bool = True,
-                                 timeout: float | None = None) -> None:
+                                 timeout: float | None = None, read_write: bool = False) -> None:
     """``probe_connection`` for a psycopg ``AsyncConnection``: the same local
     checks, then the empty query awaited on the event loop (psycopg would
     send BEGIN before a statement on a non-autocommit connection: libpq's
@@ -570,6 +593,8 @@ async def probe_connection_async(conn: Any, query: bool = True,
         finally:
             loop.remove_reader(fd)
     _empty_query_done(pgconn)
+    if read_write:
+        _require_writable(pgconn)
 
 
 def _needs_rollback(pgconn: Any) -> bool | None:

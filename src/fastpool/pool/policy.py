@@ -1243,7 +1243,21 @@ class PoolPolicy(_Core):
 
     def classify(self, exc: BaseException) -> ErrorKind:
         """What the driver's exception ``exc`` means (lost connection, retryable
-        transaction, the caller's query error...); see ``fastpool.ErrorKind``."""
+        transaction, the caller's query error...); see ``fastpool.ErrorKind``.
+
+        A statement refused because the server is read-only (SQLSTATE 25006)
+        on a pool that connects to the read-write host only (a libpq host
+        list with ``target_session_attrs=read-write``) drains the pool, at
+        most once a second: the primary moved, and new connections find it."""
+        if (getattr(exc, "sqlstate", None) == "25006"
+                and getattr(self._driver, "read_write_only", False)):
+            now = time.monotonic()
+            if now - getattr(self, "_read_only_drained_at", -1.0) >= 1.0:
+                self._read_only_drained_at = now
+                logger.warning("fastpool: pool %r: the server refused a write as read-only "
+                               "(25006); replacing every connection (target_session_attrs="
+                               "read-write finds the new primary)", self.name)
+                PoolPolicy.drain(self)
         return self._driver.classify(exc)
 
     def stats(self, reset: bool = False) -> PoolStats:

@@ -7,10 +7,12 @@ The node that served a read is asked in the read itself (``inet_server_port()``,
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -183,3 +185,78 @@ def test_failed_cluster_reads_and_writes_leave_no_frame_of_ours_in_a_cycle(clust
         assert frames_in_cycles() == []
     finally:
         gc.enable()
+
+
+def _fence(replicas: ReplicaSet, on: bool) -> None:
+    """The primary read-only while it stays up (default_transaction_read_only)."""
+    with replicas.admin(replicas.primary) as admin:
+        admin.execute(f"ALTER SYSTEM SET default_transaction_read_only = {'on' if on else 'off'}")
+        admin.execute("SELECT pg_reload_conf()")
+
+
+@pytest.mark.parametrize("kind", ["sync", "asyncio"])
+def test_a_host_list_pool_never_keeps_connections_to_a_server_fenced_read_only(replicas, kind):
+    """A plain pool over a libpq host list with target_session_attrs=read-write:
+    once its server turns read-only while up, a borrowed connection fails its
+    probe (the server reported it) and a write refused with 25006 drains the
+    pool: no connection to the read-only server is lent again, and writes
+    resume as soon as a read-write server is there."""
+    hosts = ",".join(f"127.0.0.1:{n.port}" for n in replicas.nodes[:2])  # primary, a replica
+    url = f"postgresql://postgres@{hosts}/postgres?target_session_attrs=read-write"
+    with replicas.admin(replicas.primary) as admin:
+        admin.execute("DROP TABLE IF EXISTS fenced")
+        admin.execute("CREATE TABLE fenced (n int)")
+
+    def check_sync() -> None:
+        with fastpool.create_pool(url, min_size=2, max_size=2, timeout=2,
+                                  alive_bypass=3600) as pool:
+            pool.wait()
+            pool.execute("INSERT INTO fenced VALUES (1)")
+            generation = pool.stats().generation
+            _fence(replicas, True)
+            try:
+                # No probe (alive_bypass): the write meets the read-only server...
+                with pytest.raises(Exception, match="read-only"):
+                    pool.execute("INSERT INTO fenced VALUES (2)")
+                assert pool.stats().generation > generation  # ...and the pool drained
+                # No read-write host now: a borrower cannot get a connection at
+                # all (never one to the read-only server).
+                with pytest.raises((fastpool.PoolTimeout, fastpool.ConnectError)):
+                    pool.execute("INSERT INTO fenced VALUES (3)")
+            finally:
+                _fence(replicas, False)
+            until(lambda: _writes(pool), "writes back once the server is read-write")
+
+    def _writes(pool: Any) -> bool:
+        try:
+            pool.execute("INSERT INTO fenced VALUES (4)")
+            return True
+        except Exception:
+            return False
+
+    async def check_async() -> None:
+        async with fastpool.create_async_pool(url, min_size=1, max_size=1, timeout=2,
+                                              alive_bypass=0) as pool:
+            await pool.execute("INSERT INTO fenced VALUES (1)")
+            _fence(replicas, True)
+            try:
+                time.sleep(0.3)  # the reload reaches the backend
+                # The probe on each borrow (alive_bypass=0) sees the server read-only.
+                with pytest.raises((fastpool.PoolTimeout, fastpool.ConnectError)):
+                    await pool.execute("INSERT INTO fenced VALUES (2)")
+                assert pool.stats().closed.get("broken", 0) >= 1
+            finally:
+                _fence(replicas, False)
+            deadline = time.monotonic() + 15
+            while True:
+                try:
+                    await pool.execute("INSERT INTO fenced VALUES (4)")
+                    break
+                except Exception:
+                    assert time.monotonic() < deadline, "writes never came back"
+                    await asyncio.sleep(0.1)
+
+    if kind == "sync":
+        check_sync()
+    else:
+        asyncio.run(check_async())
