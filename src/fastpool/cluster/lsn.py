@@ -56,14 +56,16 @@ class LagClock:
         self.sampled_at = 0.0
 
     def sample(self, t: float, lsn: int) -> None:
+        """``t``: when the question was sent (the answer is at least that new).
+        ``latest`` is written before ``sampled_at``: a reader that sees the new
+        time (``Cluster._resolve``) sees the new position too."""
+        if lsn > self.latest:
+            self.latest = lsn
+            self._times.append(t)
+            self._lsns.append(lsn)
+            if len(self._lsns) > 2 * self.keep:
+                del self._times[:-self.keep], self._lsns[:-self.keep]
         self.sampled_at = t
-        if lsn <= self.latest:
-            return
-        self.latest = lsn
-        self._times.append(t)
-        self._lsns.append(lsn)
-        if len(self._lsns) > 2 * self.keep:
-            del self._times[:-self.keep], self._lsns[:-self.keep]
 
     def lag(self, replayed: int, now: float) -> float:
         if replayed >= self.latest:

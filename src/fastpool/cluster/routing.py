@@ -119,6 +119,10 @@ class ClusterBase:
         # The write token of this context (a position; 0: none yet).
         self._written: contextvars.ContextVar[int] = contextvars.ContextVar(
             f"fastpool.cluster.{self.name}", default=0)
+        # Another process's write this context must see (``reads_after``): apart
+        # from this context's own writes, which the block must not drop.
+        self._floor: contextvars.ContextVar[int] = contextvars.ContextVar(
+            f"fastpool.cluster.{self.name}.floor", default=0)
         self.retry_stats = RetryStats()
 
     def _node_options(self, i: int, pool_options: dict[str, Any]) -> dict[str, Any]:
@@ -167,6 +171,9 @@ class ClusterBase:
             raise ConfigError(f"route must be one of {', '.join(map(repr, ROUTES))}, "
                               f"got {route!r}")
         need = self._written.get()
+        floor_ = self._floor.get()
+        if floor_ > need:
+            need = floor_
         if route_after is not None:
             need = max(need, self._server.parse(route_after))
         if need > floor:  # not every candidate has replayed it: only those that have
@@ -263,11 +270,11 @@ class ClusterBase:
         nodes that have replayed ``token`` (another process's write; None: no
         constraint)."""
         lsn = 0 if token is None else self._server.parse(token)
-        reset = self._written.set(max(lsn, self._written.get()))
+        reset = self._floor.set(max(lsn, self._floor.get()))
         try:
             yield
         finally:
-            self._written.reset(reset)
+            self._floor.reset(reset)
 
     # ---- the rest -----------------------------------------------------------------
 

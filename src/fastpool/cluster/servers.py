@@ -27,7 +27,7 @@ _OK, _IDLE, _TUPLES = 0, 0, 2
 class Seen:
     """One observation of a server by the monitor."""
 
-    __slots__ = ("identity", "in_recovery", "lsn", "writable")
+    __slots__ = ("at", "identity", "in_recovery", "lsn", "writable")
 
     def __init__(self, in_recovery: bool, writable: bool, lsn: int,
                  identity: Sequence[Any]) -> None:
@@ -37,6 +37,8 @@ class Seen:
         self.writable = writable
         self.lsn = lsn
         self.identity = tuple(identity)
+        #: When the question was sent (monotonic; set by the monitor).
+        self.at = 0.0
 
 
 class PostgresServer:

@@ -203,11 +203,10 @@ class Topology:
         seen = self._observe(primary, force=self._rediscover or not self.primary_ok)
         if self._stop:  # closing meanwhile: "no answer" means nothing now
             return self.interval
-        now = time.monotonic()
         if seen is None or not seen.writable or self._rediscover or not self.primary_ok:
             self._discover(primary, seen)
         else:
-            self.clock.sample(now, seen.lsn)
+            self.clock.sample(seen.at, seen.lsn)
             self._same_server(primary, seen)
         for node in self.nodes:
             if node is self.primary:
@@ -257,7 +256,7 @@ class Topology:
             node.up = True
             if seen.writable and found is None:
                 found = node
-                self.clock.sample(time.monotonic(), seen.lsn)
+                self.clock.sample(seen.at, seen.lsn)
             elif not seen.writable:
                 if node.role == PRIMARY and node is not current:
                     node.drain()
@@ -330,7 +329,9 @@ class Topology:
                 self._unreachable(node, exc, now)
                 return None
         try:
+            sent = time.monotonic()
             seen = self.server.observe(node.conn)
+            seen.at = sent
         except Exception as exc:
             self._drop(node)
             self._unreachable(node, exc, now)

@@ -260,3 +260,22 @@ def test_a_host_list_pool_never_keeps_connections_to_a_server_fenced_read_only(r
         check_sync()
     else:
         asyncio.run(check_async())
+
+
+def test_a_write_inside_reads_after_still_counts_after_the_block(cluster, replicas):
+    _table(cluster, replicas, "cluster_within")
+    before = cluster.last_write_token()  # the table's creation
+    assert before is not None
+    with cluster.reads_after("0/1"):  # another process's (old) write
+        cluster.execute("INSERT INTO cluster_within VALUES (1, 1)")
+    # This context's own write outlives the block: its reads still see it.
+    token = cluster.last_write_token()
+    assert token is not None
+    assert cluster._server.parse(token) > cluster._server.parse(before)
+    replicas.pause(replicas.replicas[0])
+    replicas.pause(replicas.replicas[1])
+    with replicas.admin(replicas.primary) as admin:
+        admin.execute("UPDATE cluster_within SET v = 2")  # not through the cluster
+    with cluster.reads_after(token):
+        cluster.execute("UPDATE cluster_within SET v = 3")
+    assert cluster.fetchval("SELECT v FROM cluster_within WHERE k = 1") == 3
