@@ -45,8 +45,8 @@ from fastpool.cluster.routing import ClusterBase, PrimarySourceBase
 from fastpool.cluster.servers import server_for
 from fastpool.cluster.topology import PRIMARY, REPLICA, Node, Topology
 from fastpool.drivers import _parse, from_url
-from fastpool.drivers.base import Driver
-from fastpool.errors import ConfigError, ConnectError
+from fastpool.drivers.base import Driver, redact_url
+from fastpool.errors import ConfigError, ConnectError, UnsupportedClient
 from fastpool.options import seconds
 from fastpool.pool.async_facade import ASYNC_POOL_OPTIONS, AsyncPool, create_async_pool
 from fastpool.query.helpers import EXEC, FETCH, MANY, ROW, VAL
@@ -120,6 +120,11 @@ class AsyncCluster(ClusterBase):
                               f"options, got {monitor_options!r}")
         self._monitor_options = monitor_options
         self._pool_options = pool_options
+        for url in self.urls:  # before anything connects: only servers that replicate
+            if _parse(url)[0] not in ("postgresql", "mysql"):
+                raise UnsupportedClient(
+                    f"create_async_cluster supports PostgreSQL and MariaDB servers; got "
+                    f"{redact_url(url)!r}")
         self._writer = _AsyncPrimarySource(self, record=True)
         self._reader = _AsyncPrimarySource(self, record=False)
         self._opened = False
@@ -148,8 +153,8 @@ class AsyncCluster(ClusterBase):
                                   interval=self.lag_interval, name=self.name,
                                   primary_source=self._reader, server=self._server)
         except BaseException:
-            for node in nodes:
-                await node.pool.close(0)
+            for node in nodes:  # closed for real: an unclosed connection warns (3.13)
+                await node.pool.close(2.0)
             raise
         self._opened = True
         return self

@@ -384,11 +384,8 @@ def test_async_cluster_bad_input_is_named_before_anything_connects():
     with pytest.raises(fastpool.ConnectError, match="monitor cannot connect to the primary"):
         asyncio.run(unreachable())
 
-    async def sqlite() -> None:
-        await fastpool.create_async_cluster("sqlite:///:memory:", [])
-
-    with pytest.raises(fastpool.UnsupportedClient, match="create_cluster supports"):
-        asyncio.run(sqlite())
+    with pytest.raises(fastpool.UnsupportedClient, match="PostgreSQL and MariaDB"):
+        fastpool.create_async_cluster("sqlite:///:memory:", [])
 
 
 # ---- MariaDB ----------------------------------------------------------------------
