@@ -33,9 +33,9 @@ from tests.fix_db import Db
 from tests.fix_pool import wait_until
 from tests.integration.query.test_result_cache_leaves_no_cycles import (  # noqa: F401
     no_cyclic_collector,  # autouse: the collector off, reclaiming quick
+    reclaims_a_dropped_connection,
 )
 from tests.integration.test_async_pool import url  # noqa: F401
-from tests.integration.writes.test_batch_leaves_no_cycles import reclaims_a_dropped_connection
 
 OURS = os.path.dirname(os.path.abspath(fastpool.__file__)) + os.sep
 MISSING = "SELECT * FROM fastpool_no_such_table_nc"

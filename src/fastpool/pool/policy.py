@@ -259,6 +259,7 @@ class PoolPolicy(_Core):
         self._fatal_error: ConnectError | None = None
         self._ever_connected = False
         self._retry_at = 0.0
+        self._read_only_drained_at = -1.0  # the last drain for a 25006 (see classify)
         self._closing = False
         self._lock = threading.Lock()
         self._apply_policy()
@@ -1252,7 +1253,7 @@ class PoolPolicy(_Core):
         if (getattr(exc, "sqlstate", None) == "25006"
                 and getattr(self._driver, "read_write_only", False)):
             now = time.monotonic()
-            if now - getattr(self, "_read_only_drained_at", -1.0) >= 1.0:
+            if now - self._read_only_drained_at >= 1.0:
                 self._read_only_drained_at = now
                 logger.warning("fastpool: pool %r: the server refused a write as read-only "
                                "(25006); replacing every connection (target_session_attrs="

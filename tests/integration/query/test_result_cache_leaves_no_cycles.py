@@ -46,6 +46,20 @@ def no_cyclic_collector(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         gc.enable()
 
 
+async def reclaims_a_dropped_connection(pool: Any) -> None:
+    """A task drops a connection without a release: the pool takes it back
+    by reference counting alone (the collector is off)."""
+    async def forgetful() -> None:
+        await pool.acquire()  # never released
+
+    await asyncio.ensure_future(forgetful())
+    deadline = asyncio.get_running_loop().time() + 5.0
+    while pool.stats().in_use and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.01)
+    assert pool.stats().in_use == 0, "the dropped connection was never reclaimed"
+    assert pool.stats().reclaimed == 1
+
+
 def slow_sql(kind: str) -> str:
     """A read that takes about half a second on each server."""
     if kind == "sqlite":
@@ -120,15 +134,7 @@ def test_an_async_cached_read_that_failed_or_was_cancelled_keeps_nothing_referen
             assert not isinstance(outcomes[1], BaseException), outcomes  # it ran it again
         del first, followers, outcomes
 
-        async def forgetful() -> None:
-            await pool.acquire()  # the only connection, never released
-
-        await asyncio.ensure_future(forgetful())
-        deadline = asyncio.get_running_loop().time() + 5.0
-        while pool.stats().in_use and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(0.01)
-        assert pool.stats().in_use == 0, "the dropped connection was never reclaimed"
-        assert pool.stats().reclaimed == 1
+        await reclaims_a_dropped_connection(pool)
         assert await pool.fetchval("SELECT 1") == 1
 
     run_pools(body)
@@ -161,14 +167,6 @@ def test_a_borrower_cancelled_during_an_aiosqlite_statement_keeps_nothing_refere
         del task, result
         assert await pool.fetchval("SELECT 1") == 1  # waits out the cancelled statement
 
-        async def forgetful() -> None:
-            await pool.acquire()  # the only connection, never released
-
-        await asyncio.ensure_future(forgetful())
-        deadline = asyncio.get_running_loop().time() + 5.0
-        while pool.stats().in_use and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(0.01)
-        assert pool.stats().in_use == 0, "the dropped connection was never reclaimed"
-        assert pool.stats().reclaimed == 1
+        await reclaims_a_dropped_connection(pool)
 
     run_pools(body)

@@ -22,22 +22,9 @@ import pytest
 from tests.fix_db import Db
 from tests.integration.query.test_result_cache_leaves_no_cycles import (  # noqa: F401
     no_cyclic_collector,  # autouse: the collector off, reclaiming quick
+    reclaims_a_dropped_connection,
 )
 from tests.integration.test_async_pool import url  # noqa: F401
-
-
-async def reclaims_a_dropped_connection(pool: Any) -> None:
-    """A task drops a connection without a release: the pool takes it back
-    by reference counting alone (the collector is off)."""
-    async def forgetful() -> None:
-        await pool.acquire()  # never released
-
-    await asyncio.ensure_future(forgetful())
-    deadline = asyncio.get_running_loop().time() + 5.0
-    while pool.stats().in_use and asyncio.get_running_loop().time() < deadline:
-        await asyncio.sleep(0.01)
-    assert pool.stats().in_use == 0, "the dropped connection was never reclaimed"
-    assert pool.stats().reclaimed == 1
 
 
 def reclaimed_after_a_drop(pool: Any) -> int:
