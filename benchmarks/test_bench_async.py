@@ -18,6 +18,9 @@ part of each group's name):
   the other CPU. ``no_pool_*_ceiling``: one task per connection, no pool, the
   machine's ceiling; ``littles_law_mean_wait_ms`` = (TASKS - POOL_SIZE) / its
   throughput, the least mean acquire wait any pool can give 1,000 tasks here.
+- ``async-load-paired-<loop>``: the same load, fastpool and its peers in
+  turns (``PAIRED_ROUNDS`` rounds each, who goes first rotating): the median
+  of the per-round ratios, the number to quote on a machine whose rate drifts.
 - ``async-overhead-<loop>``: ``SELECT 1`` (``conn.fetchval``) on one asyncpg
   connection: raw, and each pool's acquire -> fetchval -> release; the client
   and the connection's PostgreSQL backend pinned to one CPU; every pool
@@ -383,6 +386,60 @@ def test_load(benchmark: Any, pg_url: str, loop: Any, name: str) -> None:
           f"{result['longest_gap_ms']:.1f} ms")
 
 
+PAIRED = {  # fastpool contender -> the peers it is paired with, round by round
+    "fastpool_psycopg": ["psycopg_pool"],
+    "fastpool_asyncpg": ["asyncpg_pool_noop_reset", "asyncpg_pool_default_reset"],
+}
+PAIRED_ROUNDS = int(os.environ.get("FASTPOOL_BENCH_PAIRED_ROUNDS", "6"))
+
+
+@pytest.mark.parametrize("name", list(PAIRED))
+def test_load_paired(benchmark: Any, pg_url: str, loop: Any, name: str) -> None:
+    """The load group's ratios, paired: fastpool and its peers run in turns,
+    ``PAIRED_ROUNDS`` rounds each, who goes first rotating, every pool open
+    throughout; each round's ratio is fastpool's rate over the peer's in the
+    same turn, and the median of those is the number to quote (a single 3 s
+    round per contender moved 1.2-2.4x between runs on a quiet machine)."""
+    benchmark.group = f"async-load-paired-{loop.kind}"
+    makers = load_contenders(pg_url)
+    order = [name, *PAIRED[name]]
+    pools = {n: loop.run_until_complete(makers[n]()) for n in order}
+    results: dict[str, list[dict[str, Any]]] = {n: [] for n in order}
+    try:
+        def turns() -> None:
+            for r in range(PAIRED_ROUNDS):
+                k = r % len(order)
+                for n in order[k:] + order[:k]:
+                    results[n].append(loop.run_until_complete(drive(pools[n], TASKS, DURATION)))
+
+        benchmark.pedantic(turns, rounds=1, iterations=1)
+    finally:
+        for c in pools.values():
+            loop.run_until_complete(c.close())
+    med = statistics.median
+    info: dict[str, Any] = {"contender": name, "loop": loop.kind, "rounds": PAIRED_ROUNDS}
+    for n in order:
+        rs = results[n]
+        info[n] = {key: med(r[key] for r in rs) for key in (
+            "cycles_per_s", "fairness_max_over_min", "longest_acquire_wait_ms", "longest_gap_ms")}
+        info[n]["max_longest_acquire_wait_ms"] = max(r["longest_acquire_wait_ms"] for r in rs)
+        if n != name:
+            ratios = [a["cycles_per_s"] / b["cycles_per_s"]
+                      for a, b in zip(results[name], rs, strict=True)]
+            info[n]["fastpool_over_peer_per_round"] = [round(x, 3) for x in ratios]
+            info[n]["fastpool_over_peer_median"] = med(ratios)
+    benchmark.extra_info.update(info)
+    for n in order:
+        row = info[n]
+        ratio = f"  fastpool ÷ it {row['fastpool_over_peer_median']:.2f} (rounds " \
+            f"{', '.join(f'{x:.2f}' for x in row['fastpool_over_peer_per_round'])})" \
+            if n != name else ""
+        print(f"\n{loop.kind:8s} {n:28s} {row['cycles_per_s']:9.0f} cycles/s  fairness "
+              f"{row['fairness_max_over_min']:.2f}  wait median/max "
+              f"{row['longest_acquire_wait_ms']:.0f}/{row['max_longest_acquire_wait_ms']:.0f} ms"
+              f"{ratio}")
+
+
 # ---- pool overhead over one asyncpg connection -----------------------------------
 
 def overhead_contenders(url: str) -> dict[str, Callable[[], Awaitable[Contender]]]:
@@ -508,6 +565,27 @@ def report(paths: list[str]) -> None:
             for n in sorted(ns, key=ns.__getitem__):
                 cols = [f"{ns[n] / b:.2f}" if b else "-" for b in base.values()]
                 print(f"| {n} | {ns[n]:,.0f} | {cols[0]} | {cols[1]} |")
+        elif group.startswith("async-load-paired"):
+            print("| fastpool ÷ peer | cycles/s (fastpool / peer) | median of per-round ratios "
+                  "(runs) | fairness | longest acquire wait ms, median (max) |")
+            print("|---|---:|---:|---:|---:|")
+            for fast, bs in rows.items():
+                for peer in PAIRED[fast]:
+                    got = [b["extra_info"] for b in bs if peer in b["extra_info"]]
+                    if not got:
+                        continue
+                    ratios = [g[peer]["fastpool_over_peer_median"] for g in got]
+                    f_rate = med(g[fast]["cycles_per_s"] for g in got)
+                    p_rate = med(g[peer]["cycles_per_s"] for g in got)
+                    fair = " / ".join(f"{med(g[n]['fairness_max_over_min'] for g in got):.2f}"
+                                      for n in (fast, peer))
+                    wait = " / ".join(
+                        f"{med(g[n]['longest_acquire_wait_ms'] for g in got):.0f} "
+                        f"({max(g[n]['max_longest_acquire_wait_ms'] for g in got):.0f})"
+                        for n in (fast, peer))
+                    print(f"| {fast} ÷ {peer} | {f_rate:,.0f} / {p_rate:,.0f} | "
+                          f"**{med(ratios):.2f}** ({', '.join(f'{r:.2f}' for r in ratios)}) | "
+                          f"{fair} | {wait} |")
         elif group.startswith("async-load"):
             def m(n: str, key: str, rows: dict[str, list[dict[str, Any]]] = rows) -> float:
                 return med(b["extra_info"][key] for b in rows[n])
