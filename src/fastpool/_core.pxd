@@ -37,6 +37,8 @@ cdef class Waiter:
         readonly int64_t enqueued_ns
         public object error
         public object holder
+        public object token   # the policy's: what its caller waits on
+        public object limits  # the policy's: the caller's deadline and timeout
         object wakeup
         Waiter prev
         Waiter next

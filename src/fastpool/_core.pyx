@@ -237,6 +237,10 @@ cdef class Waiter:
         self.state = W_NEW
         self.idx = -1
         self.holder = None  # where the caller waits from, recorded at hand-off
+        # The policy's own: the wait's token (an event loop's future) and the
+        # caller's deadline, for its _after_wait.
+        self.token = None
+        self.limits = None
 
     @property
     def state_name(self):
@@ -343,7 +347,17 @@ cdef class AsyncConnectionContext:
             if pool._off_owner():
                 pool._off_loop()
             conn = pool._acquire(self.timeout)
-            if type(conn) is _GeneratorType:
+            if type(conn) is Waiter:  # queued (see acquire_async)
+                waiter = conn
+                try:
+                    woken = (<Waiter>waiter).token  # an awaitable, or the wait's result
+                    if type(woken) is not bool:
+                        woken = await woken
+                except BaseException:
+                    pool._abandon_wait(waiter)
+                    raise
+                conn = pool._after_wait(waiter, woken)
+            elif type(conn) is _GeneratorType:
                 conn = await pool._acquire_later(conn)
             self.conn = conn
         except BaseException:
@@ -411,11 +425,24 @@ cdef class PoolCore:
     # _off_loop (see fastpool.pool.aio).
 
     async def acquire_async(self, timeout=None):
-        """``await pool.acquire()``: the fast path here; a slow path comes back
-        from the policy's ``_acquire_slow`` as a flow (a generator) to await."""
+        """``await pool.acquire()``: the fast path here. A slow path comes back
+        from the policy's ``_acquire_slow`` as a queued Waiter, whose token (a
+        future of the loop) is awaited here, its end decided by the policy's
+        ``_after_wait`` (``_abandon_wait`` when interrupted); or as a flow (a
+        generator) to await through ``_acquire_later``."""
         if self._off_owner():
             self._off_loop()
         conn = self._acquire(timeout)
+        if type(conn) is Waiter:
+            waiter = conn
+            try:
+                woken = (<Waiter>waiter).token  # an awaitable, or the wait's result
+                if type(woken) is not bool:
+                    woken = await woken
+            except BaseException:
+                self._abandon_wait(waiter)
+                raise
+            return self._after_wait(waiter, woken)
         if type(conn) is _GeneratorType:
             conn = await self._acquire_later(conn)
         return conn

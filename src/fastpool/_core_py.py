@@ -131,6 +131,8 @@ class Waiter:
         self.enqueued_ns = 0
         self.error: BaseException | None = None
         self.holder: object = None
+        self.token: Any = None  # the policy's: what its caller waits on
+        self.limits: Any = None  # the policy's: the caller's deadline and timeout
         self.prev: Waiter | None = None
         self.next: Waiter | None = None
 
@@ -296,10 +298,22 @@ class PoolCore:
 
     async def acquire_async(self, timeout: float | None = None) -> Any:
         """``await pool.acquire()``: a slow path comes back from the policy's
-        ``_acquire_slow`` as a flow (a generator) to await."""
+        ``_acquire_slow`` as a queued Waiter, whose token is awaited here and
+        its end decided by the policy's ``_after_wait`` (``_abandon_wait`` when
+        interrupted), or as a flow (a generator) to await."""
         if self._off_owner():
             self._off_loop()
         conn = self._acquire(timeout)
+        if type(conn) is Waiter:
+            waiter = conn
+            try:
+                woken = waiter.token  # an awaitable, or the wait's result
+                if type(woken) is not bool:
+                    woken = await woken
+            except BaseException:
+                self._abandon_wait(waiter)
+                raise
+            return self._after_wait(waiter, woken)
         if type(conn) is GeneratorType:
             conn = await self._acquire_later(conn)
         return conn
@@ -340,6 +354,12 @@ class PoolCore:
 
     async def _acquire_later(self, steps: Any) -> Any:
         raise NotImplementedError("_acquire_later must be provided by the asyncio pool's policy")
+
+    def _after_wait(self, waiter: Waiter, woken: bool) -> Any:
+        raise NotImplementedError("_after_wait must be provided by the pool's policy")
+
+    def _abandon_wait(self, waiter: Waiter) -> None:
+        raise NotImplementedError("_abandon_wait must be provided by the pool's policy")
 
     async def _release_later(self, later: Any) -> None:
         raise NotImplementedError("_release_later must be provided by the asyncio pool's policy")

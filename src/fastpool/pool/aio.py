@@ -337,10 +337,27 @@ class AsyncPolicy(PoolPolicy):
     # ---- the core's callbacks ----------------------------------------------
 
     def _acquire_slow(self, timeout: float | None, idx: int) -> Any:
-        # Cannot wait here (the core's call is synchronous): hand the flow to
-        # the core's acquire_async, which awaits it through _acquire_later.
-        # A generator is never a connection.
-        return self._acquire_steps(timeout, idx)
+        # Cannot wait here (the core's call is synchronous). The common case,
+        # nothing popped to check: queue the caller by the flow's own rules
+        # and hand the core the waiter, whose future acquire_async awaits
+        # itself before calling _after_wait (or _abandon_wait): no flow, no
+        # runner, on the path every contended acquire takes. Otherwise the
+        # flow (a generator), which the core awaits through _acquire_later.
+        # Neither is ever a connection.
+        if idx >= 0 or self._pid != os.getpid():
+            return self._acquire_steps(timeout, idx)
+        start = time.monotonic_ns()
+        deadline, t = self._acquire_limits(timeout, start)
+        queued = self._enqueue(start, deadline, t)
+        if type(queued) is int:  # a slot was idle after all: the flow checks it out
+            return self._acquire_steps(timeout, queued)
+        try:  # what the core awaits: the wait's awaitable (or its result, if decided)
+            queued.token = self._io.wait(queued.token,
+                                         max(deadline - time.monotonic_ns(), 0) / 1e9)
+        except BaseException:
+            self._abandon_wait(queued)
+            raise
+        return queued
 
     def _acquire_later(self, steps: Any) -> Coroutine[Any, Any, Any]:
         # A plain function returning the flow's coroutine: one coroutine

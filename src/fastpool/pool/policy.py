@@ -334,7 +334,10 @@ class PoolPolicy(_Core):
 
     def _acquire_steps(self, timeout: float | None, idx: int) -> Steps[Any]:
         """The slow path of acquire, for threads and asyncio alike (see
-        ``fastpool.steps``): check the popped slot, else queue and wait."""
+        ``fastpool.steps``): check the popped slot, else queue and wait.
+        Its rules are the plain methods it calls (``_acquire_limits``,
+        ``_enqueue``, ``_after_wait``, ``_abandon_wait``), which the asyncio
+        core's direct wait calls too (``AsyncPolicy._acquire_slow``)."""
         if self._pid != os.getpid():
             _fork._orphans.extend(self._reinit_after_fork(os.getpid()))
             idx = -1
@@ -344,41 +347,55 @@ class PoolPolicy(_Core):
             conn = yield from self._check_out_steps(idx, start, start + int(t * 1e9))
             if conn is not None:
                 return conn
+        deadline, t = self._acquire_limits(timeout, start)
+        while True:
+            queued = self._enqueue(start, deadline, t)
+            if type(queued) is int:  # a slot was idle after all: check it out
+                conn = yield from self._check_out_steps(queued, start, deadline)
+                if conn is not None:
+                    return conn
+                continue
+            try:
+                woken = yield ("wait", queued.token,
+                               max(deadline - time.monotonic_ns(), 0) / 1e9)
+            except BaseException:
+                self._abandon_wait(queued)
+                raise
+            return self._after_wait(queued, woken)
+
+    def _acquire_limits(self, timeout: float | None, start: int) -> tuple[int, float]:
+        """The caller's deadline (monotonic ns) and timeout (s); a closed pool
+        or a bad timeout raises."""
         if self._is_closed:
             raise PoolClosed(f"pool {self.name!r} is closed")
         t = self.timeout if timeout is None else seconds("timeout", timeout)
-        deadline = start + int(t * 1e9)
-        while True:
-            if time.monotonic_ns() > deadline and self._sizes()[1] == 0:
-                # Probing broken connections used up the caller's time.
-                self._count(_core.C_TIMEOUTS)
-                self._hooks.emit("timeout", (time.monotonic_ns() - start) / 1e9)
-                raise self._timeout_error(t)
-            wakeup, token = self._io.token()  # no I/O: a lock, or a future of the loop
-            waiter = self._new_waiter(wakeup)
-            if self.track_holders:  # recorded by the core at hand-off, with no gap
-                waiter.holder = self._capture_holder()
-            self._handoffs.add(waiter)
-            try:
-                idx = self._pop_or_wait(waiter, self.max_waiting)
-                if idx >= 0:
-                    conn = yield from self._check_out_steps(idx, start, deadline)
-                    if conn is not None:
-                        return conn
-                    continue
-                if idx == _core.POOL_CLOSED:
-                    raise PoolClosed(f"pool {self.name!r} is closed")
-                if idx == _core.REJECTED:
-                    raise TooManyWaiting(
-                        f"pool {self.name!r}: {self.max_waiting} callers are already waiting "
-                        f"(max_waiting={self.max_waiting}); {self._state_text()}")
-                return (yield from self._wait_for_handoff(waiter, token, deadline, t))
-            finally:
-                self._handoffs.discard(waiter)
+        return start + int(t * 1e9), t
 
-    def _wait_for_handoff(self, waiter: Any, token: Any, deadline: int,
-                          t: float) -> Steps[Any]:
-        """Wait, queued, until a connection is handed over, the deadline, or close."""
+    def _enqueue(self, start: int, deadline: int, t: float) -> Any:
+        """Queue the caller (FIFO) for a hand-off: its waiter (``token`` to wait
+        on, ``limits`` its deadline and timeout), or a slot popped after all."""
+        if time.monotonic_ns() > deadline and self._sizes()[1] == 0:
+            # Probing broken connections used up the caller's time.
+            self._count(_core.C_TIMEOUTS)
+            self._hooks.emit("timeout", (time.monotonic_ns() - start) / 1e9)
+            raise self._timeout_error(t)
+        wakeup, token = self._io.token()  # no I/O: a lock, or a future of the loop
+        waiter = self._new_waiter(wakeup)
+        waiter.token = token
+        waiter.limits = (deadline, t)
+        if self.track_holders:  # recorded by the core at hand-off, with no gap
+            waiter.holder = self._capture_holder()
+        self._handoffs.add(waiter)
+        idx = self._pop_or_wait(waiter, self.max_waiting)
+        if idx != _core.ENQUEUED:
+            self._handoffs.discard(waiter)
+            if idx >= 0:
+                return idx
+            if idx == _core.POOL_CLOSED:
+                raise PoolClosed(f"pool {self.name!r} is closed")
+            raise TooManyWaiting(
+                f"pool {self.name!r}: {self.max_waiting} callers are already waiting "
+                f"(max_waiting={self.max_waiting}); {self._state_text()}")
         try:
             if self._fatal_error is not None and self._sizes()[0] == 0 \
                     and time.monotonic() < self._retry_at:
@@ -387,30 +404,40 @@ class PoolPolicy(_Core):
                 raise self._fatal_copy()
             if self._sizes()[0] < self.max_size:
                 self._kick()  # the pool may grow; at max size only a release helps
-            woken = yield ("wait", token, max(deadline - time.monotonic_ns(), 0) / 1e9)
+        except BaseException:
+            self._abandon_wait(waiter)
+            raise
+        return waiter
+
+    def _after_wait(self, waiter: Any, woken: bool) -> Any:
+        """The end of a wait: the connection handed over, or the error."""
+        try:
             if not woken:
+                deadline, t = waiter.limits
                 state = self._state_text()  # as at the deadline, this caller included
                 if self._cancel_wait(waiter) == _core.ENQUEUED:
                     self._count(_core.C_TIMEOUTS)
                     self._hooks.emit("timeout", t - (deadline - time.monotonic_ns()) / 1e9)
                     raise self._timeout_error(t, state)
             outcome = waiter.state_name
-        except BaseException:
-            # Interrupted, cancelled, timed out or failing fast: leave the
-            # queue, and give back a connection handed over in the meantime.
-            self._cancel_and_return(waiter)
-            raise
-        if outcome == "given":
-            return self._conn_at(waiter.idx)
-        if outcome == "closed":
-            raise PoolClosed(f"pool {self.name!r} was closed while waiting")
-        error = waiter.error
-        raise ConnectError(str(error)) from (error.__cause__ if error else None)
+            if outcome == "given":
+                return self._conn_at(waiter.idx)
+            if outcome == "closed":
+                raise PoolClosed(f"pool {self.name!r} was closed while waiting")
+            error = waiter.error
+            raise ConnectError(str(error)) from (error.__cause__ if error else None)
+        finally:
+            self._handoffs.discard(waiter)
 
-    def _cancel_and_return(self, waiter: Any) -> None:
-        got = self._cancel_wait(waiter)
-        if got >= 0:  # a connection was handed over at the last moment: give it back
-            self._give_back(self._conn_at(got))
+    def _abandon_wait(self, waiter: Any) -> None:
+        """Interrupted, cancelled or failing fast: leave the queue, and give
+        back a connection handed over in the meantime."""
+        try:
+            got = self._cancel_wait(waiter)
+            if got >= 0:  # a connection was handed over at the last moment: give it back
+                self._give_back(self._conn_at(got))
+        finally:
+            self._handoffs.discard(waiter)
 
     def _give_back(self, conn: Any) -> None:
         """Return a connection from inside the policy (not the caller's release)."""
