@@ -353,10 +353,10 @@ cdef class AsyncConnectionContext:
                     woken = (<Waiter>waiter).token  # an awaitable, or the wait's result
                     if type(woken) is not bool:
                         woken = await woken
+                    conn = pool._after_wait(waiter, woken)
                 except BaseException:
-                    pool._abandon_wait(waiter)
+                    pool._abandon_wait(waiter)  # nothing left to undo if _after_wait raised
                     raise
-                conn = pool._after_wait(waiter, woken)
             elif type(conn) is _GeneratorType:
                 conn = await pool._acquire_later(conn)
             self.conn = conn
@@ -439,10 +439,11 @@ cdef class PoolCore:
                 woken = (<Waiter>waiter).token  # an awaitable, or the wait's result
                 if type(woken) is not bool:
                     woken = await woken
+                conn = self._after_wait(waiter, woken)
             except BaseException:
-                self._abandon_wait(waiter)
+                self._abandon_wait(waiter)  # nothing left to undo if _after_wait raised
                 raise
-            return self._after_wait(waiter, woken)
+            return conn
         if type(conn) is _GeneratorType:
             conn = await self._acquire_later(conn)
         return conn

@@ -310,10 +310,11 @@ class PoolCore:
                 woken = waiter.token  # an awaitable, or the wait's result
                 if type(woken) is not bool:
                     woken = await woken
+                conn = self._after_wait(waiter, woken)
             except BaseException:
-                self._abandon_wait(waiter)
+                self._abandon_wait(waiter)  # nothing left to undo if _after_wait raised
                 raise
-            return self._after_wait(waiter, woken)
+            return conn
         if type(conn) is GeneratorType:
             conn = await self._acquire_later(conn)
         return conn

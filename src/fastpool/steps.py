@@ -12,8 +12,10 @@ the result (or has the operation's exception thrown into it)::
         return outcome                      # the flow's result
 
 ``run(steps, io)`` performs each operation by calling ``io.<operation>(*args)``;
-``run_async(steps, io)`` awaits it. The sync pool and the asyncio pool differ
-only in their ``io`` objects, never in the rules (psycopg runs its libpq
+``run_async(steps, io)`` awaits it. (A contended asyncio acquire does not run
+its flow: the flow's rules are plain methods, which the asyncio policy calls
+around the core's own await; see ARCHITECTURE.md.) The sync pool and the
+asyncio pool differ only in their ``io`` objects, never in the rules (psycopg runs its libpq
 protocol the same way: generators in ``psycopg.generators``, driven by
 ``wait`` or ``wait_async``).
 """

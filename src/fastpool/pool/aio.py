@@ -3,8 +3,11 @@
 ``AsyncPolicy`` is ``PoolPolicy`` with other I/O: every flow that decides and
 does I/O (acquire's slow path, probing, resetting on return, opening
 connections, ``check``) is the same generator (``fastpool.steps``), run by
-``run_async`` with ``LoopIO`` instead of by ``run`` with ``ThreadIO``. What is
-the loop's own is here and only here:
+``run_async`` with ``LoopIO`` instead of by ``run`` with ``ThreadIO``. A
+contended acquire is the one exception, for speed: ``_acquire_slow`` queues the
+caller with the flow's own plain methods and the compiled core awaits the
+waiter's future (see ``_acquire_slow``). What is the loop's own is here and
+only here:
 
 * a waiter is a future on the pool's loop, woken by the compiled core's
   hand-off (strict FIFO: a task that just released cannot take the connection

@@ -358,10 +358,13 @@ class PoolPolicy(_Core):
             try:
                 woken = yield ("wait", queued.token,
                                max(deadline - time.monotonic_ns(), 0) / 1e9)
+                return self._after_wait(queued, woken)
             except BaseException:
+                # Interrupted, cancelled, or the wait's own error (then this
+                # finds nothing left to undo): never leave a connection handed
+                # over and not taken.
                 self._abandon_wait(queued)
                 raise
-            return self._after_wait(queued, woken)
 
     def _acquire_limits(self, timeout: float | None, start: int) -> tuple[int, float]:
         """The caller's deadline (monotonic ns) and timeout (s); a closed pool
@@ -386,17 +389,17 @@ class PoolPolicy(_Core):
         if self.track_holders:  # recorded by the core at hand-off, with no gap
             waiter.holder = self._capture_holder()
         self._handoffs.add(waiter)
-        idx = self._pop_or_wait(waiter, self.max_waiting)
-        if idx != _core.ENQUEUED:
-            self._handoffs.discard(waiter)
-            if idx >= 0:
-                return idx
-            if idx == _core.POOL_CLOSED:
-                raise PoolClosed(f"pool {self.name!r} is closed")
-            raise TooManyWaiting(
-                f"pool {self.name!r}: {self.max_waiting} callers are already waiting "
-                f"(max_waiting={self.max_waiting}); {self._state_text()}")
         try:
+            idx = self._pop_or_wait(waiter, self.max_waiting)
+            if idx != _core.ENQUEUED:
+                self._handoffs.discard(waiter)
+                if idx >= 0:
+                    return idx
+                if idx == _core.POOL_CLOSED:
+                    raise PoolClosed(f"pool {self.name!r} is closed")
+                raise TooManyWaiting(
+                    f"pool {self.name!r}: {self.max_waiting} callers are already waiting "
+                    f"(max_waiting={self.max_waiting}); {self._state_text()}")
             if self._fatal_error is not None and self._sizes()[0] == 0 \
                     and time.monotonic() < self._retry_at:
                 # Connecting fails in a way retrying will not fix, and nothing
@@ -410,7 +413,8 @@ class PoolPolicy(_Core):
         return waiter
 
     def _after_wait(self, waiter: Any, woken: bool) -> Any:
-        """The end of a wait: the connection handed over, or the error."""
+        """The end of a wait: the connection handed over, or the error. Its
+        callers call ``_abandon_wait`` if it raises (or is interrupted)."""
         try:
             if not woken:
                 deadline, t = waiter.limits
@@ -430,8 +434,9 @@ class PoolPolicy(_Core):
             self._handoffs.discard(waiter)
 
     def _abandon_wait(self, waiter: Any) -> None:
-        """Interrupted, cancelled or failing fast: leave the queue, and give
-        back a connection handed over in the meantime."""
+        """Interrupted, cancelled or failing: leave the queue, and give back a
+        connection handed over in the meantime (nothing to do for a waiter
+        whose wait already ended: ``_cancel_wait`` finds it done)."""
         try:
             got = self._cancel_wait(waiter)
             if got >= 0:  # a connection was handed over at the last moment: give it back
